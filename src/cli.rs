@@ -1,0 +1,129 @@
+//! Command-line definitions. `burrow ssh` takes OpenSSH's short flags with the same meaning, so
+//! scripts written for ssh(1) keep working when `ssh` becomes `burrow ssh`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// burrow: reach services behind NAT over SSH, and keep the tunnel up.
+#[derive(Debug, Parser)]
+#[command(name = "burrow", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// OpenSSH-compatible forwarding client (-L, -R, -D, -W, -J, ...) for any standard sshd.
+    Ssh(SshArgs),
+    /// Forwarding-only SSH relay for the public machine (B); any ssh client can use it.
+    Serve(ServeArgs),
+}
+
+/// `burrow serve`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ServeArgs {
+    /// Address and port to listen on (default 0.0.0.0:2222).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// TOML configuration file; flags override its settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Host key file (ed25519, generated on first start when missing).
+    #[arg(long, value_name = "FILE")]
+    pub host_key: Option<PathBuf>,
+    /// authorized_keys file with OpenSSH options (restrict, permitopen=, permitlisten=, from=, ...).
+    #[arg(long, value_name = "FILE")]
+    pub authorized_keys: Option<PathBuf>,
+    /// Where -R listeners bind: no (loopback), yes (all interfaces), clientspecified.
+    #[arg(long, value_name = "no|yes|clientspecified")]
+    pub gateway_ports: Option<String>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Errors only.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+}
+
+/// `burrow ssh`: flags as in ssh(1).
+#[derive(Debug, Args, Default, Clone)]
+#[command(disable_version_flag = true)]
+pub struct SshArgs {
+    /// Local forward: `[bind_address:]port:host:hostport`, `[bind_address:]port:remote_socket`,
+    /// `local_socket:host:hostport` or `local_socket:remote_socket`.
+    #[arg(short = 'L', value_name = "SPEC")]
+    pub local: Vec<String>,
+    /// Remote forward: `[bind_address:]port:host:hostport` (port 0 = allocated by the server and
+    /// reported), or `remote_socket:host:hostport`.
+    #[arg(short = 'R', value_name = "SPEC")]
+    pub remote: Vec<String>,
+    /// Dynamic forward: a SOCKS4/4a/5 proxy on `[bind_address:]port` whose connections leave
+    /// from the server.
+    #[arg(short = 'D', value_name = "[bind_address:]port")]
+    pub dynamic: Vec<String>,
+    /// Connect standard input and output to `host:port` through the server (for ProxyCommand).
+    #[arg(short = 'W', value_name = "host:port")]
+    pub stdio: Option<String>,
+    /// Connect through these jump hosts first: `[user@]host[:port][,...]`.
+    #[arg(short = 'J', value_name = "destination")]
+    pub jump: Option<String>,
+    /// Do not run a remote command; just forward ports.
+    #[arg(short = 'N')]
+    pub no_command: bool,
+    /// Go to the background once authenticated and every forward is up.
+    #[arg(short = 'f')]
+    pub background: bool,
+    /// Compress the connection (zlib@openssh.com / zlib).
+    #[arg(short = 'C')]
+    pub compression: bool,
+    /// Let other hosts connect to local forwarded ports (-L/-D listen on all interfaces by default).
+    #[arg(short = 'g')]
+    pub gateway_ports: bool,
+    /// Port to connect to on the remote host.
+    #[arg(short = 'p', value_name = "port")]
+    pub port: Option<String>,
+    /// User to log in as on the remote machine.
+    #[arg(short = 'l', value_name = "login_name")]
+    pub login: Option<String>,
+    /// Identity (private key) file; may be given several times.
+    #[arg(short = 'i', value_name = "identity_file")]
+    pub identity: Vec<PathBuf>,
+    /// Per-user configuration file (default ~/.ssh/config); `none` reads no file.
+    #[arg(short = 'F', value_name = "configfile")]
+    pub config_file: Option<PathBuf>,
+    /// Options in ssh_config format, e.g. `-o ExitOnForwardFailure=yes`.
+    #[arg(short = 'o', value_name = "option")]
+    pub options: Vec<String>,
+    /// Verbose mode; repeat for more detail (-v debug, -vv trace).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Quiet mode: only fatal errors are printed.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Disable pseudo-terminal allocation.
+    #[arg(short = 'T')]
+    pub no_tty: bool,
+    /// Force pseudo-terminal allocation.
+    #[arg(short = 't', action = ArgAction::Count)]
+    pub tty: u8,
+    /// Use IPv4 addresses only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Use IPv6 addresses only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// `[user@]hostname` or `ssh://[user@]hostname[:port]`.
+    #[arg(value_name = "destination")]
+    pub destination: String,
+    /// Command to run on the remote host.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "command"
+    )]
+    pub command: Vec<String>,
+}

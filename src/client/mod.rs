@@ -1,0 +1,234 @@
+//! `burrow ssh`: the OpenSSH-compatible forwarding client.
+
+pub mod auth;
+pub mod background;
+pub mod connect;
+pub mod handler;
+pub mod hostkey;
+pub mod known_hosts;
+pub mod prompt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::options::ClientOptions;
+use crate::forward::remote::{RemoteForwardError, RemoteForwards};
+use crate::forward::{dynamic, local, stdio, ForwardContext};
+use handler::{ClientHandler, EndReason, SessionEvents};
+
+/// A session handle shared by every forward task.
+pub type SshHandle = Arc<russh::client::Handle<ClientHandler>>;
+
+/// Exit status for connection, authentication and forward set-up errors, as ssh(1).
+pub const EXIT_FAILURE: u8 = 255;
+
+/// Why the client stopped. Messages follow ssh(1)'s wording where scripts may look for it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// DNS failed.
+    #[error("Could not resolve hostname {host}: {reason}")]
+    Resolve {
+        /// Host name.
+        host: String,
+        /// Resolver message.
+        reason: String,
+    },
+    /// TCP connect failed.
+    #[error("connect to host {host} port {port}: {reason}")]
+    Connect {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// OS message.
+        reason: String,
+    },
+    /// The SSH handshake failed.
+    #[error("ssh handshake with {host} port {port} failed: {reason}")]
+    Handshake {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The host key was refused (the reason was printed already).
+    #[error("Host key verification failed.")]
+    HostKeyVerification,
+    /// No authentication method worked.
+    #[error("{user}@{host}: Permission denied ({methods}).")]
+    PermissionDenied {
+        /// User.
+        user: String,
+        /// Host.
+        host: String,
+        /// Methods the server offered.
+        methods: String,
+    },
+    /// A jump host could not reach the next hop.
+    #[error("channel 0: open failed: {reason}: {host}:{port}")]
+    Jump {
+        /// Next hop host.
+        host: String,
+        /// Next hop port.
+        port: u16,
+        /// Why.
+        reason: String,
+    },
+    /// A forward failed and ExitOnForwardFailure is set.
+    #[error("{0}")]
+    Forward(String),
+    /// -W failed.
+    #[error(transparent)]
+    Stdio(#[from] stdio::StdioError),
+    /// Something this client does not do (yet).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The SSH layer failed.
+    #[error("{0}")]
+    Ssh(#[from] russh::Error),
+}
+
+/// Runs a `burrow ssh` invocation to the end; returns the exit status.
+pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
+    if !opts.no_command {
+        return Err(ClientError::Unsupported(
+            "remote commands and shells are not supported yet; use -N (forwarding only) or -W"
+                .into(),
+        ));
+    }
+    let shutdown = CancellationToken::new();
+    let ctx = ForwardContext::new(shutdown.child_token());
+    let remote = Arc::new(RemoteForwards::new(ctx.clone()));
+    let connected = connect::establish(&opts, remote.clone()).await?;
+    let events = connected.events.clone();
+    let handle: SshHandle = Arc::new(connected.handle);
+    let code = if let Some((host, port)) = &opts.stdio_forward {
+        stdio::run(&handle, host, *port, &ctx).await?;
+        0
+    } else {
+        start_forwards(&handle, &opts, &ctx, &remote).await?;
+        ready.signal();
+        wait_for_end(&opts, &events).await
+    };
+    shutdown.cancel();
+    ctx.tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), ctx.tracker.wait()).await;
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+    drop(connected.hops);
+    Ok(code)
+}
+
+/// Sets up -L, -D and -R as ssh(1) does: failures are warnings, or fatal with
+/// ExitOnForwardFailure.
+async fn start_forwards(
+    handle: &SshHandle,
+    opts: &ClientOptions,
+    ctx: &ForwardContext,
+    remote: &Arc<RemoteForwards>,
+) -> Result<(), ClientError> {
+    let mut local_failed = 0;
+    for fwd in &opts.local_forwards {
+        match local::start(handle.clone(), fwd, opts.gateway_ports, ctx).await {
+            Ok(bound) => {
+                tracing::debug!(?bound, target = %fwd.target, "local forward listening");
+                report_allocated(
+                    &fwd.listen,
+                    &bound,
+                    &format!("local forward to {}", fwd.target),
+                );
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                tracing::error!(
+                    "channel_setup_fwd_listener: cannot listen to {}",
+                    fwd.listen
+                );
+                local_failed += 1;
+            }
+        }
+    }
+    for fwd in &opts.dynamic_forwards {
+        match dynamic::start(handle.clone(), fwd, opts.gateway_ports, ctx).await {
+            Ok(bound) => {
+                tracing::debug!(?bound, "dynamic forward listening");
+                report_allocated(&fwd.listen, &bound, "dynamic forward");
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                local_failed += 1;
+            }
+        }
+    }
+    let local_total = opts.local_forwards.len() + opts.dynamic_forwards.len();
+    if local_failed > 0 {
+        if opts.exit_on_forward_failure {
+            return Err(ClientError::Forward(
+                "Could not request local forwarding.".into(),
+            ));
+        }
+        if local_failed == local_total {
+            tracing::error!("Could not request local forwarding.");
+        }
+    }
+    for fwd in &opts.remote_forwards {
+        if let Err(e) = remote.request(handle, fwd).await {
+            match e {
+                RemoteForwardError::Unsupported(_) => {
+                    return Err(ClientError::Forward(e.to_string()))
+                }
+                _ if opts.exit_on_forward_failure => {
+                    return Err(ClientError::Forward(format!("Error: {e}")))
+                }
+                _ => tracing::warn!("Warning: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// For a local listen port of 0, tells which port the system chose, in the words ssh(1) uses for
+/// remote forwards (burrow extension: ssh prints nothing for `-L 0:...`).
+fn report_allocated(listen: &crate::spec::Listen, bound: &[String], what: &str) {
+    if !matches!(listen, crate::spec::Listen::Tcp { port: 0, .. }) {
+        return;
+    }
+    let port = bound
+        .first()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port());
+    if let Some(port) = port {
+        tracing::info!("Allocated port {port} for {what}");
+    }
+}
+
+/// Waits for the session to end or a signal; prints ssh(1)'s message and returns the status.
+async fn wait_for_end(opts: &ClientOptions, events: &Arc<SessionEvents>) -> u8 {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = events.ended.cancelled() => {
+            match events.reason() {
+                Some(EndReason::KeepaliveTimeout) => {
+                    tracing::error!("Timeout, server {} not responding.", opts.hostname)
+                }
+                _ => tracing::error!("Connection to {} closed by remote host.", opts.hostname),
+            }
+            EXIT_FAILURE
+        }
+        _ = tokio::signal::ctrl_c() => EXIT_FAILURE,
+        () = sigterm => EXIT_FAILURE,
+    }
+}

@@ -1,0 +1,5 @@
+//! Configuration sources: OpenSSH's ssh_config for the client, and the resolution of command line
+//! plus config into one typed [`options::ClientOptions`].
+
+pub mod options;
+pub mod ssh_config;

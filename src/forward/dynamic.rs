@@ -1,0 +1,94 @@
+//! -D: a local SOCKS4/4a/5 proxy; each CONNECT becomes a `direct-tcpip` channel, so names are
+//! resolved and connections made on the server side.
+//!
+//! Unlike ssh(1), which answers "granted" before the server has tried to connect, burrow waits for
+//! the channel open result and sends a real SOCKS error (e.g. "connection refused") when the
+//! server could not connect, so SOCKS clients report the actual failure.
+
+use std::time::Duration;
+
+use russh::ChannelOpenFailure;
+
+use super::listen::{self, BindError, Peer};
+use super::{open_failure_text, ForwardContext, Stream};
+use crate::client::SshHandle;
+use crate::socks::{self, Failure, TargetAddr};
+use crate::spec::{DynamicForward, Endpoint};
+
+/// How long a SOCKS client may take to send its request: a stalled client costs one task for
+/// at most this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds the SOCKS listeners and starts accepting; returns the bound addresses.
+pub async fn start(
+    handle: SshHandle,
+    fwd: &DynamicForward,
+    gateway_ports: bool,
+    ctx: &ForwardContext,
+) -> Result<Vec<String>, BindError> {
+    let listeners = listen::bind(&fwd.listen, gateway_ports).await?;
+    let bound = listeners.iter().map(|l| l.describe()).collect();
+    let task_ctx = ctx.clone();
+    listen::serve(listeners, ctx, move |stream, peer| {
+        proxy_one(handle.clone(), stream, peer, task_ctx.clone())
+    });
+    Ok(bound)
+}
+
+async fn proxy_one(handle: SshHandle, mut stream: Stream, peer: Peer, ctx: ForwardContext) {
+    let request = match tokio::time::timeout(HANDSHAKE_TIMEOUT, socks::accept(&mut stream)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::info!("dynamic forward: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("dynamic forward: SOCKS handshake timed out");
+            return;
+        }
+    };
+    let target = match &request.target {
+        TargetAddr::Ip(a) => Endpoint::Tcp {
+            host: a.ip().to_string(),
+            port: a.port(),
+        },
+        TargetAddr::Domain(h, p) => Endpoint::Tcp {
+            host: h.clone(),
+            port: *p,
+        },
+    };
+    match super::local::open_channel(&handle, &target, &peer).await {
+        Ok(channel) => {
+            if socks::reply(
+                &mut stream,
+                request.version,
+                Ok(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            )
+            .await
+            .is_ok()
+            {
+                ctx.pump(channel.into_stream(), stream, &target.to_string())
+                    .await;
+            }
+        }
+        Err(e) => {
+            tracing::info!(
+                "channel: open failed: {}: dynamic forward to {target}",
+                open_failure_text(&e)
+            );
+            let _ = socks::reply(&mut stream, request.version, Err(socks_failure(&e))).await;
+        }
+    }
+}
+
+fn socks_failure(e: &russh::Error) -> Failure {
+    match e {
+        russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed) => {
+            Failure::ConnectionRefused
+        }
+        russh::Error::ChannelOpenFailure(ChannelOpenFailure::AdministrativelyProhibited) => {
+            Failure::NotAllowed
+        }
+        _ => Failure::General,
+    }
+}

@@ -1,0 +1,230 @@
+//! Binding local listeners with OpenSSH's address rules, and the accept loop every local listener
+//! (-L, -D) runs.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::either::Either;
+
+use super::{io_reason, ForwardContext, Stream};
+use crate::spec::{bind_target, BindTarget, Listen};
+
+/// Why a listener could not be set up; the message names address and port like ssh(1).
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Binding one address failed.
+    #[error("bind [{addr}]:{port}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The port.
+        port: u16,
+        /// The OS error text.
+        reason: String,
+    },
+    /// The bind host did not resolve.
+    #[error("bind {host}: cannot resolve: {reason}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// Binding a unix socket failed.
+    #[error("unix_listener: cannot bind to path {path}: {reason}")]
+    Unix {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One bound listener: TCP (possibly one of several addresses) or a unix socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix-domain socket, removed again on drop.
+    Unix(UnixListener, UnixPathGuard),
+}
+
+/// Removes a unix socket path when its listener goes away.
+#[derive(Debug)]
+pub struct UnixPathGuard(PathBuf);
+
+impl Drop for UnixPathGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Listener {
+    /// The local address, for messages and tests.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
+            Listener::Unix(_, g) => g.0.display().to_string(),
+        }
+    }
+
+    /// Accepts one connection and returns it with a peer label for logs.
+    pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Either::Left(s), Peer::Tcp(peer)))
+            }
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept().await?;
+                Ok((Either::Right(s), Peer::Unix))
+            }
+        }
+    }
+}
+
+/// Who connected: the originator sent in direct-tcpip channel opens.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// A TCP client.
+    Tcp(SocketAddr),
+    /// A unix socket client (no address).
+    Unix,
+}
+
+impl Peer {
+    /// Originator address and port for RFC 4254 channel opens.
+    pub fn originator(&self) -> (String, u32) {
+        match self {
+            Peer::Tcp(a) => (a.ip().to_string(), u32::from(a.port())),
+            Peer::Unix => ("127.0.0.1".to_string(), 0),
+        }
+    }
+}
+
+/// Binds every address `listen` names. TCP: loopback (127.0.0.1 and ::1) unless the spec or
+/// `gateway_ports` says otherwise; all interfaces for `*`/empty. Succeeds if at least one
+/// address bound, as ssh(1) does; the error names the first address that failed otherwise.
+pub async fn bind(listen: &Listen, gateway_ports: bool) -> Result<Vec<Listener>, BindError> {
+    match listen {
+        Listen::Unix(path) => bind_unix(path).map(|l| vec![l]),
+        Listen::Tcp { bind, port } => {
+            let addrs = bind_addrs(&bind_target(bind, gateway_ports), *port).await?;
+            bind_tcp_all(&addrs, *port)
+        }
+    }
+}
+
+async fn bind_addrs(target: &BindTarget, port: u16) -> Result<Vec<IpAddr>, BindError> {
+    Ok(match target {
+        BindTarget::Loopback => vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ],
+        BindTarget::Any => vec![
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ],
+        BindTarget::Host(h) => {
+            let found = tokio::net::lookup_host((h.as_str(), port))
+                .await
+                .map_err(|e| BindError::Resolve {
+                    host: h.clone(),
+                    reason: io_reason(&e),
+                })?;
+            let mut ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+            ips.dedup();
+            ips
+        }
+    })
+}
+
+/// Binds each address on the same port; with port 0 the first bind picks the port for the rest.
+pub fn bind_tcp_all(addrs: &[IpAddr], port: u16) -> Result<Vec<Listener>, BindError> {
+    let mut listeners = Vec::new();
+    let mut first_err = None;
+    let mut port = port;
+    for ip in addrs {
+        match bind_tcp(SocketAddr::new(*ip, port)) {
+            Ok(l) => {
+                if port == 0 {
+                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                }
+                listeners.push(Listener::Tcp(l));
+            }
+            Err(e) => {
+                tracing::debug!(addr = %ip, port, error = %e, "bind failed");
+                first_err.get_or_insert(BindError::Bind {
+                    addr: ip.to_string(),
+                    port,
+                    reason: io_reason(&e),
+                });
+            }
+        }
+    }
+    match (listeners.is_empty(), first_err) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(listeners),
+    }
+}
+
+/// A TCP listener with SO_REUSEADDR and, for IPv6, V6ONLY so `0.0.0.0` and `::` can both bind.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn bind_unix(path: &std::path::Path) -> Result<Listener, BindError> {
+    let err = |e: io::Error| BindError::Unix {
+        path: path.to_path_buf(),
+        reason: io_reason(&e),
+    };
+    let l = UnixListener::bind(path).map_err(err)?;
+    Ok(Listener::Unix(l, UnixPathGuard(path.to_path_buf())))
+}
+
+/// Runs an accept loop per listener in `ctx`'s tracker; each connection runs `handle` in its own
+/// task. Accept errors (e.g. out of file descriptors) are logged and retried after a pause, so
+/// one bad moment does not end the forward.
+pub fn serve<F, Fut>(listeners: Vec<Listener>, ctx: &ForwardContext, handle: F)
+where
+    F: Fn(Stream, Peer) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    for listener in listeners {
+        let ctx2 = ctx.clone();
+        let handle = handle.clone();
+        ctx.tracker.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    r = listener.accept() => r,
+                    () = ctx2.cancel.cancelled() => return,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        ctx2.tracker.spawn(handle(stream, peer));
+                    }
+                    Err(e) => {
+                        tracing::warn!(listener = %listener.describe(), error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+}

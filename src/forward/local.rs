@@ -1,0 +1,70 @@
+//! -L: local listeners whose connections travel to a target through `direct-tcpip` (or
+//! `direct-streamlocal@openssh.com` for a unix socket target) channels.
+
+use super::listen::{self, BindError, Peer};
+use super::{open_failure_text, ForwardContext, Stream};
+use crate::client::SshHandle;
+use crate::spec::{Endpoint, LocalForward};
+
+/// Binds the forward's listeners and starts accepting; returns the bound addresses.
+pub async fn start(
+    handle: SshHandle,
+    fwd: &LocalForward,
+    gateway_ports: bool,
+    ctx: &ForwardContext,
+) -> Result<Vec<String>, BindError> {
+    let listeners = listen::bind(&fwd.listen, gateway_ports).await?;
+    let bound = listeners.iter().map(|l| l.describe()).collect();
+    let target = fwd.target.clone();
+    let task_ctx = ctx.clone();
+    listen::serve(listeners, ctx, move |stream, peer| {
+        forward_one(
+            handle.clone(),
+            target.clone(),
+            stream,
+            peer,
+            task_ctx.clone(),
+        )
+    });
+    Ok(bound)
+}
+
+async fn forward_one(
+    handle: SshHandle,
+    target: Endpoint,
+    stream: Stream,
+    peer: Peer,
+    ctx: ForwardContext,
+) {
+    match open_channel(&handle, &target, &peer).await {
+        Ok(channel) => {
+            ctx.pump(channel.into_stream(), stream, &target.to_string())
+                .await
+        }
+        Err(e) => tracing::info!(
+            "channel: open failed: {}: forward to {target}",
+            open_failure_text(&e)
+        ),
+    }
+}
+
+/// Opens the channel that carries one -L connection to `target`.
+pub async fn open_channel(
+    handle: &SshHandle,
+    target: &Endpoint,
+    peer: &Peer,
+) -> Result<russh::Channel<russh::client::Msg>, russh::Error> {
+    let (orig, orig_port) = peer.originator();
+    match target {
+        Endpoint::Tcp { host, port } => {
+            handle
+                .channel_open_direct_tcpip(host.clone(), u32::from(*port), orig, orig_port)
+                .await
+        }
+        Endpoint::Unix(path) => {
+            handle
+                .channel_open_direct_streamlocal(path.to_string_lossy())
+                .await
+        }
+    }
+}

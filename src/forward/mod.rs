@@ -1,0 +1,110 @@
+//! Forwards: -L ([`local`]), -R ([`remote`]), -D ([`dynamic`]) and -W ([`stdio`]). They share the
+//! listener binding and accept loop here and the one byte pump in [`crate::pipe`].
+
+pub mod dynamic;
+pub mod listen;
+pub mod local;
+pub mod remote;
+pub mod stdio;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::ChannelOpenFailure;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::pipe::{self, Counters};
+use crate::spec::Endpoint;
+
+/// What every forward task shares: who owns the tasks, how to stop them, and where bytes are
+/// counted.
+#[derive(Debug, Clone)]
+pub struct ForwardContext {
+    /// Every listener and connection task is spawned here, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Cancelled on shutdown: listeners stop accepting and pumps stop.
+    pub cancel: CancellationToken,
+    /// Bytes moved by all forwards of this session (a_to_b = towards the SSH channel).
+    pub counters: Arc<Counters>,
+    /// Timeout for dialling a forward's target.
+    pub connect_timeout: Duration,
+}
+
+impl ForwardContext {
+    /// A fresh context whose tasks stop when `cancel` is cancelled.
+    pub fn new(cancel: CancellationToken) -> Self {
+        Self {
+            tracker: TaskTracker::new(),
+            cancel,
+            counters: Arc::new(Counters::default()),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Pumps bytes between `local` and a channel until both sides are done or shutdown, then logs
+    /// what moved. Errors end only this connection.
+    pub async fn pump<A, B>(&self, channel: A, local: B, label: &str)
+    where
+        A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        tokio::select! {
+            r = pipe::pipe(local, channel, self.counters.clone()) => match r {
+                Ok(t) => tracing::debug!(conn = label, sent = t.a_to_b, received = t.b_to_a, "connection closed"),
+                Err(e) => tracing::debug!(conn = label, error = %e, "connection ended with an error"),
+            },
+            () = self.cancel.cancelled() => tracing::debug!(conn = label, "connection stopped by shutdown"),
+        }
+    }
+}
+
+/// A connected TCP or unix-domain stream.
+pub type Stream = Either<TcpStream, UnixStream>;
+
+/// Dials a forward's target (a TCP host:port or a unix socket path) within `timeout`.
+pub async fn connect_endpoint(target: &Endpoint, timeout: Duration) -> io::Result<Stream> {
+    let dial = async {
+        match target {
+            Endpoint::Tcp { host, port } => {
+                let s = TcpStream::connect((host.as_str(), *port)).await?;
+                let _ = s.set_nodelay(true);
+                Ok(Either::Left(s))
+            }
+            Endpoint::Unix(path) => Ok(Either::Right(UnixStream::connect(path).await?)),
+        }
+    };
+    match tokio::time::timeout(timeout, dial).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "Connection timed out",
+        )),
+    }
+}
+
+/// The text OpenSSH prints for a channel open failure reason ("connect failed", ...).
+pub fn open_failure_text(e: &russh::Error) -> String {
+    match e {
+        russh::Error::ChannelOpenFailure(reason) => match reason {
+            ChannelOpenFailure::AdministrativelyProhibited => "administratively prohibited".into(),
+            ChannelOpenFailure::ConnectFailed => "connect failed".into(),
+            ChannelOpenFailure::UnknownChannelType => "unknown channel type".into(),
+            ChannelOpenFailure::ResourceShortage => "resource shortage".into(),
+            ChannelOpenFailure::Other { reason, .. } => reason.clone(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// An io error's message without Rust's " (os error N)" suffix, as C tools print it.
+pub fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s.get(..i).unwrap_or(&s).to_string(),
+        None => s,
+    }
+}

@@ -1,0 +1,191 @@
+//! -R: ask the server to listen (`tcpip-forward` / `streamlocal-forward@openssh.com`) and connect
+//! each `forwarded-tcpip` channel it opens to the forward's local target.
+
+use std::sync::{Arc, Mutex};
+
+use russh::client::Msg;
+use russh::{Channel, ChannelOpenFailure};
+
+use super::{connect_endpoint, io_reason, ForwardContext};
+use crate::client::SshHandle;
+use crate::spec::{Endpoint, Listen, RemoteForward};
+
+/// Why a remote forward could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteForwardError {
+    /// The server refused the listen request.
+    #[error("remote port forwarding failed for listen port {0}")]
+    Port(u16),
+    /// The server refused the unix socket listen request.
+    #[error("remote port forwarding failed for listen path {0}")]
+    Path(String),
+    /// burrow ssh cannot do this kind of remote forward yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One active server-side listener and where its connections go.
+#[derive(Debug, Clone)]
+struct Active {
+    /// The bind address we sent ("localhost", "", or literal), or the socket path.
+    listen_host: String,
+    /// The port the server listens on (the allocated one for port 0); 0 for unix sockets.
+    listen_port: u32,
+    target: Endpoint,
+}
+
+/// The live -R forwards of one session. The SSH handler consults it for every channel the server
+/// opens, so only listeners we asked for are ever connected anywhere.
+#[derive(Debug)]
+pub struct RemoteForwards {
+    active: Mutex<Vec<Active>>,
+    ctx: ForwardContext,
+}
+
+/// The bind address OpenSSH sends for a -R listen spec: "localhost" when none was given, "" for
+/// `*` or empty (all interfaces), else the literal (channels.c `channel_rfwd_bind_host`).
+pub fn rfwd_bind_host(bind: &Option<String>) -> String {
+    match bind.as_deref() {
+        None => "localhost".to_string(),
+        Some("") | Some("*") => String::new(),
+        Some(h) => h.to_string(),
+    }
+}
+
+impl RemoteForwards {
+    /// An empty registry whose connection tasks live in `ctx`.
+    pub fn new(ctx: ForwardContext) -> Self {
+        Self {
+            active: Mutex::new(Vec::new()),
+            ctx,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests the forward on the server and registers it. Returns the port the server listens
+    /// on (allocated when 0 was asked; 0 for unix sockets). Prints ssh(1)'s "Allocated port"
+    /// message for port 0.
+    pub async fn request(
+        &self,
+        handle: &SshHandle,
+        fwd: &RemoteForward,
+    ) -> Result<u32, RemoteForwardError> {
+        let Some(target) = fwd.target.clone() else {
+            return Err(RemoteForwardError::Unsupported(
+                "remote dynamic forwarding (-R without a target) is not supported yet".into(),
+            ));
+        };
+        match &fwd.listen {
+            Listen::Tcp { bind, port } => {
+                let host = rfwd_bind_host(bind);
+                let asked = u32::from(*port);
+                let got = handle
+                    .tcpip_forward(host.clone(), asked)
+                    .await
+                    .map_err(|_| RemoteForwardError::Port(*port))?;
+                let listen_port = if asked == 0 { got } else { asked };
+                if asked == 0 {
+                    tracing::info!("Allocated port {listen_port} for remote forward to {target}");
+                }
+                self.lock().push(Active {
+                    listen_host: host,
+                    listen_port,
+                    target,
+                });
+                Ok(listen_port)
+            }
+            Listen::Unix(path) => {
+                let p = path.to_string_lossy().to_string();
+                handle
+                    .streamlocal_forward(p.clone())
+                    .await
+                    .map_err(|_| RemoteForwardError::Path(p.clone()))?;
+                self.lock().push(Active {
+                    listen_host: p,
+                    listen_port: 0,
+                    target,
+                });
+                Ok(0)
+            }
+        }
+    }
+
+    /// Finds the target for a connection the server accepted on `host:port`. The port decides;
+    /// the address breaks ties, since servers report it in different spellings.
+    fn target_for(&self, host: &str, port: u32) -> Option<Endpoint> {
+        let active = self.lock();
+        let same_port: Vec<&Active> = active.iter().filter(|a| a.listen_port == port).collect();
+        same_port
+            .iter()
+            .find(|a| a.listen_host == host)
+            .or(same_port.first())
+            .map(|a| a.target.clone())
+    }
+
+    fn target_for_path(&self, path: &str) -> Option<Endpoint> {
+        self.lock()
+            .iter()
+            .find(|a| a.listen_port == 0 && a.listen_host == path)
+            .map(|a| a.target.clone())
+    }
+
+    /// Handles a `forwarded-tcpip` channel: dial the target in a task, then accept the channel
+    /// and pump, or reject it with "connect failed" as ssh(1) does.
+    pub fn dispatch(
+        &self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        reply: russh::client::ChannelOpenHandle,
+    ) {
+        let Some(target) = self.target_for(host, port) else {
+            tracing::warn!("rejected forwarded connection for unknown listener {host}:{port}");
+            drop(reply);
+            return;
+        };
+        self.spawn_connect(channel, target, reply);
+    }
+
+    /// Same as [`Self::dispatch`] for `forwarded-streamlocal@openssh.com`.
+    pub fn dispatch_path(
+        &self,
+        channel: Channel<Msg>,
+        path: &str,
+        reply: russh::client::ChannelOpenHandle,
+    ) {
+        let Some(target) = self.target_for_path(path) else {
+            tracing::warn!("rejected forwarded connection for unknown listener {path}");
+            drop(reply);
+            return;
+        };
+        self.spawn_connect(channel, target, reply);
+    }
+
+    fn spawn_connect(
+        &self,
+        channel: Channel<Msg>,
+        target: Endpoint,
+        reply: russh::client::ChannelOpenHandle,
+    ) {
+        let ctx = self.ctx.clone();
+        self.ctx.tracker.spawn(async move {
+            match connect_endpoint(&target, ctx.connect_timeout).await {
+                Ok(stream) => {
+                    reply.accept().await;
+                    ctx.pump(channel.into_stream(), stream, &target.to_string())
+                        .await;
+                }
+                Err(e) => {
+                    tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                }
+            }
+        });
+    }
+}
+
+/// Shared registry handle.
+pub type SharedRemoteForwards = Arc<RemoteForwards>;

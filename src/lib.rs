@@ -1,0 +1,19 @@
+//! burrow: reach a service behind NAT or a firewall over SSH, and keep the connection up.
+//!
+//! The library holds everything; `main.rs` only parses arguments and dispatches.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod forward;
+pub mod logging;
+pub mod pipe;
+pub mod server;
+pub mod socks;
+pub mod spec;

@@ -1,0 +1,85 @@
+//! The `burrow` binary: parse, set up logging, dispatch, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use burrow::cli::{Cli, Command, ServeArgs, SshArgs};
+use burrow::client::{self, background, EXIT_FAILURE};
+use burrow::config::options::{self, ConfigPaths};
+use burrow::logging::{self, Verbosity};
+use burrow::server::{
+    self,
+    config::{ServeConfig, ServeOverrides},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ssh(args) => ExitCode::from(ssh(args)),
+        Command::Serve(args) => exit(serve(args)),
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("burrow: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    logging::init(Verbosity::from_flags(args.verbose, args.quiet), true);
+    let overrides = ServeOverrides {
+        listen: args.listen,
+        config: args.config,
+        host_key: args.host_key,
+        authorized_keys: args.authorized_keys,
+        gateway_ports: args.gateway_ports,
+    };
+    let config = ServeConfig::load(&overrides)?;
+    runtime()?.block_on(server::run(config))
+}
+
+fn ssh(args: SshArgs) -> u8 {
+    logging::init(Verbosity::from_flags(args.verbose, args.quiet), false);
+    let paths = ConfigPaths::for_args(args.config_file.as_deref());
+    let opts = match options::resolve(&args, &paths) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("burrow: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    if opts.background && opts.command.is_empty() && !opts.no_command {
+        eprintln!("Cannot fork into background without a command to execute.");
+        return EXIT_FAILURE;
+    }
+    let ready = match background::start(opts.background) {
+        background::Role::Exit(code) => return code,
+        background::Role::Run(ready) => ready,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("burrow: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let code = match runtime.block_on(client::run(opts, ready)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_FAILURE
+        }
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}

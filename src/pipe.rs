@@ -1,0 +1,113 @@
+//! The one byte pump. Every forward kind (-L, -R, -D, -W) and the relay move bytes between an SSH
+//! channel and a socket through [`pipe`], so half-close, backpressure and byte counting behave the
+//! same everywhere.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Size of one read. Matches the SSH maximum packet payload we advertise so one read fills one
+/// channel data message.
+const CHUNK: usize = 32 * 1024;
+
+/// Live byte counters shared with metrics and status; cloned cheaply into every pump.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes read from side `a` and written to side `b`.
+    pub a_to_b: AtomicU64,
+    /// Bytes read from side `b` and written to side `a`.
+    pub b_to_a: AtomicU64,
+}
+
+/// What one finished pump moved, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    /// Bytes from `a` to `b`.
+    pub a_to_b: u64,
+    /// Bytes from `b` to `a`.
+    pub b_to_a: u64,
+}
+
+/// Copies bytes both ways until both directions have seen EOF.
+///
+/// When one side ends its output (EOF), the pump shuts down the write half of the other side and
+/// keeps copying the opposite direction: a half-closed connection (e.g. `curl` uploading a body,
+/// then reading the reply) keeps working. Each direction awaits its write before reading more, so
+/// a slow reader slows only its own writer: backpressure reaches the SSH window and the TCP
+/// peer, and memory stays at one chunk per direction. The first error ends both directions and is
+/// returned once, to the task that owns the connection.
+pub async fn pipe<A, B>(a: A, b: B, counters: Arc<Counters>) -> io::Result<Totals>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let forward = copy_half(&mut a_read, &mut b_write, &counters.a_to_b);
+    let backward = copy_half(&mut b_read, &mut a_write, &counters.b_to_a);
+    let (a_to_b, b_to_a) = tokio::try_join!(forward, backward)?;
+    Ok(Totals { a_to_b, b_to_a })
+}
+
+/// One direction: read, write, count; on EOF shut down the writer (half-close) and return.
+async fn copy_half<R, W>(reader: &mut R, writer: &mut W, counter: &AtomicU64) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            writer.shutdown().await?;
+            return Ok(total);
+        }
+        writer.write_all(buf.get(..n).unwrap_or_default()).await?;
+        // A no-op for sockets and channels; stdout (-W) is line-buffered and would hold binary
+        // data back otherwise.
+        writer.flush().await?;
+        total += n as u64;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    #[tokio::test]
+    async fn copies_both_ways_and_keeps_half_close() {
+        let (client, pump_a) = duplex(1024);
+        let (pump_b, server) = duplex(1024);
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(pipe(pump_a, pump_b, counters.clone()));
+
+        let (mut client_r, mut client_w) = tokio::io::split(client);
+        let (mut server_r, mut server_w) = tokio::io::split(server);
+        client_w.write_all(b"request").await.unwrap();
+        client_w.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server_r.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        // The server still answers after the client's EOF: half-close kept.
+        server_w.write_all(b"reply").await.unwrap();
+        server_w.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        client_r.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply");
+
+        let totals = task.await.unwrap().unwrap();
+        assert_eq!(
+            totals,
+            Totals {
+                a_to_b: 7,
+                b_to_a: 5
+            }
+        );
+        assert_eq!(counters.a_to_b.load(Ordering::Relaxed), 7);
+    }
+}

@@ -1,0 +1,398 @@
+//! `burrow serve` settings: a TOML file, overridden by flags, validated once at start-up with
+//! errors that name the file and field. Also the host key: loaded, or generated on first start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::server::policy::{self, AllowTcpForwarding, GatewayPorts};
+
+/// Why the relay's configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown/mistyped fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message, which names line, column and field.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        /// File (or "command line").
+        path: String,
+        /// Field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Host key trouble.
+    #[error("host key {path}: {message}")]
+    HostKey {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The file format (see examples/serve.toml).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    /// Address to listen on, e.g. "0.0.0.0:2222".
+    pub listen: Option<String>,
+    /// Host key file (generated when missing).
+    pub host_key: Option<PathBuf>,
+    /// authorized_keys file.
+    pub authorized_keys: Option<PathBuf>,
+    /// "no" | "yes" | "clientspecified".
+    pub gateway_ports: Option<String>,
+    /// "yes" | "no" | "local" | "remote".
+    pub allow_tcp_forwarding: Option<String>,
+    /// Server-wide PermitOpen entries ("host:port", "any", "none").
+    pub permit_open: Option<Vec<String>>,
+    /// Server-wide PermitListen entries ("[host:]port", "any", "none").
+    pub permit_listen: Option<Vec<String>>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `[limits]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Authentication attempts per connection.
+    pub max_auth_tries: Option<usize>,
+    /// Seconds a connection may take to authenticate.
+    pub login_grace_time_secs: Option<u64>,
+    /// Connections allowed to be unauthenticated at once.
+    pub max_startups: Option<usize>,
+    /// -R listeners one key may hold across its sessions.
+    pub max_listeners_per_key: Option<u32>,
+    /// Open channels one key may hold across its sessions.
+    pub max_channels_per_key: Option<u32>,
+    /// Seconds to wait for an earlier session's answer before taking its port over.
+    pub takeover_probe_secs: Option<u64>,
+    /// Seconds between keepalives to clients (0 = off).
+    pub keepalive_interval_secs: Option<u64>,
+    /// Unanswered keepalives before a session is dropped.
+    pub keepalive_count_max: Option<usize>,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct ServeOverrides {
+    /// --listen.
+    pub listen: Option<String>,
+    /// --config.
+    pub config: Option<PathBuf>,
+    /// --host-key.
+    pub host_key: Option<PathBuf>,
+    /// --authorized-keys.
+    pub authorized_keys: Option<PathBuf>,
+    /// --gateway-ports.
+    pub gateway_ports: Option<String>,
+}
+
+/// Validated relay settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Host key path.
+    pub host_key: PathBuf,
+    /// authorized_keys path (re-read on SIGHUP).
+    pub authorized_keys: PathBuf,
+    /// Forwarding policy.
+    pub policy: policy::ServerPolicy,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Resource limits with safe defaults.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Authentication attempts per connection (sshd MaxAuthTries: 6).
+    pub max_auth_tries: usize,
+    /// Time to authenticate (sshd LoginGraceTime: 120 s; we use 30 s).
+    pub login_grace_time: Duration,
+    /// Unauthenticated connections at once; more are refused (sshd MaxStartups-like).
+    pub max_startups: usize,
+    /// -R listeners per key.
+    pub max_listeners_per_key: u32,
+    /// Open channels per key.
+    pub max_channels_per_key: u32,
+    /// Liveness probe deadline for stale-listener takeover.
+    pub takeover_probe: Duration,
+    /// Keepalive interval towards clients.
+    pub keepalive_interval: Option<Duration>,
+    /// Unanswered keepalives before dropping a session.
+    pub keepalive_count_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_auth_tries: 6,
+            login_grace_time: Duration::from_secs(30),
+            max_startups: 100,
+            max_listeners_per_key: 64,
+            max_channels_per_key: 1024,
+            takeover_probe: Duration::from_secs(3),
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_count_max: 3,
+        }
+    }
+}
+
+/// Where state lives by default: /var/lib/burrow as root, else $XDG_STATE_HOME/burrow or
+/// ~/.local/state/burrow.
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::getuid().is_root() {
+        return PathBuf::from("/var/lib/burrow");
+    }
+    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("burrow"),
+        None => crate::config::options::home_dir().join(".local/state/burrow"),
+    }
+}
+
+impl ServeConfig {
+    /// Reads the file (if any), applies flags and validates.
+    pub fn load(over: &ServeOverrides) -> Result<Self, ServeConfigError> {
+        let (file, origin) = match &over.config {
+            Some(path) => (read_file(path)?, path.display().to_string()),
+            None => (ServeFile::default(), "command line".to_string()),
+        };
+        Self::from_parts(file, over, &origin)
+    }
+
+    /// Combines a parsed file with flags; `origin` names the file in errors.
+    pub fn from_parts(
+        file: ServeFile,
+        over: &ServeOverrides,
+        origin: &str,
+    ) -> Result<Self, ServeConfigError> {
+        let invalid = |field: &'static str, message: String| ServeConfigError::Invalid {
+            path: origin.to_string(),
+            field,
+            message,
+        };
+        let state = default_state_dir();
+        let listen_text = over
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "0.0.0.0:2222".to_string());
+        let listen = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("\"{listen_text}\" is not an address:port"),
+            )
+        })?;
+        let gateway_text = over
+            .gateway_ports
+            .clone()
+            .or(file.gateway_ports)
+            .unwrap_or_else(|| "no".to_string());
+        let gateway_ports = match gateway_text.to_ascii_lowercase().as_str() {
+            "no" => GatewayPorts::No,
+            "yes" => GatewayPorts::Yes,
+            "clientspecified" => GatewayPorts::ClientSpecified,
+            _ => {
+                return Err(invalid(
+                    "gateway_ports",
+                    format!("\"{gateway_text}\": expected no, yes or clientspecified"),
+                ))
+            }
+        };
+        let allow_tcp_forwarding = match file
+            .allow_tcp_forwarding
+            .as_deref()
+            .unwrap_or("yes")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "yes" | "all" => AllowTcpForwarding::Yes,
+            "no" => AllowTcpForwarding::No,
+            "local" => AllowTcpForwarding::Local,
+            "remote" => AllowTcpForwarding::Remote,
+            other => {
+                return Err(invalid(
+                    "allow_tcp_forwarding",
+                    format!("\"{other}\": expected yes, no, local or remote"),
+                ))
+            }
+        };
+        let permit_open = permit_list(file.permit_open, policy::parse_permit_open)
+            .map_err(|m| invalid("permit_open", m))?;
+        let permit_listen = permit_list(file.permit_listen, policy::parse_permit_listen)
+            .map_err(|m| invalid("permit_listen", m))?;
+        Ok(Self {
+            listen,
+            host_key: over
+                .host_key
+                .clone()
+                .or(file.host_key)
+                .unwrap_or_else(|| state.join("host_ed25519_key")),
+            authorized_keys: over
+                .authorized_keys
+                .clone()
+                .or(file.authorized_keys)
+                .unwrap_or_else(|| state.join("authorized_keys")),
+            policy: policy::ServerPolicy {
+                gateway_ports,
+                allow_tcp_forwarding,
+                permit_open,
+                permit_listen,
+            },
+            limits: limits(file.limits),
+        })
+    }
+}
+
+/// `None` = no server-wide restriction ("any"); `Some(vec![])` = "none".
+fn permit_list<T, E: std::fmt::Display>(
+    entries: Option<Vec<String>>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<Vec<T>>, String> {
+    let Some(entries) = entries else {
+        return Ok(None);
+    };
+    if entries.iter().any(|e| e.eq_ignore_ascii_case("any")) {
+        return Ok(None);
+    }
+    entries
+        .iter()
+        .filter(|e| !e.eq_ignore_ascii_case("none"))
+        .map(|e| parse(e).map_err(|err| err.to_string()))
+        .collect::<Result<Vec<T>, String>>()
+        .map(Some)
+}
+
+fn limits(f: LimitsFile) -> Limits {
+    let d = Limits::default();
+    Limits {
+        max_auth_tries: f.max_auth_tries.unwrap_or(d.max_auth_tries).max(1),
+        login_grace_time: f
+            .login_grace_time_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.login_grace_time),
+        max_startups: f.max_startups.unwrap_or(d.max_startups).max(1),
+        max_listeners_per_key: f.max_listeners_per_key.unwrap_or(d.max_listeners_per_key),
+        max_channels_per_key: f.max_channels_per_key.unwrap_or(d.max_channels_per_key),
+        takeover_probe: f
+            .takeover_probe_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.takeover_probe),
+        keepalive_interval: match f.keepalive_interval_secs {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+            None => d.keepalive_interval,
+        },
+        keepalive_count_max: f.keepalive_count_max.unwrap_or(d.keepalive_count_max),
+    }
+}
+
+/// Parses a serve config file.
+pub fn read_file(path: &Path) -> Result<ServeFile, ServeConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(&text, path)
+}
+
+/// Parses serve config text; `path` names it in errors.
+pub fn parse_file(text: &str, path: &Path) -> Result<ServeFile, ServeConfigError> {
+    toml::from_str(text).map_err(|e| ServeConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Loads the ed25519 host key, or generates it (mode 0600, parent directory 0700) on first start.
+/// Returns the key and whether it was created now.
+pub fn load_or_create_host_key(
+    path: &Path,
+) -> Result<(russh::keys::PrivateKey, bool), ServeConfigError> {
+    let err = |message: String| ServeConfigError::HostKey {
+        path: path.to_path_buf(),
+        message,
+    };
+    if path.exists() {
+        let key = russh::keys::load_secret_key(path, None).map_err(|e| err(e.to_string()))?;
+        return Ok((key, false));
+    }
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(format!("cannot create directory {}: {e}", dir.display())))?;
+    }
+    let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
+        .map_err(|e| err(e.to_string()))?;
+    let text = key
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|e| err(e.to_string()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| err(format!("cannot create: {e}")))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| err(e.to_string()))?;
+    Ok((key, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = parse_file(
+            "listen = \"0.0.0.0:1\"\nlisten_port = 3\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("x.toml") && e.contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn bad_gateway_ports_is_named() {
+        let file = parse_file("gateway_ports = \"maybe\"\n", Path::new("x.toml")).unwrap();
+        let e = ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gateway_ports") && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = parse_file("listen = \"0.0.0.0:1\"\n", Path::new("x.toml")).unwrap();
+        let over = ServeOverrides {
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::from_parts(file, &over, "x.toml").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2".parse().unwrap());
+    }
+}

@@ -1,0 +1,499 @@
+//! One relay session: public key authentication against authorized_keys, the forwarding policy,
+//! and refusal of everything that is not forwarding.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use russh::keys::{HashAlg, PublicKey};
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::authorized_keys::AuthorizedKey;
+use super::listeners::{self, Conflict, SessionRef};
+use super::policy::{self, Decision, ListenAddr};
+use super::Relay;
+use crate::forward::listen::{bind_tcp_all, BindError, Listener};
+use crate::forward::{connect_endpoint, io_reason, ForwardContext};
+use crate::spec::Endpoint;
+
+/// The message a client gets when it asks for a shell, a command or a subsystem.
+pub const FORWARD_ONLY_MESSAGE: &str =
+    "burrow serve only forwards ports: shell, exec and subsystem requests are refused (use ssh -N or -W)\r\n";
+
+/// Per-session state.
+pub struct SessionHandler {
+    relay: Arc<Relay>,
+    id: u64,
+    peer: SocketAddr,
+    key: Option<Authenticated>,
+    ctx: ForwardContext,
+    authenticated: CancellationToken,
+    unauth_permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The key a session authenticated with.
+#[derive(Clone)]
+struct Authenticated {
+    entry: AuthorizedKey,
+    fp: String,
+}
+
+impl SessionHandler {
+    /// A handler for a new connection; `permit` holds its unauthenticated-connection slot until
+    /// authentication succeeds.
+    pub fn new(
+        relay: Arc<Relay>,
+        id: u64,
+        peer: SocketAddr,
+        cancel: CancellationToken,
+        authenticated: CancellationToken,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let mut ctx = ForwardContext::new(cancel);
+        ctx.tracker = relay.tracker.clone();
+        ctx.counters = relay.counters.clone();
+        Self {
+            relay,
+            id,
+            peer,
+            key: None,
+            ctx,
+            authenticated,
+            unauth_permit: Some(permit),
+        }
+    }
+
+    /// The authorized_keys entry for `key` if it may log in from this peer now.
+    /// Like sshd, every line for the key is tried (a later line may allow what `from=` or
+    /// `expiry-time` on an earlier one refused).
+    fn authorize(&self, key: &PublicKey) -> Result<AuthorizedKey, String> {
+        self.relay
+            .keys()
+            .authorize(key, self.peer.ip(), SystemTime::now())
+            .cloned()
+            .map_err(|r| r.to_string())
+    }
+
+    fn reject(&self, key: &PublicKey, why: &str) -> Auth {
+        self.relay
+            .stats
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            peer = %self.peer,
+            fingerprint = %key.fingerprint(HashAlg::Sha256),
+            reason = why,
+            "authentication refused"
+        );
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+            partial_success: false,
+        }
+    }
+
+    fn refuse(&self, what: &str, reason: &dyn std::fmt::Display) {
+        self.relay.stats.refusals.fetch_add(1, Ordering::Relaxed);
+        let fp = self.key.as_ref().map(|k| k.fp.as_str()).unwrap_or("-");
+        tracing::warn!(fingerprint = fp, request = what, %reason, "forward refused");
+    }
+
+    fn channel_cap(&self) -> u32 {
+        let key_cap = self.key.as_ref().and_then(|k| k.entry.options.max_channels);
+        key_cap.unwrap_or(self.relay.config.limits.max_channels_per_key)
+    }
+
+    fn listener_cap(&self) -> u32 {
+        let key_cap = self
+            .key
+            .as_ref()
+            .and_then(|k| k.entry.options.max_listeners);
+        key_cap.unwrap_or(self.relay.config.limits.max_listeners_per_key)
+    }
+
+    /// Refuses a session request with a message on the channel's stderr, as the client will
+    /// show it to the user, then ends the channel.
+    async fn refuse_session_request(&self, channel: ChannelId, what: &str, session: &mut Session) {
+        tracing::info!(request = what, "session request refused: forwarding only");
+        let handle = session.handle();
+        let _ = session.channel_failure(channel);
+        tokio::spawn(async move {
+            let _ = handle
+                .extended_data(channel, 1, FORWARD_ONLY_MESSAGE.as_bytes().to_vec())
+                .await;
+            let _ = handle.exit_status_request(channel, 1).await;
+            let _ = handle.eof(channel).await;
+            let _ = handle.close(channel).await;
+        });
+    }
+
+    /// Resolves where a -R listener binds, by GatewayPorts.
+    async fn listen_ips(&self, requested: &str, port: u16) -> Result<Vec<IpAddr>, BindError> {
+        Ok(
+            match policy::listen_addr(requested, self.relay.config.policy.gateway_ports) {
+                ListenAddr::Loopback => vec![
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ],
+                ListenAddr::Any => vec![
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ],
+                ListenAddr::Host(h) => tokio::net::lookup_host((h.as_str(), port))
+                    .await
+                    .map_err(|e| BindError::Resolve {
+                        host: h.clone(),
+                        reason: io_reason(&e),
+                    })?
+                    .map(|a| a.ip())
+                    .collect(),
+            },
+        )
+    }
+
+    /// Binds for a -R request; when the port is held by earlier, unresponsive sessions of the
+    /// same key, takes it over.
+    async fn bind_with_takeover(
+        &self,
+        ips: &[IpAddr],
+        port: u16,
+        fp: &str,
+    ) -> Result<Vec<Listener>, String> {
+        match bind_tcp_all(ips, port) {
+            Ok(l) => return Ok(l),
+            Err(e) if port == 0 => return Err(e.to_string()),
+            Err(e) => {
+                if !self.take_over(port, fp).await {
+                    return Err(e.to_string());
+                }
+            }
+        }
+        // The evicted listeners close as their tasks see the cancellation: retry briefly.
+        let mut last = String::new();
+        for _ in 0..40 {
+            match bind_tcp_all(ips, port) {
+                Ok(l) => return Ok(l),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        Err(last)
+    }
+
+    /// Probes the sessions of the same key that hold `port`; if none answers, ends them.
+    async fn take_over(&self, port: u16, fp: &str) -> bool {
+        let Conflict::SameKey(holders) = self.relay.registry.conflict(port, self.id, fp) else {
+            return false;
+        };
+        let deadline = self.relay.config.limits.takeover_probe;
+        for holder in &holders {
+            if listeners::probe(&holder.handle, deadline).await {
+                tracing::info!(
+                    port,
+                    holder = holder.id,
+                    "port held by a live session of the same key; not taking over"
+                );
+                return false;
+            }
+        }
+        for holder in holders {
+            self.relay.stats.takeovers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                port,
+                holder = holder.id,
+                "earlier session did not answer a keepalive; closing it and taking its port over"
+            );
+            holder.cancel.cancel();
+            self.relay.registry.release_session(holder.id);
+        }
+        true
+    }
+
+    /// Accepts connections on a -R listener and opens a `forwarded-tcpip` channel for each.
+    fn serve_listener(
+        &self,
+        listeners: Vec<Listener>,
+        requested_addr: String,
+        port: u16,
+        stop: CancellationToken,
+        handle: russh::server::Handle,
+    ) {
+        for listener in listeners {
+            let ctx = self.ctx.clone();
+            let relay = self.relay.clone();
+            let stop = stop.clone();
+            let handle = handle.clone();
+            let addr = requested_addr.clone();
+            let fp = self.key.as_ref().map(|k| k.fp.clone()).unwrap_or_default();
+            let cap = self.channel_cap();
+            self.ctx.tracker.spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        () = stop.cancelled() => return,
+                        () = ctx.cancel.cancelled() => return,
+                        () = relay.stop_listening.cancelled() => return,
+                    };
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let Some(slot) = relay.open_channel_slot(&fp, cap) else {
+                        tracing::warn!(fingerprint = %fp, "channel cap reached; dropping forwarded connection");
+                        continue;
+                    };
+                    let (orig, orig_port) = peer.originator();
+                    let handle = handle.clone();
+                    let ctx2 = ctx.clone();
+                    let addr = addr.clone();
+                    ctx.tracker.spawn(async move {
+                        let _slot = slot;
+                        match handle
+                            .channel_open_forwarded_tcpip(addr.clone(), u32::from(port), orig, orig_port)
+                            .await
+                        {
+                            Ok(ch) => ctx2.pump(ch.into_stream(), stream, &format!("{addr}:{port}")).await,
+                            Err(e) => tracing::info!(error = %e, "client refused the forwarded connection"),
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
+
+impl russh::server::Handler for SessionHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+            partial_success: false,
+        })
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(match self.authorize(offer.public_key) {
+            Ok(_) => Auth::Accept,
+            Err(why) => self.reject(offer.public_key, &why),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.authorize(key.public_key) {
+            Ok(entry) => {
+                let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+                tracing::info!(user, fingerprint = %fp, comment = %entry.comment, "authenticated");
+                self.key = Some(Authenticated { entry, fp });
+                Ok(Auth::Accept)
+            }
+            Err(why) => Ok(self.reject(key.public_key, &why)),
+        }
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.relay.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        self.authenticated.cancel();
+        self.unauth_permit = None;
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Accepted so that shell/exec requests can be refused with a readable message.
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_session_request(channel, "shell", session).await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_session_request(channel, "exec", session).await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_session_request(channel, &format!("subsystem {name}"), session)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(key) = self.key.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let what = format!("direct-tcpip {host_to_connect}:{port_to_connect}");
+        let Ok(port) = u16::try_from(port_to_connect) else {
+            self.refuse(&what, &"port out of range");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        if let Decision::Deny(reason) = policy::check_open(
+            &self.relay.config.policy,
+            &key.entry.options,
+            host_to_connect,
+            port,
+        ) {
+            self.refuse(&what, &reason);
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let Some(slot) = self.relay.open_channel_slot(&key.fp, self.channel_cap()) else {
+            self.refuse(&what, &"open channel cap reached for this key");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        let target = Endpoint::Tcp {
+            host: host_to_connect.to_string(),
+            port,
+        };
+        let ctx = self.ctx.clone();
+        self.ctx.tracker.spawn(async move {
+            let _slot = slot;
+            match connect_endpoint(&target, ctx.connect_timeout).await {
+                Ok(stream) => {
+                    reply.accept().await;
+                    ctx.pump(channel.into_stream(), stream, &target.to_string())
+                        .await;
+                }
+                Err(e) => {
+                    tracing::info!(%target, error = %io_reason(&e), "connect failed");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(key) = self.key.clone() else {
+            return Ok(false);
+        };
+        let what = format!("tcpip-forward {address}:{port}");
+        let Ok(requested) = u16::try_from(*port) else {
+            self.refuse(&what, &"port out of range");
+            return Ok(false);
+        };
+        if let Decision::Deny(reason) = policy::check_listen(
+            &self.relay.config.policy,
+            &key.entry.options,
+            address,
+            requested,
+        ) {
+            self.refuse(&what, &reason);
+            return Ok(false);
+        }
+        if self.relay.registry.count_for_key(&key.fp) >= self.listener_cap() as usize {
+            self.refuse(&what, &"listener cap reached for this key");
+            return Ok(false);
+        }
+        let ips = match self.listen_ips(address, requested).await {
+            Ok(ips) => ips,
+            Err(e) => {
+                self.refuse(&what, &e);
+                return Ok(false);
+            }
+        };
+        let listeners = match self.bind_with_takeover(&ips, requested, &key.fp).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.refuse(&what, &e);
+                return Ok(false);
+            }
+        };
+        let bound: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
+        let actual = match listeners.first() {
+            Some(Listener::Tcp(l)) => l.local_addr().map(|a| a.port()).unwrap_or(requested),
+            _ => requested,
+        };
+        *port = u32::from(actual);
+        let stop = CancellationToken::new();
+        let me = SessionRef {
+            id: self.id,
+            key_fp: key.fp.clone(),
+            handle: session.handle(),
+            cancel: self.ctx.cancel.clone(),
+        };
+        self.relay.registry.add(actual, address, me, stop.clone());
+        tracing::info!(fingerprint = %key.fp, requested = %address, ?bound, port = actual, "remote forward listening");
+        self.serve_listener(
+            listeners,
+            address.to_string(),
+            actual,
+            stop,
+            session.handle(),
+        );
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(port) = u16::try_from(port) else {
+            return Ok(false);
+        };
+        let found = self.relay.registry.cancel(self.id, address, port);
+        if found {
+            tracing::info!(address, port, "remote forward cancelled");
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,318 @@
+//! `burrow serve`: a forwarding-only SSH relay (machine B). Any standard ssh client can use it for
+//! -L, -R, -D and -W; shells and commands are refused.
+//!
+//! The relay owns its accept loop (one failing accept never stops the server) and runs one russh
+//! session per connection, each with a cancellation token that ends it from outside.
+
+pub mod authorized_keys;
+pub mod config;
+pub mod handler;
+pub mod listeners;
+pub mod policy;
+pub mod stream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::pipe::Counters;
+use authorized_keys::AuthorizedKeys;
+use config::ServeConfig;
+use handler::SessionHandler;
+use listeners::ListenerRegistry;
+
+/// How long transfers may continue after SIGTERM before sessions are cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// State shared by every session of one relay.
+pub struct Relay {
+    /// Settings.
+    pub config: ServeConfig,
+    /// The current authorized keys; replaced whole on reload, so live sessions keep the options
+    /// they authenticated with.
+    keys: RwLock<Arc<AuthorizedKeys>>,
+    /// Who holds which -R port.
+    pub registry: ListenerRegistry,
+    /// Open channels per key fingerprint.
+    channels: Mutex<HashMap<String, u32>>,
+    /// Caps connections that have not authenticated yet.
+    pub unauthenticated: Arc<Semaphore>,
+    /// Cancelled on shutdown: stop accepting and close every -R listener.
+    pub stop_listening: CancellationToken,
+    /// Cancelled at the end of the shutdown grace period: every session ends.
+    pub kill: CancellationToken,
+    /// Owns every session and listener task.
+    pub tracker: TaskTracker,
+    /// Bytes through the relay.
+    pub counters: Arc<Counters>,
+    /// Counters for logs and metrics.
+    pub stats: RelayStats,
+    next_session: AtomicU64,
+    ssh: Arc<russh::server::Config>,
+}
+
+/// Event counters.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Failed authentication attempts.
+    pub auth_failures: AtomicU64,
+    /// Refused forwards (policy, caps).
+    pub refusals: AtomicU64,
+    /// Ports handed from a dead session to a new one.
+    pub takeovers: AtomicU64,
+    /// Sessions that authenticated.
+    pub sessions: AtomicU64,
+}
+
+impl Relay {
+    /// The authorized keys in force now.
+    pub fn keys(&self) -> Arc<AuthorizedKeys> {
+        self.keys
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Re-reads authorized_keys (SIGHUP). On error the old set stays in force.
+    pub fn reload_keys(&self) -> anyhow::Result<usize> {
+        let fresh = AuthorizedKeys::load(&self.config.authorized_keys)?;
+        let n = fresh.keys.len();
+        match self.keys.write() {
+            Ok(mut k) => *k = Arc::new(fresh),
+            Err(p) => *p.into_inner() = Arc::new(fresh),
+        }
+        Ok(n)
+    }
+
+    /// Reserves a channel slot for a key; None when the key is at its cap.
+    pub fn open_channel_slot(self: &Arc<Self>, fp: &str, cap: u32) -> Option<ChannelSlot> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(fp.to_string()).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ChannelSlot {
+            relay: self.clone(),
+            fp: fp.to_string(),
+        })
+    }
+}
+
+/// One open channel counted against its key's cap; released on drop.
+pub struct ChannelSlot {
+    relay: Arc<Relay>,
+    fp: String,
+}
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .relay
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.fp) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.fp);
+            }
+        }
+    }
+}
+
+/// russh server settings for the relay.
+fn ssh_config(config: &ServeConfig, host_key: russh::keys::PrivateKey) -> russh::server::Config {
+    use russh::{cipher, MethodKind, MethodSet, Preferred};
+    let preferred = Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_128_GCM,
+            cipher::AES_256_GCM,
+            cipher::AES_256_CTR,
+            cipher::AES_192_CTR,
+            cipher::AES_128_CTR,
+        ]),
+        ..Preferred::default()
+    };
+    russh::server::Config {
+        server_id: russh::SshId::Standard(
+            concat!("SSH-2.0-burrow_", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Slow down guessing, but not agents that offer several keys in a row.
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        max_auth_attempts: config.limits.max_auth_tries,
+        // Idle -R tunnels are normal; dead peers are found by keepalives instead.
+        inactivity_timeout: None,
+        keepalive_interval: config.limits.keepalive_interval,
+        keepalive_max: config.limits.keepalive_count_max,
+        nodelay: true,
+        preferred,
+        ..Default::default()
+    }
+}
+
+/// Starts the relay on an already bound listener (tests hand in a port-0 listener).
+pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::Result<Arc<Relay>> {
+    let (host_key, created) = config::load_or_create_host_key(&config.host_key)?;
+    let fp = host_key
+        .public_key()
+        .fingerprint(russh::keys::HashAlg::Sha256);
+    if created {
+        tracing::info!(path = %config.host_key.display(), "generated a new ed25519 host key");
+    }
+    tracing::info!(fingerprint = %fp, "host key");
+    let keys = AuthorizedKeys::load(&config.authorized_keys)
+        .with_context(|| format!("loading {}", config.authorized_keys.display()))?;
+    tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
+    let ssh = Arc::new(ssh_config(&config, host_key));
+    let relay = Arc::new(Relay {
+        unauthenticated: Arc::new(Semaphore::new(config.limits.max_startups)),
+        config,
+        keys: RwLock::new(Arc::new(keys)),
+        registry: ListenerRegistry::default(),
+        channels: Mutex::new(HashMap::new()),
+        stop_listening: CancellationToken::new(),
+        kill: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        counters: Arc::new(Counters::default()),
+        stats: RelayStats::default(),
+        next_session: AtomicU64::new(1),
+        ssh,
+    });
+    let r = relay.clone();
+    relay
+        .tracker
+        .spawn(async move { accept_loop(r, listener).await });
+    Ok(relay)
+}
+
+async fn accept_loop(relay: Arc<Relay>, listener: tokio::net::TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("listening on {addr}");
+    }
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = relay.stop_listening.cancelled() => return,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let r = relay.clone();
+                relay
+                    .tracker
+                    .spawn(async move { serve_connection(r, socket, peer).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One client connection from TCP accept to session end.
+async fn serve_connection(relay: Arc<Relay>, socket: TcpStream, peer: SocketAddr) {
+    let Ok(permit) = relay.unauthenticated.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "too many unauthenticated connections; refusing");
+        return;
+    };
+    let _ = socket.set_nodelay(true);
+    let id = relay.next_session.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, %peer);
+    let session_cancel = relay.kill.child_token();
+    let authenticated = CancellationToken::new();
+    let handler = SessionHandler::new(
+        relay.clone(),
+        id,
+        peer,
+        session_cancel.clone(),
+        authenticated.clone(),
+        permit,
+    );
+    let stream = stream::Cancellable::new(socket, session_cancel.clone());
+    let ssh = relay.ssh.clone();
+    let session = async move {
+        let running = russh::server::run_stream(ssh, stream, handler).await?;
+        running.await
+    };
+    let grace = relay.config.limits.login_grace_time;
+    let watchdog = async {
+        tokio::time::sleep(grace).await;
+        if !authenticated.is_cancelled() {
+            tracing::info!("login grace time exceeded; closing");
+            session_cancel.cancel();
+        }
+        std::future::pending::<()>().await
+    };
+    let result = tracing::Instrument::instrument(
+        async {
+            tokio::select! {
+                r = session => r,
+                () = watchdog => Ok(()),
+            }
+        },
+        span.clone(),
+    )
+    .await;
+    session_cancel.cancel();
+    relay.registry.release_session(id);
+    let _enter = span.enter();
+    match result {
+        Ok(()) => tracing::info!("session closed"),
+        Err(e) => tracing::info!(reason = %e, "session ended"),
+    }
+}
+
+/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let listener = crate::forward::listen::bind_tcp(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let relay = start(config, listener)?;
+    wait_for_signals(&relay).await?;
+    shutdown(&relay).await;
+    Ok(())
+}
+
+async fn wait_for_signals(relay: &Arc<Relay>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match relay.reload_keys() {
+                Ok(n) => tracing::info!(keys = n, "reloaded authorized keys"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the previous keys"),
+            },
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
+
+/// Stops accepting and closes listeners, lets transfers run for [`SHUTDOWN_GRACE`], then ends
+/// every session.
+pub async fn shutdown(relay: &Arc<Relay>) {
+    tracing::info!("shutting down");
+    relay.stop_listening.cancel();
+    relay.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, relay.tracker.wait())
+        .await
+        .is_err()
+    {
+        relay.kill.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), relay.tracker.wait()).await;
+    }
+}
