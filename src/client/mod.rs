@@ -92,6 +92,140 @@ pub enum ClientError {
     Ssh(#[from] russh::Error),
 }
 
+/// One established client session with its forwards; the unit `burrow ssh`, `burrow demo` and
+/// (later) `burrow up` are built from.
+pub struct Session {
+    handle: SshHandle,
+    events: Arc<SessionEvents>,
+    hops: Vec<(russh::client::Handle<ClientHandler>, Arc<SessionEvents>)>,
+    ctx: ForwardContext,
+    remote: Arc<RemoteForwards>,
+    shutdown: CancellationToken,
+}
+
+/// A forward that is up, for messages and callers that need the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Established {
+    /// -L or -D listening on these local addresses.
+    Local {
+        /// Bound addresses.
+        bound: Vec<String>,
+    },
+    /// -R: the server listens on this port (allocated when 0 was asked).
+    Remote {
+        /// Server-side port (0 for unix sockets).
+        port: u32,
+    },
+}
+
+impl Session {
+    /// Connects (through any jump hosts) and authenticates. Every task the session starts stops
+    /// when `shutdown` is cancelled.
+    pub async fn establish(
+        opts: &ClientOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ClientError> {
+        let ctx = ForwardContext::new(shutdown.child_token());
+        let remote = Arc::new(RemoteForwards::new(ctx.clone()));
+        let connected = connect::establish(opts, remote.clone()).await?;
+        Ok(Self {
+            handle: Arc::new(connected.handle),
+            events: connected.events,
+            hops: connected.hops,
+            ctx,
+            remote,
+            shutdown,
+        })
+    }
+
+    /// Sets up -L, -D and -R as ssh(1) does: failures are warnings, or fatal with
+    /// ExitOnForwardFailure. Returns what is up, in the order local, dynamic, remote.
+    pub async fn start_forwards(
+        &self,
+        opts: &ClientOptions,
+    ) -> Result<Vec<Established>, ClientError> {
+        let mut up = Vec::new();
+        let mut local_failed = 0;
+        for fwd in &opts.local_forwards {
+            match local::start(self.handle.clone(), fwd, opts.gateway_ports, &self.ctx).await {
+                Ok(bound) => {
+                    tracing::debug!(?bound, target = %fwd.target, "local forward listening");
+                    report_allocated(&fwd.listen, &bound, &format!("local forward to {}", fwd.target));
+                    up.push(Established::Local { bound });
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    tracing::error!("channel_setup_fwd_listener: cannot listen to {}", fwd.listen);
+                    local_failed += 1;
+                }
+            }
+        }
+        for fwd in &opts.dynamic_forwards {
+            match dynamic::start(self.handle.clone(), fwd, opts.gateway_ports, &self.ctx).await {
+                Ok(bound) => {
+                    tracing::debug!(?bound, "dynamic forward listening");
+                    report_allocated(&fwd.listen, &bound, "dynamic forward");
+                    up.push(Established::Local { bound });
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    local_failed += 1;
+                }
+            }
+        }
+        let local_total = opts.local_forwards.len() + opts.dynamic_forwards.len();
+        if local_failed > 0 {
+            if opts.exit_on_forward_failure {
+                return Err(ClientError::Forward(
+                    "Could not request local forwarding.".into(),
+                ));
+            }
+            if local_failed == local_total {
+                tracing::error!("Could not request local forwarding.");
+            }
+        }
+        for fwd in &opts.remote_forwards {
+            match self.remote.request(&self.handle, fwd).await {
+                Ok(port) => up.push(Established::Remote { port }),
+                Err(e @ RemoteForwardError::Unsupported(_)) => {
+                    return Err(ClientError::Forward(e.to_string()))
+                }
+                Err(e) if opts.exit_on_forward_failure => {
+                    return Err(ClientError::Forward(format!("Error: {e}")))
+                }
+                Err(e) => tracing::warn!("Warning: {e}"),
+            }
+        }
+        Ok(up)
+    }
+
+    /// Runs -W to the end.
+    pub async fn stdio(&self, host: &str, port: u16) -> Result<(), ClientError> {
+        Ok(stdio::run(&self.handle, host, port, &self.ctx).await?)
+    }
+
+    /// Resolves when the session has ended (server gone, keepalive timeout) or shutdown was
+    /// requested; tells which.
+    pub async fn ended(&self) -> Option<EndReason> {
+        tokio::select! {
+            () = self.events.ended.cancelled() => self.events.reason(),
+            () = self.shutdown.cancelled() => None,
+        }
+    }
+
+    /// Stops every forward (waiting briefly for transfers to wind down) and disconnects.
+    pub async fn close(self) {
+        self.shutdown.cancel();
+        self.ctx.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ctx.tracker.wait()).await;
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        drop(self.hops);
+    }
+}
+
 /// Runs a `burrow ssh` invocation to the end; returns the exit status.
 pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
     if !opts.no_command {
@@ -100,96 +234,17 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
                 .into(),
         ));
     }
-    let shutdown = CancellationToken::new();
-    let ctx = ForwardContext::new(shutdown.child_token());
-    let remote = Arc::new(RemoteForwards::new(ctx.clone()));
-    let connected = connect::establish(&opts, remote.clone()).await?;
-    let events = connected.events.clone();
-    let handle: SshHandle = Arc::new(connected.handle);
+    let session = Session::establish(&opts, CancellationToken::new()).await?;
     let code = if let Some((host, port)) = &opts.stdio_forward {
-        stdio::run(&handle, host, *port, &ctx).await?;
+        session.stdio(host, *port).await?;
         0
     } else {
-        start_forwards(&handle, &opts, &ctx, &remote).await?;
+        session.start_forwards(&opts).await?;
         ready.signal();
-        wait_for_end(&opts, &events).await
+        wait_for_end(&opts, &session).await
     };
-    shutdown.cancel();
-    ctx.tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), ctx.tracker.wait()).await;
-    let _ = handle
-        .disconnect(russh::Disconnect::ByApplication, "", "en")
-        .await;
-    drop(connected.hops);
+    session.close().await;
     Ok(code)
-}
-
-/// Sets up -L, -D and -R as ssh(1) does: failures are warnings, or fatal with
-/// ExitOnForwardFailure.
-async fn start_forwards(
-    handle: &SshHandle,
-    opts: &ClientOptions,
-    ctx: &ForwardContext,
-    remote: &Arc<RemoteForwards>,
-) -> Result<(), ClientError> {
-    let mut local_failed = 0;
-    for fwd in &opts.local_forwards {
-        match local::start(handle.clone(), fwd, opts.gateway_ports, ctx).await {
-            Ok(bound) => {
-                tracing::debug!(?bound, target = %fwd.target, "local forward listening");
-                report_allocated(
-                    &fwd.listen,
-                    &bound,
-                    &format!("local forward to {}", fwd.target),
-                );
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                tracing::error!(
-                    "channel_setup_fwd_listener: cannot listen to {}",
-                    fwd.listen
-                );
-                local_failed += 1;
-            }
-        }
-    }
-    for fwd in &opts.dynamic_forwards {
-        match dynamic::start(handle.clone(), fwd, opts.gateway_ports, ctx).await {
-            Ok(bound) => {
-                tracing::debug!(?bound, "dynamic forward listening");
-                report_allocated(&fwd.listen, &bound, "dynamic forward");
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                local_failed += 1;
-            }
-        }
-    }
-    let local_total = opts.local_forwards.len() + opts.dynamic_forwards.len();
-    if local_failed > 0 {
-        if opts.exit_on_forward_failure {
-            return Err(ClientError::Forward(
-                "Could not request local forwarding.".into(),
-            ));
-        }
-        if local_failed == local_total {
-            tracing::error!("Could not request local forwarding.");
-        }
-    }
-    for fwd in &opts.remote_forwards {
-        if let Err(e) = remote.request(handle, fwd).await {
-            match e {
-                RemoteForwardError::Unsupported(_) => {
-                    return Err(ClientError::Forward(e.to_string()))
-                }
-                _ if opts.exit_on_forward_failure => {
-                    return Err(ClientError::Forward(format!("Error: {e}")))
-                }
-                _ => tracing::warn!("Warning: {e}"),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// For a local listen port of 0, tells which port the system chose, in the words ssh(1) uses for
@@ -208,7 +263,7 @@ fn report_allocated(listen: &crate::spec::Listen, bound: &[String], what: &str) 
 }
 
 /// Waits for the session to end or a signal; prints ssh(1)'s message and returns the status.
-async fn wait_for_end(opts: &ClientOptions, events: &Arc<SessionEvents>) -> u8 {
+async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
         match term.as_mut() {
@@ -219,8 +274,8 @@ async fn wait_for_end(opts: &ClientOptions, events: &Arc<SessionEvents>) -> u8 {
         }
     };
     tokio::select! {
-        () = events.ended.cancelled() => {
-            match events.reason() {
+        reason = session.ended() => {
+            match reason {
                 Some(EndReason::KeepaliveTimeout) => {
                     tracing::error!("Timeout, server {} not responding.", opts.hostname)
                 }

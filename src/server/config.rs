@@ -396,3 +396,19 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:2".parse().unwrap());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// Every example config in the repository must parse and validate.
+    #[test]
+    fn example_serve_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve.toml");
+        let file = read_file(&path).unwrap();
+        let c = ServeConfig::from_parts(file, &ServeOverrides::default(), "examples/serve.toml")
+            .unwrap();
+        assert_eq!(c.listen.port(), 2222);
+        assert_eq!(c.limits.max_auth_tries, 6);
+    }
+}

@@ -114,20 +114,16 @@ impl SessionHandler {
         key_cap.unwrap_or(self.relay.config.limits.max_listeners_per_key)
     }
 
-    /// Refuses a session request with a message on the channel's stderr, as the client will
-    /// show it to the user, then ends the channel.
-    async fn refuse_session_request(&self, channel: ChannelId, what: &str, session: &mut Session) {
+    /// Refuses a session request the way a ForceCommand would: the request "succeeds", the
+    /// client shows our message on stderr and exits with status 1. (A bare failure reply makes
+    /// OpenSSH exit with "exec request failed" before the message can be shown.)
+    fn refuse_session_request(&self, channel: ChannelId, what: &str, session: &mut Session) {
         tracing::info!(request = what, "session request refused: forwarding only");
-        let handle = session.handle();
-        let _ = session.channel_failure(channel);
-        tokio::spawn(async move {
-            let _ = handle
-                .extended_data(channel, 1, FORWARD_ONLY_MESSAGE.as_bytes().to_vec())
-                .await;
-            let _ = handle.exit_status_request(channel, 1).await;
-            let _ = handle.eof(channel).await;
-            let _ = handle.close(channel).await;
-        });
+        let _ = session.channel_success(channel);
+        let _ = session.extended_data(channel, 1, FORWARD_ONLY_MESSAGE.as_bytes().to_vec());
+        let _ = session.exit_status_request(channel, 1);
+        let _ = session.eof(channel);
+        let _ = session.close(channel);
     }
 
     /// Resolves where a -R listener binds, by GatewayPorts.
@@ -329,7 +325,7 @@ impl russh::server::Handler for SessionHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_session_request(channel, "shell", session).await;
+        self.refuse_session_request(channel, "shell", session);
         Ok(())
     }
 
@@ -339,7 +335,7 @@ impl russh::server::Handler for SessionHandler {
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_session_request(channel, "exec", session).await;
+        self.refuse_session_request(channel, "exec", session);
         Ok(())
     }
 
@@ -349,8 +345,7 @@ impl russh::server::Handler for SessionHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_session_request(channel, &format!("subsystem {name}"), session)
-            .await;
+        self.refuse_session_request(channel, &format!("subsystem {name}"), session);
         Ok(())
     }
 
