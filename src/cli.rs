@@ -21,6 +21,8 @@ pub enum Command {
     Ssh(SshArgs),
     /// Forwarding-only SSH relay for the public machine (B); any ssh client can use it.
     Serve(ServeArgs),
+    /// The A/B/C scenario on this machine: relay, reverse tunnel, outside client, all checked.
+    Demo,
 }
 
 /// `burrow serve`.

@@ -11,9 +11,11 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod forward;
 pub mod logging;
 pub mod pipe;
 pub mod server;
 pub mod socks;
 pub mod spec;
+pub mod transport;

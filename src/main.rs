@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Ssh(args) => ExitCode::from(ssh(args)),
         Command::Serve(args) => exit(serve(args)),
+        Command::Demo => exit(demo()),
     }
 }
 
@@ -33,6 +34,11 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Runtime::new()?)
+}
+
+fn demo() -> anyhow::Result<()> {
+    logging::init(Verbosity::Quiet, false);
+    runtime()?.block_on(burrow::demo::run())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

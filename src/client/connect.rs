@@ -29,7 +29,7 @@ pub struct Connected {
 
 /// russh settings derived from the options of one hop.
 pub fn ssh_config(opts: &ClientOptions) -> client::Config {
-    use russh::{cipher, compression, Preferred};
+    use russh::{compression, Preferred};
     let mut preferred = Preferred::default();
     if opts.compression {
         preferred.compression = std::borrow::Cow::Borrowed(&[
@@ -43,14 +43,7 @@ pub fn ssh_config(opts: &ClientOptions) -> client::Config {
     if let Some(ciphers) = &opts.ciphers {
         preferred.cipher = std::borrow::Cow::Owned(ciphers.clone());
     } else {
-        preferred.cipher = std::borrow::Cow::Borrowed(&[
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_128_GCM,
-            cipher::AES_256_GCM,
-            cipher::AES_256_CTR,
-            cipher::AES_192_CTR,
-            cipher::AES_128_CTR,
-        ]);
+        preferred.cipher = std::borrow::Cow::Borrowed(crate::transport::CIPHERS);
     }
     prefer_known_host_key_algorithms(&mut preferred, opts);
     client::Config {

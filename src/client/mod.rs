@@ -150,12 +150,19 @@ impl Session {
             match local::start(self.handle.clone(), fwd, opts.gateway_ports, &self.ctx).await {
                 Ok(bound) => {
                     tracing::debug!(?bound, target = %fwd.target, "local forward listening");
-                    report_allocated(&fwd.listen, &bound, &format!("local forward to {}", fwd.target));
+                    report_allocated(
+                        &fwd.listen,
+                        &bound,
+                        &format!("local forward to {}", fwd.target),
+                    );
                     up.push(Established::Local { bound });
                 }
                 Err(e) => {
                     tracing::error!("{e}");
-                    tracing::error!("channel_setup_fwd_listener: cannot listen to {}", fwd.listen);
+                    tracing::error!(
+                        "channel_setup_fwd_listener: cannot listen to {}",
+                        fwd.listen
+                    );
                     local_failed += 1;
                 }
             }

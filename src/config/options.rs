@@ -335,28 +335,24 @@ fn build(
         None => StrictHostKeyChecking::Ask,
         Some(v) => parse_strict(&v)?,
     };
-    let user_known_hosts_files = match opts.get("userknownhostsfile") {
-        Some(files) => files
-            .iter()
-            .filter(|f| !f.eq_ignore_ascii_case("none"))
-            .map(|f| expand(f).map(PathBuf::from))
-            .collect::<Result<_, _>>()?,
-        None => vec![
+    let user_known_hosts_files = file_list(
+        opts,
+        "userknownhostsfile",
+        &expand,
+        &[
             paths.home.join(".ssh/known_hosts"),
             paths.home.join(".ssh/known_hosts2"),
         ],
-    };
-    let global_known_hosts_files = match opts.get("globalknownhostsfile") {
-        Some(files) => files
-            .iter()
-            .filter(|f| !f.eq_ignore_ascii_case("none"))
-            .map(|f| expand(f).map(PathBuf::from))
-            .collect::<Result<_, _>>()?,
-        None => vec![
+    )?;
+    let global_known_hosts_files = file_list(
+        opts,
+        "globalknownhostsfile",
+        &expand,
+        &[
             PathBuf::from("/etc/ssh/ssh_known_hosts"),
             PathBuf::from("/etc/ssh/ssh_known_hosts2"),
         ],
-    };
+    )?;
     let batch_mode = flag(opts, "batchmode", false)?;
     Ok(ClientOptions {
         host_alias,
@@ -418,6 +414,24 @@ fn build(
             }
         },
     })
+}
+
+/// A list-of-files option (UserKnownHostsFile, GlobalKnownHostsFile): tokens expanded, `none`
+/// dropped, `default` when the option is absent.
+fn file_list(
+    opts: &HostOptions,
+    key: &str,
+    expand: &dyn Fn(&str) -> Result<String, ssh_config::ConfigError>,
+    default: &[PathBuf],
+) -> Result<Vec<PathBuf>, OptionsError> {
+    match opts.get(key) {
+        Some(files) => Ok(files
+            .iter()
+            .filter(|f| !f.eq_ignore_ascii_case("none"))
+            .map(|f| expand(f).map(PathBuf::from))
+            .collect::<Result<_, _>>()?),
+        None => Ok(default.to_vec()),
+    }
 }
 
 type Forwards = (Vec<LocalForward>, Vec<RemoteForward>, Vec<DynamicForward>);
@@ -555,37 +569,13 @@ fn parse_ciphers(list: &str) -> Result<Vec<russh::cipher::Name>, OptionsError> {
 
 /// Time values as in sshd_config(5) "TIME FORMATS": `90`, `90s`, `10m`, `1h30m`.
 pub fn parse_time(option: &'static str, value: &str) -> Result<Duration, OptionsError> {
-    let invalid = || OptionsError::Invalid {
-        option,
-        value: value.to_string(),
-        reason: "not a time value (e.g. 30, 30s, 5m, 1h30m)",
-    };
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in value.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c.to_ascii_lowercase() {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            'w' => 604800,
-            _ => return Err(invalid()),
-        };
-        let n: u64 = digits.parse().map_err(|_| invalid())?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        digits.clear();
-    }
-    if !digits.is_empty() {
-        let n: u64 = digits.parse().map_err(|_| invalid())?;
-        total = total.saturating_add(n);
-    } else if value.trim().is_empty() {
-        return Err(invalid());
-    }
-    Ok(Duration::from_secs(total))
+    ssh_config::parse_time(value.trim())
+        .map(Duration::from_secs)
+        .ok_or_else(|| OptionsError::Invalid {
+            option,
+            value: value.to_string(),
+            reason: "not a time value (e.g. 30, 30s, 5m, 1h30m)",
+        })
 }
 
 #[cfg(test)]

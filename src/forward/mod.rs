@@ -62,6 +62,39 @@ impl ForwardContext {
     }
 }
 
+impl ForwardContext {
+    /// Serves a channel the peer opened towards `target` (-R on the client, -L/-D/-W on the
+    /// relay): dial first, then accept the channel and pump, or reject it with "connect failed"
+    /// as OpenSSH does. `guard` (e.g. a channel-cap slot) lives as long as the connection.
+    pub fn dial_then_pump<S, M, G>(
+        &self,
+        channel: russh::Channel<S>,
+        target: Endpoint,
+        reply: russh::ChannelOpenHandleInner<M>,
+        guard: G,
+    ) where
+        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
+        M: Send + 'static,
+        G: Send + 'static,
+    {
+        let ctx = self.clone();
+        self.tracker.spawn(async move {
+            let _guard = guard;
+            match connect_endpoint(&target, ctx.connect_timeout).await {
+                Ok(stream) => {
+                    reply.accept().await;
+                    ctx.pump(channel.into_stream(), stream, &target.to_string())
+                        .await;
+                }
+                Err(e) => {
+                    tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                }
+            }
+        });
+    }
+}
+
 /// A connected TCP or unix-domain stream.
 pub type Stream = Either<TcpStream, UnixStream>;
 

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use russh::client::Msg;
-use russh::{Channel, ChannelOpenFailure};
+use russh::Channel;
 
-use super::{connect_endpoint, io_reason, ForwardContext};
+use super::ForwardContext;
 use crate::client::SshHandle;
 use crate::spec::{Endpoint, Listen, RemoteForward};
 
@@ -146,7 +146,7 @@ impl RemoteForwards {
             drop(reply);
             return;
         };
-        self.spawn_connect(channel, target, reply);
+        self.ctx.dial_then_pump(channel, target, reply, ());
     }
 
     /// Same as [`Self::dispatch`] for `forwarded-streamlocal@openssh.com`.
@@ -161,29 +161,7 @@ impl RemoteForwards {
             drop(reply);
             return;
         };
-        self.spawn_connect(channel, target, reply);
-    }
-
-    fn spawn_connect(
-        &self,
-        channel: Channel<Msg>,
-        target: Endpoint,
-        reply: russh::client::ChannelOpenHandle,
-    ) {
-        let ctx = self.ctx.clone();
-        self.ctx.tracker.spawn(async move {
-            match connect_endpoint(&target, ctx.connect_timeout).await {
-                Ok(stream) => {
-                    reply.accept().await;
-                    ctx.pump(channel.into_stream(), stream, &target.to_string())
-                        .await;
-                }
-                Err(e) => {
-                    tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                }
-            }
-        });
+        self.ctx.dial_then_pump(channel, target, reply, ());
     }
 }
 

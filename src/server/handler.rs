@@ -17,7 +17,7 @@ use super::listeners::{self, Conflict, SessionRef};
 use super::policy::{self, Decision, ListenAddr};
 use super::Relay;
 use crate::forward::listen::{bind_tcp_all, BindError, Listener};
-use crate::forward::{connect_endpoint, io_reason, ForwardContext};
+use crate::forward::{io_reason, ForwardContext};
 use crate::spec::Endpoint;
 
 /// The message a client gets when it asks for a shell, a command or a subsystem.
@@ -392,21 +392,7 @@ impl russh::server::Handler for SessionHandler {
             host: host_to_connect.to_string(),
             port,
         };
-        let ctx = self.ctx.clone();
-        self.ctx.tracker.spawn(async move {
-            let _slot = slot;
-            match connect_endpoint(&target, ctx.connect_timeout).await {
-                Ok(stream) => {
-                    reply.accept().await;
-                    ctx.pump(channel.into_stream(), stream, &target.to_string())
-                        .await;
-                }
-                Err(e) => {
-                    tracing::info!(%target, error = %io_reason(&e), "connect failed");
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                }
-            }
-        });
+        self.ctx.dial_then_pump(channel, target, reply, slot);
         Ok(())
     }
 

@@ -131,16 +131,9 @@ impl Drop for ChannelSlot {
 
 /// russh server settings for the relay.
 fn ssh_config(config: &ServeConfig, host_key: russh::keys::PrivateKey) -> russh::server::Config {
-    use russh::{cipher, MethodKind, MethodSet, Preferred};
+    use russh::{MethodKind, MethodSet, Preferred};
     let preferred = Preferred {
-        cipher: std::borrow::Cow::Borrowed(&[
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_128_GCM,
-            cipher::AES_256_GCM,
-            cipher::AES_256_CTR,
-            cipher::AES_192_CTR,
-            cipher::AES_128_CTR,
-        ]),
+        cipher: std::borrow::Cow::Borrowed(crate::transport::CIPHERS),
         ..Preferred::default()
     };
     russh::server::Config {
