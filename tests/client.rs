@@ -103,12 +103,12 @@ async fn remote_forward_to_another_host_of_the_local_network() {
             });
         }
     });
-    let port = free_port();
     let mut cmd = burrow_ssh(&sshd, Some(&key));
     cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("{port}:{target}"))
+        .arg(format!("0:{target}"))
         .arg(sshd.dest("root"));
     let mut child = spawn_logged(cmd, dir.path(), "burrow-R");
+    let port = allocated_port(&child, &format!("remote forward to {target}")).await;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_listening(&mut child, addr, UP_TIMEOUT)
         .await

@@ -133,6 +133,8 @@ impl ListenerRegistry {
 /// Asks a session whether it is alive (keepalive@openssh.com with want-reply); false when it
 /// does not answer within `deadline`.
 pub async fn probe(handle: &russh::server::Handle, deadline: Duration) -> bool {
-    let _ = (handle, deadline);
-    false // PENDING: vendored russh Handle::ping
+    matches!(
+        tokio::time::timeout(deadline, handle.ping()).await,
+        Ok(Ok(()))
+    )
 }
