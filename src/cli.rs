@@ -21,8 +21,44 @@ pub enum Command {
     Ssh(SshArgs),
     /// Forwarding-only SSH relay for the public machine (B); any ssh client can use it.
     Serve(ServeArgs),
+    /// Run every tunnel of a tunnels file and keep them up (reconnect, backoff, reload).
+    Up(UpArgs),
+    /// Show the tunnels of a running `burrow up`.
+    Status(StatusArgs),
     /// The A/B/C scenario on this machine: relay, reverse tunnel, outside client, all checked.
     Demo,
+}
+
+/// `burrow up`.
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// The tunnels file (TOML; see examples/tunnels.toml).
+    #[arg(value_name = "TUNNELS_FILE")]
+    pub file: PathBuf,
+    /// Control socket for `burrow status` (default $XDG_RUNTIME_DIR/burrow/up.sock, or
+    /// /run/burrow/up.sock as root).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9180.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Errors only.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+}
+
+/// `burrow status`.
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Print JSON (for scripts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Control socket of the running `burrow up`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
 }
 
 /// `burrow serve`.

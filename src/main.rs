@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use burrow::cli::{Cli, Command, ServeArgs, SshArgs};
+use burrow::cli::{Cli, Command, ServeArgs, SshArgs, StatusArgs, UpArgs};
 use burrow::client::{self, background, EXIT_FAILURE};
 use burrow::config::options::{self, ConfigPaths};
 use burrow::logging::{self, Verbosity};
@@ -18,6 +18,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Ssh(args) => ExitCode::from(ssh(args)),
         Command::Serve(args) => exit(serve(args)),
+        Command::Up(args) => exit(up(args)),
+        Command::Status(args) => exit(status(args)),
         Command::Demo => exit(demo()),
     }
 }
@@ -34,6 +36,31 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Runtime::new()?)
+}
+
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    logging::init(Verbosity::from_flags(args.verbose, args.quiet), true);
+    let opts = burrow::supervisor::UpOptions {
+        file: args.file,
+        control: args
+            .control
+            .unwrap_or_else(burrow::supervisor::status::default_control_path),
+        metrics: args.metrics,
+    };
+    runtime()?.block_on(burrow::supervisor::run(opts))
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let path = args
+        .control
+        .unwrap_or_else(burrow::supervisor::status::default_control_path);
+    let tunnels = runtime()?.block_on(burrow::supervisor::status::query(&path))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&tunnels)?);
+    } else {
+        print!("{}", burrow::supervisor::status::render_table(&tunnels));
+    }
+    Ok(())
 }
 
 fn demo() -> anyhow::Result<()> {

@@ -19,6 +19,28 @@ pub struct Counters {
     pub a_to_b: AtomicU64,
     /// Bytes read from side `b` and written to side `a`.
     pub b_to_a: AtomicU64,
+    /// Connections ever pumped.
+    pub opened: AtomicU64,
+    /// Connections being pumped now.
+    pub active: AtomicU64,
+}
+
+/// Counts one connection as active for as long as it lives.
+pub struct ActiveGuard(Arc<Counters>);
+
+impl ActiveGuard {
+    /// Marks a connection opened and active.
+    pub fn new(counters: Arc<Counters>) -> Self {
+        counters.opened.fetch_add(1, Ordering::Relaxed);
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What one finished pump moved, for logs.

@@ -206,6 +206,11 @@ impl Session {
         Ok(up)
     }
 
+    /// Bytes and connections through this session's forwards (a_to_b = sent towards the server).
+    pub fn counters(&self) -> Arc<crate::pipe::Counters> {
+        self.ctx.counters.clone()
+    }
+
     /// Runs -W to the end.
     pub async fn stdio(&self, host: &str, port: u16) -> Result<(), ClientError> {
         Ok(stdio::run(&self.handle, host, port, &self.ctx).await?)

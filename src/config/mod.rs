@@ -3,3 +3,4 @@
 
 pub mod options;
 pub mod ssh_config;
+pub mod tunnels;

@@ -52,6 +52,7 @@ impl ForwardContext {
         A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        let _active = pipe::ActiveGuard::new(self.counters.clone());
         tokio::select! {
             r = pipe::pipe(local, channel, self.counters.clone()) => match r {
                 Ok(t) => tracing::debug!(conn = label, sent = t.a_to_b, received = t.b_to_a, "connection closed"),

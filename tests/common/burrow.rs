@@ -137,6 +137,19 @@ impl Relay {
         config: Option<&str>,
         extra: &[&str],
     ) -> Relay {
+        Relay::start_at(dir, name, authorized, config, extra, "127.0.0.1:0").await
+    }
+
+    /// [`Relay::start`] on a given address (e.g. to restart a killed relay on its old port; the
+    /// host key in `dir/name` is reused, so known_hosts stays valid).
+    pub async fn start_at<S: AsRef<str>>(
+        dir: &Path,
+        name: &str,
+        authorized: &[S],
+        config: Option<&str>,
+        extra: &[&str],
+        listen: &str,
+    ) -> Relay {
         let base = dir.join(name);
         std::fs::create_dir_all(&base).expect("relay dir");
         let authorized_keys = base.join("authorized_keys");
@@ -144,7 +157,7 @@ impl Relay {
         std::fs::write(&authorized_keys, text.join("\n") + "\n").expect("write authorized_keys");
         let host_key = base.join("host_key");
         let mut cmd = Command::new(burrow_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--host-key"])
+        cmd.args(["serve", "--listen", listen, "--host-key"])
             .arg(&host_key)
             .arg("--authorized-keys")
             .arg(&authorized_keys);

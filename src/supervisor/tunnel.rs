@@ -1,0 +1,236 @@
+//! One tunnel's life: connect to the first reachable relay, set up its forwards, wait for the
+//! session to end (keepalives notice a dead link within seconds), back off, and do it again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{Backoff, STABLE_AFTER};
+use super::status::{State, TunnelStatus};
+use crate::client::{ClientError, Session};
+use crate::config::options::{self, ConfigPaths};
+use crate::config::tunnels::TunnelSpec;
+
+/// How often a tunnel that fell back to a later relay checks whether the first one is back.
+const PRIMARY_CHECK: Duration = Duration::from_secs(30);
+
+/// The tunnel stopped retrying (exit_after_failures reached).
+#[derive(Debug, thiserror::Error)]
+#[error("tunnel {name}: giving up after {failures} consecutive failures; last error: {last_error}")]
+pub struct GaveUp {
+    /// Tunnel name.
+    pub name: String,
+    /// Failures counted.
+    pub failures: u64,
+    /// The last error.
+    pub last_error: String,
+}
+
+enum Attempt {
+    /// Shutdown or reload stopped the tunnel.
+    Cancelled,
+    /// A session was up for `uptime` and then ended.
+    Ended { uptime: Duration, reason: String },
+    /// No session came up; `permanent` failures (authentication, host key, config) are not
+    /// worth retrying soon.
+    Failed { error: String, permanent: bool },
+}
+
+/// Runs the tunnel until `cancel` (Ok) or until it gives up (Err).
+pub async fn run(
+    spec: TunnelSpec,
+    status: Arc<TunnelStatus>,
+    cancel: CancellationToken,
+) -> Result<(), GaveUp> {
+    let mut backoff = Backoff::new(spec.backoff_initial, spec.backoff_max);
+    loop {
+        match attempt(&spec, &status, &cancel).await {
+            Attempt::Cancelled => {
+                status.set(State::Stopped);
+                return Ok(());
+            }
+            Attempt::Ended { uptime, reason } => {
+                tracing::warn!(tunnel = %spec.name, %reason, uptime_s = uptime.as_secs(), "tunnel down");
+                status.down(&reason);
+                if uptime >= STABLE_AFTER {
+                    backoff.reset();
+                }
+            }
+            Attempt::Failed { error, permanent } => {
+                tracing::warn!(tunnel = %spec.name, %error, permanent, "connection attempt failed");
+                status.failed(&error);
+                if permanent {
+                    backoff.to_cap();
+                }
+                let failures = status.failures();
+                if spec.exit_after_failures > 0 && failures >= u64::from(spec.exit_after_failures) {
+                    status.set(State::Failed);
+                    return Err(GaveUp {
+                        name: spec.name.clone(),
+                        failures,
+                        last_error: error,
+                    });
+                }
+            }
+        }
+        status.set(State::Backoff);
+        let delay = backoff.next_delay();
+        tracing::info!(tunnel = %spec.name, delay_ms = delay.as_millis() as u64, "reconnecting after a pause");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => {
+                status.set(State::Stopped);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Tries each relay in order; the first that works carries the tunnel.
+async fn attempt(spec: &TunnelSpec, status: &TunnelStatus, cancel: &CancellationToken) -> Attempt {
+    let mut last = Attempt::Failed {
+        error: "no server configured".into(),
+        permanent: true,
+    };
+    for index in 0..spec.servers.len() {
+        let server = server_label(spec, index);
+        status.connecting(&server);
+        let connected = tokio::select! {
+            r = connect(spec, index) => r,
+            () = cancel.cancelled() => return Attempt::Cancelled,
+        };
+        match connected {
+            Ok(session) => return hold(spec, index, session, status, cancel).await,
+            Err(failure) => {
+                let unreachable = matches!(failure, Failure::Unreachable(_));
+                last = failure.into_attempt();
+                if !unreachable {
+                    return last;
+                }
+            }
+        }
+    }
+    last
+}
+
+enum Failure {
+    /// TCP or handshake trouble: try the next relay.
+    Unreachable(String),
+    /// The relay answered but refused us, or the config is wrong.
+    Refused(String),
+    /// Up but a forward could not be set up.
+    Other(String),
+}
+
+impl Failure {
+    fn into_attempt(self) -> Attempt {
+        match self {
+            Failure::Unreachable(error) | Failure::Other(error) => Attempt::Failed {
+                error,
+                permanent: false,
+            },
+            Failure::Refused(error) => Attempt::Failed {
+                error,
+                permanent: true,
+            },
+        }
+    }
+}
+
+async fn connect(spec: &TunnelSpec, index: usize) -> Result<(Session, Vec<String>), Failure> {
+    let args = spec.ssh_args(index);
+    let paths = ConfigPaths::for_args(args.config_file.as_deref());
+    let opts = options::resolve(&args, &paths).map_err(|e| Failure::Refused(e.to_string()))?;
+    let deadline = spec.connect_timeout.saturating_mul(3) + Duration::from_secs(5);
+    let session = match tokio::time::timeout(
+        deadline,
+        Session::establish(&opts, CancellationToken::new()),
+    )
+    .await
+    {
+        Err(_) => return Err(Failure::Unreachable("timed out connecting".into())),
+        Ok(Err(e)) => return Err(classify(e)),
+        Ok(Ok(s)) => s,
+    };
+    match session.start_forwards(&opts).await {
+        Ok(up) => Ok((session, up.iter().map(|e| format!("{e:?}")).collect())),
+        Err(e) => {
+            session.close().await;
+            Err(Failure::Other(e.to_string()))
+        }
+    }
+}
+
+fn classify(e: ClientError) -> Failure {
+    match e {
+        ClientError::PermissionDenied { .. } | ClientError::HostKeyVerification => {
+            Failure::Refused(e.to_string())
+        }
+        ClientError::Unsupported(_) => Failure::Refused(e.to_string()),
+        other => Failure::Unreachable(other.to_string()),
+    }
+}
+
+/// Keeps an established session until it ends, shutdown, or (on a fallback relay) the first
+/// relay is reachable again.
+async fn hold(
+    spec: &TunnelSpec,
+    index: usize,
+    (session, forwards): (Session, Vec<String>),
+    status: &TunnelStatus,
+    cancel: &CancellationToken,
+) -> Attempt {
+    tracing::info!(tunnel = %spec.name, server = %server_label(spec, index), ?forwards, "tunnel up");
+    status.up(session.counters());
+    let started = Instant::now();
+    let primary_back = async {
+        if index == 0 {
+            return std::future::pending::<()>().await;
+        }
+        loop {
+            tokio::time::sleep(PRIMARY_CHECK).await;
+            if primary_reachable(spec).await {
+                return;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        reason = session.ended() => Attempt::Ended {
+            uptime: started.elapsed(),
+            reason: match reason {
+                Some(crate::client::handler::EndReason::KeepaliveTimeout) => "keepalive timeout: the relay stopped answering".into(),
+                Some(crate::client::handler::EndReason::Disconnected(m)) => format!("disconnected by the relay: {m}"),
+                Some(crate::client::handler::EndReason::Error(e)) => format!("connection lost: {e}"),
+                None => "session ended".into(),
+            },
+        },
+        () = cancel.cancelled() => Attempt::Cancelled,
+        () = primary_back => Attempt::Ended {
+            uptime: started.elapsed(),
+            reason: "returning to the first relay".into(),
+        },
+    };
+    session.close().await;
+    outcome
+}
+
+/// `user@host:port` of relay `index`, for status and logs.
+fn server_label(spec: &TunnelSpec, index: usize) -> String {
+    spec.servers
+        .get(index)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Whether the first relay accepts TCP connections again (a cheap check before moving back).
+async fn primary_reachable(spec: &TunnelSpec) -> bool {
+    let Some(s) = spec.servers.first() else {
+        return false;
+    };
+    let dial = tokio::net::TcpStream::connect((s.host.as_str(), s.port.unwrap_or(22)));
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), dial).await,
+        Ok(Ok(_))
+    )
+}

@@ -1,0 +1,249 @@
+//! `burrow up` against a real relay on loopback: a tunnel comes up, survives the relay being
+//! killed and restarted and being frozen, reports through `burrow status` and metrics, and a
+//! reload adds a tunnel without touching the running one. (Link-level faults in network
+//! namespaces live in the fault tests.)
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::burrow::Relay;
+use common::*;
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn status_json(control: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(burrow_bin())
+        .args(["status", "--json", "--control"])
+        .arg(control)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn tunnel<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status.as_array()?.iter().find(|t| t["name"] == name)
+}
+
+/// Waits until `check(status)` holds; panics with the last status and the up log otherwise.
+async fn wait_status(
+    control: &Path,
+    up: &ChildGuard,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(s) = status_json(control) {
+            if check(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out waiting for {what}; last status {last:?}\n{}",
+        up.stderr_text()
+    );
+}
+
+/// Retries a small echo transfer until it works; returns how long that took.
+async fn until_echo_works(addr: SocketAddr, limit: Duration) -> Duration {
+    let start = Instant::now();
+    for i in 0..10_000u64 {
+        if transfer_checked_within(addr, 32 * 1024, i, Duration::from_secs(3))
+            .await
+            .is_ok()
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{addr} did not work again within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!()
+}
+
+fn write_tunnels(path: &Path, key: &Keypair, relay: &Relay, tunnels: &str) {
+    let text = format!(
+        "[defaults]\nidentity = \"{}\"\nknown_hosts = \"{}\"\nkeepalive_interval = 1\nkeepalive_count = 2\nbackoff_initial = 1\nbackoff_max = 2\nconnect_timeout = 5\nssh_config = \"none\"\n\n{tunnels}",
+        key.private.display(),
+        relay.known_hosts.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn http_metrics(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_recovers_from_relay_restart_and_freeze_and_reload_keeps_it() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let mut relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let relay_addr = relay.addr;
+    let echo = echo_server().await;
+    let rport = free_port();
+    let file = dir.path().join("tunnels.toml");
+    let first = format!(
+        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"{rport}:{}\"]\n",
+        relay_addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &first);
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(&file)
+        .arg("--control")
+        .arg(&control)
+        .args(["--metrics", "127.0.0.1:0"]);
+    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    wait_status(&control, &up, "tunnel a up", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    transfer_checked(loopback(rport), 4 << 20)
+        .await
+        .expect("tunnel works");
+
+    // 1. The relay dies (SIGKILL) and comes back on the same port.
+    relay.child.kill();
+    relay = Relay::start_at(
+        dir.path(),
+        "relay",
+        &[&key.public_line],
+        None,
+        &[],
+        &relay_addr.to_string(),
+    )
+    .await;
+    let recovered = until_echo_works(loopback(rport), Duration::from_secs(45)).await;
+    println!(
+        "relay SIGKILL + restart: end-to-end again {:.2} s after the relay was back",
+        recovered.as_secs_f64()
+    );
+
+    // 2. The relay freezes longer than the keepalive window (1 s x 2): the tunnel notices.
+    relay.child.freeze();
+    wait_status(&control, &up, "tunnel a noticing the frozen relay", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] != "up")
+    })
+    .await;
+    relay.child.thaw();
+    let thawed = until_echo_works(loopback(rport), Duration::from_secs(45)).await;
+    println!(
+        "relay SIGSTOP > keepalive window, SIGCONT: end-to-end again {:.2} s after SIGCONT",
+        thawed.as_secs_f64()
+    );
+    let s = wait_status(&control, &up, "tunnel a up again", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    let a = tunnel(&s, "a").unwrap().clone();
+    assert!(a["reconnects"].as_u64().unwrap() >= 2, "{a}");
+    assert!(
+        a["bytes_out"].as_u64().unwrap() >= 4 << 20,
+        "bytes survive reconnects: {a}"
+    );
+
+    // Metrics read the same counters.
+    let metrics_addr: SocketAddr = up
+        .stderr()
+        .wait_until(Duration::from_secs(5), |log| {
+            log.lines().find_map(|l| {
+                l.split("metrics on http://")
+                    .nth(1)?
+                    .split('/')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .expect("metrics address logged");
+    let text = http_metrics(metrics_addr);
+    assert!(text.contains("burrow_tunnel_up{tunnel=\"a\"} 1"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "burrow_tunnel_reconnects_total{{tunnel=\"a\"}} {}",
+            a["reconnects"]
+        )),
+        "{text}"
+    );
+
+    // 3. Reload: a second tunnel appears; the first keeps its connection (same `since`).
+    let second = format!(
+        "{first}\n[[tunnel]]\nname = \"b\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"0:{}\"]\n",
+        relay_addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &second);
+    let s = wait_status(&control, &up, "tunnel b up after reload", |s| {
+        tunnel(s, "b").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    let a2 = tunnel(&s, "a").unwrap();
+    assert_eq!(
+        (a2["since"].clone(), a2["reconnects"].clone()),
+        (a["since"].clone(), a["reconnects"].clone()),
+        "tunnel a untouched by the reload"
+    );
+    transfer_checked(loopback(rport), 1 << 20)
+        .await
+        .expect("tunnel a still works");
+
+    // The human table names both tunnels.
+    let out = Command::new(burrow_bin())
+        .args(["status", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("TUNNEL") && table.lines().filter(|l| l.contains(" up ")).count() == 2,
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tunnels_file_names_the_line_and_field() {
+    let dir = test_dir();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[tunnel]]\nname = \"x\"\nserver = \"b:2222\"\nremote = [\"8087:localhost\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(burrow_bin())
+        .arg("up")
+        .arg(&file)
+        .arg("--control")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 4") && err.contains("remote[0]") && err.contains("\"x\""),
+        "{err}"
+    );
+}
