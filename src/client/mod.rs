@@ -211,6 +211,15 @@ impl Session {
         self.ctx.counters.clone()
     }
 
+    /// Asks the server for a keepalive reply; false when none comes within `deadline` (the link
+    /// or the server is gone even if TCP has not noticed).
+    pub async fn probe(&self, deadline: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(deadline, self.handle.send_ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Runs -W to the end.
     pub async fn stdio(&self, host: &str, port: u16) -> Result<(), ClientError> {
         Ok(stdio::run(&self.handle, host, port, &self.ctx).await?)

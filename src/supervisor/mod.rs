@@ -3,6 +3,7 @@
 //! (unchanged tunnels keep their connections), serves status and metrics, and talks to systemd.
 
 pub mod backoff;
+pub mod netwatch;
 pub mod notify;
 pub mod status;
 pub mod tunnel;
@@ -46,6 +47,7 @@ struct Supervisor {
     running: HashMap<String, Running>,
     tasks: JoinSet<(String, Result<(), GaveUp>)>,
     shutdown: CancellationToken,
+    net: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Supervisor {
@@ -62,8 +64,9 @@ impl Supervisor {
             },
         );
         tracing::info!(tunnel = %name, "starting tunnel");
+        let net = self.net.clone();
         self.tasks
-            .spawn(async move { (name, tunnel::run(spec, status, cancel).await) });
+            .spawn(async move { (name, tunnel::run(spec, status, cancel, net).await) });
     }
 
     fn stop(&mut self, name: &str) {
@@ -125,6 +128,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         running: HashMap::new(),
         tasks: JoinSet::new(),
         shutdown: shutdown.clone(),
+        net: netwatch::spawn(shutdown.clone()),
     };
     sup.apply(file.tunnels);
     let result = supervise(&mut sup, &opts.file).await;

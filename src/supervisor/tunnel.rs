@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Backoff, STABLE_AFTER};
@@ -14,6 +15,8 @@ use crate::config::tunnels::TunnelSpec;
 
 /// How often a tunnel that fell back to a later relay checks whether the first one is back.
 const PRIMARY_CHECK: Duration = Duration::from_secs(30);
+/// After a network change, how long the relay has to answer a keepalive before we reconnect.
+const CHANGE_PROBE: Duration = Duration::from_secs(3);
 
 /// The tunnel stopped retrying (exit_after_failures reached).
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +33,13 @@ pub struct GaveUp {
 enum Attempt {
     /// Shutdown or reload stopped the tunnel.
     Cancelled,
-    /// A session was up for `uptime` and then ended.
-    Ended { uptime: Duration, reason: String },
+    /// A session was up for `uptime` and then ended; `immediate` skips the backoff pause (the
+    /// network changed: the old path is gone, a new one is likely there already).
+    Ended {
+        uptime: Duration,
+        reason: String,
+        immediate: bool,
+    },
     /// No session came up; `permanent` failures (authentication, host key, config) are not
     /// worth retrying soon.
     Failed { error: String, permanent: bool },
@@ -42,19 +50,27 @@ pub async fn run(
     spec: TunnelSpec,
     status: Arc<TunnelStatus>,
     cancel: CancellationToken,
+    mut net: watch::Receiver<u64>,
 ) -> Result<(), GaveUp> {
     let mut backoff = Backoff::new(spec.backoff_initial, spec.backoff_max);
     loop {
-        match attempt(&spec, &status, &cancel).await {
+        match attempt(&spec, &status, &cancel, &mut net).await {
             Attempt::Cancelled => {
                 status.set(State::Stopped);
                 return Ok(());
             }
-            Attempt::Ended { uptime, reason } => {
+            Attempt::Ended {
+                uptime,
+                reason,
+                immediate,
+            } => {
                 tracing::warn!(tunnel = %spec.name, %reason, uptime_s = uptime.as_secs(), "tunnel down");
                 status.down(&reason);
                 if uptime >= STABLE_AFTER {
                     backoff.reset();
+                }
+                if immediate {
+                    continue;
                 }
             }
             Attempt::Failed { error, permanent } => {
@@ -79,6 +95,8 @@ pub async fn run(
         tracing::info!(tunnel = %spec.name, delay_ms = delay.as_millis() as u64, "reconnecting after a pause");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
+            // A new address or route may be the way back: try now.
+            _ = net.changed() => {}
             () = cancel.cancelled() => {
                 status.set(State::Stopped);
                 return Ok(());
@@ -88,7 +106,12 @@ pub async fn run(
 }
 
 /// Tries each relay in order; the first that works carries the tunnel.
-async fn attempt(spec: &TunnelSpec, status: &TunnelStatus, cancel: &CancellationToken) -> Attempt {
+async fn attempt(
+    spec: &TunnelSpec,
+    status: &TunnelStatus,
+    cancel: &CancellationToken,
+    net: &mut watch::Receiver<u64>,
+) -> Attempt {
     let mut last = Attempt::Failed {
         error: "no server configured".into(),
         permanent: true,
@@ -101,7 +124,7 @@ async fn attempt(spec: &TunnelSpec, status: &TunnelStatus, cancel: &Cancellation
             () = cancel.cancelled() => return Attempt::Cancelled,
         };
         match connected {
-            Ok(session) => return hold(spec, index, session, status, cancel).await,
+            Ok(session) => return hold(spec, index, session, status, cancel, net).await,
             Err(failure) => {
                 let unreachable = matches!(failure, Failure::Unreachable(_));
                 last = failure.into_attempt();
@@ -180,6 +203,7 @@ async fn hold(
     (session, forwards): (Session, Vec<String>),
     status: &TunnelStatus,
     cancel: &CancellationToken,
+    net: &mut watch::Receiver<u64>,
 ) -> Attempt {
     tracing::info!(tunnel = %spec.name, server = %server_label(spec, index), ?forwards, "tunnel up");
     status.up(session.counters());
@@ -195,8 +219,26 @@ async fn hold(
             }
         }
     };
+    net.borrow_and_update();
+    let network_lost = async {
+        loop {
+            if net.changed().await.is_err() {
+                return std::future::pending::<()>().await;
+            }
+            if !session.probe(CHANGE_PROBE).await {
+                return;
+            }
+            tracing::info!(tunnel = %spec.name, "network changed; relay still answers");
+        }
+    };
     let outcome = tokio::select! {
+        () = network_lost => Attempt::Ended {
+            uptime: started.elapsed(),
+            reason: "network changed and the relay stopped answering".into(),
+            immediate: true,
+        },
         reason = session.ended() => Attempt::Ended {
+            immediate: false,
             uptime: started.elapsed(),
             reason: match reason {
                 Some(crate::client::handler::EndReason::KeepaliveTimeout) => "keepalive timeout: the relay stopped answering".into(),
@@ -209,6 +251,7 @@ async fn hold(
         () = primary_back => Attempt::Ended {
             uptime: started.elapsed(),
             reason: "returning to the first relay".into(),
+            immediate: true,
         },
     };
     session.close().await;

@@ -1,0 +1,82 @@
+//! Network changes (an address or route added or removed: Wi-Fi/LTE switch, a new DHCP lease,
+//! resume from sleep) seen through rtnetlink. Tunnels react by probing their relay at once
+//! instead of waiting out the keepalive window.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    bind, recv, setsockopt, socket, sockopt::ReceiveTimeout, AddressFamily, MsgFlags, NetlinkAddr,
+    SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// rtnetlink multicast groups: links, IPv4/IPv6 addresses and routes.
+const GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
+/// Changes usually come in bursts (address, then routes); one probe per burst is enough.
+const SETTLE: Duration = Duration::from_millis(300);
+/// How often the watcher thread checks for shutdown while no message arrives.
+const WAKE: Duration = Duration::from_millis(500);
+
+/// Starts watching; the value in the returned channel increases once per burst of changes.
+/// Without netlink (no permission, unusual kernels) the channel simply never changes.
+///
+/// A blocking socket on its own thread (with a receive timeout so it sees shutdown) keeps this
+/// free of unsafe fd registration with the async runtime.
+pub fn spawn(cancel: CancellationToken) -> watch::Receiver<u64> {
+    let (tx, rx) = watch::channel(0u64);
+    match open() {
+        Ok(fd) => {
+            let spawned = std::thread::Builder::new()
+                .name("netwatch".into())
+                .spawn(move || watch_loop(fd, tx, cancel));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the network change watcher");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch network changes; relying on keepalives"),
+    }
+    rx
+}
+
+fn open() -> io::Result<OwnedFd> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, GROUPS))?;
+    setsockopt(
+        &fd,
+        ReceiveTimeout,
+        &TimeVal::new(0, WAKE.as_micros() as i64),
+    )?;
+    Ok(fd)
+}
+
+fn watch_loop(fd: OwnedFd, tx: watch::Sender<u64>, cancel: CancellationToken) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending: Option<Instant> = None;
+    while !cancel.is_cancelled() {
+        match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(_) => {
+                pending.get_or_insert_with(Instant::now);
+            }
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "network change watcher stopped");
+                return;
+            }
+        }
+        // Announce once the burst has settled.
+        if pending.is_some_and(|t| t.elapsed() >= SETTLE) {
+            pending = None;
+            tracing::info!("network changed; probing relays");
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+}
