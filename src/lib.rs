@@ -14,7 +14,6 @@ pub mod config;
 pub mod demo;
 pub mod forward;
 pub mod logging;
-pub mod metrics;
 pub mod pipe;
 pub mod server;
 pub mod socks;

@@ -10,8 +10,7 @@ use std::time::Duration;
 use russh::ChannelOpenFailure;
 
 use super::listen::{self, BindError, Peer};
-use super::{open_failure_text, ForwardContext, Stream};
-use crate::client::SshHandle;
+use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
 use crate::socks::{self, Failure, TargetAddr};
 use crate::spec::{DynamicForward, Endpoint};
 
@@ -20,8 +19,8 @@ use crate::spec::{DynamicForward, Endpoint};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds the SOCKS listeners and starts accepting; returns the bound addresses.
-pub async fn start(
-    handle: SshHandle,
+pub async fn start<H: ClientSession>(
+    handle: ClientHandle<H>,
     fwd: &DynamicForward,
     gateway_ports: bool,
     ctx: &ForwardContext,
@@ -35,7 +34,12 @@ pub async fn start(
     Ok(bound)
 }
 
-async fn proxy_one(handle: SshHandle, mut stream: Stream, peer: Peer, ctx: ForwardContext) {
+async fn proxy_one<H: ClientSession>(
+    handle: ClientHandle<H>,
+    mut stream: Stream,
+    peer: Peer,
+    ctx: ForwardContext,
+) {
     let request = match tokio::time::timeout(HANDSHAKE_TIMEOUT, socks::accept(&mut stream)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {

@@ -2,13 +2,12 @@
 //! `direct-streamlocal@openssh.com` for a unix socket target) channels.
 
 use super::listen::{self, BindError, Peer};
-use super::{open_failure_text, ForwardContext, Stream};
-use crate::client::SshHandle;
+use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
 use crate::spec::{Endpoint, LocalForward};
 
 /// Binds the forward's listeners and starts accepting; returns the bound addresses.
-pub async fn start(
-    handle: SshHandle,
+pub async fn start<H: ClientSession>(
+    handle: ClientHandle<H>,
     fwd: &LocalForward,
     gateway_ports: bool,
     ctx: &ForwardContext,
@@ -29,8 +28,8 @@ pub async fn start(
     Ok(bound)
 }
 
-async fn forward_one(
-    handle: SshHandle,
+async fn forward_one<H: ClientSession>(
+    handle: ClientHandle<H>,
     target: Endpoint,
     stream: Stream,
     peer: Peer,
@@ -49,8 +48,8 @@ async fn forward_one(
 }
 
 /// Opens the channel that carries one -L connection to `target`.
-pub async fn open_channel(
-    handle: &SshHandle,
+pub async fn open_channel<H: ClientSession>(
+    handle: &ClientHandle<H>,
     target: &Endpoint,
     peer: &Peer,
 ) -> Result<russh::Channel<russh::client::Msg>, russh::Error> {

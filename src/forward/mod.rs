@@ -20,6 +20,14 @@ use tokio_util::task::TaskTracker;
 use crate::pipe::{self, Counters};
 use crate::spec::Endpoint;
 
+/// The client session a forward runs over. Generic over the session's handler so that
+/// forwarding does not depend on the client module that defines it.
+pub type ClientHandle<H> = Arc<russh::client::Handle<H>>;
+
+/// Handlers whose sessions forwards can use from their own tasks.
+pub trait ClientSession: russh::client::Handler + Send + Sync + 'static {}
+impl<T: russh::client::Handler + Send + Sync + 'static> ClientSession for T {}
+
 /// What every forward task shares: who owns the tasks, how to stop them, and where bytes are
 /// counted.
 #[derive(Debug, Clone)]

@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use russh::client::Msg;
 use russh::Channel;
 
-use super::ForwardContext;
-use crate::client::SshHandle;
+use super::{ClientHandle, ClientSession, ForwardContext};
 use crate::spec::{Endpoint, Listen, RemoteForward};
 
 /// Why a remote forward could not be set up.
@@ -68,9 +67,9 @@ impl RemoteForwards {
     /// Requests the forward on the server and registers it. Returns the port the server listens
     /// on (allocated when 0 was asked; 0 for unix sockets). Prints ssh(1)'s "Allocated port"
     /// message for port 0.
-    pub async fn request(
+    pub async fn request<H: ClientSession>(
         &self,
-        handle: &SshHandle,
+        handle: &ClientHandle<H>,
         fwd: &RemoteForward,
     ) -> Result<u32, RemoteForwardError> {
         let Some(target) = fwd.target.clone() else {

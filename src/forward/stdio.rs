@@ -1,8 +1,7 @@
 //! -W host:port: standard input and output become one `direct-tcpip` channel, so burrow can be an
 //! OpenSSH `ProxyCommand`. Nothing else may ever be written to stdout.
 
-use super::{open_failure_text, ForwardContext};
-use crate::client::SshHandle;
+use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext};
 
 /// Why stdio forwarding failed (ssh(1) prints "stdio forwarding failed" and exits 255).
 #[derive(Debug, thiserror::Error)]
@@ -14,8 +13,8 @@ pub struct StdioError {
 }
 
 /// Runs until both directions are done.
-pub async fn run(
-    handle: &SshHandle,
+pub async fn run<H: ClientSession>(
+    handle: &ClientHandle<H>,
     host: &str,
     port: u16,
     ctx: &ForwardContext,

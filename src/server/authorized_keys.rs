@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use russh::keys::PublicKey;
 
+pub use super::policy::KeyOptions;
 use super::policy::{glob_match, parse_permit_listen, split_host_port, PermitListen, PermitOpen};
 
 /// One authorized key with its options.
@@ -32,62 +33,6 @@ pub struct AuthorizedKey {
     pub options: KeyOptions,
     /// 1-based line number, so logs and errors can point at the entry.
     pub line: usize,
-}
-
-/// The options relevant to a forwarding-only server, after applying a line's option list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyOptions {
-    /// May forward at all; `restrict` and `no-port-forwarding` clear it, `port-forwarding`
-    /// sets it again.
-    pub port_forwarding: bool,
-    /// `permitopen="host:port"` entries; empty means the key adds no limit.
-    pub permit_open: Vec<PermitOpen>,
-    /// `permitlisten="[host:]port"` entries; empty means the key adds no limit.
-    pub permit_listen: Vec<PermitListen>,
-    /// `from="pattern-list"` as written (validated at load); check it with [`from_allows`].
-    pub from: Option<String>,
-    /// `burrow-privileged-ports`: may listen on ports below 1024.
-    pub privileged_ports: bool,
-    /// `burrow-max-listeners=N`: cap on concurrent `-R` listeners for this key.
-    pub max_listeners: Option<u32>,
-    /// `burrow-max-channels=N`: cap on concurrently open channels for this key.
-    pub max_channels: Option<u32>,
-    /// `expiry-time="YYYYMMDD[HHMM[SS]]"`: refused after this instant. Always read as UTC
-    /// (sshd uses local time unless the value ends in `Z`/`UTC`; a relay should not depend
-    /// on its TZ). The earliest of several wins, as in sshd.
-    pub expiry: Option<SystemTime>,
-    /// `command="..."`, kept for completeness: the relay refuses sessions anyway.
-    pub command: Option<String>,
-}
-
-impl Default for KeyOptions {
-    /// A key line without options: forwarding allowed, no limits (sshd's defaults).
-    fn default() -> Self {
-        Self {
-            port_forwarding: true,
-            permit_open: Vec::new(),
-            permit_listen: Vec::new(),
-            from: None,
-            privileged_ports: false,
-            max_listeners: None,
-            max_channels: None,
-            expiry: None,
-            command: None,
-        }
-    }
-}
-
-impl KeyOptions {
-    /// True once the clock is past `expiry-time`.
-    pub fn is_expired(&self) -> bool {
-        self.expired_at(SystemTime::now())
-    }
-
-    /// True once `now` is past `expiry-time` (sshd: `valid_before < now`); for tests and
-    /// callers that hold one clock reading.
-    pub fn expired_at(&self, now: SystemTime) -> bool {
-        self.expiry.is_some_and(|until| now > until)
-    }
 }
 
 /// All entries of one authorized_keys file, in file order.

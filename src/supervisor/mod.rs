@@ -3,6 +3,7 @@
 //! (unchanged tunnels keep their connections), serves status and metrics, and talks to systemd.
 
 pub mod backoff;
+pub mod metrics;
 pub mod netwatch;
 pub mod notify;
 pub mod status;
@@ -118,7 +119,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("control socket {}", opts.control.display()))?;
     tracing::info!(control = %opts.control.display(), "status socket ready");
     if let Some(addr) = opts.metrics {
-        let bound = crate::metrics::serve(addr, board.clone(), shutdown.clone())
+        let bound = metrics::serve(addr, board.clone(), shutdown.clone())
             .await
             .with_context(|| format!("metrics listener {addr}"))?;
         tracing::info!("metrics on http://{bound}/metrics");

@@ -14,6 +14,7 @@
 pub mod burrow;
 pub mod data;
 pub mod keys;
+pub mod netns;
 pub mod openssh;
 pub mod output;
 pub mod process;
