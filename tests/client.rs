@@ -584,3 +584,46 @@ async fn stalled_reader_does_not_freeze_other_forwards_or_keepalives() {
         .await
         .expect("still working");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_streams_stdio_and_returns_the_exit_status() {
+    let (dir, key, sshd) = setup();
+    let run = |command: &str, name: &str| {
+        let mut cmd = burrow_ssh(&sshd, Some(&key));
+        cmd.arg(sshd.dest("root")).arg(command);
+        run_with_timeout(cmd, dir.path(), name, Duration::from_secs(60))
+    };
+    let (st, out, err) = run("echo out; echo err >&2; exit 0", "exec0");
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{err}");
+    assert_eq!(out.trim(), "out");
+    // (sshd at LogLevel DEBUG adds its own debug lines to the session's stderr.)
+    assert!(
+        err.lines().any(|l| l.trim() == "err"),
+        "stderr kept apart: {err}"
+    );
+    let (st, _, _) = run("exit 3", "exec3");
+    assert_eq!(st.and_then(|s| s.code()), Some(3));
+    let (st, _, _) = run("kill -TERM $$", "execsig");
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(128 + 15),
+        "signal death reported as 128+n"
+    );
+    // 64 MiB through stdin, EOF sent as channel EOF: the remote sha256sum sees all of it.
+    let data_path = dir.path().join("data");
+    std::fs::write(&data_path, det_bytes(11, 64 << 20)).unwrap();
+    let mut cmd = burrow_ssh(&sshd, Some(&key));
+    cmd.arg(sshd.dest("root")).arg("sha256sum");
+    cmd.stdin(std::fs::File::open(&data_path).unwrap());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        remote.starts_with(&det_sha256(11, 64 << 20)),
+        "remote saw {remote}"
+    );
+}

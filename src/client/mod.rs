@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod background;
 pub mod connect;
+pub mod exec;
 pub mod handler;
 pub mod hostkey;
 pub mod known_hosts;
@@ -249,9 +250,9 @@ impl Session {
 
 /// Runs a `burrow ssh` invocation to the end; returns the exit status.
 pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
-    if !opts.no_command {
+    if !opts.no_command && opts.command.is_empty() {
         return Err(ClientError::Unsupported(
-            "remote commands and shells are not supported yet; use -N (forwarding only) or -W"
+            "interactive shells are not supported yet; give a command, or use -N (forwarding only) or -W"
                 .into(),
         ));
     }
@@ -259,6 +260,10 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
     let code = if let Some((host, port)) = &opts.stdio_forward {
         session.stdio(host, *port).await?;
         0
+    } else if !opts.no_command {
+        session.start_forwards(&opts).await?;
+        ready.signal();
+        exec::run(&session.handle, &opts.command.join(" ")).await?
     } else {
         session.start_forwards(&opts).await?;
         ready.signal();
