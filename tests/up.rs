@@ -247,3 +247,38 @@ async fn bad_tunnels_file_names_the_line_and_field() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_first_relay_falls_over_to_the_next() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let echo = echo_server().await;
+    // A port nothing listens on: bound, then closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = dir.path().join("tunnels.toml");
+    let tunnels = format!(
+        "[[tunnel]]\nname = \"multi\"\nservers = [\"root@127.0.0.1:{dead}\", \"root@127.0.0.1:{}\"]\nremote = [\"0:{}\"]\n",
+        relay.addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &tunnels);
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let s = wait_status(&control, &up, "tunnel up on the second relay", |s| {
+        tunnel(s, "multi").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    let t = tunnel(&s, "multi").unwrap();
+    assert_eq!(
+        t["server"],
+        format!("root@127.0.0.1:{}", relay.addr.port()),
+        "{t}"
+    );
+}
