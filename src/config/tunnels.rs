@@ -26,11 +26,12 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::SshArgs;
 
-/// Keepalive interval when none is set: with [`DEFAULT_KEEPALIVE_COUNT`], a dead link is
-/// noticed within about 15 s.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Keepalive interval when none is set. As with ssh's ServerAliveInterval/CountMax, a dead link
+/// is noticed (count + 1) x interval after the last sign of life (the first interval passes
+/// before the first probe): 3 s x (4 + 1) = 15 s with the defaults.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 /// Unanswered keepalives before the connection is declared dead.
-pub const DEFAULT_KEEPALIVE_COUNT: u32 = 3;
+pub const DEFAULT_KEEPALIVE_COUNT: u32 = 4;
 /// TCP connect timeout per address.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First pause after a failure.

@@ -16,13 +16,28 @@ use super::authorized_keys::AuthorizedKey;
 use super::listeners::{self, Conflict, SessionRef};
 use super::policy::{self, Decision, ListenAddr};
 use super::Relay;
-use crate::forward::listen::{bind_tcp_all, BindError, Listener};
+use crate::forward::listen::{bind_tcp, bind_tcp_all, BindError, Listener};
 use crate::forward::{io_reason, ForwardContext};
 use crate::spec::Endpoint;
 
 /// The message a client gets when it asks for a shell, a command or a subsystem.
 pub const FORWARD_ONLY_MESSAGE: &str =
     "burrow serve only forwards ports: shell, exec and subsystem requests are refused (use ssh -N or -W)\r\n";
+
+/// Binds every address on `port`; returns what bound and the first failure, if any.
+fn bind_each(ips: &[IpAddr], port: u16) -> (Vec<Listener>, Option<String>) {
+    let mut bound = Vec::new();
+    let mut error = None;
+    for ip in ips {
+        match bind_tcp(std::net::SocketAddr::new(*ip, port)) {
+            Ok(l) => bound.push(Listener::Tcp(l)),
+            Err(e) => {
+                error.get_or_insert_with(|| format!("bind [{ip}]:{port}: {}", io_reason(&e)));
+            }
+        }
+    }
+    (bound, error)
+}
 
 /// Per-session state.
 pub struct SessionHandler {
@@ -98,7 +113,7 @@ impl SessionHandler {
     fn refuse(&self, what: &str, reason: &dyn std::fmt::Display) {
         self.relay.stats.refusals.fetch_add(1, Ordering::Relaxed);
         let fp = self.key.as_ref().map(|k| k.fp.as_str()).unwrap_or("-");
-        tracing::warn!(fingerprint = fp, request = what, %reason, "forward refused");
+        tracing::warn!(session = self.id, fingerprint = fp, request = what, %reason, "forward refused");
     }
 
     fn channel_cap(&self) -> u32 {
@@ -158,25 +173,44 @@ impl SessionHandler {
         port: u16,
         fp: &str,
     ) -> Result<Vec<Listener>, String> {
-        match bind_tcp_all(ips, port) {
-            Ok(l) => return Ok(l),
-            Err(e) if port == 0 => return Err(e.to_string()),
-            Err(e) => {
-                if !self.take_over(port, fp).await {
-                    return Err(e.to_string());
-                }
-            }
+        if port == 0 {
+            // The first address picks the port for the others; nothing to take over.
+            return bind_tcp_all(ips, 0).map_err(|e| e.to_string());
         }
-        // The evicted listeners close as their tasks see the cancellation: retry briefly.
-        let mut last = String::new();
+        let (bound, error) = bind_each(ips, port);
+        let Some(error) = error else {
+            return Ok(bound);
+        };
+        // Some address is taken. If earlier sessions of this key hold the port, they must be
+        // probed even when another address bound (else the port could end up half served).
+        let same_key = matches!(
+            self.relay.registry.conflict(port, self.id, fp),
+            Conflict::SameKey(_)
+        );
+        if !same_key {
+            // Someone else's port: OpenSSH's rule, succeed if any address bound.
+            return if bound.is_empty() {
+                Err(error)
+            } else {
+                Ok(bound)
+            };
+        }
+        drop(bound);
+        if !self.take_over(port, fp).await {
+            return Err(error);
+        }
+        // The evicted listeners close as their tasks see the cancellation. Wait until every
+        // address binds again (accepting the first partial bind could leave the port on IPv4
+        // only while the old IPv6 listener was still closing); fall back to what binds.
         for _ in 0..40 {
-            match bind_tcp_all(ips, port) {
-                Ok(l) => return Ok(l),
-                Err(e) => last = e.to_string(),
+            let (bound, error) = bind_each(ips, port);
+            if error.is_none() {
+                return Ok(bound);
             }
+            drop(bound);
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        Err(last)
+        bind_tcp_all(ips, port).map_err(|e| e.to_string())
     }
 
     /// Probes the sessions of the same key that hold `port`; if none answers, ends them.
@@ -294,7 +328,7 @@ impl russh::server::Handler for SessionHandler {
         match self.authorize(key.public_key) {
             Ok(entry) => {
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-                tracing::info!(user, fingerprint = %fp, comment = %entry.comment, "authenticated");
+                tracing::info!(session = self.id, user, fingerprint = %fp, comment = %entry.comment, "authenticated");
                 self.key = Some(Authenticated { entry, fp });
                 Ok(Auth::Accept)
             }
@@ -451,7 +485,7 @@ impl russh::server::Handler for SessionHandler {
             cancel: self.ctx.cancel.clone(),
         };
         self.relay.registry.add(actual, address, me, stop.clone());
-        tracing::info!(fingerprint = %key.fp, requested = %address, ?bound, port = actual, "remote forward listening");
+        tracing::info!(session = self.id, fingerprint = %key.fp, requested = %address, ?bound, port = actual, "remote forward listening");
         self.serve_listener(
             listeners,
             address.to_string(),

@@ -568,7 +568,7 @@ fn fingerprint_follows_the_connection_not_the_name() {
     };
     assert_eq!(renamed.fingerprint(), base.fingerprint());
     let changes = [
-        one(&tunnel("name = \"x\"\nkeepalive_count = 4\n")),
+        one(&tunnel("name = \"x\"\nkeepalive_count = 5\n")),
         one(&tunnel(
             "name = \"x\"\noptions = [\"IdentitiesOnly=yes\"]\n",
         )),
@@ -616,7 +616,7 @@ fn ssh_args_resolve_like_the_command_line() {
     assert_eq!(o.remote_forwards.len() + o.local_forwards.len(), 2);
     assert!(o.batch_mode && o.exit_on_forward_failure && o.no_command && !o.compression);
     assert_eq!(o.server_alive_interval, Some(Duration::from_secs(7)));
-    assert_eq!(o.server_alive_count_max, 3);
+    assert_eq!(o.server_alive_count_max, DEFAULT_KEEPALIVE_COUNT);
     assert_eq!(o.connect_timeout, Some(Duration::from_secs(10)));
     assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::Yes);
     assert_eq!(o.user_known_hosts_files, vec![PathBuf::from("/home/u/kh")]);
