@@ -282,3 +282,91 @@ async fn unreachable_first_relay_falls_over_to_the_next() {
         "{t}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_key_backs_off_to_the_cap_and_exit_after_failures_gives_up() {
+    let dir = test_dir();
+    let allowed = keygen(dir.path(), "allowed", KeyKind::Ed25519, None);
+    let refused = keygen(dir.path(), "refused", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&allowed.public_line], None, &[]).await;
+    let file = dir.path().join("tunnels.toml");
+    // backoff 1 s doubling to a 30 s cap: an authentication failure must jump to the cap at once.
+    let text = format!(
+        "[defaults]\nidentity = \"{}\"\nknown_hosts = \"{}\"\nbackoff_initial = 1\nbackoff_max = 30\nssh_config = \"none\"\n\n[[tunnel]]\nname = \"denied\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"0:127.0.0.1:9\"]\n",
+        refused.private.display(),
+        relay.known_hosts.display(),
+        relay.addr.port()
+    );
+    std::fs::write(&file, text).unwrap();
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let s = wait_status(&control, &up, "the refusal reported", |s| {
+        tunnel(s, "denied").is_some_and(|t| t["state"] == "backoff" && t["failures"] == 1)
+    })
+    .await;
+    let t = tunnel(&s, "denied").unwrap();
+    assert!(
+        t["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Permission denied"),
+        "{t}"
+    );
+    // No hot loop: within the next 8 s there is no second attempt, on either side.
+    let refusals = relay
+        .child
+        .stderr_text()
+        .matches("authentication refused")
+        .count();
+    assert!(refusals >= 1, "the relay saw the attempt");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let s = status_json(&control).expect("status");
+    assert_eq!(
+        tunnel(&s, "denied").unwrap()["failures"],
+        1,
+        "retried too soon: {s}"
+    );
+    assert_eq!(
+        relay
+            .child
+            .stderr_text()
+            .matches("authentication refused")
+            .count(),
+        refusals,
+        "no new attempt reached the relay"
+    );
+
+    // exit_after_failures: an unreachable relay, two failures, then burrow up exits non-zero.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file2 = dir.path().join("gives-up.toml");
+    std::fs::write(
+        &file2,
+        format!("[[tunnel]]\nname = \"gone\"\nserver = \"root@127.0.0.1:{dead}\"\nremote = [\"0:127.0.0.1:9\"]\nbackoff_initial = 1\nbackoff_max = 1\nexit_after_failures = 2\nssh_config = \"none\"\n"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(&file2)
+        .arg("--control")
+        .arg(dir.path().join("up2.sock"));
+    let (st, _, err) = run_with_timeout(
+        cmd,
+        dir.path(),
+        "burrow-up-gives-up",
+        Duration::from_secs(30),
+    );
+    assert!(
+        st.is_some_and(|s| !s.success()),
+        "exit status {st:?}: {err}"
+    );
+    assert!(
+        err.contains("giving up after 2 consecutive failures"),
+        "{err}"
+    );
+}
