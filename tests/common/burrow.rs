@@ -181,18 +181,7 @@ impl Relay {
         super::openssh::wait_listening(&mut child, addr, UP_TIMEOUT)
             .await
             .unwrap_or_else(|e| panic!("burrow serve: {e}"));
-        let out = Command::new("ssh-keygen")
-            .arg("-y")
-            .arg("-f")
-            .arg(&host_key)
-            .output()
-            .expect("ssh-keygen -y");
-        assert!(
-            out.status.success(),
-            "host key unreadable: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let public = super::keys::public_key_line(&host_key);
         let known_hosts = base.join("known_hosts");
         std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {public}\n"))
             .expect("write known_hosts");

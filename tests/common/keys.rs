@@ -67,6 +67,24 @@ impl Keypair {
     }
 }
 
+/// The public key line of a private key file (`ssh-keygen -y`), e.g. for a host key that
+/// `burrow serve` generated. Panics, naming the file, when it is unreadable.
+pub fn public_key_line(private: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(private)
+        .output()
+        .expect("ssh-keygen -y");
+    assert!(
+        out.status.success(),
+        "{}: key unreadable: {}",
+        private.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Generates `dir/name` (+ `.pub`) with ssh-keygen; comment `name`. Panics on failure.
 pub fn keygen(dir: &Path, name: &str, kind: KeyKind, passphrase: Option<&str>) -> Keypair {
     let private = dir.join(name);

@@ -467,28 +467,8 @@ impl World {
             format!("HostKey {}", host.private.display()),
             format!("AuthorizedKeysFile {}", ak.display()),
         ]);
-        for l in [
-            "PidFile none",
-            "PermitRootLogin yes",
-            "StrictModes no",
-            "UsePAM no",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "AllowTcpForwarding yes",
-            "GatewayPorts no",
-            "X11Forwarding no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "UseDNS no",
-            "LoginGraceTime 30",
-            "MaxStartups 100:30:200",
-        ] {
-            cfg.push(l.into());
-        }
-        if openssh_version() >= (9, 8) {
-            cfg.push("PerSourcePenalties no".into());
-        }
+        cfg.push("GatewayPorts no".into());
+        cfg.extend(super::sshd_config::shared_lines());
         let cfg_path = dir.join("sshd_config");
         std::fs::write(&cfg_path, cfg.join("\n") + "\n").expect("sshd_config");
         let mut cmd = ns_cmd(ns, sshd::SSHD);
@@ -538,21 +518,8 @@ impl World {
             child.stderr_text()
         );
         wait_ssh_banner(&self.net.a, sa(B_INSIDE, port), name, &mut [&mut child]);
-        let out = Command::new("ssh-keygen")
-            .arg("-y")
-            .arg("-f")
-            .arg(&host_key)
-            .output()
-            .expect("ssh-keygen -y");
-        assert!(
-            out.status.success(),
-            "{name}: generated host key unreadable: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            child,
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        )
+        let public = super::keys::public_key_line(&host_key);
+        (child, public)
     }
 }
 

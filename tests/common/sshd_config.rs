@@ -30,7 +30,23 @@ pub(crate) fn render_config(
     }
     c.push(format!("HostKey {}", host_key.display()));
     c.push(format!("AuthorizedKeysFile {}", authorized_keys.display()));
+    c.extend(shared_lines());
     for l in [
+        "AllowAgentForwarding yes",
+        "MaxAuthTries 10",
+        "Subsystem sftp internal-sftp",
+    ] {
+        c.push(l.into());
+    }
+    c.extend(matches.iter().cloned());
+    c
+}
+
+/// The settings every test sshd shares, loopback or in a namespace: root logs in with keys
+/// only, no PAM, no DNS, no per-source penalties (tests fail auth on purpose). Callers put their
+/// own lines first: sshd keeps the first value it reads for a keyword.
+pub(crate) fn shared_lines() -> Vec<String> {
+    let mut c: Vec<String> = [
         "PidFile none",
         "PermitRootLogin yes",
         "StrictModes no",
@@ -39,23 +55,19 @@ pub(crate) fn render_config(
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
         "AllowTcpForwarding yes",
-        "AllowAgentForwarding yes",
         "X11Forwarding no",
         "PrintMotd no",
         "PrintLastLog no",
         "UseDNS no",
         "LoginGraceTime 30",
         "MaxStartups 100:30:200",
-        "MaxAuthTries 10",
-        "Subsystem sftp internal-sftp",
-    ] {
-        c.push(l.into());
-    }
+    ]
+    .iter()
+    .map(|l| l.to_string())
+    .collect();
     if openssh_version() >= (9, 8) {
-        // Otherwise tests that fail auth on purpose would get 127.0.0.1 penalised.
         c.push("PerSourcePenalties no".into());
     }
-    c.extend(matches.iter().cloned());
     c
 }
 
