@@ -142,6 +142,10 @@ pub struct SshArgs {
     /// Quiet mode: only fatal errors are printed.
     #[arg(short = 'q')]
     pub quiet: bool,
+    /// Escape character for a terminal session (default `~`); `^X` for a control character,
+    /// `none` for a fully transparent session.
+    #[arg(short = 'e', value_name = "escape_char")]
+    pub escape_char: Option<String>,
     /// Disable pseudo-terminal allocation.
     #[arg(short = 'T')]
     pub no_tty: bool,

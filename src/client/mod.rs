@@ -3,11 +3,13 @@
 pub mod auth;
 pub mod background;
 pub mod connect;
-pub mod exec;
+pub mod escape;
 pub mod handler;
 pub mod hostkey;
 pub mod known_hosts;
 pub mod prompt;
+pub mod session_channel;
+pub mod tty;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::options::ClientOptions;
+use crate::config::session::TtyDecision;
 use crate::forward::remote::{RemoteForwardError, RemoteForwards};
 use crate::forward::{dynamic, local, stdio, ForwardContext};
 use handler::{ClientHandler, EndReason, SessionEvents};
@@ -250,12 +253,6 @@ impl Session {
 
 /// Runs a `burrow ssh` invocation to the end; returns the exit status.
 pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
-    if !opts.no_command && opts.command.is_empty() {
-        return Err(ClientError::Unsupported(
-            "interactive shells are not supported yet; give a command, or use -N (forwarding only) or -W"
-                .into(),
-        ));
-    }
     let session = Session::establish(&opts, CancellationToken::new()).await?;
     let code = if let Some((host, port)) = &opts.stdio_forward {
         session.stdio(host, *port).await?;
@@ -263,7 +260,8 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
     } else if !opts.no_command {
         session.start_forwards(&opts).await?;
         ready.signal();
-        exec::run(&session.handle, &opts.command.join(" ")).await?
+        let request = session_request(&opts);
+        session_channel::run(&session.handle, request, session.counters()).await?
     } else {
         session.start_forwards(&opts).await?;
         ready.signal();
@@ -271,6 +269,32 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
     };
     session.close().await;
     Ok(code)
+}
+
+/// The session channel request for `opts`: ssh(1)'s PTY decision and the environment to send.
+fn session_request(opts: &ClientOptions) -> session_channel::SessionRequest {
+    let command = (!opts.command.is_empty()).then(|| opts.command.join(" "));
+    let pty = match opts
+        .session
+        .request_tty
+        .decide(command.is_some(), tty::stdin_is_tty())
+    {
+        TtyDecision::Allocate => true,
+        TtyDecision::None => false,
+        TtyDecision::NotATerminal => {
+            tracing::info!(
+                "Pseudo-terminal will not be allocated because stdin is not a terminal."
+            );
+            false
+        }
+    };
+    session_channel::SessionRequest {
+        command,
+        pty,
+        env: opts.session.environment(std::env::vars()),
+        escape_char: opts.session.escape_char,
+        host: opts.hostname.clone(),
+    }
 }
 
 /// For a local listen port of 0, tells which port the system chose, in the words ssh(1) uses for

@@ -2,5 +2,6 @@
 //! plus config into one typed [`options::ClientOptions`].
 
 pub mod options;
+pub mod session;
 pub mod ssh_config;
 pub mod tunnels;

@@ -109,6 +109,8 @@ pub struct ClientOptions {
     pub background: bool,
     /// The remote command, if any.
     pub command: Vec<String>,
+    /// PTY, escape character and environment for the session channel.
+    pub session: super::session::SessionOptions,
     /// -4 / -6 / any.
     pub address_family: AddressFamily,
 }
@@ -402,6 +404,7 @@ fn build(
         no_command: args.no_command || args.stdio.is_some(),
         background: args.background,
         command: args.command.clone(),
+        session: super::session::resolve(args, opts)?,
         address_family: if args.ipv4 {
             AddressFamily::Inet
         } else if args.ipv6 {
