@@ -71,6 +71,26 @@ impl World {
         );
     }
 
+    /// `burrow ssh -p PORT root@B_PUBLIC hostname` from C: C needs nothing but burrow to log in
+    /// to A through the tunnel; A's sshd runs in a UTS namespace named after A.
+    fn burrow_login_from_c_prints_a_hostname(&self, port: u16) {
+        let mut cmd = self.burrow_ssh(&self.net.c);
+        cmd.args(["-p", &port.to_string()])
+            .arg(format!("root@{B_PUBLIC}"))
+            .arg("hostname");
+        let (st, out, err) =
+            run_with_timeout(cmd, self.path(), &format!("c-burrow-login-{port}"), CMD);
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "burrow ssh -p {port} root@{B_PUBLIC} hostname from C failed ({st:?}):\n{out}\n{err}"
+        );
+        assert_eq!(out.trim(), self.net.a, "the login did not land on A");
+        println!(
+            "burrow ssh -p {port} root@{B_PUBLIC} hostname (from C) -> {}",
+            out.trim()
+        );
+    }
+
     /// `curl URL | sha256sum` in `ns` (curl `extra` flags first); returns the hex digest.
     fn curl_sha256(
         &self,
@@ -426,6 +446,7 @@ fn burrow_relay_ssh_and_http() {
         8086,
         "burrow: C -> B:8086 (ssh -L via B's sshd) -> B:8087 (relay gw=no) -> burrow -R on A -> A:22",
     );
+    w.burrow_login_from_c_prints_a_hostname(8086);
     w.login_from_c_lands_on_a(
         8088,
         "burrow: C -> B:8088 (ssh -L via the relay) -> B:8087 (relay gw=no) -> burrow -R on A -> A:22",

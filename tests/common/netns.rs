@@ -471,8 +471,12 @@ impl World {
         cfg.extend(super::sshd_config::shared_lines());
         let cfg_path = dir.join("sshd_config");
         std::fs::write(&cfg_path, cfg.join("\n") + "\n").expect("sshd_config");
-        let mut cmd = ns_cmd(ns, sshd::SSHD);
-        cmd.args(["-D", "-e", "-f"]).arg(&cfg_path);
+        // Its own UTS namespace named after the network namespace: `hostname` in a login tells
+        // which machine the session landed on.
+        let mut cmd = ns_cmd(ns, "unshare");
+        cmd.args(["--uts", "sh", "-c", r#"hostname "$0" && exec "$@""#, ns])
+            .args([sshd::SSHD, "-D", "-e", "-f"])
+            .arg(&cfg_path);
         let mut child = self.spawn(cmd, name);
         let listening = child
             .stderr()
