@@ -39,9 +39,13 @@ pub struct UpArgs {
     /// /run/burrow/up.sock as root).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9180.
+    /// Serve Prometheus metrics (/metrics), JSON status (/api/status) and a live status page (/)
+    /// on this address, e.g. 127.0.0.1:9180.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Bearer token file for --metrics; required unless the address is loopback.
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    pub metrics_token_file: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
@@ -79,6 +83,13 @@ pub struct ServeArgs {
     /// Where -R listeners bind: no (loopback), yes (all interfaces), clientspecified.
     #[arg(long, value_name = "no|yes|clientspecified")]
     pub gateway_ports: Option<String>,
+    /// Serve Prometheus metrics (/metrics), JSON status (/api/status) and a live status page (/)
+    /// on this address, e.g. 127.0.0.1:9180.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Bearer token file for --metrics; required unless the address is loopback.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,

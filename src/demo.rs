@@ -181,7 +181,7 @@ async fn start_relay(
         // Honour the bind address A asks for (127.0.0.1 here): the demo never listens beyond
         // loopback. On a real B, `--gateway-ports yes` opens the ports to C.
         gateway_ports: Some("clientspecified".into()),
-        config: None,
+        ..ServeOverrides::default()
     };
     let config = ServeConfig::from_parts(ServeFile::default(), &overrides, "demo")?;
     let listener = crate::forward::listen::bind_tcp(config.listen)?;

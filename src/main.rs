@@ -45,7 +45,10 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         control: args
             .control
             .unwrap_or_else(burrow::supervisor::status::default_control_path),
-        metrics: args.metrics,
+        metrics: args
+            .metrics
+            .map(|addr| burrow::observe::ObserveConfig::new(addr, args.metrics_token_file))
+            .transpose()?,
     };
     runtime()?.block_on(burrow::supervisor::run(opts))
 }
@@ -76,6 +79,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         host_key: args.host_key,
         authorized_keys: args.authorized_keys,
         gateway_ports: args.gateway_ports,
+        metrics: args.metrics,
+        metrics_token_file: args.metrics_token_file,
     };
     let config = ServeConfig::load(&overrides)?;
     runtime()?.block_on(server::run(config))

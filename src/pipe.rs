@@ -13,6 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const CHUNK: usize = 32 * 1024;
 
 /// Live byte counters shared with metrics and status; cloned cheaply into every pump.
+///
+/// Counters may have a parent (see [`Counters::child_of`]): every count also goes to the parent,
+/// so one forward's counters and the totals of its process stay exact without a second pass.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Bytes read from side `a` and written to side `b`.
@@ -23,6 +26,43 @@ pub struct Counters {
     pub opened: AtomicU64,
     /// Connections being pumped now.
     pub active: AtomicU64,
+    parent: Option<Arc<Counters>>,
+}
+
+/// Which of a [`Counters`]' byte counts a pump direction adds to.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    AToB,
+    BToA,
+}
+
+impl Counters {
+    /// Counters whose counts also go to `parent` (e.g. one relay forward within the relay total).
+    pub fn child_of(parent: Arc<Counters>) -> Self {
+        Self {
+            parent: Some(parent),
+            ..Self::default()
+        }
+    }
+
+    /// Applies `f` to these counters and every ancestor.
+    fn each(&self, f: impl Fn(&Counters)) {
+        let mut next = Some(self);
+        while let Some(c) = next {
+            f(c);
+            next = c.parent.as_deref();
+        }
+    }
+
+    fn add_bytes(&self, direction: Direction, n: u64) {
+        self.each(|c| {
+            let counter = match direction {
+                Direction::AToB => &c.a_to_b,
+                Direction::BToA => &c.b_to_a,
+            };
+            counter.fetch_add(n, Ordering::Relaxed);
+        });
+    }
 }
 
 /// Counts one connection as active for as long as it lives.
@@ -31,15 +71,19 @@ pub struct ActiveGuard(Arc<Counters>);
 impl ActiveGuard {
     /// Marks a connection opened and active.
     pub fn new(counters: Arc<Counters>) -> Self {
-        counters.opened.fetch_add(1, Ordering::Relaxed);
-        counters.active.fetch_add(1, Ordering::Relaxed);
+        counters.each(|c| {
+            c.opened.fetch_add(1, Ordering::Relaxed);
+            c.active.fetch_add(1, Ordering::Relaxed);
+        });
         Self(counters)
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.each(|c| {
+            c.active.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 
@@ -67,14 +111,19 @@ where
 {
     let (mut a_read, mut a_write) = tokio::io::split(a);
     let (mut b_read, mut b_write) = tokio::io::split(b);
-    let forward = copy_half(&mut a_read, &mut b_write, &counters.a_to_b);
-    let backward = copy_half(&mut b_read, &mut a_write, &counters.b_to_a);
+    let forward = copy_half(&mut a_read, &mut b_write, &counters, Direction::AToB);
+    let backward = copy_half(&mut b_read, &mut a_write, &counters, Direction::BToA);
     let (a_to_b, b_to_a) = tokio::try_join!(forward, backward)?;
     Ok(Totals { a_to_b, b_to_a })
 }
 
 /// One direction: read, write, count; on EOF shut down the writer (half-close) and return.
-async fn copy_half<R, W>(reader: &mut R, writer: &mut W, counter: &AtomicU64) -> io::Result<u64>
+async fn copy_half<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    counters: &Counters,
+    direction: Direction,
+) -> io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -92,7 +141,7 @@ where
         // data back otherwise.
         writer.flush().await?;
         total += n as u64;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+        counters.add_bytes(direction, n as u64);
     }
 }
 
@@ -131,5 +180,30 @@ mod tests {
             }
         );
         assert_eq!(counters.a_to_b.load(Ordering::Relaxed), 7);
+    }
+
+    #[tokio::test]
+    async fn child_counts_reach_the_parent() {
+        let parent = Arc::new(Counters::default());
+        let child = Arc::new(Counters::child_of(parent.clone()));
+        let guard = ActiveGuard::new(child.clone());
+        let (client, pump_a) = duplex(64);
+        let (pump_b, mut server) = duplex(64);
+        let task = tokio::spawn(pipe(pump_a, pump_b, child.clone()));
+        let (mut client_r, mut client_w) = tokio::io::split(client);
+        client_w.write_all(b"abc").await.unwrap();
+        client_w.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        server.shutdown().await.unwrap();
+        client_r.read_to_end(&mut Vec::new()).await.unwrap();
+        task.await.unwrap().unwrap();
+        for c in [&child, &parent] {
+            assert_eq!(c.a_to_b.load(Ordering::Relaxed), 3);
+            assert_eq!(c.active.load(Ordering::Relaxed), 1);
+        }
+        drop(guard);
+        assert_eq!(parent.active.load(Ordering::Relaxed), 0);
+        assert_eq!(parent.opened.load(Ordering::Relaxed), 1);
     }
 }

@@ -105,6 +105,8 @@ pub struct Session {
     ctx: ForwardContext,
     remote: Arc<RemoteForwards>,
     shutdown: CancellationToken,
+    /// Counters of each forward that is up, in the order `start_forwards` reports them.
+    forward_counters: std::sync::Mutex<Vec<Arc<crate::pipe::Counters>>>,
 }
 
 /// A forward that is up, for messages and callers that need the port.
@@ -139,6 +141,7 @@ impl Session {
             ctx,
             remote,
             shutdown,
+            forward_counters: std::sync::Mutex::default(),
         })
     }
 
@@ -150,9 +153,12 @@ impl Session {
     ) -> Result<Vec<Established>, ClientError> {
         let mut up = Vec::new();
         let mut local_failed = 0;
+        let mut counters = Vec::new();
         for fwd in &opts.local_forwards {
-            match local::start(self.handle.clone(), fwd, opts.gateway_ports, &self.ctx).await {
+            let ctx = self.ctx.for_forward();
+            match local::start(self.handle.clone(), fwd, opts.gateway_ports, &ctx).await {
                 Ok(bound) => {
+                    counters.push(ctx.counters);
                     tracing::debug!(?bound, target = %fwd.target, "local forward listening");
                     report_allocated(
                         &fwd.listen,
@@ -172,8 +178,10 @@ impl Session {
             }
         }
         for fwd in &opts.dynamic_forwards {
-            match dynamic::start(self.handle.clone(), fwd, opts.gateway_ports, &self.ctx).await {
+            let ctx = self.ctx.for_forward();
+            match dynamic::start(self.handle.clone(), fwd, opts.gateway_ports, &ctx).await {
                 Ok(bound) => {
+                    counters.push(ctx.counters);
                     tracing::debug!(?bound, "dynamic forward listening");
                     report_allocated(&fwd.listen, &bound, "dynamic forward");
                     up.push(Established::Local { bound });
@@ -197,7 +205,10 @@ impl Session {
         }
         for fwd in &opts.remote_forwards {
             match self.remote.request(&self.handle, fwd).await {
-                Ok(port) => up.push(Established::Remote { port }),
+                Ok((port, c)) => {
+                    counters.push(c);
+                    up.push(Established::Remote { port });
+                }
                 Err(e @ RemoteForwardError::Unsupported(_)) => {
                     return Err(ClientError::Forward(e.to_string()))
                 }
@@ -207,7 +218,20 @@ impl Session {
                 Err(e) => tracing::warn!("Warning: {e}"),
             }
         }
+        *self
+            .forward_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = counters;
         Ok(up)
+    }
+
+    /// Per-forward counters, one for each forward `start_forwards` reported up, in its order
+    /// (their counts are also in [`Session::counters`]).
+    pub fn forward_counters(&self) -> Vec<Arc<crate::pipe::Counters>> {
+        self.forward_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Bytes and connections through this session's forwards (a_to_b = sent towards the server).

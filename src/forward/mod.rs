@@ -53,6 +53,15 @@ impl ForwardContext {
         }
     }
 
+    /// A context for one forward: same tasks and shutdown, with counters of its own that also
+    /// count into this context's (the session's) totals.
+    pub fn for_forward(&self) -> Self {
+        Self {
+            counters: Arc::new(Counters::child_of(self.counters.clone())),
+            ..self.clone()
+        }
+    }
+
     /// Pumps bytes between `local` and a channel until both sides are done or shutdown, then logs
     /// what moved. Errors end only this connection.
     pub async fn pump<A, B>(&self, channel: A, local: B, label: &str)

@@ -7,6 +7,7 @@ use russh::client::Msg;
 use russh::Channel;
 
 use super::{ClientHandle, ClientSession, ForwardContext};
+use crate::pipe::Counters;
 use crate::spec::{Endpoint, Listen, RemoteForward};
 
 /// Why a remote forward could not be set up.
@@ -31,6 +32,8 @@ struct Active {
     /// The port the server listens on (the allocated one for port 0); 0 for unix sockets.
     listen_port: u32,
     target: Endpoint,
+    /// Where this forward's connections run and are counted.
+    ctx: ForwardContext,
 }
 
 /// The live -R forwards of one session. The SSH handler consults it for every channel the server
@@ -52,7 +55,7 @@ pub fn rfwd_bind_host(bind: &Option<String>) -> String {
 }
 
 impl RemoteForwards {
-    /// An empty registry whose connection tasks live in `ctx`.
+    /// An empty registry; `ctx` is the session's context (each forward gets its own counters).
     pub fn new(ctx: ForwardContext) -> Self {
         Self {
             active: Mutex::new(Vec::new()),
@@ -65,12 +68,25 @@ impl RemoteForwards {
     }
 
     /// Requests the forward on the server and registers it. Returns the port the server listens
-    /// on (allocated when 0 was asked; 0 for unix sockets). Prints ssh(1)'s "Allocated port"
-    /// message for port 0.
+    /// on (allocated when 0 was asked; 0 for unix sockets) and the counters of this forward's
+    /// connections. Prints ssh(1)'s "Allocated port" message for port 0.
     pub async fn request<H: ClientSession>(
         &self,
         handle: &ClientHandle<H>,
         fwd: &RemoteForward,
+    ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
+        let ctx = self.ctx.for_forward();
+        let counters = ctx.counters.clone();
+        self.request_in(handle, fwd, ctx)
+            .await
+            .map(|port| (port, counters))
+    }
+
+    async fn request_in<H: ClientSession>(
+        &self,
+        handle: &ClientHandle<H>,
+        fwd: &RemoteForward,
+        ctx: ForwardContext,
     ) -> Result<u32, RemoteForwardError> {
         let Some(target) = fwd.target.clone() else {
             return Err(RemoteForwardError::Unsupported(
@@ -86,14 +102,17 @@ impl RemoteForwards {
                     .await
                     .map_err(|_| RemoteForwardError::Port(*port))?;
                 let listen_port = if asked == 0 { got } else { asked };
-                if asked == 0 {
-                    tracing::info!("Allocated port {listen_port} for remote forward to {target}");
-                }
+                // Registered before the port is announced: whoever connects as soon as they read
+                // "Allocated port" must find the listener known here.
                 self.lock().push(Active {
                     listen_host: host,
                     listen_port,
-                    target,
+                    target: target.clone(),
+                    ctx,
                 });
+                if asked == 0 {
+                    tracing::info!("Allocated port {listen_port} for remote forward to {target}");
+                }
                 Ok(listen_port)
             }
             Listen::Unix(path) => {
@@ -106,6 +125,7 @@ impl RemoteForwards {
                     listen_host: p,
                     listen_port: 0,
                     target,
+                    ctx,
                 });
                 Ok(0)
             }
@@ -114,21 +134,21 @@ impl RemoteForwards {
 
     /// Finds the target for a connection the server accepted on `host:port`. The port decides;
     /// the address breaks ties, since servers report it in different spellings.
-    fn target_for(&self, host: &str, port: u32) -> Option<Endpoint> {
+    fn target_for(&self, host: &str, port: u32) -> Option<(Endpoint, ForwardContext)> {
         let active = self.lock();
         let same_port: Vec<&Active> = active.iter().filter(|a| a.listen_port == port).collect();
         same_port
             .iter()
             .find(|a| a.listen_host == host)
             .or(same_port.first())
-            .map(|a| a.target.clone())
+            .map(|a| (a.target.clone(), a.ctx.clone()))
     }
 
-    fn target_for_path(&self, path: &str) -> Option<Endpoint> {
+    fn target_for_path(&self, path: &str) -> Option<(Endpoint, ForwardContext)> {
         self.lock()
             .iter()
             .find(|a| a.listen_port == 0 && a.listen_host == path)
-            .map(|a| a.target.clone())
+            .map(|a| (a.target.clone(), a.ctx.clone()))
     }
 
     /// Handles a `forwarded-tcpip` channel: dial the target in a task, then accept the channel
@@ -140,12 +160,12 @@ impl RemoteForwards {
         port: u32,
         reply: russh::client::ChannelOpenHandle,
     ) {
-        let Some(target) = self.target_for(host, port) else {
+        let Some((target, ctx)) = self.target_for(host, port) else {
             tracing::warn!("rejected forwarded connection for unknown listener {host}:{port}");
             drop(reply);
             return;
         };
-        self.ctx.dial_then_pump(channel, target, reply, ());
+        ctx.dial_then_pump(channel, target, reply, ());
     }
 
     /// Same as [`Self::dispatch`] for `forwarded-streamlocal@openssh.com`.
@@ -155,12 +175,12 @@ impl RemoteForwards {
         path: &str,
         reply: russh::client::ChannelOpenHandle,
     ) {
-        let Some(target) = self.target_for_path(path) else {
+        let Some((target, ctx)) = self.target_for_path(path) else {
             tracing::warn!("rejected forwarded connection for unknown listener {path}");
             drop(reply);
             return;
         };
-        self.ctx.dial_then_pump(channel, target, reply, ());
+        ctx.dial_then_pump(channel, target, reply, ());
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::observe::ObserveConfig;
 use crate::server::policy::{self, AllowTcpForwarding, GatewayPorts};
 
 /// Why the relay's configuration is unusable.
@@ -66,6 +67,10 @@ pub struct ServeFile {
     pub permit_open: Option<Vec<String>>,
     /// Server-wide PermitListen entries ("[host:]port", "any", "none").
     pub permit_listen: Option<Vec<String>>,
+    /// Where to serve metrics and the status page, e.g. "127.0.0.1:9180".
+    pub metrics: Option<String>,
+    /// Bearer token file for the metrics address (required unless it is loopback).
+    pub metrics_token_file: Option<PathBuf>,
     /// Limits.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -106,6 +111,10 @@ pub struct ServeOverrides {
     pub authorized_keys: Option<PathBuf>,
     /// --gateway-ports.
     pub gateway_ports: Option<String>,
+    /// --metrics.
+    pub metrics: Option<SocketAddr>,
+    /// --metrics-token-file.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Validated relay settings.
@@ -121,6 +130,8 @@ pub struct ServeConfig {
     pub policy: policy::ServerPolicy,
     /// Limits.
     pub limits: Limits,
+    /// Metrics and status page endpoint, when asked for.
+    pub observe: Option<ObserveConfig>,
 }
 
 /// Resource limits with safe defaults.
@@ -242,6 +253,27 @@ impl ServeConfig {
             .map_err(|m| invalid("permit_open", m))?;
         let permit_listen = permit_list(file.permit_listen, policy::parse_permit_listen)
             .map_err(|m| invalid("permit_listen", m))?;
+        let metrics =
+            match (over.metrics, file.metrics) {
+                (Some(addr), _) => Some(addr),
+                (None, Some(text)) => Some(text.parse().map_err(|_| {
+                    invalid("metrics", format!("\"{text}\" is not an address:port"))
+                })?),
+                (None, None) => None,
+            };
+        let token_file = over.metrics_token_file.clone().or(file.metrics_token_file);
+        let observe = match (metrics, token_file) {
+            (Some(addr), token) => Some(
+                ObserveConfig::new(addr, token).map_err(|e| invalid("metrics", e.to_string()))?,
+            ),
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "metrics_token_file",
+                    "set without metrics (an address to serve on)".into(),
+                ))
+            }
+            (None, None) => None,
+        };
         Ok(Self {
             listen,
             host_key: over
@@ -261,6 +293,7 @@ impl ServeConfig {
                 permit_listen,
             },
             limits: limits(file.limits),
+            observe,
         })
     }
 }
@@ -383,6 +416,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("gateway_ports") && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn metrics_on_a_public_address_needs_a_token() {
+        let file = parse_file("metrics = \"0.0.0.0:9180\"\n", Path::new("x.toml")).unwrap();
+        let e = ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("metrics") && e.contains("without a token"),
+            "{e}"
+        );
+        let file = parse_file(
+            "metrics = \"0.0.0.0:9180\"\nmetrics_token_file = \"/etc/burrow/metrics.token\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let c = ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml").unwrap();
+        let o = c.observe.unwrap();
+        assert_eq!(o.addr.port(), 9180);
+        let over = ServeOverrides {
+            metrics_token_file: Some("/t".into()),
+            ..Default::default()
+        };
+        let e = ServeConfig::from_parts(ServeFile::default(), &over, "command line")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics_token_file"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! and refusal of everything that is not forwarding.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,11 +12,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::authorized_keys::AuthorizedKey;
-use super::listeners::{self, Conflict, SessionRef};
+use super::listeners::{self, Conflict, ListenerStats, SessionRef};
 use super::policy::{self, Decision, ListenAddr};
+use super::stats::{self, LiveSession, Refusal};
 use super::Relay;
 use crate::forward::listen::{bind_tcp, bind_tcp_all, BindError, Listener};
 use crate::forward::{io_reason, ForwardContext};
+use crate::pipe::Counters;
 use crate::spec::Endpoint;
 
 /// The message a client gets when it asks for a shell, a command or a subsystem.
@@ -55,6 +56,7 @@ pub struct SessionHandler {
 struct Authenticated {
     entry: AuthorizedKey,
     fp: String,
+    user: String,
 }
 
 impl SessionHandler {
@@ -70,7 +72,8 @@ impl SessionHandler {
     ) -> Self {
         let mut ctx = ForwardContext::new(cancel);
         ctx.tracker = relay.tracker.clone();
-        ctx.counters = relay.counters.clone();
+        // This session's -L/-D/-W channels; -R listeners get counters of their own.
+        ctx.counters = Arc::new(Counters::child_of(relay.counters.clone()));
         Self {
             relay,
             id,
@@ -94,13 +97,11 @@ impl SessionHandler {
     }
 
     fn reject(&self, key: &PublicKey, why: &str) -> Auth {
-        self.relay
-            .stats
-            .auth_failures
-            .fetch_add(1, Ordering::Relaxed);
+        let fp = key.fingerprint(HashAlg::Sha256).to_string();
+        self.relay.stats.auth_failed(self.peer, &fp, why);
         tracing::warn!(
             peer = %self.peer,
-            fingerprint = %key.fingerprint(HashAlg::Sha256),
+            fingerprint = %fp,
             reason = why,
             "authentication refused"
         );
@@ -110,10 +111,20 @@ impl SessionHandler {
         }
     }
 
-    fn refuse(&self, what: &str, reason: &dyn std::fmt::Display) {
-        self.relay.stats.refusals.fetch_add(1, Ordering::Relaxed);
+    fn refuse(&self, what: &str, kind: Refusal, reason: &dyn std::fmt::Display) {
         let fp = self.key.as_ref().map(|k| k.fp.as_str()).unwrap_or("-");
         tracing::warn!(session = self.id, fingerprint = fp, request = what, %reason, "forward refused");
+        self.relay
+            .stats
+            .refused(kind, &self.label(), &format!("{what}: {reason}"));
+    }
+
+    /// How events name this session.
+    fn label(&self) -> String {
+        match &self.key {
+            Some(k) => stats::session_label(self.id, &k.fp, &k.entry.comment),
+            None => format!("#{} {}", self.id, self.peer),
+        }
     }
 
     fn channel_cap(&self) -> u32 {
@@ -230,7 +241,7 @@ impl SessionHandler {
             }
         }
         for holder in holders {
-            self.relay.stats.takeovers.fetch_add(1, Ordering::Relaxed);
+            self.relay.stats.took_over(&self.label(), port, holder.id);
             tracing::warn!(
                 port,
                 holder = holder.id,
@@ -250,9 +261,13 @@ impl SessionHandler {
         port: u16,
         stop: CancellationToken,
         handle: russh::server::Handle,
+        counters: Arc<Counters>,
     ) {
+        let label = self.label();
         for listener in listeners {
-            let ctx = self.ctx.clone();
+            let mut ctx = self.ctx.clone();
+            ctx.counters = counters.clone();
+            let label = label.clone();
             let relay = self.relay.clone();
             let stop = stop.clone();
             let handle = handle.clone();
@@ -277,6 +292,11 @@ impl SessionHandler {
                     };
                     let Some(slot) = relay.open_channel_slot(&fp, cap) else {
                         tracing::warn!(fingerprint = %fp, "channel cap reached; dropping forwarded connection");
+                        relay.stats.refused(
+                            Refusal::ChannelCap,
+                            &label,
+                            &format!("forwarded connection to port {port}: open channel cap reached for this key"),
+                        );
                         continue;
                     };
                     let (orig, orig_port) = peer.originator();
@@ -329,7 +349,11 @@ impl russh::server::Handler for SessionHandler {
             Ok(entry) => {
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
                 tracing::info!(session = self.id, user, fingerprint = %fp, comment = %entry.comment, "authenticated");
-                self.key = Some(Authenticated { entry, fp });
+                self.key = Some(Authenticated {
+                    entry,
+                    fp,
+                    user: user.to_string(),
+                });
                 Ok(Auth::Accept)
             }
             Err(why) => Ok(self.reject(key.public_key, &why)),
@@ -337,7 +361,19 @@ impl russh::server::Handler for SessionHandler {
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        self.relay.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = &self.key {
+            self.relay.stats.session_started(
+                self.id,
+                LiveSession {
+                    fingerprint: k.fp.clone(),
+                    comment: k.entry.comment.clone(),
+                    user: k.user.clone(),
+                    peer: self.peer,
+                    since: crate::observe::unix_secs(),
+                    direct: self.ctx.counters.clone(),
+                },
+            );
+        }
         self.authenticated.cancel();
         self.unauth_permit = None;
         Ok(())
@@ -401,7 +437,7 @@ impl russh::server::Handler for SessionHandler {
         };
         let what = format!("direct-tcpip {host_to_connect}:{port_to_connect}");
         let Ok(port) = u16::try_from(port_to_connect) else {
-            self.refuse(&what, &"port out of range");
+            self.refuse(&what, Refusal::BadPort, &"port out of range");
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
@@ -411,14 +447,18 @@ impl russh::server::Handler for SessionHandler {
             host_to_connect,
             port,
         ) {
-            self.refuse(&what, &reason);
+            self.refuse(&what, reason.into(), &reason);
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         }
         let Some(slot) = self.relay.open_channel_slot(&key.fp, self.channel_cap()) else {
-            self.refuse(&what, &"open channel cap reached for this key");
+            self.refuse(
+                &what,
+                Refusal::ChannelCap,
+                &"open channel cap reached for this key",
+            );
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
@@ -441,7 +481,7 @@ impl russh::server::Handler for SessionHandler {
         };
         let what = format!("tcpip-forward {address}:{port}");
         let Ok(requested) = u16::try_from(*port) else {
-            self.refuse(&what, &"port out of range");
+            self.refuse(&what, Refusal::BadPort, &"port out of range");
             return Ok(false);
         };
         if let Decision::Deny(reason) = policy::check_listen(
@@ -450,24 +490,28 @@ impl russh::server::Handler for SessionHandler {
             address,
             requested,
         ) {
-            self.refuse(&what, &reason);
+            self.refuse(&what, reason.into(), &reason);
             return Ok(false);
         }
         if self.relay.registry.count_for_key(&key.fp) >= self.listener_cap() as usize {
-            self.refuse(&what, &"listener cap reached for this key");
+            self.refuse(
+                &what,
+                Refusal::ListenerCap,
+                &"listener cap reached for this key",
+            );
             return Ok(false);
         }
         let ips = match self.listen_ips(address, requested).await {
             Ok(ips) => ips,
             Err(e) => {
-                self.refuse(&what, &e);
+                self.refuse(&what, Refusal::Resolve, &e);
                 return Ok(false);
             }
         };
         let listeners = match self.bind_with_takeover(&ips, requested, &key.fp).await {
             Ok(l) => l,
             Err(e) => {
-                self.refuse(&what, &e);
+                self.refuse(&what, Refusal::Bind, &e);
                 return Ok(false);
             }
         };
@@ -484,7 +528,15 @@ impl russh::server::Handler for SessionHandler {
             handle: session.handle(),
             cancel: self.ctx.cancel.clone(),
         };
-        self.relay.registry.add(actual, address, me, stop.clone());
+        let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
+        let listener_stats = ListenerStats {
+            bound: bound.clone(),
+            counters: counters.clone(),
+            since: crate::observe::unix_secs(),
+        };
+        self.relay
+            .registry
+            .add(actual, address, me, stop.clone(), listener_stats);
         tracing::info!(session = self.id, fingerprint = %key.fp, requested = %address, ?bound, port = actual, "remote forward listening");
         self.serve_listener(
             listeners,
@@ -492,6 +544,7 @@ impl russh::server::Handler for SessionHandler {
             actual,
             stop,
             session.handle(),
+            counters,
         );
         Ok(true)
     }

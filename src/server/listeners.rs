@@ -3,10 +3,12 @@
 //! answer within a short deadline it is closed and the port handed over at once. (OpenSSH keeps
 //! such a port until TCP gives up on the dead session, which can take many minutes.)
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+use crate::pipe::Counters;
 
 /// A session that holds listeners, as the registry sees it.
 #[derive(Clone)]
@@ -37,6 +39,31 @@ struct Entry {
     session: SessionRef,
     /// Stops this one listener (cancel-tcpip-forward).
     stop: CancellationToken,
+    stats: ListenerStats,
+}
+
+/// What the status page shows about a listener besides its port.
+#[derive(Debug, Clone)]
+pub struct ListenerStats {
+    /// The addresses it really bound.
+    pub bound: Vec<String>,
+    /// Its connections and bytes (counted into the relay's totals too).
+    pub counters: Arc<Counters>,
+    /// Unix time it started listening.
+    pub since: u64,
+}
+
+/// One listener, as [`ListenerRegistry::listeners`] reports it.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// The session that holds it.
+    pub session: u64,
+    /// The port it listens on.
+    pub port: u16,
+    /// The bind address the client asked for ("" = all, "localhost", ...).
+    pub requested_addr: String,
+    /// Bound addresses, counters, start time.
+    pub stats: ListenerStats,
 }
 
 /// What to do about a port that is already in use.
@@ -66,13 +93,38 @@ impl ListenerRegistry {
         requested_addr: &str,
         session: SessionRef,
         stop: CancellationToken,
+        stats: ListenerStats,
     ) {
         self.lock().push(Entry {
             port,
             requested_addr: requested_addr.to_string(),
             session,
             stop,
+            stats,
         });
+    }
+
+    /// Every listener now, in the order they were added.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.lock()
+            .iter()
+            .map(|e| ListenerInfo {
+                session: e.session.id,
+                port: e.port,
+                requested_addr: e.requested_addr.clone(),
+                stats: e.stats.clone(),
+            })
+            .collect()
+    }
+
+    /// How many listeners the relay holds.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no session holds a listener.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// How many listeners sessions of this key hold.

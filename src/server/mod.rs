@@ -9,6 +9,8 @@ pub mod config;
 pub mod handler;
 pub mod listeners;
 pub mod policy;
+pub mod stats;
+pub mod status;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use authorized_keys::AuthorizedKeys;
 use config::ServeConfig;
 use handler::SessionHandler;
 use listeners::ListenerRegistry;
+use stats::{Refusal, RelayStats};
 
 /// How long transfers may continue after SIGTERM before sessions are cut.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -36,6 +39,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Relay {
     /// Settings.
     pub config: ServeConfig,
+    /// The address the SSH listener really bound (the port chosen when 0 was asked).
+    pub local_addr: SocketAddr,
     /// The current authorized keys; replaced whole on reload, so live sessions keep the options
     /// they authenticated with.
     keys: RwLock<Arc<AuthorizedKeys>>,
@@ -51,25 +56,12 @@ pub struct Relay {
     pub kill: CancellationToken,
     /// Owns every session and listener task.
     pub tracker: TaskTracker,
-    /// Bytes through the relay.
+    /// Bytes through the relay (every forward's counters roll up here).
     pub counters: Arc<Counters>,
-    /// Counters for logs and metrics.
+    /// Sessions, refusals, takeovers, auth failures and recent events, for metrics and the page.
     pub stats: RelayStats,
     next_session: AtomicU64,
     ssh: Arc<russh::server::Config>,
-}
-
-/// Event counters.
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    /// Failed authentication attempts.
-    pub auth_failures: AtomicU64,
-    /// Refused forwards (policy, caps).
-    pub refusals: AtomicU64,
-    /// Ports handed from a dead session to a new one.
-    pub takeovers: AtomicU64,
-    /// Sessions that authenticated.
-    pub sessions: AtomicU64,
 }
 
 impl Relay {
@@ -90,6 +82,12 @@ impl Relay {
             Err(p) => *p.into_inner() = Arc::new(fresh),
         }
         Ok(n)
+    }
+
+    /// Forwarding channels open now, over all keys.
+    pub fn open_channels(&self) -> u64 {
+        let map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|n| u64::from(*n)).sum()
     }
 
     /// Reserves a channel slot for a key; None when the key is at its cap.
@@ -170,7 +168,9 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         .with_context(|| format!("loading {}", config.authorized_keys.display()))?;
     tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
     let ssh = Arc::new(ssh_config(&config, host_key));
+    let local_addr = listener.local_addr().unwrap_or(config.listen);
     let relay = Arc::new(Relay {
+        local_addr,
         unauthenticated: Arc::new(Semaphore::new(config.limits.max_startups)),
         config,
         keys: RwLock::new(Arc::new(keys)),
@@ -219,6 +219,11 @@ async fn accept_loop(relay: Arc<Relay>, listener: tokio::net::TcpListener) {
 async fn serve_connection(relay: Arc<Relay>, socket: TcpStream, peer: SocketAddr) {
     let Ok(permit) = relay.unauthenticated.clone().try_acquire_owned() else {
         tracing::warn!(%peer, "too many unauthenticated connections; refusing");
+        relay.stats.refused(
+            Refusal::Startups,
+            &peer.to_string(),
+            "connection refused: too many unauthenticated connections",
+        );
         return;
     };
     let _ = socket.set_nodelay(true);
@@ -263,19 +268,47 @@ async fn serve_connection(relay: Arc<Relay>, socket: TcpStream, peer: SocketAddr
     relay.registry.release_session(id);
     let _enter = span.enter();
     match result {
-        Ok(()) => tracing::info!("session closed"),
-        Err(e) => tracing::info!(reason = %e, "session ended"),
+        Ok(()) => {
+            tracing::info!("session closed");
+            relay.stats.session_ended(id, "session closed");
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, "session ended");
+            relay
+                .stats
+                .session_ended(id, &format!("session ended: {e}"));
+        }
     }
 }
 
-/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys.
+/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys. With
+/// `--metrics`, also serves metrics and the status page until the relay has shut down.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let listener = crate::forward::listen::bind_tcp(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let observe = config.observe.clone();
     let relay = start(config, listener)?;
-    wait_for_signals(&relay).await?;
+    let observe_stop = CancellationToken::new();
+    let endpoint = match &observe {
+        Some(o) => {
+            let source: Arc<dyn crate::observe::Source> = relay.clone();
+            match crate::observe::start(o, source, observe_stop.clone()).await {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    shutdown(&relay).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
+    let result = wait_for_signals(&relay).await;
     shutdown(&relay).await;
-    Ok(())
+    observe_stop.cancel();
+    if let Some(e) = endpoint {
+        let _ = tokio::time::timeout(Duration::from_secs(2), e.stopped()).await;
+    }
+    result
 }
 
 async fn wait_for_signals(relay: &Arc<Relay>) -> anyhow::Result<()> {

@@ -1,14 +1,14 @@
-//! Prometheus text exposition of tunnel state on `--metrics ADDR`. It reads the same snapshots as
-//! `burrow status`, so the two never disagree.
+//! What `burrow up` serves on `--metrics ADDR` (through [`crate::observe`]): Prometheus text and
+//! the status page's JSON. Both read the same snapshots as `burrow status`, so the three never
+//! disagree.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use serde::Serialize;
 
+use crate::observe::events::Event;
+use crate::observe::rates::{Rates, Sample, Throughput};
+use crate::observe::Source;
 use crate::supervisor::status::{State, StatusBoard, TunnelSnapshot};
 
 /// One metric family: name, type, help, and how to read it from a snapshot.
@@ -81,44 +81,83 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `render` over HTTP/1.1 on `addr` until `cancel`; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    board: Arc<StatusBoard>,
-    cancel: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = cancel.cancelled() => return,
+/// The `/api/status` document of `burrow up`.
+#[derive(Debug, Serialize)]
+pub struct UpStatus {
+    /// Always "up" (the page draws `serve` differently).
+    pub kind: &'static str,
+    /// burrow's version.
+    pub version: &'static str,
+    /// Unix time of this document.
+    pub now: u64,
+    /// Every tunnel, by name.
+    pub tunnels: Vec<TunnelView>,
+    /// Recent events, newest first.
+    pub events: Vec<Event>,
+}
+
+/// One tunnel: exactly what `burrow status --json` shows, plus recent throughput.
+#[derive(Debug, Serialize)]
+pub struct TunnelView {
+    /// The `burrow status` snapshot.
+    #[serde(flatten)]
+    pub tunnel: TunnelSnapshot,
+    /// The tunnel's recent throughput (sent = towards the relay).
+    pub throughput: Throughput,
+    /// Each forward's, in the order of `tunnel.forwards`.
+    pub forward_throughput: Vec<Throughput>,
+}
+
+/// Rate series id of a tunnel's forward.
+fn forward_id(tunnel: &str, index: usize) -> String {
+    format!("{tunnel}/{index}")
+}
+
+/// What `burrow up` shows on `--metrics ADDR`: the board every tunnel reports to.
+impl Source for StatusBoard {
+    fn metrics(&self) -> String {
+        render(&self.snapshot())
+    }
+
+    fn samples(&self) -> Vec<(String, Sample)> {
+        let mut out = Vec::new();
+        for t in self.snapshot() {
+            for (i, f) in t.forwards.iter().enumerate() {
+                let sample = Sample {
+                    sent: f.bytes_out,
+                    received: f.bytes_in,
+                };
+                out.push((forward_id(&t.name, i), sample));
+            }
+            let sample = Sample {
+                sent: t.bytes_out,
+                received: t.bytes_in,
             };
-            let Ok((mut sock, _)) = accepted else {
-                continue;
-            };
-            let board = board.clone();
-            tokio::spawn(async move {
-                let mut req = [0u8; 2048];
-                let read =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut req))
-                        .await;
-                if !matches!(read, Ok(Ok(n)) if n > 0) {
-                    return;
-                }
-                let body = render(&board.snapshot());
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(body.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
+            out.push((t.name, sample));
         }
-    });
-    Ok(bound)
+        out
+    }
+
+    fn status(&self, rates: &Rates) -> serde_json::Result<Vec<u8>> {
+        let tunnels = self
+            .snapshot()
+            .into_iter()
+            .map(|tunnel| TunnelView {
+                throughput: rates.get(&tunnel.name),
+                forward_throughput: (0..tunnel.forwards.len())
+                    .map(|i| rates.get(&forward_id(&tunnel.name, i)))
+                    .collect(),
+                tunnel,
+            })
+            .collect();
+        serde_json::to_vec(&UpStatus {
+            kind: "up",
+            version: env!("CARGO_PKG_VERSION"),
+            now: crate::observe::unix_secs(),
+            tunnels,
+            events: self.events.recent(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +178,7 @@ mod tests {
             connections_total: 3,
             bytes_out: 10,
             bytes_in: 20,
+            forwards: Vec::new(),
         };
         let text = render(&[t]);
         assert!(
@@ -147,5 +187,36 @@ mod tests {
         );
         assert!(text.contains("burrow_tunnel_reconnects_total{tunnel=\"a\\\"b\"} 2"));
         assert!(text.contains("# TYPE burrow_tunnel_received_bytes_total counter"));
+    }
+
+    #[test]
+    fn status_document_is_the_status_snapshot_plus_throughput() {
+        let board = StatusBoard::default();
+        let t = board.tunnel("web");
+        t.connecting("relay:2222");
+        let session = std::sync::Arc::new(crate::pipe::Counters::default());
+        let forward = std::sync::Arc::new(crate::pipe::Counters::child_of(session.clone()));
+        t.up(
+            session,
+            vec![("-R 80:localhost:8080 (relay port 80)".into(), forward)],
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&Source::status(&board, &Rates::default()).unwrap()).unwrap();
+        assert_eq!(doc["kind"], "up");
+        let tunnel = &doc["tunnels"][0];
+        let snapshot = serde_json::to_value(&board.snapshot()[0]).unwrap();
+        for (k, v) in snapshot.as_object().unwrap() {
+            assert_eq!(&tunnel[k], v, "{k}");
+        }
+        assert_eq!(tunnel["throughput"]["sent_per_sec"], 0);
+        assert_eq!(
+            tunnel["forwards"][0]["spec"],
+            "-R 80:localhost:8080 (relay port 80)"
+        );
+        assert_eq!(
+            tunnel["forward_throughput"].as_array().map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(doc["events"][0]["kind"], "connect");
     }
 }

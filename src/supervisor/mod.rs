@@ -7,10 +7,10 @@ pub mod metrics;
 pub mod netwatch;
 pub mod notify;
 pub mod status;
+pub mod table;
 pub mod tunnel;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::tunnels::{self, TunnelSpec};
-use status::{State, StatusBoard, TunnelStatus};
+use crate::observe::ObserveConfig;
+use status::{State, StatusBoard};
 use tunnel::GaveUp;
 
 /// How often the tunnels file is checked for changes.
@@ -33,8 +34,8 @@ pub struct UpOptions {
     pub file: PathBuf,
     /// The control socket for `burrow status`.
     pub control: PathBuf,
-    /// Where to serve Prometheus metrics, if anywhere.
-    pub metrics: Option<SocketAddr>,
+    /// Where to serve Prometheus metrics and the status page, if anywhere.
+    pub metrics: Option<ObserveConfig>,
 }
 
 struct Running {
@@ -54,8 +55,7 @@ struct Supervisor {
 impl Supervisor {
     fn start(&mut self, spec: TunnelSpec) {
         let name = spec.name.clone();
-        let status = Arc::new(TunnelStatus::new(&name));
-        self.board.insert(status.clone());
+        let status = self.board.tunnel(&name);
         let cancel = self.shutdown.child_token();
         self.running.insert(
             name.clone(),
@@ -118,12 +118,13 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let _control = status::serve_control(&opts.control, board.clone(), shutdown.clone())
         .with_context(|| format!("control socket {}", opts.control.display()))?;
     tracing::info!(control = %opts.control.display(), "status socket ready");
-    if let Some(addr) = opts.metrics {
-        let bound = metrics::serve(addr, board.clone(), shutdown.clone())
-            .await
-            .with_context(|| format!("metrics listener {addr}"))?;
-        tracing::info!("metrics on http://{bound}/metrics");
-    }
+    let endpoint = match &opts.metrics {
+        Some(config) => {
+            let source: Arc<dyn crate::observe::Source> = board.clone();
+            Some(crate::observe::start(config, source, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let mut sup = Supervisor {
         board: board.clone(),
         running: HashMap::new(),
@@ -136,6 +137,9 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while sup.tasks.join_next().await.is_some() {}
+        if let Some(e) = &endpoint {
+            e.stopped().await;
+        }
     })
     .await;
     result

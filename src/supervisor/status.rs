@@ -1,17 +1,19 @@
 //! What every tunnel is doing, readable by `burrow status` over an owner-only unix socket and by
-//! the metrics endpoint. One source of truth: both read these counters.
+//! the metrics endpoint and status page. One source of truth: all of them read these counters.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::observe::events::{EventKind, EventLog};
 use crate::pipe::Counters;
+
+pub use super::table::render_table;
 
 /// A tunnel's life cycle: connecting → up → (down) → backoff → connecting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,36 @@ pub struct TunnelSnapshot {
     pub bytes_out: u64,
     /// Bytes received from the server since start.
     pub bytes_in: u64,
+    /// The forwards of the current (or last) session, where they listen and what they carried.
+    #[serde(default)]
+    pub forwards: Vec<ForwardSnapshot>,
+}
+
+/// One forward of a tunnel's current (or last) session; its counts start with that session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardSnapshot {
+    /// The forward and where it is up, e.g. `-R 8087:localhost:22 (relay port 8087)`.
+    pub spec: String,
+    /// Connections open now.
+    pub connections_active: u64,
+    /// Connections in this session.
+    pub connections_total: u64,
+    /// Bytes sent towards the server in this session.
+    pub bytes_out: u64,
+    /// Bytes received from the server in this session.
+    pub bytes_in: u64,
+}
+
+impl ForwardSnapshot {
+    fn read(spec: &str, c: &Counters) -> Self {
+        Self {
+            spec: spec.to_string(),
+            connections_active: c.active.load(Ordering::Relaxed),
+            connections_total: c.opened.load(Ordering::Relaxed),
+            bytes_out: c.a_to_b.load(Ordering::Relaxed),
+            bytes_in: c.b_to_a.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +99,7 @@ struct Inner {
     ever_up: bool,
     current: Option<Arc<Counters>>,
     past: (u64, u64, u64),
+    forwards: Vec<(String, Arc<Counters>)>,
 }
 
 /// The live status of one tunnel, updated by its task.
@@ -74,18 +107,21 @@ struct Inner {
 pub struct TunnelStatus {
     name: String,
     inner: Mutex<Inner>,
+    events: Arc<EventLog>,
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::observe::unix_secs()
 }
 
 impl TunnelStatus {
-    /// A new tunnel, connecting.
+    /// A new tunnel, connecting, with an event log of its own.
     pub fn new(name: &str) -> Self {
+        Self::with_events(name, Arc::default())
+    }
+
+    /// A new tunnel, connecting, reporting events to `events`.
+    pub fn with_events(name: &str, events: Arc<EventLog>) -> Self {
         Self {
             name: name.to_string(),
             inner: Mutex::new(Inner {
@@ -98,7 +134,9 @@ impl TunnelStatus {
                 ever_up: false,
                 current: None,
                 past: (0, 0, 0),
+                forwards: Vec::new(),
             }),
+            events,
         }
     }
 
@@ -126,8 +164,9 @@ impl TunnelStatus {
         self.set(State::Connecting);
     }
 
-    /// Up, counting through `counters`; a reconnect if it was up before.
-    pub fn up(&self, counters: Arc<Counters>) {
+    /// Up with these `forwards` (description and counters each), counting through `counters`;
+    /// a reconnect if it was up before.
+    pub fn up(&self, counters: Arc<Counters>, forwards: Vec<(String, Arc<Counters>)>) {
         let mut i = self.lock();
         if i.ever_up {
             i.reconnects += 1;
@@ -135,8 +174,18 @@ impl TunnelStatus {
         i.ever_up = true;
         i.failures = 0;
         i.current = Some(counters);
+        i.forwards = forwards;
+        let detail = format!(
+            "up via {}{}",
+            i.server.as_deref().unwrap_or("-"),
+            match i.reconnects {
+                0 => String::new(),
+                n => format!(" (reconnect {n})"),
+            }
+        );
         drop(i);
         self.set(State::Up);
+        self.events.push(EventKind::Connect, &self.name, &detail);
     }
 
     /// The session ended or an attempt failed with `error`.
@@ -145,6 +194,9 @@ impl TunnelStatus {
         i.last_error = Some(error.to_string());
         i.failures += 1;
         Self::retire_counters(&mut i);
+        let detail = format!("{}: {error}", i.server.as_deref().unwrap_or("-"));
+        drop(i);
+        self.events.push(EventKind::Failure, &self.name, &detail);
     }
 
     /// The session ended (keeps totals).
@@ -152,6 +204,8 @@ impl TunnelStatus {
         let mut i = self.lock();
         i.last_error = Some(error.to_string());
         Self::retire_counters(&mut i);
+        drop(i);
+        self.events.push(EventKind::Disconnect, &self.name, error);
     }
 
     fn retire_counters(i: &mut Inner) {
@@ -191,17 +245,32 @@ impl TunnelStatus {
             connections_total: i.past.2 + opened_now,
             bytes_out: i.past.0 + out_now,
             bytes_in: i.past.1 + in_now,
+            forwards: i
+                .forwards
+                .iter()
+                .map(|(spec, c)| ForwardSnapshot::read(spec, c))
+                .collect(),
         }
     }
 }
 
-/// Every tunnel of a running `burrow up`.
+/// Every tunnel of a running `burrow up`, and their recent events.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     tunnels: Mutex<Vec<Arc<TunnelStatus>>>,
+    /// Tunnels up, down, failing: the status page's event list.
+    pub events: Arc<EventLog>,
 }
 
 impl StatusBoard {
+    /// A new tunnel reporting to this board's event log, registered (replacing one of the same
+    /// name).
+    pub fn tunnel(&self, name: &str) -> Arc<TunnelStatus> {
+        let t = Arc::new(TunnelStatus::with_events(name, self.events.clone()));
+        self.insert(t.clone());
+        t
+    }
+
     /// Registers a tunnel (replacing one of the same name).
     pub fn insert(&self, t: Arc<TunnelStatus>) {
         let mut v = self.tunnels.lock().unwrap_or_else(|p| p.into_inner());
@@ -293,53 +362,6 @@ pub async fn query(path: &Path) -> anyhow::Result<Vec<TunnelSnapshot>> {
     serde_json::from_slice(&buf).context("unreadable status reply")
 }
 
-/// A human-readable table of snapshots.
-pub fn render_table(tunnels: &[TunnelSnapshot]) -> String {
-    let mut out = format!(
-        "{:<20} {:<10} {:>9} {:<24} {:>10} {:>6} {:>10} {:>10}  {}\n",
-        "TUNNEL", "STATE", "FOR", "SERVER", "RECONNECTS", "CONNS", "IN", "OUT", "LAST ERROR"
-    );
-    let t_now = now();
-    for t in tunnels {
-        out.push_str(&format!(
-            "{:<20} {:<10} {:>9} {:<24} {:>10} {:>6} {:>10} {:>10}  {}\n",
-            t.name,
-            format!("{:?}", t.state).to_lowercase(),
-            human_duration(t_now.saturating_sub(t.since)),
-            t.server.as_deref().unwrap_or("-"),
-            t.reconnects,
-            t.connections_active,
-            human_bytes(t.bytes_in),
-            human_bytes(t.bytes_out),
-            t.last_error.as_deref().unwrap_or("-"),
-        ));
-    }
-    out
-}
-
-fn human_duration(s: u64) -> String {
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{}s", s / 60, s % 60),
-        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS.get(u).copied().unwrap_or("B"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,20 +371,29 @@ mod tests {
         let t = TunnelStatus::new("t");
         let c1 = Arc::new(Counters::default());
         c1.a_to_b.store(10, Ordering::Relaxed);
-        t.up(c1);
+        t.up(c1, Vec::new());
         t.down("link dropped");
         let c2 = Arc::new(Counters::default());
         c2.a_to_b.store(5, Ordering::Relaxed);
-        t.up(c2);
+        let f = Arc::new(Counters::child_of(c2.clone()));
+        t.up(c2.clone(), vec![("-L x".into(), f.clone())]);
+        f.b_to_a.store(7, Ordering::Relaxed);
         let s = t.snapshot();
         assert_eq!((s.bytes_out, s.reconnects, s.state), (15, 1, State::Up));
         assert_eq!(s.last_error.as_deref(), Some("link dropped"));
-    }
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
-        assert_eq!(human_duration(3725), "1h2m");
+        assert_eq!(s.forwards.len(), 1);
+        assert_eq!(
+            (s.forwards[0].spec.as_str(), s.forwards[0].bytes_in),
+            ("-L x", 7)
+        );
+        let kinds: Vec<EventKind> = t.events.recent().iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::Connect,
+                EventKind::Disconnect,
+                EventKind::Connect
+            ]
+        );
     }
 }

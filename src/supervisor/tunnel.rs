@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Backoff, STABLE_AFTER};
 use super::status::{State, TunnelStatus};
-use crate::client::{ClientError, Session};
+use crate::client::{ClientError, Established, Session};
 use crate::config::options::{self, ConfigPaths};
 use crate::config::tunnels::TunnelSpec;
 
@@ -177,7 +177,7 @@ async fn connect(spec: &TunnelSpec, index: usize) -> Result<(Session, Vec<String
         Ok(Ok(s)) => s,
     };
     match session.start_forwards(&opts).await {
-        Ok(up) => Ok((session, up.iter().map(|e| format!("{e:?}")).collect())),
+        Ok(up) => Ok((session, describe_forwards(&args, &up))),
         Err(e) => {
             session.close().await;
             Err(Failure::Other(e.to_string()))
@@ -206,7 +206,12 @@ async fn hold(
     net: &mut watch::Receiver<u64>,
 ) -> Attempt {
     tracing::info!(tunnel = %spec.name, server = %server_label(spec, index), ?forwards, "tunnel up");
-    status.up(session.counters());
+    let per_forward = forwards
+        .iter()
+        .cloned()
+        .zip(session.forward_counters())
+        .collect();
+    status.up(session.counters(), per_forward);
     let started = Instant::now();
     let primary_back = async {
         if index == 0 {
@@ -256,6 +261,28 @@ async fn hold(
     };
     session.close().await;
     outcome
+}
+
+/// One line per forward for status and logs: the spec and where it is up. `up` is in the order
+/// `start_forwards` reports (local, dynamic, remote); every forward is in it, since tunnels run
+/// with ExitOnForwardFailure.
+fn describe_forwards(args: &crate::cli::SshArgs, up: &[Established]) -> Vec<String> {
+    let specs = args
+        .local
+        .iter()
+        .map(|s| ("-L", s))
+        .chain(args.dynamic.iter().map(|s| ("-D", s)))
+        .chain(args.remote.iter().map(|s| ("-R", s)));
+    specs
+        .zip(up)
+        .map(|((flag, spec), e)| match e {
+            Established::Local { bound } => {
+                format!("{flag} {spec} (listening on {})", bound.join(", "))
+            }
+            Established::Remote { port: 0 } => format!("{flag} {spec}"),
+            Established::Remote { port } => format!("{flag} {spec} (relay port {port})"),
+        })
+        .collect()
 }
 
 /// `user@host:port` of relay `index`, for status and logs.

@@ -372,9 +372,24 @@ pub async fn http_get(
     path: &str,
     timeout: Duration,
 ) -> io::Result<(u16, Vec<u8>)> {
+    http_get_with(addr, path, &[], timeout).await
+}
+
+/// [`http_get`] with extra request headers, e.g. `("Authorization", "Bearer ...")`.
+pub async fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> io::Result<(u16, Vec<u8>)> {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let run = async {
         let mut s = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await?;
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await?;

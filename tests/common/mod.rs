@@ -3,15 +3,17 @@
 //! Real peers only: OpenSSH `sshd`/`ssh`/`ssh-agent` started per test by guards that kill them by
 //! PID on drop ([`Sshd`], [`Agent`], [`ChildGuard`]), throwaway users ([`TestUser`]), and small
 //! tokio TCP services on 127.0.0.1:0 ([`echo_server`], [`source_server`], [`sink_server`],
-//! [`endless_writer_server`], [`http_server`]). Rules it keeps: loopback only; ports come from
-//! binding port 0 (only sshd, which cannot report its port, gets a [`free_port`] with retry on
-//! EADDRINUSE); readiness is proven by connecting, never by sleeping; every loop is bounded in
-//! count and time; temp dirs are removed on drop.
+//! [`endless_writer_server`], [`http_server`]), and headless Chromium for rendered pages
+//! ([`chromium`]). Rules it keeps: loopback only; ports come from binding port 0 (only sshd,
+//! which cannot report its port, gets a [`free_port`] with retry on EADDRINUSE); readiness is
+//! proven by connecting, never by sleeping; every loop is bounded in count and time; temp dirs
+//! are removed on drop.
 //!
 //! Each test binary uses only part of this module, hence the allow below.
 #![allow(dead_code, unused_imports)]
 
 pub mod burrow;
+pub mod chromium;
 pub mod data;
 pub mod keys;
 pub mod netns;
@@ -26,9 +28,9 @@ pub mod user;
 use std::path::PathBuf;
 
 pub use data::{
-    det_bytes, det_sha256, fetch_checked, fetch_hashed, hex, http_get, push_hashed, read_expecting,
-    read_to_end_hashed, send_stream, sha256_hex, transfer_checked, transfer_checked_within,
-    wait_port, DetStream, Transfer, DEFAULT_SEED,
+    det_bytes, det_sha256, fetch_checked, fetch_hashed, hex, http_get, http_get_with, push_hashed,
+    read_expecting, read_to_end_hashed, send_stream, sha256_hex, transfer_checked,
+    transfer_checked_within, wait_port, DetStream, Transfer, DEFAULT_SEED,
 };
 pub use keys::{keygen, Agent, KeyKind, Keypair};
 pub use openssh::{parse_allocated_port, ssh_local_forward, ssh_remote_forward, wait_listening};

@@ -1,0 +1,390 @@
+//! The relay seen from outside: Prometheus metrics and the `/api/status` document for the
+//! status page, both built from [`super::stats`], the listener registry and the byte counters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::listeners::ListenerInfo;
+use super::Relay;
+use crate::observe::events::Event;
+use crate::observe::rates::{Rates, Sample, Throughput};
+use crate::observe::Source;
+use crate::pipe::Counters;
+
+/// The `/api/status` document of `burrow serve`.
+#[derive(Debug, Serialize)]
+pub struct RelayStatus {
+    /// Always "serve" (the page draws `up` differently).
+    pub kind: &'static str,
+    /// burrow's version.
+    pub version: &'static str,
+    /// The SSH listen address.
+    pub listen: String,
+    /// Unix time the relay started.
+    pub started: u64,
+    /// Unix time of this document.
+    pub now: u64,
+    /// Relay-wide counters.
+    pub totals: Totals,
+    /// Authenticated sessions, oldest first.
+    pub sessions: Vec<SessionView>,
+    /// Recent events, newest first.
+    pub events: Vec<Event>,
+}
+
+/// Relay-wide counters (the same numbers as `/metrics`).
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    /// Authenticated sessions now.
+    pub sessions: u64,
+    /// Sessions that authenticated since start.
+    pub sessions_total: u64,
+    /// Connections not authenticated yet.
+    pub unauthenticated: u64,
+    /// -R listeners now.
+    pub listeners: u64,
+    /// Forwarding channels open now.
+    pub channels: u64,
+    /// Forwarded connections since start.
+    pub channels_total: u64,
+    /// Bytes sent to SSH clients through forwards.
+    pub sent_bytes: u64,
+    /// Bytes received from SSH clients through forwards.
+    pub received_bytes: u64,
+    /// Rejected authentication attempts.
+    pub auth_failures: u64,
+    /// Ports taken over from dead sessions.
+    pub takeovers: u64,
+    /// Refusals by reason.
+    pub refusals: BTreeMap<&'static str, u64>,
+    /// Relay-wide throughput.
+    pub throughput: Throughput,
+}
+
+/// One authenticated session.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    /// Relay-wide session number.
+    pub id: u64,
+    /// SHA256 fingerprint of its key.
+    pub fingerprint: String,
+    /// The key's comment.
+    pub comment: String,
+    /// User name sent by the client.
+    pub user: String,
+    /// Client address.
+    pub peer: String,
+    /// Unix time it authenticated.
+    pub since: u64,
+    /// Its forwards: -R listeners, then its -L/-D/-W channels together.
+    pub forwards: Vec<ForwardView>,
+}
+
+/// One forward of a session.
+#[derive(Debug, Serialize)]
+pub struct ForwardView {
+    /// Stable id (also the rate series).
+    pub id: String,
+    /// "remote" (-R listener) or "direct" (-L/-D/-W channels).
+    pub kind: &'static str,
+    /// What the client asked for: `[addr]:port` for -R, `direct-tcpip` otherwise.
+    pub bind: String,
+    /// The addresses a -R listener really bound.
+    pub bound: Vec<String>,
+    /// Connections open now.
+    pub connections_active: u64,
+    /// Connections since it started.
+    pub connections_total: u64,
+    /// Bytes sent to the client.
+    pub sent_bytes: u64,
+    /// Bytes received from the client.
+    pub received_bytes: u64,
+    /// Recent throughput.
+    pub throughput: Throughput,
+}
+
+/// Rate series id of the relay total.
+const TOTAL_ID: &str = "total";
+
+fn listener_id(l: &ListenerInfo) -> String {
+    format!("s{}/r[{}]:{}", l.session, l.requested_addr, l.port)
+}
+
+fn direct_id(session: u64) -> String {
+    format!("s{session}/direct")
+}
+
+fn sample(c: &Counters) -> Sample {
+    Sample {
+        sent: c.a_to_b.load(Ordering::Relaxed),
+        received: c.b_to_a.load(Ordering::Relaxed),
+    }
+}
+
+fn forward(
+    id: String,
+    kind: &'static str,
+    bind: String,
+    bound: Vec<String>,
+    c: &Counters,
+    rates: &Rates,
+) -> ForwardView {
+    let throughput = rates.get(&id);
+    ForwardView {
+        id,
+        kind,
+        bind,
+        bound,
+        connections_active: c.active.load(Ordering::Relaxed),
+        connections_total: c.opened.load(Ordering::Relaxed),
+        sent_bytes: c.a_to_b.load(Ordering::Relaxed),
+        received_bytes: c.b_to_a.load(Ordering::Relaxed),
+        throughput,
+    }
+}
+
+/// `[addr]:port` as the client asked (`*` for all interfaces).
+fn bind_label(l: &ListenerInfo) -> String {
+    let addr = match l.requested_addr.as_str() {
+        "" => "*",
+        a => a,
+    };
+    if addr.contains(':') {
+        format!("[{addr}]:{}", l.port)
+    } else {
+        format!("{addr}:{}", l.port)
+    }
+}
+
+impl Relay {
+    /// Relay-wide counters now.
+    pub fn totals(&self, rates: &Rates) -> Totals {
+        let st = &self.stats;
+        let c = &self.counters;
+        let unauthenticated = self
+            .config
+            .limits
+            .max_startups
+            .saturating_sub(self.unauthenticated.available_permits());
+        Totals {
+            sessions: st.live_sessions().len() as u64,
+            sessions_total: st.sessions_total.load(Ordering::Relaxed),
+            unauthenticated: unauthenticated as u64,
+            listeners: self.registry.len() as u64,
+            channels: self.open_channels(),
+            channels_total: c.opened.load(Ordering::Relaxed),
+            sent_bytes: c.a_to_b.load(Ordering::Relaxed),
+            received_bytes: c.b_to_a.load(Ordering::Relaxed),
+            auth_failures: st.auth_failures.load(Ordering::Relaxed),
+            takeovers: st.takeovers.load(Ordering::Relaxed),
+            refusals: st
+                .refusals()
+                .into_iter()
+                .map(|(r, n)| (r.label(), n))
+                .collect(),
+            throughput: rates.get(TOTAL_ID),
+        }
+    }
+
+    /// The whole status document.
+    pub fn status(&self, rates: &Rates) -> RelayStatus {
+        let listeners = self.registry.listeners();
+        let sessions = self
+            .stats
+            .live_sessions()
+            .into_iter()
+            .map(|(id, s)| {
+                let mut forwards: Vec<ForwardView> = listeners
+                    .iter()
+                    .filter(|l| l.session == id)
+                    .map(|l| {
+                        let c = &l.stats.counters;
+                        forward(
+                            listener_id(l),
+                            "remote",
+                            bind_label(l),
+                            l.stats.bound.clone(),
+                            c,
+                            rates,
+                        )
+                    })
+                    .collect();
+                if s.direct.opened.load(Ordering::Relaxed) > 0 {
+                    forwards.push(forward(
+                        direct_id(id),
+                        "direct",
+                        "direct-tcpip".into(),
+                        Vec::new(),
+                        &s.direct,
+                        rates,
+                    ));
+                }
+                SessionView {
+                    id,
+                    fingerprint: s.fingerprint,
+                    comment: s.comment,
+                    user: s.user,
+                    peer: s.peer.to_string(),
+                    since: s.since,
+                    forwards,
+                }
+            })
+            .collect();
+        RelayStatus {
+            kind: "serve",
+            version: env!("CARGO_PKG_VERSION"),
+            listen: self.local_addr.to_string(),
+            started: self.stats.started,
+            now: crate::observe::unix_secs(),
+            totals: self.totals(rates),
+            sessions,
+            events: self.stats.events.recent(),
+        }
+    }
+}
+
+/// Prometheus text for these totals.
+pub fn render_metrics(t: &Totals) -> String {
+    let mut out = String::new();
+    let plain: [(&str, &str, &str, u64); 10] = [
+        (
+            "burrow_relay_sessions",
+            "gauge",
+            "authenticated sessions now",
+            t.sessions,
+        ),
+        (
+            "burrow_relay_sessions_total",
+            "counter",
+            "sessions that authenticated since start",
+            t.sessions_total,
+        ),
+        (
+            "burrow_relay_unauthenticated_connections",
+            "gauge",
+            "connections that have not authenticated yet",
+            t.unauthenticated,
+        ),
+        (
+            "burrow_relay_listeners",
+            "gauge",
+            "remote forward (-R) listeners now",
+            t.listeners,
+        ),
+        (
+            "burrow_relay_channels",
+            "gauge",
+            "forwarding channels open now",
+            t.channels,
+        ),
+        (
+            "burrow_relay_channels_total",
+            "counter",
+            "forwarded connections since start",
+            t.channels_total,
+        ),
+        (
+            "burrow_relay_sent_bytes_total",
+            "counter",
+            "bytes sent to SSH clients through forwards",
+            t.sent_bytes,
+        ),
+        (
+            "burrow_relay_received_bytes_total",
+            "counter",
+            "bytes received from SSH clients through forwards",
+            t.received_bytes,
+        ),
+        (
+            "burrow_relay_takeovers_total",
+            "counter",
+            "ports taken over from unresponsive sessions of the same key",
+            t.takeovers,
+        ),
+        (
+            "burrow_relay_auth_failures_total",
+            "counter",
+            "rejected authentication attempts",
+            t.auth_failures,
+        ),
+    ];
+    for (name, kind, help, value) in plain {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let name = "burrow_relay_refusals_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} refused forwards and connections, by reason\n# TYPE {name} counter"
+    );
+    for (reason, n) in &t.refusals {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+    }
+    out
+}
+
+impl Source for Relay {
+    fn metrics(&self) -> String {
+        render_metrics(&self.totals(&Rates::default()))
+    }
+
+    fn samples(&self) -> Vec<(String, Sample)> {
+        let mut out = vec![(TOTAL_ID.to_string(), sample(&self.counters))];
+        for l in self.registry.listeners() {
+            out.push((listener_id(&l), sample(&l.stats.counters)));
+        }
+        for (id, s) in self.stats.live_sessions() {
+            out.push((direct_id(id), sample(&s.direct)));
+        }
+        out
+    }
+
+    fn status(&self, rates: &Rates) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&Relay::status(self, rates))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_list_every_counter_and_refusal_reason() {
+        let totals = Totals {
+            sessions: 2,
+            sessions_total: 5,
+            unauthenticated: 1,
+            listeners: 3,
+            channels: 4,
+            channels_total: 9,
+            sent_bytes: 1000,
+            received_bytes: 2000,
+            auth_failures: 6,
+            takeovers: 1,
+            refusals: [("permitopen", 2), ("bind", 0)].into_iter().collect(),
+            throughput: Throughput::default(),
+        };
+        let text = render_metrics(&totals);
+        for line in [
+            "burrow_relay_sessions 2",
+            "burrow_relay_sessions_total 5",
+            "burrow_relay_listeners 3",
+            "burrow_relay_channels 4",
+            "burrow_relay_sent_bytes_total 1000",
+            "burrow_relay_received_bytes_total 2000",
+            "burrow_relay_takeovers_total 1",
+            "burrow_relay_auth_failures_total 6",
+            "burrow_relay_refusals_total{reason=\"permitopen\"} 2",
+            "burrow_relay_refusals_total{reason=\"bind\"} 0",
+            "# TYPE burrow_relay_refusals_total counter",
+            "# TYPE burrow_relay_sessions gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+    }
+}
