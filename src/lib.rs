@@ -15,6 +15,7 @@ pub mod demo;
 pub mod forward;
 pub mod logging;
 pub mod pipe;
+pub mod resume;
 pub mod server;
 pub mod socks;
 pub mod spec;

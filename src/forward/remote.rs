@@ -140,7 +140,13 @@ impl RemoteForwards {
         port: u32,
         reply: russh::client::ChannelOpenHandle,
     ) {
-        let Some(target) = self.target_for(host, port) else {
+        let target = self.target_for(host, port);
+        if self.ctx.resume().is_some() {
+            // A re-attaching stream may arrive before this session re-requested its listener.
+            self.ctx.accept_resumable(channel, target, reply, ());
+            return;
+        }
+        let Some(target) = target else {
             tracing::warn!("rejected forwarded connection for unknown listener {host}:{port}");
             drop(reply);
             return;

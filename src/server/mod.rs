@@ -9,6 +9,7 @@ pub mod config;
 pub mod handler;
 pub mod listeners;
 pub mod policy;
+pub mod resume;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct Relay {
     pub counters: Arc<Counters>,
     /// Counters for logs and metrics.
     pub stats: RelayStats,
+    /// Resumable streams by key and client instance.
+    pub resume: resume::Instances,
     next_session: AtomicU64,
     ssh: Arc<russh::server::Config>,
 }
@@ -170,14 +173,16 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         .with_context(|| format!("loading {}", config.authorized_keys.display()))?;
     tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
     let ssh = Arc::new(ssh_config(&config, host_key));
+    let kill = CancellationToken::new();
     let relay = Arc::new(Relay {
+        resume: resume::Instances::new(config.limits.resume, kill.clone()),
         unauthenticated: Arc::new(Semaphore::new(config.limits.max_startups)),
         config,
         keys: RwLock::new(Arc::new(keys)),
         registry: ListenerRegistry::default(),
         channels: Mutex::new(HashMap::new()),
         stop_listening: CancellationToken::new(),
-        kill: CancellationToken::new(),
+        kill,
         tracker: TaskTracker::new(),
         counters: Arc::new(Counters::default()),
         stats: RelayStats::default(),

@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::pipe::Counters;
+use crate::resume::ResumeStats;
 
 /// A tunnel's life cycle: connecting → up → (down) → backoff → connecting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,15 @@ pub struct TunnelSnapshot {
     pub bytes_out: u64,
     /// Bytes received from the server since start.
     pub bytes_in: u64,
+    /// Resumable streams alive now (attached, or waiting for the tunnel to come back).
+    #[serde(default)]
+    pub streams_resumable: u64,
+    /// Streams that re-attached after a reconnect, since start.
+    #[serde(default)]
+    pub streams_resumed: u64,
+    /// Streams closed because the tunnel did not come back within the grace period.
+    #[serde(default)]
+    pub streams_expired: u64,
 }
 
 #[derive(Debug)]
@@ -74,6 +84,7 @@ struct Inner {
 pub struct TunnelStatus {
     name: String,
     inner: Mutex<Inner>,
+    resume: Arc<ResumeStats>,
 }
 
 fn now() -> u64 {
@@ -99,7 +110,14 @@ impl TunnelStatus {
                 current: None,
                 past: (0, 0, 0),
             }),
+            resume: Arc::default(),
         }
+    }
+
+    /// The counters of this tunnel's resumable streams (the tunnel's stream registry counts
+    /// into them).
+    pub fn resume_stats(&self) -> Arc<ResumeStats> {
+        self.resume.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -191,6 +209,9 @@ impl TunnelStatus {
             connections_total: i.past.2 + opened_now,
             bytes_out: i.past.0 + out_now,
             bytes_in: i.past.1 + in_now,
+            streams_resumable: self.resume.streams.load(Ordering::Relaxed),
+            streams_resumed: self.resume.resumed.load(Ordering::Relaxed),
+            streams_expired: self.resume.expired.load(Ordering::Relaxed),
         }
     }
 }
