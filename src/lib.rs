@@ -16,6 +16,7 @@ pub mod forward;
 pub mod logging;
 pub mod observe;
 pub mod pipe;
+pub mod resume;
 pub mod server;
 pub mod socks;
 pub mod spec;

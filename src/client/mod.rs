@@ -8,6 +8,7 @@ pub mod handler;
 pub mod hostkey;
 pub mod known_hosts;
 pub mod prompt;
+pub mod resume;
 pub mod session_channel;
 pub mod tty;
 
@@ -107,6 +108,8 @@ pub struct Session {
     shutdown: CancellationToken,
     /// Counters of each forward that is up, in the order `start_forwards` reports them.
     forward_counters: std::sync::Mutex<Vec<Arc<crate::pipe::Counters>>>,
+    /// Open while resumable streams are on (dropping it would tell the server otherwise).
+    _resume_control: Option<russh::Channel<russh::client::Msg>>,
 }
 
 /// A forward that is up, for messages and callers that need the port.
@@ -131,18 +134,50 @@ impl Session {
         opts: &ClientOptions,
         shutdown: CancellationToken,
     ) -> Result<Self, ClientError> {
+        Self::establish_resumable(opts, shutdown, None).await
+    }
+
+    /// [`Session::establish`], then, with `resume`, asks the server for resumable streams: with
+    /// a burrow relay the streams of `resume` (earlier sessions of the same tunnel) re-attach
+    /// here, and new ones survive this session too.
+    pub async fn establish_resumable(
+        opts: &ClientOptions,
+        shutdown: CancellationToken,
+        resume: Option<Arc<crate::resume::Registry>>,
+    ) -> Result<Self, ClientError> {
         let ctx = ForwardContext::new(shutdown.child_token());
         let remote = Arc::new(RemoteForwards::new(ctx.clone()));
         let connected = connect::establish(opts, remote.clone()).await?;
+        let handle = Arc::new(connected.handle);
+        let mut control = None;
+        if let Some(registry) = resume {
+            control =
+                resume::negotiate(&handle, &registry, || ctx.enable_resume(registry.clone())).await;
+            if control.is_some() {
+                tracing::info!("resumable streams on");
+                registry.set_opener(Some(Arc::new(resume::ClientOpener(handle.clone()))));
+            } else if ctx.resume().is_some() {
+                // The server agreed, then never confirmed: the session cannot be trusted.
+                return Err(ClientError::Unsupported(
+                    "the server accepted resumable streams but did not confirm them".into(),
+                ));
+            }
+        }
         Ok(Self {
-            handle: Arc::new(connected.handle),
+            handle,
             events: connected.events,
             hops: connected.hops,
             ctx,
             remote,
             shutdown,
             forward_counters: std::sync::Mutex::default(),
+            _resume_control: control,
         })
+    }
+
+    /// True when this session carries resumable streams.
+    pub fn resumable(&self) -> bool {
+        self.ctx.resume().is_some()
     }
 
     /// Sets up -L, -D and -R as ssh(1) does: failures are warnings, or fatal with

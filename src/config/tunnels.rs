@@ -38,6 +38,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// Longest pause between attempts.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long a resumable stream waits for the tunnel to come back.
+pub const DEFAULT_RESUME_GRACE: Duration = Duration::from_secs(60);
 
 /// A validated tunnels file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +108,10 @@ pub struct TunnelSpec {
     pub backoff_max: Duration,
     /// Give up (the process exits non-zero) after this many consecutive failures; 0 = never.
     pub exit_after_failures: u32,
+    /// Resumable streams with a burrow relay: forwarded connections survive a reconnect.
+    pub resume: bool,
+    /// How long a stream waits for the tunnel to come back before it is closed.
+    pub resume_grace: Duration,
     /// ssh_config file (`-F`): None = ~/.ssh/config and /etc/ssh/ssh_config, `none` = no file.
     pub ssh_config: Option<PathBuf>,
     /// Extra ssh_config options (`-o`), validated; none of them overrides a field above.

@@ -11,6 +11,7 @@ use russh::ChannelOpenFailure;
 
 use super::listen::{self, BindError, Peer};
 use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
+use crate::resume::OpenError;
 use crate::socks::{self, Failure, TargetAddr};
 use crate::spec::{DynamicForward, Endpoint};
 
@@ -61,27 +62,36 @@ async fn proxy_one<H: ClientSession>(
             port: *p,
         },
     };
-    match super::local::open_channel(&handle, &target, &peer).await {
-        Ok(channel) => {
-            if socks::reply(
-                &mut stream,
-                request.version,
-                Ok(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-            )
-            .await
-            .is_ok()
-            {
-                ctx.pump(channel.into_stream(), stream, &target.to_string())
-                    .await;
-            }
-        }
+    let channel = match super::local::open_channel(&handle, &target, &peer).await {
+        Ok(channel) => channel,
         Err(e) => {
             tracing::info!(
                 "channel: open failed: {}: dynamic forward to {target}",
                 open_failure_text(&e)
             );
             let _ = socks::reply(&mut stream, request.version, Err(socks_failure(&e))).await;
+            return;
         }
+    };
+    let spec = super::local::resume_spec(&target, &peer);
+    let carrier = match ctx.carrier(channel.into_stream(), spec).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!("channel: open failed: {e}: dynamic forward to {target}");
+            let failure = match e {
+                OpenError::ConnectFailed(_) => Failure::ConnectionRefused,
+                OpenError::Handshake(_) => Failure::General,
+            };
+            let _ = socks::reply(&mut stream, request.version, Err(failure)).await;
+            return;
+        }
+    };
+    let bound = Ok(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    if socks::reply(&mut stream, request.version, bound)
+        .await
+        .is_ok()
+    {
+        ctx.carry(carrier, stream, &target.to_string(), ()).await;
     }
 }
 

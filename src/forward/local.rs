@@ -3,6 +3,7 @@
 
 use super::listen::{self, BindError, Peer};
 use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
+use crate::resume::ChannelSpec;
 use crate::spec::{Endpoint, LocalForward};
 
 /// Binds the forward's listeners and starts accepting; returns the bound addresses.
@@ -35,15 +36,36 @@ async fn forward_one<H: ClientSession>(
     peer: Peer,
     ctx: ForwardContext,
 ) {
-    match open_channel(&handle, &target, &peer).await {
-        Ok(channel) => {
-            ctx.pump(channel.into_stream(), stream, &target.to_string())
-                .await
+    let channel = match open_channel(&handle, &target, &peer).await {
+        Ok(channel) => channel,
+        Err(e) => {
+            tracing::info!(
+                "channel: open failed: {}: forward to {target}",
+                open_failure_text(&e)
+            );
+            return;
         }
-        Err(e) => tracing::info!(
-            "channel: open failed: {}: forward to {target}",
-            open_failure_text(&e)
-        ),
+    };
+    match ctx
+        .carrier(channel.into_stream(), resume_spec(&target, &peer))
+        .await
+    {
+        Ok(carrier) => ctx.carry(carrier, stream, &target.to_string(), ()).await,
+        Err(e) => tracing::info!("channel: open failed: {e}: forward to {target}"),
+    }
+}
+
+/// How a resumable stream to `target` re-opens its `direct-tcpip` channel (TCP targets only).
+pub fn resume_spec(target: &Endpoint, peer: &Peer) -> Option<ChannelSpec> {
+    let (orig, orig_port) = peer.originator();
+    match target {
+        Endpoint::Tcp { host, port } => Some(ChannelSpec::Direct {
+            host: host.clone(),
+            port: u32::from(*port),
+            orig,
+            orig_port,
+        }),
+        Endpoint::Unix(_) => None,
     }
 }
 

@@ -8,7 +8,7 @@ pub mod remote;
 pub mod stdio;
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use russh::ChannelOpenFailure;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::pipe::{self, Counters};
+use crate::resume::{BoxedIo, ChannelSpec, Io, OpenError, Opened, Registry};
 use crate::spec::Endpoint;
 
 /// The client session a forward runs over. Generic over the session's handler so that
@@ -40,6 +41,9 @@ pub struct ForwardContext {
     pub counters: Arc<Counters>,
     /// Timeout for dialling a forward's target.
     pub connect_timeout: Duration,
+    /// Set once both ends agreed on resumable streams (burrow to burrow); shared by every
+    /// clone, so forwards set up before the agreement see it too.
+    resume: Arc<OnceLock<Arc<Registry>>>,
 }
 
 impl ForwardContext {
@@ -50,6 +54,52 @@ impl ForwardContext {
             cancel,
             counters: Arc::new(Counters::default()),
             connect_timeout: Duration::from_secs(30),
+            resume: Arc::default(),
+        }
+    }
+
+    /// Turns resumable streams on for this session's forwards (once).
+    pub fn enable_resume(&self, registry: Arc<Registry>) {
+        let _ = self.resume.set(registry);
+    }
+
+    /// The registry streams go to, when resumable streams are on.
+    pub fn resume(&self) -> Option<&Arc<Registry>> {
+        self.resume.get()
+    }
+
+    /// Starts a stream on a channel this side opened: resumable (hello and reply first, so a
+    /// refused target is known before the local client is answered) when resumable streams are
+    /// on and `spec` says how to re-open it, else plain.
+    pub async fn carrier<C: Io + 'static>(
+        &self,
+        channel: C,
+        spec: Option<ChannelSpec>,
+    ) -> Result<Carrier<C>, OpenError> {
+        match (self.resume(), spec) {
+            (Some(registry), Some(spec)) => registry
+                .open(Box::new(channel), spec)
+                .await
+                .map(Carrier::Resumable),
+            _ => Ok(Carrier::Plain(channel)),
+        }
+    }
+
+    /// Carries `local` over `carrier` until the connection ends (plain) or hands it to the
+    /// stream's own task (resumable: it outlives this session). `guard` lives as long.
+    pub async fn carry<C: Io + 'static, G: Send + 'static>(
+        &self,
+        carrier: Carrier<C>,
+        local: Stream,
+        label: &str,
+        guard: G,
+    ) {
+        match carrier {
+            Carrier::Plain(channel) => {
+                let _guard = guard;
+                self.pump(channel, local, label).await
+            }
+            Carrier::Resumable(opened) => opened.run(Box::new(local), self.counters.clone(), guard),
         }
     }
 
@@ -95,6 +145,10 @@ impl ForwardContext {
         M: Send + 'static,
         G: Send + 'static,
     {
+        if self.resume().is_some() {
+            self.accept_resumable(channel, Some(target), reply, guard);
+            return;
+        }
         let ctx = self.clone();
         self.tracker.spawn(async move {
             let _guard = guard;
@@ -111,6 +165,60 @@ impl ForwardContext {
             }
         });
     }
+}
+
+impl ForwardContext {
+    /// A channel the peer opened on a session with resumable streams: accepted at once, then
+    /// its hello decides: a new stream dials `target` (none: a listener this session does not
+    /// know yet, which only a re-attach may use), a re-attach joins its stream.
+    pub fn accept_resumable<S, M, G>(
+        &self,
+        channel: russh::Channel<S>,
+        target: Option<Endpoint>,
+        reply: russh::ChannelOpenHandleInner<M>,
+        guard: G,
+    ) where
+        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
+        M: Send + 'static,
+        G: Send + 'static,
+    {
+        let Some(registry) = self.resume().cloned() else {
+            return;
+        };
+        let ctx = self.clone();
+        self.tracker.spawn(async move {
+            reply.accept().await;
+            let timeout = ctx.connect_timeout;
+            let dial = || async move {
+                let Some(target) = target else {
+                    return Err(io::Error::other("no such forward"));
+                };
+                match connect_endpoint(&target, timeout).await {
+                    Ok(stream) => Ok(Box::new(stream) as BoxedIo),
+                    Err(e) => {
+                        tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
+                        Err(e)
+                    }
+                }
+            };
+            registry
+                .accept(
+                    Box::new(channel.into_stream()),
+                    dial,
+                    ctx.counters.clone(),
+                    guard,
+                )
+                .await;
+        });
+    }
+}
+
+/// How one forwarded connection travels: a plain channel, or a resumable stream.
+pub enum Carrier<C> {
+    /// Bytes straight through the channel (standard peers).
+    Plain(C),
+    /// A stream that survives the session (see [`crate::resume`]).
+    Resumable(Opened),
 }
 
 /// A connected TCP or unix-domain stream.

@@ -160,7 +160,17 @@ impl RemoteForwards {
         port: u32,
         reply: russh::client::ChannelOpenHandle,
     ) {
-        let Some((target, ctx)) = self.target_for(host, port) else {
+        let found = self.target_for(host, port);
+        if self.ctx.resume().is_some() {
+            // A re-attaching stream may arrive before this session re-requested its listener.
+            let (target, ctx) = match found {
+                Some((target, ctx)) => (Some(target), ctx),
+                None => (None, self.ctx.clone()),
+            };
+            ctx.accept_resumable(channel, target, reply, ());
+            return;
+        }
+        let Some((target, ctx)) = found else {
             tracing::warn!("rejected forwarded connection for unknown listener {host}:{port}");
             drop(reply);
             return;

@@ -96,6 +96,10 @@ pub struct LimitsFile {
     pub keepalive_interval_secs: Option<u64>,
     /// Unanswered keepalives before a session is dropped.
     pub keepalive_count_max: Option<usize>,
+    /// Resumable streams: how long a stream waits for its client to come back (default 60).
+    pub resume_grace_secs: Option<u64>,
+    /// Resumable streams: unacknowledged bytes kept per stream and direction (default 4096).
+    pub resume_buffer_kib: Option<usize>,
 }
 
 /// Flags that override the file.
@@ -153,6 +157,8 @@ pub struct Limits {
     pub keepalive_interval: Option<Duration>,
     /// Unanswered keepalives before dropping a session.
     pub keepalive_count_max: usize,
+    /// Resumable streams (burrow clients only): replay buffer and grace period.
+    pub resume: crate::resume::ResumeConfig,
 }
 
 impl Default for Limits {
@@ -166,6 +172,7 @@ impl Default for Limits {
             takeover_probe: Duration::from_secs(3),
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_count_max: 3,
+            resume: crate::resume::ResumeConfig::default(),
         }
     }
 }
@@ -338,6 +345,16 @@ fn limits(f: LimitsFile) -> Limits {
             None => d.keepalive_interval,
         },
         keepalive_count_max: f.keepalive_count_max.unwrap_or(d.keepalive_count_max),
+        resume: crate::resume::ResumeConfig {
+            buffer: f
+                .resume_buffer_kib
+                .map(|k| k.saturating_mul(1024))
+                .unwrap_or(d.resume.buffer),
+            grace: f
+                .resume_grace_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.resume.grace),
+        },
     }
 }
 

@@ -19,6 +19,7 @@ use super::Relay;
 use crate::forward::listen::{bind_tcp, bind_tcp_all, BindError, Listener};
 use crate::forward::{io_reason, ForwardContext};
 use crate::pipe::Counters;
+use crate::resume::{self, ChannelSpec};
 use crate::spec::Endpoint;
 
 /// The message a client gets when it asks for a shell, a command or a subsystem.
@@ -49,6 +50,8 @@ pub struct SessionHandler {
     ctx: ForwardContext,
     authenticated: CancellationToken,
     unauth_permit: Option<OwnedSemaphorePermit>,
+    /// The resume control channel and what arrived on it so far.
+    resume_control: Option<(ChannelId, Vec<u8>)>,
 }
 
 /// The key a session authenticated with.
@@ -82,6 +85,7 @@ impl SessionHandler {
             ctx,
             authenticated,
             unauth_permit: Some(permit),
+            resume_control: None,
         }
     }
 
@@ -150,6 +154,32 @@ impl SessionHandler {
         let _ = session.exit_status_request(channel, 1);
         let _ = session.eof(channel);
         let _ = session.close(channel);
+    }
+
+    /// The resume control channel: the client's instance id binds this session to its streams
+    /// (see [`crate::resume`]); one answer, then the channel stays open and quiet.
+    fn resume_control_data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) {
+        let Some((control, buf)) = self.resume_control.as_mut() else {
+            return;
+        };
+        if *control != channel || self.ctx.resume().is_some() {
+            return;
+        }
+        buf.extend_from_slice(data);
+        let parsed = resume::parse_instance_message(buf);
+        let (Some(key), Ok(Some(instance))) = (self.key.as_ref(), &parsed) else {
+            if parsed.is_err() {
+                tracing::info!(session = self.id, "bad resume control message; closing it");
+                let _ = session.close(channel);
+            }
+            return;
+        };
+        let registry = self.relay.resume.bind(&key.fp, *instance, session.handle());
+        self.ctx.enable_resume(registry);
+        tracing::info!(session = self.id, fingerprint = %key.fp, "resumable streams on");
+        let mut answer = resume::CONTROL_MAGIC.to_vec();
+        answer.push(0);
+        let _ = session.data(channel, answer);
     }
 
     /// Resolves where a -R listener binds, by GatewayPorts.
@@ -304,13 +334,25 @@ impl SessionHandler {
                     let ctx2 = ctx.clone();
                     let addr = addr.clone();
                     ctx.tracker.spawn(async move {
-                        let _slot = slot;
-                        match handle
+                        let spec = ChannelSpec::Forwarded {
+                            addr: addr.clone(),
+                            port: u32::from(port),
+                            orig: orig.clone(),
+                            orig_port,
+                        };
+                        let channel = match handle
                             .channel_open_forwarded_tcpip(addr.clone(), u32::from(port), orig, orig_port)
                             .await
                         {
-                            Ok(ch) => ctx2.pump(ch.into_stream(), stream, &format!("{addr}:{port}")).await,
-                            Err(e) => tracing::info!(error = %e, "client refused the forwarded connection"),
+                            Ok(ch) => ch,
+                            Err(e) => {
+                                tracing::info!(error = %e, "client refused the forwarded connection");
+                                return;
+                            }
+                        };
+                        match ctx2.carrier(channel.into_stream(), Some(spec)).await {
+                            Ok(c) => ctx2.carry(c, stream, &format!("{addr}:{port}"), slot).await,
+                            Err(e) => tracing::info!(error = %e, "forwarded connection failed"),
                         }
                     });
                 }
@@ -415,7 +457,22 @@ impl russh::server::Handler for SessionHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if name == resume::SUBSYSTEM && self.key.is_some() && self.resume_control.is_none() {
+            let _ = session.channel_success(channel);
+            self.resume_control = Some((channel, Vec::new()));
+            return Ok(());
+        }
         self.refuse_session_request(channel, &format!("subsystem {name}"), session);
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.resume_control_data(channel, data, session);
         Ok(())
     }
 

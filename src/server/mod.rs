@@ -9,6 +9,7 @@ pub mod config;
 pub mod handler;
 pub mod listeners;
 pub mod policy;
+pub mod resume;
 pub mod stats;
 pub mod status;
 pub mod stream;
@@ -60,6 +61,8 @@ pub struct Relay {
     pub counters: Arc<Counters>,
     /// Sessions, refusals, takeovers, auth failures and recent events, for metrics and the page.
     pub stats: RelayStats,
+    /// Resumable streams by key and client instance.
+    pub resume: resume::Instances,
     next_session: AtomicU64,
     ssh: Arc<russh::server::Config>,
 }
@@ -169,15 +172,17 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
     tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
     let ssh = Arc::new(ssh_config(&config, host_key));
     let local_addr = listener.local_addr().unwrap_or(config.listen);
+    let kill = CancellationToken::new();
     let relay = Arc::new(Relay {
         local_addr,
+        resume: resume::Instances::new(config.limits.resume, kill.clone()),
         unauthenticated: Arc::new(Semaphore::new(config.limits.max_startups)),
         config,
         keys: RwLock::new(Arc::new(keys)),
         registry: ListenerRegistry::default(),
         channels: Mutex::new(HashMap::new()),
         stop_listening: CancellationToken::new(),
-        kill: CancellationToken::new(),
+        kill,
         tracker: TaskTracker::new(),
         counters: Arc::new(Counters::default()),
         stats: RelayStats::default(),

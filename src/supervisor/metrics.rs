@@ -22,7 +22,7 @@ type Metric = (
 /// The exposition text for these tunnels.
 pub fn render(tunnels: &[TunnelSnapshot]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 7] = [
+    let metrics: [Metric; 10] = [
         (
             "burrow_tunnel_up",
             "gauge",
@@ -64,6 +64,24 @@ pub fn render(tunnels: &[TunnelSnapshot]) -> String {
             "counter",
             "bytes received from the relay",
             |t| t.bytes_in,
+        ),
+        (
+            "burrow_tunnel_streams_resumable",
+            "gauge",
+            "resumable streams alive (attached or waiting for the tunnel)",
+            |t| t.streams_resumable,
+        ),
+        (
+            "burrow_tunnel_streams_resumed_total",
+            "counter",
+            "streams re-attached after a reconnect",
+            |t| t.streams_resumed,
+        ),
+        (
+            "burrow_tunnel_streams_expired_total",
+            "counter",
+            "streams closed because the tunnel did not return within the grace period",
+            |t| t.streams_expired,
         ),
     ];
     for (name, kind, help, value) in metrics {
@@ -179,6 +197,9 @@ mod tests {
             bytes_out: 10,
             bytes_in: 20,
             forwards: Vec::new(),
+            streams_resumable: 1,
+            streams_resumed: 4,
+            streams_expired: 0,
         };
         let text = render(&[t]);
         assert!(
@@ -187,6 +208,7 @@ mod tests {
         );
         assert!(text.contains("burrow_tunnel_reconnects_total{tunnel=\"a\\\"b\"} 2"));
         assert!(text.contains("# TYPE burrow_tunnel_received_bytes_total counter"));
+        assert!(text.contains("burrow_tunnel_streams_resumed_total{tunnel=\"a\\\"b\"} 4"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::observe::events::{EventKind, EventLog};
 use crate::pipe::Counters;
+use crate::resume::ResumeStats;
 
 pub use super::table::render_table;
 
@@ -59,6 +60,15 @@ pub struct TunnelSnapshot {
     /// The forwards of the current (or last) session, where they listen and what they carried.
     #[serde(default)]
     pub forwards: Vec<ForwardSnapshot>,
+    /// Resumable streams alive now (attached, or waiting for the tunnel to come back).
+    #[serde(default)]
+    pub streams_resumable: u64,
+    /// Streams that re-attached after a reconnect, since start.
+    #[serde(default)]
+    pub streams_resumed: u64,
+    /// Streams closed because the tunnel did not come back within the grace period.
+    #[serde(default)]
+    pub streams_expired: u64,
 }
 
 /// One forward of a tunnel's current (or last) session; its counts start with that session.
@@ -108,6 +118,7 @@ pub struct TunnelStatus {
     name: String,
     inner: Mutex<Inner>,
     events: Arc<EventLog>,
+    resume: Arc<ResumeStats>,
 }
 
 fn now() -> u64 {
@@ -137,7 +148,14 @@ impl TunnelStatus {
                 forwards: Vec::new(),
             }),
             events,
+            resume: Arc::default(),
         }
+    }
+
+    /// The counters of this tunnel's resumable streams (the tunnel's stream registry counts
+    /// into them).
+    pub fn resume_stats(&self) -> Arc<ResumeStats> {
+        self.resume.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -250,6 +268,9 @@ impl TunnelStatus {
                 .iter()
                 .map(|(spec, c)| ForwardSnapshot::read(spec, c))
                 .collect(),
+            streams_resumable: self.resume.streams.load(Ordering::Relaxed),
+            streams_resumed: self.resume.resumed.load(Ordering::Relaxed),
+            streams_expired: self.resume.expired.load(Ordering::Relaxed),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::status::{State, TunnelStatus};
 use crate::client::{ClientError, Established, Session};
 use crate::config::options::{self, ConfigPaths};
 use crate::config::tunnels::TunnelSpec;
+use crate::resume::{Registry, ResumeConfig};
 
 /// How often a tunnel that fell back to a later relay checks whether the first one is back.
 const PRIMARY_CHECK: Duration = Duration::from_secs(30);
@@ -53,8 +54,16 @@ pub async fn run(
     mut net: watch::Receiver<u64>,
 ) -> Result<(), GaveUp> {
     let mut backoff = Backoff::new(spec.backoff_initial, spec.backoff_max);
+    // One stream registry for the tunnel's whole life: streams outlive each session.
+    let resume = spec.resume.then(|| {
+        let config = ResumeConfig {
+            grace: spec.resume_grace,
+            ..ResumeConfig::default()
+        };
+        Registry::with_stats(config, cancel.child_token(), status.resume_stats())
+    });
     loop {
-        match attempt(&spec, &status, &cancel, &mut net).await {
+        match attempt(&spec, &status, &cancel, &mut net, resume.as_ref()).await {
             Attempt::Cancelled => {
                 status.set(State::Stopped);
                 return Ok(());
@@ -111,6 +120,7 @@ async fn attempt(
     status: &TunnelStatus,
     cancel: &CancellationToken,
     net: &mut watch::Receiver<u64>,
+    resume: Option<&Arc<Registry>>,
 ) -> Attempt {
     let mut last = Attempt::Failed {
         error: "no server configured".into(),
@@ -120,7 +130,7 @@ async fn attempt(
         let server = server_label(spec, index);
         status.connecting(&server);
         let connected = tokio::select! {
-            r = connect(spec, index) => r,
+            r = connect(spec, index, resume.cloned()) => r,
             () = cancel.cancelled() => return Attempt::Cancelled,
         };
         match connected {
@@ -161,14 +171,18 @@ impl Failure {
     }
 }
 
-async fn connect(spec: &TunnelSpec, index: usize) -> Result<(Session, Vec<String>), Failure> {
+async fn connect(
+    spec: &TunnelSpec,
+    index: usize,
+    resume: Option<Arc<Registry>>,
+) -> Result<(Session, Vec<String>), Failure> {
     let args = spec.ssh_args(index);
     let paths = ConfigPaths::for_args(args.config_file.as_deref());
     let opts = options::resolve(&args, &paths).map_err(|e| Failure::Refused(e.to_string()))?;
     let deadline = spec.connect_timeout.saturating_mul(3) + Duration::from_secs(5);
     let session = match tokio::time::timeout(
         deadline,
-        Session::establish(&opts, CancellationToken::new()),
+        Session::establish_resumable(&opts, CancellationToken::new(), resume),
     )
     .await
     {

@@ -493,6 +493,17 @@ impl World {
     /// `burrow serve` in B on 0.0.0.0:PORT with `--gateway-ports GW`, the test key authorized;
     /// returns once A gets its banner at B's inside address. Also returns its host key line.
     pub fn relay(&self, name: &str, port: u16, gw: &str) -> (ChildGuard, String) {
+        self.relay_with(name, port, gw, &[])
+    }
+
+    /// [`World::relay`] with `extra` arguments for `burrow serve` (e.g. `--config FILE`).
+    pub fn relay_with(
+        &self,
+        name: &str,
+        port: u16,
+        gw: &str,
+        extra: &[&str],
+    ) -> (ChildGuard, String) {
         let dir = self.path().join(name);
         std::fs::create_dir_all(&dir).expect("relay dir");
         let ak = dir.join("authorized_keys");
@@ -513,7 +524,8 @@ impl World {
         .arg(&host_key)
         .arg("--authorized-keys")
         .arg(&ak)
-        .args(["--gateway-ports", gw]);
+        .args(["--gateway-ports", gw])
+        .args(extra);
         let mut child = self.spawn(cmd, name);
         let up = child.stderr().wait_for_line("listening on", UP);
         assert!(

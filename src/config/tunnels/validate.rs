@@ -13,6 +13,7 @@ use super::values::{self, PathRules};
 use super::{
     HostKeyChecking, Invalid, ServerAddr, TunnelSpec, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_RESUME_GRACE,
 };
 use crate::spec::Listen;
 
@@ -94,6 +95,8 @@ struct Settings {
     backoff_initial: Option<Duration>,
     backoff_max: Option<Duration>,
     exit_after_failures: Option<u32>,
+    resume: Option<bool>,
+    resume_grace: Option<Duration>,
     ssh_config: Option<PathBuf>,
     jump: Option<String>,
     options: Option<Vec<String>>,
@@ -115,6 +118,8 @@ impl Settings {
             backoff_initial: self.backoff_initial.or(f.backoff_initial),
             backoff_max: self.backoff_max.or(f.backoff_max),
             exit_after_failures: self.exit_after_failures.or(f.exit_after_failures),
+            resume: self.resume.or(f.resume),
+            resume_grace: self.resume_grace.or(f.resume_grace),
             ssh_config: self.ssh_config.or(f.ssh_config),
             jump: self.jump.or(f.jump),
             options: self.options.or(f.options),
@@ -226,6 +231,10 @@ impl Checker<'_> {
                 values::time(&t.0)
             }),
             exit_after_failures: raw.exit_after_failures,
+            resume: raw.resume,
+            resume_grace: self.opt(scope, "resume_grace", &raw.resume_grace, |t| {
+                values::time(&t.0)
+            }),
             ssh_config: self.opt(scope, "ssh_config", &raw.ssh_config, |p| {
                 values::ssh_config_path(&rules, p)
             }),
@@ -322,6 +331,8 @@ impl Checker<'_> {
             backoff_initial: s.backoff_initial.unwrap_or(DEFAULT_BACKOFF_INITIAL),
             backoff_max: s.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX),
             exit_after_failures: s.exit_after_failures.unwrap_or(0),
+            resume: s.resume.unwrap_or(true),
+            resume_grace: s.resume_grace.unwrap_or(DEFAULT_RESUME_GRACE),
             ssh_config: s.ssh_config,
             options: s.options.unwrap_or_default(),
         };

@@ -1,0 +1,98 @@
+//! The client's side of resumable streams: asking the server for them (a standard sshd says no
+//! and nothing changes), and opening `direct-tcpip` channels for streams that re-attach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use russh::client::Msg;
+use russh::{Channel, ChannelMsg};
+
+use super::SshHandle;
+use crate::resume::{self, BoxedIo, ChannelSpec, Opener, Registry};
+
+/// How long the server may take to answer the subsystem request and the instance id.
+const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks for resumable streams; on success returns the control channel, which must stay open for
+/// the session's lifetime. `None` means plain forwarding (any standard server).
+/// `accepted` runs once the server has agreed and before it learns our instance id: from then on
+/// it may re-open streams towards us, and they must find resumption on.
+pub async fn negotiate(
+    handle: &SshHandle,
+    registry: &Registry,
+    accepted: impl FnOnce(),
+) -> Option<Channel<Msg>> {
+    match tokio::time::timeout(NEGOTIATE_TIMEOUT, handshake(handle, registry, accepted)).await {
+        Ok(Some(channel)) => Some(channel),
+        Ok(None) => {
+            tracing::debug!("server does not offer resumable streams");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("no answer to the resumable streams request in time");
+            None
+        }
+    }
+}
+
+async fn handshake(
+    handle: &SshHandle,
+    registry: &Registry,
+    accepted: impl FnOnce(),
+) -> Option<Channel<Msg>> {
+    let mut channel = handle.channel_open_session().await.ok()?;
+    channel
+        .request_subsystem(true, resume::SUBSYSTEM)
+        .await
+        .ok()?;
+    loop {
+        match channel.wait().await? {
+            ChannelMsg::Success => break,
+            ChannelMsg::Failure | ChannelMsg::Close | ChannelMsg::Eof => return None,
+            _ => {}
+        }
+    }
+    accepted();
+    let hello = resume::instance_message(&registry.instance());
+    channel.data(hello.as_slice()).await.ok()?;
+    let mut answer = Vec::new();
+    while answer.len() < 5 {
+        match channel.wait().await? {
+            ChannelMsg::Data { data } => answer.extend_from_slice(&data),
+            ChannelMsg::Close | ChannelMsg::Eof => return None,
+            _ => {}
+        }
+    }
+    (answer[..4] == resume::CONTROL_MAGIC && answer[4] == 0).then_some(channel)
+}
+
+/// Opens `direct-tcpip` channels on one client session.
+pub struct ClientOpener(pub SshHandle);
+
+impl Opener for ClientOpener {
+    fn open(
+        &self,
+        spec: ChannelSpec,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<BoxedIo>> {
+        let handle = Arc::clone(&self.0);
+        async move {
+            match spec {
+                ChannelSpec::Direct {
+                    host,
+                    port,
+                    orig,
+                    orig_port,
+                } => handle
+                    .channel_open_direct_tcpip(host, port, orig, orig_port)
+                    .await
+                    .map(|ch| Box::new(ch.into_stream()) as BoxedIo)
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+                ChannelSpec::Forwarded { .. } => Err(std::io::Error::other(
+                    "a client does not open forwarded-tcpip channels",
+                )),
+            }
+        }
+        .boxed()
+    }
+}

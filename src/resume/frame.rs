@@ -1,0 +1,336 @@
+//! The wire format of a resumable stream inside its SSH channel. Pure encode/decode, so every
+//! rule is unit-tested and fuzzable without a network.
+//!
+//! A channel starts with a hello from the side that opened it and a reply from the other side;
+//! after that both directions carry frames: `DATA len bytes`, `ACK offset` (bytes received in
+//! all so far), `FIN offset` (this side's stream ended at that offset), `ABORT` (the stream
+//! failed: drop it). Integers are big-endian, as everywhere in SSH.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// First bytes of every hello and reply: the format's version is in the last byte.
+pub const MAGIC: [u8; 4] = *b"BRS1";
+/// The largest DATA payload a peer may send (also what one local read produces at most).
+pub const MAX_DATA: usize = 32 * 1024;
+
+/// A stream's id and secret: the secret proves a re-attach comes from the stream's real peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamKey {
+    /// Chosen at random by the opener.
+    pub id: u64,
+    /// Chosen at random by the opener; compared in constant time.
+    pub secret: [u8; 16],
+}
+
+/// The opener's first message on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hello {
+    /// A new stream: the receiver dials its target.
+    New(StreamKey),
+    /// An existing stream on a new channel; `received` = bytes the opener has received so far.
+    Attach {
+        /// Which stream.
+        key: StreamKey,
+        /// The opener's receive offset: the peer replays from there.
+        received: u64,
+    },
+}
+
+/// The receiver's answer to a hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Go ahead; `received` = bytes the receiver has received so far (0 for a new stream).
+    Ok {
+        /// The receiver's receive offset: the opener replays from there.
+        received: u64,
+    },
+    /// The receiver could not reach the target (a new stream).
+    ConnectFailed(String),
+    /// The receiver does not know the stream (expired, or never existed).
+    Unknown,
+    /// The secret did not match.
+    Refused,
+}
+
+/// One message after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Payload bytes (at most [`MAX_DATA`]); only the header is decoded here, see
+    /// [`read_frame`].
+    Data(u32),
+    /// The peer has received this many bytes of ours in all.
+    Ack(u64),
+    /// The peer's stream ends after this many bytes.
+    Fin(u64),
+    /// The peer's end failed; close ours.
+    Abort,
+}
+
+const HELLO_NEW: u8 = 1;
+const HELLO_ATTACH: u8 = 2;
+const REPLY_OK: u8 = 0;
+const REPLY_CONNECT_FAILED: u8 = 1;
+const REPLY_UNKNOWN: u8 = 2;
+const REPLY_REFUSED: u8 = 3;
+const DATA: u8 = 1;
+const ACK: u8 = 2;
+const FIN: u8 = 3;
+const ABORT: u8 = 4;
+const MAX_REASON: usize = 256;
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("resumable stream: {what}"),
+    )
+}
+
+impl Hello {
+    /// The hello's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        let (kind, key, received) = match self {
+            Hello::New(key) => (HELLO_NEW, key, 0),
+            Hello::Attach { key, received } => (HELLO_ATTACH, key, *received),
+        };
+        b.push(kind);
+        b.extend_from_slice(&key.id.to_be_bytes());
+        b.extend_from_slice(&key.secret);
+        b.extend_from_slice(&received.to_be_bytes());
+        b
+    }
+
+    /// Reads a hello; anything else is an error naming what was wrong.
+    pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Hello> {
+        let mut b = [0u8; 4 + 1 + 8 + 16 + 8];
+        r.read_exact(&mut b).await?;
+        Self::decode(&b)
+    }
+
+    fn decode(b: &[u8; 37]) -> io::Result<Hello> {
+        if b[..4] != MAGIC {
+            return Err(bad("not a burrow stream hello"));
+        }
+        let id = u64::from_be_bytes(array(&b[5..13]));
+        let secret: [u8; 16] = array(&b[13..29]);
+        let received = u64::from_be_bytes(array(&b[29..37]));
+        let key = StreamKey { id, secret };
+        match b[4] {
+            HELLO_NEW => Ok(Hello::New(key)),
+            HELLO_ATTACH => Ok(Hello::Attach { key, received }),
+            other => Err(bad(&format!("unknown hello kind {other}"))),
+        }
+    }
+}
+
+impl Reply {
+    /// The reply's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        match self {
+            Reply::Ok { received } => {
+                b.push(REPLY_OK);
+                b.extend_from_slice(&received.to_be_bytes());
+            }
+            Reply::ConnectFailed(reason) => {
+                b.push(REPLY_CONNECT_FAILED);
+                let reason = truncate(reason, MAX_REASON);
+                b.extend_from_slice(&(reason.len() as u64).to_be_bytes());
+                b.extend_from_slice(reason.as_bytes());
+            }
+            Reply::Unknown => {
+                b.push(REPLY_UNKNOWN);
+                b.extend_from_slice(&0u64.to_be_bytes());
+            }
+            Reply::Refused => {
+                b.push(REPLY_REFUSED);
+                b.extend_from_slice(&0u64.to_be_bytes());
+            }
+        }
+        b
+    }
+
+    /// Reads a reply.
+    pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Reply> {
+        let mut head = [0u8; 13];
+        r.read_exact(&mut head).await?;
+        if head[..4] != MAGIC {
+            return Err(bad("not a burrow stream reply"));
+        }
+        let value = u64::from_be_bytes(array(&head[5..13]));
+        match head[4] {
+            REPLY_OK => Ok(Reply::Ok { received: value }),
+            REPLY_CONNECT_FAILED => {
+                let len = usize::try_from(value)
+                    .ok()
+                    .filter(|l| *l <= MAX_REASON)
+                    .ok_or_else(|| bad("reason too long"))?;
+                let mut reason = vec![0u8; len];
+                r.read_exact(&mut reason).await?;
+                Ok(Reply::ConnectFailed(
+                    String::from_utf8_lossy(&reason).into_owned(),
+                ))
+            }
+            REPLY_UNKNOWN => Ok(Reply::Unknown),
+            REPLY_REFUSED => Ok(Reply::Refused),
+            other => Err(bad(&format!("unknown reply {other}"))),
+        }
+    }
+}
+
+impl Frame {
+    /// Header bytes of a frame (a DATA header is followed by its payload).
+    pub fn header(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(9);
+        match self {
+            Frame::Data(len) => {
+                b.push(DATA);
+                b.extend_from_slice(&len.to_be_bytes());
+            }
+            Frame::Ack(n) => {
+                b.push(ACK);
+                b.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::Fin(n) => {
+                b.push(FIN);
+                b.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::Abort => b.push(ABORT),
+        }
+        b
+    }
+}
+
+/// Reads the next frame header; `None` at a clean end of the channel.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut kind = [0u8; 1];
+    if r.read(&mut kind).await? == 0 {
+        return Ok(None);
+    }
+    let frame = match kind[0] {
+        DATA => {
+            let mut len = [0u8; 4];
+            r.read_exact(&mut len).await?;
+            let len = u32::from_be_bytes(len);
+            if len == 0 || len as usize > MAX_DATA {
+                return Err(bad(&format!("DATA frame of {len} bytes")));
+            }
+            Frame::Data(len)
+        }
+        ACK | FIN => {
+            let mut n = [0u8; 8];
+            r.read_exact(&mut n).await?;
+            let n = u64::from_be_bytes(n);
+            if kind[0] == ACK {
+                Frame::Ack(n)
+            } else {
+                Frame::Fin(n)
+            }
+        }
+        ABORT => Frame::Abort,
+        other => return Err(bad(&format!("unknown frame type {other}"))),
+    };
+    Ok(Some(frame))
+}
+
+/// Writes a DATA frame carrying `payload` (at most [`MAX_DATA`] bytes).
+pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+    for chunk in payload.chunks(MAX_DATA) {
+        let len = u32::try_from(chunk.len()).map_err(|_| bad("chunk too large"))?;
+        let mut buf = Frame::Data(len).header();
+        buf.extend_from_slice(chunk);
+        w.write_all(&buf).await?;
+    }
+    Ok(())
+}
+
+fn array<const N: usize>(s: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&s[..N]);
+    a
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> StreamKey {
+        StreamKey {
+            id: 0x0102_0304_0506_0708,
+            secret: [7; 16],
+        }
+    }
+
+    #[tokio::test]
+    async fn hello_round_trips() {
+        for h in [
+            Hello::New(key()),
+            Hello::Attach {
+                key: key(),
+                received: 1 << 40,
+            },
+        ] {
+            let bytes = h.encode();
+            assert_eq!(Hello::read(&mut bytes.as_slice()).await.unwrap(), h);
+        }
+    }
+
+    #[tokio::test]
+    async fn reply_round_trips() {
+        for r in [
+            Reply::Ok { received: 99 },
+            Reply::ConnectFailed("connect failed: Connection refused".into()),
+            Reply::Unknown,
+            Reply::Refused,
+        ] {
+            let bytes = r.encode();
+            assert_eq!(Reply::read(&mut bytes.as_slice()).await.unwrap(), r);
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let mut wire = Vec::new();
+        write_data(&mut wire, b"hello").await.unwrap();
+        for f in [Frame::Ack(5), Frame::Fin(12), Frame::Abort] {
+            wire.extend(f.header());
+        }
+        let mut r = wire.as_slice();
+        assert_eq!(read_frame(&mut r).await.unwrap(), Some(Frame::Data(5)));
+        let mut payload = [0u8; 5];
+        r.read_exact(&mut payload).await.unwrap();
+        assert_eq!(&payload, b"hello");
+        assert_eq!(read_frame(&mut r).await.unwrap(), Some(Frame::Ack(5)));
+        assert_eq!(read_frame(&mut r).await.unwrap(), Some(Frame::Fin(12)));
+        assert_eq!(read_frame(&mut r).await.unwrap(), Some(Frame::Abort));
+        assert_eq!(read_frame(&mut r).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn garbage_is_an_error_not_a_panic() {
+        let e = Hello::read(&mut &b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"[..])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not a burrow stream hello"), "{e}");
+        for wire in [
+            &[9u8][..],
+            &[DATA, 0, 0, 0, 0],
+            &[DATA, 0, 1, 0, 1],
+            &[ACK, 1],
+        ] {
+            assert!(read_frame(&mut &wire[..]).await.is_err(), "{wire:?}");
+        }
+        let long = [&MAGIC[..], &[REPLY_CONNECT_FAILED], &u64::MAX.to_be_bytes()].concat();
+        assert!(Reply::read(&mut long.as_slice()).await.is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! Resumable streams (burrow to burrow): a forwarded TCP connection outlives the SSH transport
+//! that carries it. When `burrow up` reconnects to a `burrow serve` relay, every stream of the
+//! old session re-attaches to the new one and both ends replay exactly the bytes the other
+//! missed; the applications see a pause, not a reset.
+//!
+//! Negotiation: the client asks for the session subsystem [`SUBSYSTEM`]; a standard sshd refuses
+//! it and nothing else changes. On success it sends its instance id (random, one per tunnel), so
+//! the relay can group the streams of that tunnel under its authenticated key. After that every
+//! forwarded channel of the session starts with a [`frame::Hello`] from the side that opened it
+//! and a [`frame::Reply`]; see [`frame`] for the format. The name lives under `burrow.invalid`:
+//! the project owns no domain, and `.invalid` (RFC 2606) can never collide with anyone's
+//! extension name.
+
+pub mod frame;
+mod registry;
+mod stream;
+
+use std::io;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use registry::{OpenError, Opened, Registry, ResumeStats};
+
+/// The session subsystem that turns resumable streams on.
+pub const SUBSYSTEM: &str = "resume-v1@burrow.invalid";
+/// First bytes of the control channel's messages (instance id, and the relay's answer).
+pub const CONTROL_MAGIC: [u8; 4] = *b"BRSI";
+/// How long a peer may take to send a hello or a reply before the channel is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Anything a stream can run over: an SSH channel, a TCP or unix connection.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// An owned, type-erased [`Io`].
+pub type BoxedIo = Box<dyn Io>;
+
+/// Limits of the resumable streams of one tunnel (client) or one client instance (relay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeConfig {
+    /// Unacknowledged bytes kept per stream and direction; a full buffer stops reading from the
+    /// local connection (backpressure), never grows.
+    pub buffer: usize,
+    /// How long a stream whose channel is gone waits for a new one before its local connection is
+    /// closed.
+    pub grace: Duration,
+}
+
+impl Default for ResumeConfig {
+    fn default() -> Self {
+        Self {
+            buffer: 4 << 20,
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How to open a new channel for a stream on a new session: the same channel the stream was
+/// first opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelSpec {
+    /// `direct-tcpip` (client to relay: -L, -D).
+    Direct {
+        /// Target host.
+        host: String,
+        /// Target port.
+        port: u32,
+        /// Originator address.
+        orig: String,
+        /// Originator port.
+        orig_port: u32,
+    },
+    /// `forwarded-tcpip` (relay to client: -R).
+    Forwarded {
+        /// The listener's address as the client requested it.
+        addr: String,
+        /// The listener's port.
+        port: u32,
+        /// Originator address.
+        orig: String,
+        /// Originator port.
+        orig_port: u32,
+    },
+}
+
+/// Opens channels on the current session; each side implements it for its SSH handle.
+pub trait Opener: Send + Sync + 'static {
+    /// Opens `spec` and returns the channel as a byte stream.
+    fn open(&self, spec: ChannelSpec) -> BoxFuture<'static, io::Result<BoxedIo>>;
+}
+
+/// The control message a client sends after the subsystem was accepted.
+pub fn instance_message(instance: &[u8; 16]) -> Vec<u8> {
+    [&CONTROL_MAGIC[..], &instance[..]].concat()
+}
+
+/// Parses [`instance_message`]; `None` while incomplete, an error for anything else.
+pub fn parse_instance_message(buf: &[u8]) -> Result<Option<[u8; 16]>, String> {
+    if buf.len() < 20 {
+        return if CONTROL_MAGIC.starts_with(&buf[..buf.len().min(4)]) {
+            Ok(None)
+        } else {
+            Err("not a resume control message".into())
+        };
+    }
+    if buf[..4] != CONTROL_MAGIC || buf.len() > 20 {
+        return Err("not a resume control message".into());
+    }
+    let mut instance = [0u8; 16];
+    instance.copy_from_slice(&buf[4..20]);
+    Ok(Some(instance))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_message_round_trip_and_garbage() {
+        let m = instance_message(&[9; 16]);
+        assert_eq!(parse_instance_message(&m).unwrap(), Some([9; 16]));
+        assert_eq!(parse_instance_message(&m[..7]).unwrap(), None);
+        assert!(parse_instance_message(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse_instance_message(&[m.clone(), vec![0]].concat()).is_err());
+    }
+}

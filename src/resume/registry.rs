@@ -1,0 +1,482 @@
+//! The streams of one tunnel (client side) or one client instance (relay side): who may attach
+//! to which stream, the task that owns each stream, and the session streams re-open on.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::frame::{Hello, Reply, StreamKey};
+use super::stream::{Attachment, Engine, Outcome};
+use super::{BoxedIo, ChannelSpec, Opener, ResumeConfig, HANDSHAKE_TIMEOUT};
+use crate::pipe::{ActiveGuard, Counters};
+
+/// Pause between re-attach attempts on the same session.
+const REOPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Counts for `burrow status`, metrics and tests.
+#[derive(Debug, Default)]
+pub struct ResumeStats {
+    /// Streams alive now (attached or waiting for a channel).
+    pub streams: AtomicU64,
+    /// Successful re-attachments.
+    pub resumed: AtomicU64,
+    /// Streams closed because no channel came back within the grace period.
+    pub expired: AtomicU64,
+    /// Re-attach attempts refused (wrong secret).
+    pub refused: AtomicU64,
+}
+
+/// Why opening a new stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The peer could not reach the target.
+    #[error("connect failed: {0}")]
+    ConnectFailed(String),
+    /// The channel broke or the peer answered nonsense.
+    #[error("resumable stream handshake: {0}")]
+    Handshake(String),
+}
+
+struct Entry {
+    secret: [u8; 16],
+    attach: mpsc::Sender<Attachment>,
+}
+
+/// Resumable streams sharing one client identity (see the module docs).
+pub struct Registry {
+    config: ResumeConfig,
+    streams: Mutex<HashMap<u64, Entry>>,
+    opener: watch::Sender<Option<Arc<dyn Opener>>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    /// What happened to the streams (shared by all registries of a relay).
+    pub stats: Arc<ResumeStats>,
+    instance: [u8; 16],
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("streams", &self.stream_count())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A stream whose opening handshake succeeded; [`Opened::run`] carries it.
+pub struct Opened {
+    registry: Arc<Registry>,
+    key: StreamKey,
+    spec: ChannelSpec,
+    channel: BoxedIo,
+}
+
+enum Role {
+    Opener(ChannelSpec),
+    Receiver,
+}
+
+impl Registry {
+    /// An empty registry whose stream tasks stop when `cancel` is cancelled.
+    pub fn new(config: ResumeConfig, cancel: CancellationToken) -> Arc<Self> {
+        Self::with_stats(config, cancel, Arc::default())
+    }
+
+    /// Same, counting into `stats` (one set of counters for many registries).
+    pub fn with_stats(
+        config: ResumeConfig,
+        cancel: CancellationToken,
+        stats: Arc<ResumeStats>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            streams: Mutex::new(HashMap::new()),
+            opener: watch::Sender::new(None),
+            tracker: TaskTracker::new(),
+            cancel,
+            stats,
+            instance: rand::random(),
+        })
+    }
+
+    /// This side's random identity, sent to the relay so it can group our streams.
+    pub fn instance(&self) -> [u8; 16] {
+        self.instance
+    }
+
+    /// The limits streams run with.
+    pub fn config(&self) -> ResumeConfig {
+        self.config
+    }
+
+    /// The session streams opened by this side re-open on (None while disconnected).
+    pub fn set_opener(&self, opener: Option<Arc<dyn Opener>>) {
+        self.opener.send_replace(opener);
+    }
+
+    /// Streams alive now.
+    pub fn stream_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Waits until every stream task has ended (after cancellation).
+    pub async fn wait(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a new stream on a channel this side opened: hello, then the peer's reply (it
+    /// dials the target first, so a refused target is reported like ssh's "connect failed").
+    pub async fn open(
+        self: &Arc<Self>,
+        mut channel: BoxedIo,
+        spec: ChannelSpec,
+    ) -> Result<Opened, OpenError> {
+        let key = StreamKey {
+            id: rand::random(),
+            secret: rand::random(),
+        };
+        let handshake = async {
+            channel.write_all(&Hello::New(key).encode()).await?;
+            Reply::read(&mut channel).await
+        };
+        let reply = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(OpenError::Handshake(e.to_string())),
+            Err(_) => return Err(OpenError::Handshake("no reply in time".into())),
+        };
+        match reply {
+            Reply::Ok { received: 0 } => Ok(Opened {
+                registry: self.clone(),
+                key,
+                spec,
+                channel,
+            }),
+            Reply::ConnectFailed(reason) => Err(OpenError::ConnectFailed(reason)),
+            other => Err(OpenError::Handshake(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Serves a channel the peer opened: a new stream (dial with `dial`, then reply) or a
+    /// re-attach of a known one (checked against its secret). `guard` lives as long as the
+    /// stream.
+    pub async fn accept<F, Fut, G>(
+        self: &Arc<Self>,
+        mut channel: BoxedIo,
+        dial: F,
+        counters: Arc<Counters>,
+        guard: G,
+    ) where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = io::Result<BoxedIo>>,
+        G: Send + 'static,
+    {
+        let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, Hello::read(&mut channel)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                tracing::info!("resumable stream: bad hello: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("resumable stream: no hello in time");
+                return;
+            }
+        };
+        match hello {
+            Hello::New(key) => self.accept_new(channel, key, dial, counters, guard).await,
+            Hello::Attach { key, received } => self.route_attach(channel, key, received).await,
+        }
+    }
+
+    async fn accept_new<F, Fut, G>(
+        self: &Arc<Self>,
+        mut channel: BoxedIo,
+        key: StreamKey,
+        dial: F,
+        counters: Arc<Counters>,
+        guard: G,
+    ) where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = io::Result<BoxedIo>>,
+        G: Send + 'static,
+    {
+        if self.lock().contains_key(&key.id) {
+            let _ = channel.write_all(&Reply::Refused.encode()).await;
+            return;
+        }
+        match dial().await {
+            Ok(local) => {
+                if channel
+                    .write_all(&Reply::Ok { received: 0 }.encode())
+                    .await
+                    .is_ok()
+                {
+                    let first = Attachment {
+                        channel,
+                        peer_received: 0,
+                        reply_owed: false,
+                    };
+                    self.spawn(key, Role::Receiver, local, first, counters, guard);
+                }
+            }
+            Err(e) => {
+                let reason = crate::forward::io_reason(&e);
+                let _ = channel
+                    .write_all(&Reply::ConnectFailed(reason).encode())
+                    .await;
+            }
+        }
+    }
+
+    async fn route_attach(&self, mut channel: BoxedIo, key: StreamKey, received: u64) {
+        let route = {
+            let streams = self.lock();
+            match streams.get(&key.id) {
+                None => Err(Reply::Unknown),
+                Some(e) if !constant_time_eq(&e.secret, &key.secret) => Err(Reply::Refused),
+                Some(e) => Ok(e.attach.clone()),
+            }
+        };
+        match route {
+            Ok(tx) => {
+                let att = Attachment {
+                    channel,
+                    peer_received: received,
+                    reply_owed: true,
+                };
+                if tx.send(att).await.is_err() {
+                    tracing::debug!(stream = key.id, "stream ended while re-attaching");
+                }
+            }
+            Err(reply) => {
+                if reply == Reply::Refused {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        stream = format!("{:016x}", key.id),
+                        "resumable stream: re-attach refused: wrong secret"
+                    );
+                } else {
+                    tracing::info!(
+                        stream = format!("{:016x}", key.id),
+                        "resumable stream: re-attach for an unknown or expired stream"
+                    );
+                }
+                let _ = channel.write_all(&reply.encode()).await;
+            }
+        }
+    }
+
+    fn spawn<G: Send + 'static>(
+        self: &Arc<Self>,
+        key: StreamKey,
+        role: Role,
+        local: BoxedIo,
+        first: Attachment,
+        counters: Arc<Counters>,
+        guard: G,
+    ) {
+        let (tx, rx) = mpsc::channel(1);
+        self.lock().insert(
+            key.id,
+            Entry {
+                secret: key.secret,
+                attach: tx,
+            },
+        );
+        self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        let registry = self.clone();
+        self.tracker.spawn(async move {
+            let _guard = guard;
+            let _active = ActiveGuard::new(counters.clone());
+            let engine = Engine::new(registry.config.buffer, counters);
+            registry.run(key, role, local, first, rx, engine).await;
+            registry.lock().remove(&key.id);
+            registry.stats.streams.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// The life of one stream: attachments until it is done, fails or expires.
+    async fn run(
+        &self,
+        key: StreamKey,
+        role: Role,
+        local: BoxedIo,
+        first: Attachment,
+        mut attach_rx: mpsc::Receiver<Attachment>,
+        engine: Engine,
+    ) {
+        let id = format!("{:016x}", key.id);
+        let (mut local_r, mut local_w) = tokio::io::split(local);
+        let mut sessions = self.opener.subscribe();
+        sessions.borrow_and_update();
+        let is_opener = matches!(role, Role::Opener(_));
+        let mut next = Some(first);
+        loop {
+            let att = match next.take() {
+                Some(a) => a,
+                None => match self
+                    .reattach(key, &role, &engine, &mut attach_rx, &mut sessions)
+                    .await
+                {
+                    Some(a) => {
+                        self.stats.resumed.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(stream = id, "resumable stream re-attached");
+                        a
+                    }
+                    None => return,
+                },
+            };
+            let outcome = tokio::select! {
+                o = engine.attach(&mut local_r, &mut local_w, att) => o,
+                Some(a) = attach_rx.recv() => {
+                    next = Some(a);
+                    continue;
+                }
+                Ok(()) = sessions.changed(), if is_opener => continue,
+                () = self.cancel.cancelled() => return,
+            };
+            match outcome {
+                Outcome::Done => return,
+                Outcome::Aborted(why) => {
+                    tracing::info!(stream = id, "resumable stream closed: {why}");
+                    return;
+                }
+                Outcome::Lost => tracing::info!(
+                    stream = id,
+                    buffered = engine.buffered(),
+                    "resumable stream suspended: its channel is gone"
+                ),
+            }
+        }
+    }
+
+    /// Waits for a new channel within the grace period: the peer's re-attach (receiver), or a
+    /// new session to re-open on (opener). None when the stream must close.
+    async fn reattach(
+        &self,
+        key: StreamKey,
+        role: &Role,
+        engine: &Engine,
+        attach_rx: &mut mpsc::Receiver<Attachment>,
+        sessions: &mut watch::Receiver<Option<Arc<dyn Opener>>>,
+    ) -> Option<Attachment> {
+        let wait = async {
+            match role {
+                Role::Receiver => attach_rx.recv().await,
+                Role::Opener(spec) => self.reopen(key, spec, engine, sessions).await,
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(self.config.grace, wait) => match r {
+                Ok(a) => a,
+                Err(_) => {
+                    self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        stream = format!("{:016x}", key.id),
+                        grace = ?self.config.grace,
+                        "resumable stream expired: no new channel within the grace period"
+                    );
+                    None
+                }
+            },
+            () = self.cancel.cancelled() => None,
+        }
+    }
+
+    /// Opener side: tries each session as it appears until one carries the stream again.
+    async fn reopen(
+        &self,
+        key: StreamKey,
+        spec: &ChannelSpec,
+        engine: &Engine,
+        sessions: &mut watch::Receiver<Option<Arc<dyn Opener>>>,
+    ) -> Option<Attachment> {
+        loop {
+            let current = sessions.borrow_and_update().clone();
+            if let Some(opener) = current {
+                match attach_on(opener.as_ref(), key, spec, engine.received()).await {
+                    Ok(Some(att)) => return Some(att),
+                    Ok(None) => return None,
+                    Err(e) => tracing::debug!(stream = key.id, "re-attach failed: {e}"),
+                }
+            }
+            // A new session, or another try on this one shortly (it may have been busy
+            // setting up when we tried).
+            tokio::select! {
+                changed = sessions.changed() => if changed.is_err() {
+                    return None;
+                },
+                () = tokio::time::sleep(REOPEN_RETRY) => {}
+            }
+        }
+    }
+}
+
+/// Opens `spec` on `opener` and asks the peer to re-attach `key`: Ok(None) when the peer no
+/// longer knows the stream (it expired there) or refuses it.
+async fn attach_on(
+    opener: &dyn Opener,
+    key: StreamKey,
+    spec: &ChannelSpec,
+    received: u64,
+) -> io::Result<Option<Attachment>> {
+    let mut channel = opener.open(spec.clone()).await?;
+    let handshake = async {
+        channel
+            .write_all(&Hello::Attach { key, received }.encode())
+            .await?;
+        Reply::read(&mut channel).await
+    };
+    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no reply to re-attach"))??;
+    Ok(match reply {
+        Reply::Ok { received } => Some(Attachment {
+            channel,
+            peer_received: received,
+            reply_owed: false,
+        }),
+        other => {
+            tracing::info!(stream = key.id, "peer answered {other:?} to re-attach");
+            None
+        }
+    })
+}
+
+impl Opened {
+    /// Carries the stream between the channel and `local` in the registry's own task (it
+    /// outlives the session). `guard` lives as long as the stream.
+    pub fn run<G: Send + 'static>(self, local: BoxedIo, counters: Arc<Counters>, guard: G) {
+        let first = Attachment {
+            channel: self.channel,
+            peer_received: 0,
+            reply_owed: false,
+        };
+        self.registry.spawn(
+            self.key,
+            Role::Opener(self.spec),
+            local,
+            first,
+            counters,
+            guard,
+        );
+    }
+}
+
+fn constant_time_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

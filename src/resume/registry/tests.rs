@@ -1,0 +1,252 @@
+//! Two registries joined by in-memory "sessions" whose channels can be cut at once, as a dropped
+//! link cuts every channel of an SSH session.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::FutureExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::server::stream::Cancellable;
+
+/// A session from one registry to `peer`: each channel is a duplex pipe whose far end `peer`
+/// accepts, dialling `target` for new streams. Cancelling `cut` kills every channel.
+struct MemSession {
+    peer: Arc<Registry>,
+    target: SocketAddr,
+    cut: CancellationToken,
+}
+
+impl Opener for MemSession {
+    fn open(&self, _spec: ChannelSpec) -> futures::future::BoxFuture<'static, io::Result<BoxedIo>> {
+        let cut = self.cut.clone();
+        let peer = self.peer.clone();
+        let target = self.target;
+        async move {
+            if cut.is_cancelled() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "session is gone",
+                ));
+            }
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let near: BoxedIo = Box::new(Cancellable::new(a, cut.clone()));
+            let far: BoxedIo = Box::new(Cancellable::new(b, cut));
+            tokio::spawn(async move {
+                let dial = || async move {
+                    TcpStream::connect(target)
+                        .await
+                        .map(|s| Box::new(s) as BoxedIo)
+                };
+                peer.accept(far, dial, Arc::new(Counters::default()), ())
+                    .await;
+            });
+            Ok(near)
+        }
+        .boxed()
+    }
+}
+
+/// An echo server on loopback that serves `n` connections, echoing until EOF, then closing.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn config(grace_ms: u64) -> ResumeConfig {
+    ResumeConfig {
+        buffer: 256 * 1024,
+        grace: Duration::from_millis(grace_ms),
+    }
+}
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+struct Pair {
+    client: Arc<Registry>,
+    server: Arc<Registry>,
+    target: SocketAddr,
+    cut: CancellationToken,
+}
+
+impl Pair {
+    async fn new(grace_ms: u64) -> Pair {
+        let target = echo_server().await;
+        let client = Registry::new(config(grace_ms), CancellationToken::new());
+        let server = Registry::new(config(grace_ms), CancellationToken::new());
+        let cut = CancellationToken::new();
+        let pair = Pair {
+            client,
+            server,
+            target,
+            cut,
+        };
+        pair.connect();
+        pair
+    }
+
+    fn connect(&self) {
+        self.client.set_opener(Some(Arc::new(MemSession {
+            peer: self.server.clone(),
+            target: self.target,
+            cut: self.cut.clone(),
+        })));
+    }
+
+    /// Opens a stream from the client; returns the application's end of it.
+    async fn open_stream(&self) -> tokio::io::DuplexStream {
+        let opener = self.client.opener.borrow().clone().unwrap();
+        let spec = ChannelSpec::Direct {
+            host: "echo".into(),
+            port: 7,
+            orig: "127.0.0.1".into(),
+            orig_port: 1,
+        };
+        let channel = opener.open(spec.clone()).await.unwrap();
+        let opened = self.client.open(channel, spec).await.unwrap();
+        let (app, local) = tokio::io::duplex(64 * 1024);
+        opened.run(Box::new(local), Arc::new(Counters::default()), ());
+        app
+    }
+}
+
+#[tokio::test]
+async fn echo_survives_two_cuts_byte_exact() {
+    let mut pair = Pair::new(10_000).await;
+    let app = pair.open_stream().await;
+    let (mut app_r, mut app_w) = tokio::io::split(app);
+    let total = 8 << 20;
+    let sent = data(total);
+    let expected = Sha256::digest(&sent);
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(7919) {
+            app_w.write_all(chunk).await.unwrap();
+        }
+        app_w.shutdown().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        app_r.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        pair.cut.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pair.cut = CancellationToken::new();
+        pair.connect();
+    }
+    let got = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("echo completes")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), total);
+    assert_eq!(Sha256::digest(&got), expected, "bytes lost or duplicated");
+    assert!(pair.client.stats.resumed.load(Ordering::Relaxed) >= 2);
+    for _ in 0..100 {
+        if pair.client.stream_count() == 0 && pair.server.stream_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("finished streams were not forgotten");
+}
+
+#[tokio::test]
+async fn past_the_grace_period_streams_close_cleanly() {
+    let pair = Pair::new(300).await;
+    let mut app = pair.open_stream().await;
+    app.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    app.read_exact(&mut buf).await.unwrap();
+    pair.cut.cancel();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), app.read_to_end(&mut rest))
+        .await
+        .expect("closed after the grace period")
+        .expect("a clean close, not an error");
+    assert_eq!(n, 0);
+    assert_eq!(pair.client.stats.expired.load(Ordering::Relaxed), 1);
+    for _ in 0..100 {
+        if pair.server.stream_count() == 0 {
+            assert_eq!(pair.server.stats.expired.load(Ordering::Relaxed), 1);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the relay side kept its stream past the grace period");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_and_counted() {
+    let pair = Pair::new(10_000).await;
+    let mut app = pair.open_stream().await;
+    app.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    app.read_exact(&mut one).await.unwrap();
+    let id = *pair.server.lock().keys().next().unwrap();
+    let (mut near, far) = tokio::io::duplex(1024);
+    let server = pair.server.clone();
+    tokio::spawn(async move {
+        let dial = || async { Err(io::Error::other("no dial")) };
+        server
+            .accept(Box::new(far), dial, Arc::new(Counters::default()), ())
+            .await;
+    });
+    let key = StreamKey {
+        id,
+        secret: [0; 16],
+    };
+    near.write_all(&Hello::Attach { key, received: 0 }.encode())
+        .await
+        .unwrap();
+    assert_eq!(Reply::read(&mut near).await.unwrap(), Reply::Refused);
+    assert_eq!(pair.server.stats.refused.load(Ordering::Relaxed), 1);
+    // The real stream is untouched.
+    app.write_all(b"y").await.unwrap();
+    app.read_exact(&mut one).await.unwrap();
+    assert_eq!(&one, b"y");
+}
+
+#[tokio::test]
+async fn a_refused_target_is_reported_as_connect_failed() {
+    let pair = Pair::new(10_000).await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let session = MemSession {
+        peer: pair.server.clone(),
+        target: dead,
+        cut: CancellationToken::new(),
+    };
+    let spec = ChannelSpec::Direct {
+        host: "dead".into(),
+        port: 1,
+        orig: String::new(),
+        orig_port: 0,
+    };
+    let channel = session.open(spec.clone()).await.unwrap();
+    match pair.client.open(channel, spec).await {
+        Err(OpenError::ConnectFailed(reason)) => {
+            assert!(reason.contains("refused"), "{reason}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a dead target was reported as connected"),
+    }
+}

@@ -1,0 +1,329 @@
+//! One resumable stream: a local connection (the application's, or the target's) that outlives
+//! the SSH channels carrying it. Bytes sent stay in a bounded replay buffer until the peer
+//! acknowledges them; after a new channel is attached both sides replay exactly what the other
+//! has not received. The two directions run independently, so a slow local reader never
+//! blocks the other direction.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::Notify;
+
+use super::frame::{self, Frame, Reply, MAX_DATA};
+use super::BoxedIo;
+use crate::pipe::Counters;
+
+/// How an abort that came from the peer reads (no ABORT is sent back for it).
+const PEER_ABORT: &str = "the peer's connection";
+
+/// How often received bytes are acknowledged when fewer than the threshold arrived.
+const ACK_TICK: Duration = Duration::from_millis(50);
+
+/// A channel ready to carry the stream, and the peer's receive offset to replay from.
+pub struct Attachment {
+    /// The channel after the hello (and, for an attach we received, before our reply).
+    pub channel: BoxedIo,
+    /// Bytes of ours the peer has received.
+    pub peer_received: u64,
+    /// We still owe the peer a [`Reply`] (an attach it opened): sent once the previous
+    /// attachment is over, so the offset in it is final.
+    pub reply_owed: bool,
+}
+
+/// How one attachment ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both directions finished and every byte was acknowledged.
+    Done,
+    /// The channel went away: wait for a new one.
+    Lost,
+    /// The stream failed (local error, peer abort, protocol violation): close it.
+    Aborted(String),
+}
+
+/// State both directions share.
+struct Shared {
+    /// Sent bytes not yet acknowledged; `base` is the offset of its first byte.
+    out: Mutex<OutBuf>,
+    /// Bytes received from the peer and written to the local connection.
+    received: AtomicU64,
+    /// The highest offset we acknowledged.
+    acked: AtomicU64,
+    /// The peer's final offset once it sent FIN (u64::MAX until then).
+    peer_fin: AtomicU64,
+    /// Our local connection reached EOF and FIN went out at `sent_total`.
+    local_eof: AtomicBool,
+    /// Acknowledgements freed buffer space.
+    space: Notify,
+    /// The downlink wants an ACK sent (threshold reached, or FIN received).
+    ack_wanted: Notify,
+}
+
+#[derive(Default)]
+struct OutBuf {
+    base: u64,
+    buf: BytesMut,
+}
+
+impl OutBuf {
+    fn end(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// Drops what the peer has received; an offset outside what was sent is a protocol error.
+    fn ack(&mut self, offset: u64) -> Result<(), String> {
+        if offset < self.base || offset > self.end() {
+            return Err(format!(
+                "peer acknowledged offset {offset}, outside {}..={}",
+                self.base,
+                self.end()
+            ));
+        }
+        let n = usize::try_from(offset - self.base).map_err(|e| e.to_string())?;
+        self.buf.advance(n);
+        self.base = offset;
+        Ok(())
+    }
+}
+
+/// The per-stream engine; lives as long as the stream, across attachments.
+pub struct Engine {
+    shared: Shared,
+    capacity: usize,
+    ack_every: u64,
+    counters: Arc<Counters>,
+}
+
+impl Engine {
+    /// A stream with an empty history, buffering at most `capacity` unacknowledged bytes.
+    pub fn new(capacity: usize, counters: Arc<Counters>) -> Self {
+        let capacity = capacity.max(MAX_DATA);
+        Self {
+            shared: Shared {
+                out: Mutex::new(OutBuf::default()),
+                received: AtomicU64::new(0),
+                acked: AtomicU64::new(0),
+                peer_fin: AtomicU64::new(u64::MAX),
+                local_eof: AtomicBool::new(false),
+                space: Notify::new(),
+                ack_wanted: Notify::new(),
+            },
+            capacity,
+            ack_every: (capacity as u64 / 4).clamp(MAX_DATA as u64, 256 * 1024),
+            counters,
+        }
+    }
+
+    /// Bytes received from the peer so far (what a re-attach tells the peer).
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// Bytes waiting for acknowledgement (bounded by the capacity).
+    pub fn buffered(&self) -> usize {
+        self.out().buf.len()
+    }
+
+    fn out(&self) -> std::sync::MutexGuard<'_, OutBuf> {
+        self.shared.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn done(&self) -> bool {
+        let s = &self.shared;
+        let received = s.received.load(Ordering::SeqCst);
+        s.local_eof.load(Ordering::SeqCst)
+            && self.out().buf.is_empty()
+            && s.peer_fin.load(Ordering::SeqCst) == received
+            && s.acked.load(Ordering::SeqCst) == received
+    }
+
+    /// Carries the stream over `att` until it is done, fails, or the channel goes away.
+    pub async fn attach<L>(
+        &self,
+        local_r: &mut ReadHalf<L>,
+        local_w: &mut WriteHalf<L>,
+        att: Attachment,
+    ) -> Outcome
+    where
+        L: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    {
+        let mut channel = att.channel;
+        // The handshake told the peer our receive offset: that counts as acknowledged.
+        self.shared.acked.store(self.received(), Ordering::SeqCst);
+        if att.reply_owed {
+            let reply = Reply::Ok {
+                received: self.received(),
+            };
+            if channel.write_all(&reply.encode()).await.is_err() {
+                return Outcome::Lost;
+            }
+        }
+        if let Err(e) = self.out().ack(att.peer_received) {
+            return Outcome::Aborted(e);
+        }
+        self.shared.space.notify_one();
+        let (mut ch_r, mut ch_w) = tokio::io::split(channel);
+        let outcome = tokio::select! {
+            o = self.uplink(local_r, &mut ch_w) => o,
+            o = self.downlink(&mut ch_r, local_w) => o,
+        };
+        if let Outcome::Aborted(why) = &outcome {
+            if !why.starts_with(PEER_ABORT) {
+                let _ = ch_w.write_all(&Frame::Abort.header()).await;
+            }
+        }
+        outcome
+    }
+
+    /// Local connection -> channel: replays what the peer missed, then new bytes, FIN at the
+    /// end, and acknowledgements. The only writer of the channel: the downlink never waits for
+    /// it, so two peers can never wait on each other's full channels.
+    async fn uplink<L, C>(&self, local_r: &mut ReadHalf<L>, ch: &mut WriteHalf<C>) -> Outcome
+    where
+        L: tokio::io::AsyncRead,
+        C: tokio::io::AsyncWrite,
+    {
+        let s = &self.shared;
+        let (pending, end) = {
+            let out = self.out();
+            (out.buf.to_vec(), out.end())
+        };
+        if frame::write_data(ch, &pending).await.is_err() {
+            return Outcome::Lost;
+        }
+        if s.local_eof.load(Ordering::SeqCst)
+            && ch.write_all(&Frame::Fin(end).header()).await.is_err()
+        {
+            return Outcome::Lost;
+        }
+        let mut buf = vec![0u8; MAX_DATA];
+        let mut tick = tokio::time::interval(ACK_TICK);
+        loop {
+            if self.done() {
+                return Outcome::Done;
+            }
+            let reading = !s.local_eof.load(Ordering::SeqCst);
+            let has_space = self.out().buf.len() < self.capacity;
+            let sent = tokio::select! {
+                r = local_r.read(&mut buf), if reading && has_space => match r {
+                    Ok(0) => {
+                        s.local_eof.store(true, Ordering::SeqCst);
+                        let end = self.out().end();
+                        ch.write_all(&Frame::Fin(end).header()).await
+                    }
+                    Ok(n) => {
+                        // Into the replay buffer before any await: a cancelled attachment
+                        // loses no byte.
+                        self.out().buf.extend_from_slice(&buf[..n]);
+                        self.counters.a_to_b.fetch_add(n as u64, Ordering::Relaxed);
+                        frame::write_data(ch, &buf[..n]).await
+                    }
+                    Err(e) => return Outcome::Aborted(format!("local connection: {e}")),
+                },
+                () = s.space.notified(), if !has_space => Ok(()),
+                () = s.ack_wanted.notified() => self.ack(ch).await,
+                _ = tick.tick() => self.ack(ch).await,
+            };
+            if sent.is_err() {
+                return Outcome::Lost;
+            }
+        }
+    }
+
+    /// Channel -> local connection: payload written as it comes (counted byte by byte, so a
+    /// cut channel never makes the peer resend what the application already has), ACK and FIN
+    /// applied.
+    async fn downlink<L, C>(&self, ch_r: &mut ReadHalf<C>, local_w: &mut WriteHalf<L>) -> Outcome
+    where
+        L: tokio::io::AsyncWrite,
+        C: tokio::io::AsyncRead,
+    {
+        let s = &self.shared;
+        let mut buf = vec![0u8; MAX_DATA];
+        loop {
+            let frame = match frame::read_frame(ch_r).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Outcome::Lost,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Outcome::Aborted(e.to_string())
+                }
+                Err(_) => return Outcome::Lost,
+            };
+            match frame {
+                Frame::Data(len) => {
+                    let payload = &mut buf[..len as usize];
+                    if ch_r.read_exact(payload).await.is_err() {
+                        return Outcome::Lost;
+                    }
+                    if s.peer_fin.load(Ordering::SeqCst) != u64::MAX {
+                        return Outcome::Aborted("DATA after FIN".into());
+                    }
+                    if let Err(e) = self.deliver(local_w, payload).await {
+                        return Outcome::Aborted(format!("local connection: {e}"));
+                    }
+                    let unacked =
+                        s.received.load(Ordering::SeqCst) - s.acked.load(Ordering::SeqCst);
+                    if unacked >= self.ack_every {
+                        s.ack_wanted.notify_one();
+                    }
+                }
+                Frame::Ack(offset) => {
+                    if let Err(e) = self.out().ack(offset) {
+                        return Outcome::Aborted(e);
+                    }
+                    s.space.notify_one();
+                }
+                Frame::Fin(offset) => {
+                    let received = s.received.load(Ordering::SeqCst);
+                    if offset != received {
+                        return Outcome::Aborted(format!(
+                            "FIN at {offset} but {received} bytes received"
+                        ));
+                    }
+                    if s.peer_fin.swap(offset, Ordering::SeqCst) == u64::MAX {
+                        let _ = local_w.shutdown().await;
+                    }
+                    s.ack_wanted.notify_one();
+                }
+                Frame::Abort => return Outcome::Aborted(format!("{PEER_ABORT} failed")),
+            }
+            if self.done() {
+                return Outcome::Done;
+            }
+        }
+    }
+
+    /// Writes `payload` to the local connection, counting each partial write as received.
+    async fn deliver<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        local_w: &mut W,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let mut off = 0;
+        while off < payload.len() {
+            let n = local_w.write(&payload[off..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            off += n;
+            self.shared.received.fetch_add(n as u64, Ordering::SeqCst);
+            self.counters.b_to_a.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        local_w.flush().await
+    }
+
+    /// Acknowledges everything received so far, if anything is new.
+    async fn ack<C: tokio::io::AsyncWrite>(&self, ch: &mut WriteHalf<C>) -> io::Result<()> {
+        let received = self.shared.received.load(Ordering::SeqCst);
+        if received == self.shared.acked.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        ch.write_all(&Frame::Ack(received).header()).await?;
+        self.shared.acked.store(received, Ordering::SeqCst);
+        Ok(())
+    }
+}

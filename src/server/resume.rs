@@ -1,0 +1,90 @@
+//! The relay's side of resumable streams: one stream registry per (authenticated key, client
+//! instance), so only the same key can ever see, let alone re-attach, its streams; and opening
+//! `forwarded-tcpip` channels on whichever session of that instance is current.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::resume::{BoxedIo, ChannelSpec, Opener, Registry, ResumeConfig, ResumeStats};
+
+/// A key fingerprint and a client's instance id.
+type InstanceKey = (String, [u8; 16]);
+
+/// Registries by key fingerprint and instance id.
+pub struct Instances {
+    /// Counters over every instance, past and present.
+    pub stats: Arc<ResumeStats>,
+    config: ResumeConfig,
+    cancel: CancellationToken,
+    map: Mutex<HashMap<InstanceKey, Arc<Registry>>>,
+}
+
+impl Instances {
+    /// No instances yet; every stream stops when `cancel` is cancelled (relay shutdown).
+    pub fn new(config: ResumeConfig, cancel: CancellationToken) -> Self {
+        Self {
+            stats: Arc::default(),
+            config,
+            cancel,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Arc<Registry>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry of `instance` under key `fp`, now served by `handle`: streams this relay
+    /// opened move to it. Forgets instances left without streams (their grace ran out).
+    pub fn bind(
+        &self,
+        fp: &str,
+        instance: [u8; 16],
+        handle: russh::server::Handle,
+    ) -> Arc<Registry> {
+        let mut map = self.lock();
+        map.retain(|k, r| (k.0 == fp && k.1 == instance) || r.stream_count() > 0);
+        let registry = map
+            .entry((fp.to_string(), instance))
+            .or_insert_with(|| {
+                Registry::with_stats(self.config, self.cancel.child_token(), self.stats.clone())
+            })
+            .clone();
+        drop(map);
+        registry.set_opener(Some(Arc::new(ServerOpener(handle))));
+        registry
+    }
+}
+
+/// Opens `forwarded-tcpip` channels on one relay session.
+struct ServerOpener(russh::server::Handle);
+
+impl Opener for ServerOpener {
+    fn open(
+        &self,
+        spec: ChannelSpec,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<BoxedIo>> {
+        let handle = self.0.clone();
+        async move {
+            match spec {
+                ChannelSpec::Forwarded {
+                    addr,
+                    port,
+                    orig,
+                    orig_port,
+                } => handle
+                    .channel_open_forwarded_tcpip(addr, port, orig, orig_port)
+                    .await
+                    .map(|ch| Box::new(ch.into_stream()) as BoxedIo)
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+                ChannelSpec::Direct { .. } => Err(std::io::Error::other(
+                    "a relay does not open direct-tcpip channels",
+                )),
+            }
+        }
+        .boxed()
+    }
+}
