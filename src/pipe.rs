@@ -54,6 +54,16 @@ impl Counters {
         }
     }
 
+    /// Counts `n` bytes moved from side `a` to side `b` (here and in every ancestor).
+    pub fn count_a_to_b(&self, n: u64) {
+        self.add_bytes(Direction::AToB, n);
+    }
+
+    /// Counts `n` bytes moved from side `b` to side `a` (here and in every ancestor).
+    pub fn count_b_to_a(&self, n: u64) {
+        self.add_bytes(Direction::BToA, n);
+    }
+
     fn add_bytes(&self, direction: Direction, n: u64) {
         self.each(|c| {
             let counter = match direction {

@@ -219,7 +219,7 @@ impl Engine {
                         // Into the replay buffer before any await: a cancelled attachment
                         // loses no byte.
                         self.out().buf.extend_from_slice(&buf[..n]);
-                        self.counters.a_to_b.fetch_add(n as u64, Ordering::Relaxed);
+                        self.counters.count_a_to_b(n as u64);
                         frame::write_data(ch, &buf[..n]).await
                     }
                     Err(e) => return Outcome::Aborted(format!("local connection: {e}")),
@@ -311,7 +311,7 @@ impl Engine {
             }
             off += n;
             self.shared.received.fetch_add(n as u64, Ordering::SeqCst);
-            self.counters.b_to_a.fetch_add(n as u64, Ordering::Relaxed);
+            self.counters.count_b_to_a(n as u64);
         }
         local_w.flush().await
     }
