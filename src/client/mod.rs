@@ -4,6 +4,7 @@ pub mod auth;
 pub mod background;
 pub mod connect;
 pub mod exec;
+pub mod forwards;
 pub mod handler;
 pub mod hostkey;
 pub mod known_hosts;
@@ -15,8 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::options::ClientOptions;
-use crate::forward::remote::{RemoteForwardError, RemoteForwards};
-use crate::forward::{dynamic, local, stdio, ForwardContext};
+use crate::forward::remote::RemoteForwards;
+use crate::forward::{stdio, ForwardContext};
 use handler::{ClientHandler, EndReason, SessionEvents};
 
 /// A session handle shared by every forward task.
@@ -101,6 +102,7 @@ pub struct Session {
     hops: Vec<(russh::client::Handle<ClientHandler>, Arc<SessionEvents>)>,
     ctx: ForwardContext,
     remote: Arc<RemoteForwards>,
+    listeners: forwards::LocalListeners,
     shutdown: CancellationToken,
 }
 
@@ -127,7 +129,7 @@ impl Session {
         shutdown: CancellationToken,
     ) -> Result<Self, ClientError> {
         let ctx = ForwardContext::new(shutdown.child_token());
-        let remote = Arc::new(RemoteForwards::new(ctx.clone()));
+        let remote = Arc::new(forwards::remote_registry(opts, &ctx));
         let connected = connect::establish(opts, remote.clone()).await?;
         Ok(Self {
             handle: Arc::new(connected.handle),
@@ -135,6 +137,7 @@ impl Session {
             hops: connected.hops,
             ctx,
             remote,
+            listeners: forwards::LocalListeners::default(),
             shutdown,
         })
     }
@@ -148,7 +151,7 @@ impl Session {
         let mut up = Vec::new();
         let mut local_failed = 0;
         for fwd in &opts.local_forwards {
-            match local::start(self.handle.clone(), fwd, opts.gateway_ports, &self.ctx).await {
+            match self.open_local(fwd, forwards::bind_options(opts)).await {
                 Ok(bound) => {
                     tracing::debug!(?bound, target = %fwd.target, "local forward listening");
                     report_allocated(
@@ -169,7 +172,7 @@ impl Session {
             }
         }
         for fwd in &opts.dynamic_forwards {
-            match dynamic::start(self.handle.clone(), fwd, opts.gateway_ports, &self.ctx).await {
+            match self.open_dynamic(fwd, forwards::bind_options(opts)).await {
                 Ok(bound) => {
                     tracing::debug!(?bound, "dynamic forward listening");
                     report_allocated(&fwd.listen, &bound, "dynamic forward");
@@ -195,9 +198,6 @@ impl Session {
         for fwd in &opts.remote_forwards {
             match self.remote.request(&self.handle, fwd).await {
                 Ok(port) => up.push(Established::Remote { port }),
-                Err(e @ RemoteForwardError::Unsupported(_)) => {
-                    return Err(ClientError::Forward(e.to_string()))
-                }
                 Err(e) if opts.exit_on_forward_failure => {
                     return Err(ClientError::Forward(format!("Error: {e}")))
                 }

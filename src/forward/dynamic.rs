@@ -8,27 +8,30 @@
 use std::time::Duration;
 
 use russh::ChannelOpenFailure;
+use tokio_util::sync::CancellationToken;
 
-use super::listen::{self, BindError, Peer};
+use super::listen::{self, BindError, BindOptions, Peer};
 use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
 use crate::socks::{self, Failure, TargetAddr};
 use crate::spec::{DynamicForward, Endpoint};
 
 /// How long a SOCKS client may take to send its request: a stalled client costs one task for
 /// at most this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Binds the SOCKS listeners and starts accepting; returns the bound addresses.
+/// Binds the SOCKS listeners and starts accepting until `stop` (or the session's shutdown);
+/// returns the bound addresses.
 pub async fn start<H: ClientSession>(
     handle: ClientHandle<H>,
     fwd: &DynamicForward,
-    gateway_ports: bool,
+    bind: BindOptions,
     ctx: &ForwardContext,
+    stop: CancellationToken,
 ) -> Result<Vec<String>, BindError> {
-    let listeners = listen::bind(&fwd.listen, gateway_ports).await?;
+    let listeners = listen::bind(&fwd.listen, bind).await?;
     let bound = listeners.iter().map(|l| l.describe()).collect();
     let task_ctx = ctx.clone();
-    listen::serve(listeners, ctx, move |stream, peer| {
+    listen::serve_until(listeners, ctx, stop, move |stream, peer| {
         proxy_one(handle.clone(), stream, peer, task_ctx.clone())
     });
     Ok(bound)
@@ -51,16 +54,7 @@ async fn proxy_one<H: ClientSession>(
             return;
         }
     };
-    let target = match &request.target {
-        TargetAddr::Ip(a) => Endpoint::Tcp {
-            host: a.ip().to_string(),
-            port: a.port(),
-        },
-        TargetAddr::Domain(h, p) => Endpoint::Tcp {
-            host: h.clone(),
-            port: *p,
-        },
-    };
+    let target = endpoint_of(&request.target);
     match super::local::open_channel(&handle, &target, &peer).await {
         Ok(channel) => {
             if socks::reply(
@@ -82,6 +76,21 @@ async fn proxy_one<H: ClientSession>(
             );
             let _ = socks::reply(&mut stream, request.version, Err(socks_failure(&e))).await;
         }
+    }
+}
+
+/// Where a SOCKS request wants to go, as a forward target: an address literal in its usual
+/// text form, or the name as sent (resolved by whoever dials).
+pub fn endpoint_of(target: &TargetAddr) -> Endpoint {
+    match target {
+        TargetAddr::Ip(a) => Endpoint::Tcp {
+            host: a.ip().to_string(),
+            port: a.port(),
+        },
+        TargetAddr::Domain(h, p) => Endpoint::Tcp {
+            host: h.clone(),
+            port: *p,
+        },
     }
 }
 

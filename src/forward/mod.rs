@@ -1,9 +1,11 @@
-//! Forwards: -L ([`local`]), -R ([`remote`]), -D ([`dynamic`]) and -W ([`stdio`]). They share the
+//! Forwards: -L ([`local`]), -R ([`remote`], reverse dynamic in [`rdynamic`]), -D ([`dynamic`])
+//! and -W ([`stdio`]). They share the
 //! listener binding and accept loop here and the one byte pump in [`crate::pipe`].
 
 pub mod dynamic;
 pub mod listen;
 pub mod local;
+pub mod rdynamic;
 pub mod remote;
 pub mod stdio;
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::authorized_keys::AuthorizedKey;
 use super::listeners::{self, Conflict, SessionRef};
 use super::policy::{self, Decision, ListenAddr};
+use super::socks_gate;
 use super::Relay;
 use crate::forward::listen::{bind_tcp, bind_tcp_all, BindError, Listener};
 use crate::forward::{io_reason, ForwardContext};
@@ -259,6 +260,11 @@ impl SessionHandler {
             let addr = requested_addr.clone();
             let fp = self.key.as_ref().map(|k| k.fp.clone()).unwrap_or_default();
             let cap = self.channel_cap();
+            let gate = self
+                .key
+                .as_ref()
+                .map(|k| k.entry.options.remote_open.clone())
+                .unwrap_or_default();
             self.ctx.tracker.spawn(async move {
                 loop {
                     let accepted = tokio::select! {
@@ -279,22 +285,70 @@ impl SessionHandler {
                         tracing::warn!(fingerprint = %fp, "channel cap reached; dropping forwarded connection");
                         continue;
                     };
-                    let (orig, orig_port) = peer.originator();
-                    let handle = handle.clone();
+                    let forwarded = Forwarded {
+                        handle: handle.clone(),
+                        addr: addr.clone(),
+                        port,
+                        peer,
+                    };
                     let ctx2 = ctx.clone();
-                    let addr = addr.clone();
+                    let gate = gate.clone();
+                    let fp = fp.clone();
                     ctx.tracker.spawn(async move {
                         let _slot = slot;
-                        match handle
-                            .channel_open_forwarded_tcpip(addr.clone(), u32::from(port), orig, orig_port)
-                            .await
-                        {
-                            Ok(ch) => ctx2.pump(ch.into_stream(), stream, &format!("{addr}:{port}")).await,
-                            Err(e) => tracing::info!(error = %e, "client refused the forwarded connection"),
-                        }
+                        forwarded.serve(stream, &gate, &ctx2, &fp).await;
                     });
                 }
             });
+        }
+    }
+}
+
+/// One connection accepted on a -R listener, to be carried to the client.
+struct Forwarded {
+    handle: russh::server::Handle,
+    addr: String,
+    port: u16,
+    peer: crate::forward::listen::Peer,
+}
+
+impl Forwarded {
+    /// Opens the `forwarded-tcpip` channel and pumps; for a key with
+    /// `burrow-permitremoteopen`, only after its SOCKS request passed the gate.
+    async fn serve(
+        self,
+        mut stream: crate::forward::Stream,
+        gate: &[policy::PermitOpen],
+        ctx: &ForwardContext,
+        fp: &str,
+    ) {
+        let label = format!("{}:{}", self.addr, self.port);
+        if gate.is_empty() {
+            if let Some(ch) = self.open().await {
+                ctx.pump(ch, stream, &label).await;
+            }
+            return;
+        }
+        match socks_gate::admit(&mut stream, gate, || self.open()).await {
+            Ok(ch) => ctx.pump(ch, stream, &label).await,
+            Err(e) => {
+                tracing::info!(fingerprint = fp, listener = %label, error = %e, "reverse dynamic connection refused")
+            }
+        }
+    }
+
+    async fn open(&self) -> Option<russh::ChannelStream<Msg>> {
+        let (orig, orig_port) = self.peer.originator();
+        match self
+            .handle
+            .channel_open_forwarded_tcpip(self.addr.clone(), u32::from(self.port), orig, orig_port)
+            .await
+        {
+            Ok(ch) => Some(ch.into_stream()),
+            Err(e) => {
+                tracing::info!(error = %e, "client refused the forwarded connection");
+                None
+            }
         }
     }
 }

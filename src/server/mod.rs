@@ -9,6 +9,7 @@ pub mod config;
 pub mod handler;
 pub mod listeners;
 pub mod policy;
+pub mod socks_gate;
 pub mod stream;
 
 use std::collections::HashMap;
