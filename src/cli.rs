@@ -16,6 +16,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the ssh flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// OpenSSH-compatible forwarding client (-L, -R, -D, -W, -J, ...) for any standard sshd.
     Ssh(SshArgs),
@@ -163,6 +165,18 @@ pub struct SshArgs {
     /// Force pseudo-terminal allocation.
     #[arg(short = 't', action = ArgAction::Count)]
     pub tty: u8,
+    /// Print the effective configuration (like ssh -G) and exit.
+    #[arg(short = 'G')]
+    pub print_config: bool,
+    /// Connection sharing master (ControlMaster=yes); -MM asks before each use (ask).
+    #[arg(short = 'M', action = ArgAction::Count)]
+    pub master: u8,
+    /// Control socket for connection sharing (ControlPath); `none` disables sharing.
+    #[arg(short = 'S', value_name = "ctl_path")]
+    pub control_path: Option<String>,
+    /// Control a running master: check, forward, cancel, exit or stop.
+    #[arg(short = 'O', value_name = "ctl_cmd")]
+    pub control_command: Option<String>,
     /// Use IPv4 addresses only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     pub ipv4: bool,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod forward;
 pub mod logging;
+pub mod mux;
 pub mod observe;
 pub mod pipe;
 pub mod resume;

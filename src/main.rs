@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use burrow::cli::{Cli, Command, ServeArgs, SshArgs, StatusArgs, UpArgs};
-use burrow::client::{self, background, EXIT_FAILURE};
+use burrow::client::{background, EXIT_FAILURE};
 use burrow::config::options::{self, ConfigPaths};
+use burrow::config::{dump, sharing::MuxCommand};
 use burrow::logging::{self, Verbosity};
+use burrow::mux;
 use burrow::server::{
     self,
     config::{ServeConfig, ServeOverrides},
@@ -89,12 +91,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn ssh(args: SshArgs) -> u8 {
     logging::init(Verbosity::from_flags(args.verbose, args.quiet), false);
     let paths = ConfigPaths::for_args(args.config_file.as_deref());
+    if let Some(code) = usage_errors(&args) {
+        return code;
+    }
+    if args.print_config {
+        return print_config(&args, &paths);
+    }
     let opts = match options::resolve(&args, &paths) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("burrow: {e}");
             return EXIT_FAILURE;
         }
+    };
+    let opts = match mux::run::control_persist(opts) {
+        Ok(opts) => opts,
+        Err(code) => return code,
     };
     if opts.background && opts.command.is_empty() && !opts.no_command {
         eprintln!("Cannot fork into background without a command to execute.");
@@ -111,7 +123,7 @@ fn ssh(args: SshArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let code = match runtime.block_on(client::run(opts, ready)) {
+    let code = match runtime.block_on(mux::run::run(opts, ready)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e}");
@@ -120,4 +132,32 @@ fn ssh(args: SshArgs) -> u8 {
     };
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
+}
+
+/// Flag combinations ssh(1) refuses, with its messages.
+fn usage_errors(args: &SshArgs) -> Option<u8> {
+    let command = args.control_command.as_deref()?;
+    if args.stdio.is_some() {
+        eprintln!("Cannot specify multiplexing command with -W");
+        return Some(EXIT_FAILURE);
+    }
+    if MuxCommand::parse(command).is_none() {
+        eprintln!("Invalid multiplex command.");
+        return Some(EXIT_FAILURE);
+    }
+    None
+}
+
+/// `-G`: print the effective configuration and exit.
+fn print_config(args: &SshArgs, paths: &ConfigPaths) -> u8 {
+    match options::resolve_with_config(args, paths) {
+        Ok((opts, raw)) => {
+            print!("{}", dump::render(&opts, &raw, args));
+            0
+        }
+        Err(e) => {
+            eprintln!("burrow: {e}");
+            EXIT_FAILURE
+        }
+    }
 }

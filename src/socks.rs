@@ -266,10 +266,25 @@ async fn read_message<S, T>(
 where
     S: AsyncRead + Unpin,
 {
+    read_raw(stream, first, stage, parse).await.map(|(v, _)| v)
+}
+
+/// Reads one message with `parse` (e.g. [`parse_socks4`]) from an already-read first byte, and
+/// returns it with its bytes, for a proxy in the middle that must pass the message on
+/// unchanged. Reads exactly the message, nothing after it.
+pub async fn read_raw<S, T>(
+    stream: &mut S,
+    first: u8,
+    stage: Stage,
+    parse: fn(&[u8]) -> Result<Parsed<T>, SocksError>,
+) -> Result<(T, Vec<u8>), SocksError>
+where
+    S: AsyncRead + Unpin,
+{
     let mut buf = vec![first];
     loop {
         match parse(&buf)? {
-            Parsed::Done { value, .. } => return Ok(value),
+            Parsed::Done { value, .. } => return Ok((value, buf)),
             Parsed::NeedMore(n) => {
                 let start = buf.len();
                 buf.resize(start + n, 0);

@@ -77,6 +77,28 @@ pub struct DynamicForward {
     pub listen: Listen,
 }
 
+/// The default `StreamLocalBindMask`: sockets only their owner can use (mode 0600).
+pub const DEFAULT_BIND_MASK: u32 = 0o177;
+
+/// How a client creates the unix socket of its own listener (-L/-D on a path): ssh_config's
+/// `StreamLocalBindUnlink` and `StreamLocalBindMask`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamLocalBind {
+    /// Remove an existing socket file first.
+    pub unlink: bool,
+    /// The umask the new socket is created with.
+    pub mask: u32,
+}
+
+impl Default for StreamLocalBind {
+    fn default() -> Self {
+        Self {
+            unlink: false,
+            mask: DEFAULT_BIND_MASK,
+        }
+    }
+}
+
 /// What addresses a listener binds, after applying OpenSSH's client-side rules.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BindTarget {

@@ -13,18 +13,9 @@ use russh::MethodKind;
 
 use crate::client::handler::ClientHandler;
 use crate::client::{prompt, ClientError};
-use crate::config::options::{home_dir, ClientOptions};
+use crate::config::options::{home_dir, ClientOptions, DEFAULT_IDENTITIES};
 
 type SshHandle = Handle<ClientHandler>;
-
-/// The identity files ssh(1) tries when none is configured.
-const DEFAULT_IDENTITIES: &[&str] = &[
-    ".ssh/id_rsa",
-    ".ssh/id_ecdsa",
-    ".ssh/id_ecdsa_sk",
-    ".ssh/id_ed25519",
-    ".ssh/id_ed25519_sk",
-];
 
 /// Authenticates `opts.user`, or fails with ssh(1)'s "Permission denied (methods)." message.
 pub async fn authenticate(handle: &mut SshHandle, opts: &ClientOptions) -> Result<(), ClientError> {

@@ -14,6 +14,8 @@ use std::process::Command;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 const READY_FD_ENV: &str = "BURROW_BACKGROUND_READY_FD";
+/// Set in the re-executed child that runs a ControlPersist master.
+const PERSIST_ENV: &str = "BURROW_CONTROL_PERSIST_MASTER";
 const READY_BYTE: &[u8] = b"R";
 
 /// The child's way to tell the waiting parent that it is ready.
@@ -80,7 +82,25 @@ fn child_pipe(fd: &str) -> Option<File> {
     file
 }
 
+/// True in the background child started by [`spawn_persistent_master`].
+pub fn is_persistent_master() -> bool {
+    std::env::var_os(PERSIST_ENV).is_some()
+}
+
+/// ControlPersist: starts this command again in the background as the connection-sharing
+/// master and waits until it is ready (connected, forwards up, control socket listening).
+/// `Ok(None)` when it is; `Ok(Some(status))` when it ended first.
+pub fn spawn_persistent_master() -> std::io::Result<Option<u8>> {
+    spawn_child(&[(PERSIST_ENV, "1")])
+}
+
 fn spawn_and_wait() -> std::io::Result<u8> {
+    Ok(spawn_child(&[])?.unwrap_or(0))
+}
+
+/// Re-executes this command with a ready pipe (and `env`); None when the child signalled
+/// ready, else its exit status.
+fn spawn_child(env: &[(&str, &str)]) -> std::io::Result<Option<u8>> {
     let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
     // The child must inherit the write end; the read end stays here.
     fcntl(write_end.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
@@ -88,13 +108,14 @@ fn spawn_and_wait() -> std::io::Result<u8> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(std::env::args_os().skip(1))
         .env(READY_FD_ENV, write_end.as_raw_fd().to_string())
+        .envs(env.iter().copied())
         .spawn()?;
     drop(write_end);
     let mut signal = Vec::new();
     File::from(read_end).read_to_end(&mut signal)?;
     if signal.starts_with(READY_BYTE) {
-        return Ok(0);
+        return Ok(None);
     }
     let status = child.wait()?;
-    Ok(status.code().map(|c| c as u8).unwrap_or(255))
+    Ok(Some(status.code().map(|c| c as u8).unwrap_or(255)))
 }

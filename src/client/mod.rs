@@ -4,6 +4,7 @@ pub mod auth;
 pub mod background;
 pub mod connect;
 pub mod escape;
+pub mod forwards;
 pub mod handler;
 pub mod hostkey;
 pub mod known_hosts;
@@ -19,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::options::ClientOptions;
 use crate::config::session::TtyDecision;
-use crate::forward::remote::{RemoteForwardError, RemoteForwards};
-use crate::forward::{dynamic, local, stdio, ForwardContext};
+use crate::forward::remote::RemoteForwards;
+use crate::forward::{stdio, ForwardContext};
 use handler::{ClientHandler, EndReason, SessionEvents};
 
 /// A session handle shared by every forward task.
@@ -105,6 +106,7 @@ pub struct Session {
     hops: Vec<(russh::client::Handle<ClientHandler>, Arc<SessionEvents>)>,
     ctx: ForwardContext,
     remote: Arc<RemoteForwards>,
+    listeners: forwards::LocalListeners,
     shutdown: CancellationToken,
     /// Counters of each forward that is up, in the order `start_forwards` reports them.
     forward_counters: std::sync::Mutex<Vec<Arc<crate::pipe::Counters>>>,
@@ -146,7 +148,7 @@ impl Session {
         resume: Option<Arc<crate::resume::Registry>>,
     ) -> Result<Self, ClientError> {
         let ctx = ForwardContext::new(shutdown.child_token());
-        let remote = Arc::new(RemoteForwards::new(ctx.clone()));
+        let remote = Arc::new(forwards::remote_registry(opts, &ctx));
         let connected = connect::establish(opts, remote.clone()).await?;
         let handle = Arc::new(connected.handle);
         let mut control = None;
@@ -169,6 +171,7 @@ impl Session {
             hops: connected.hops,
             ctx,
             remote,
+            listeners: forwards::LocalListeners::default(),
             shutdown,
             forward_counters: std::sync::Mutex::default(),
             _resume_control: control,
@@ -190,10 +193,9 @@ impl Session {
         let mut local_failed = 0;
         let mut counters = Vec::new();
         for fwd in &opts.local_forwards {
-            let ctx = self.ctx.for_forward();
-            match local::start(self.handle.clone(), fwd, opts.gateway_ports, &ctx).await {
-                Ok(bound) => {
-                    counters.push(ctx.counters);
+            match self.open_local(fwd, forwards::bind_options(opts)).await {
+                Ok((bound, c)) => {
+                    counters.push(c);
                     tracing::debug!(?bound, target = %fwd.target, "local forward listening");
                     report_allocated(
                         &fwd.listen,
@@ -213,10 +215,9 @@ impl Session {
             }
         }
         for fwd in &opts.dynamic_forwards {
-            let ctx = self.ctx.for_forward();
-            match dynamic::start(self.handle.clone(), fwd, opts.gateway_ports, &ctx).await {
-                Ok(bound) => {
-                    counters.push(ctx.counters);
+            match self.open_dynamic(fwd, forwards::bind_options(opts)).await {
+                Ok((bound, c)) => {
+                    counters.push(c);
                     tracing::debug!(?bound, "dynamic forward listening");
                     report_allocated(&fwd.listen, &bound, "dynamic forward");
                     up.push(Established::Local { bound });
@@ -243,9 +244,6 @@ impl Session {
                 Ok((port, c)) => {
                     counters.push(c);
                     up.push(Established::Remote { port });
-                }
-                Err(e @ RemoteForwardError::Unsupported(_)) => {
-                    return Err(ClientError::Forward(e.to_string()))
                 }
                 Err(e) if opts.exit_on_forward_failure => {
                     return Err(ClientError::Forward(format!("Error: {e}")))
@@ -331,7 +329,7 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
 }
 
 /// The session channel request for `opts`: ssh(1)'s PTY decision and the environment to send.
-fn session_request(opts: &ClientOptions) -> session_channel::SessionRequest {
+pub fn session_request(opts: &ClientOptions) -> session_channel::SessionRequest {
     let command = (!opts.command.is_empty()).then(|| opts.command.join(" "));
     let pty = match opts
         .session

@@ -66,3 +66,27 @@ pub fn line(prompt: &str) -> Option<String> {
     reader.read_line(&mut answer).ok()?;
     Some(answer.trim_end_matches(['\r', '\n']).to_string())
 }
+
+/// Asks a yes/no question the way ssh(1)'s `ask_permission` does (ControlMaster ask/autoask):
+/// through `SSH_ASKPASS` when set (with `SSH_ASKPASS_PROMPT=confirm`), else on the terminal.
+/// An empty answer or "yes" allows; no way to ask, or anything else, refuses.
+pub fn confirm(question: &str) -> bool {
+    let answer = match std::env::var("SSH_ASKPASS").ok().filter(|p| !p.is_empty()) {
+        Some(program) if std::env::var("SSH_ASKPASS_REQUIRE").ok().as_deref() != Some("never") => {
+            Command::new(&program)
+                .arg(question)
+                .env("SSH_ASKPASS_PROMPT", "confirm")
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+        }
+        _ => line(question),
+    };
+    answer.is_some_and(|a| {
+        let a = a.trim_end_matches(['\r', '\n']);
+        a.is_empty() || a.eq_ignore_ascii_case("yes")
+    })
+}

@@ -361,7 +361,7 @@ impl Stop {
 }
 
 /// POSIX signal numbers for the names SSH carries (RFC 4254 6.10).
-fn signal_number(sig: &Sig) -> u8 {
+pub(crate) fn signal_number(sig: &Sig) -> u8 {
     match sig {
         Sig::HUP => 1,
         Sig::INT => 2,

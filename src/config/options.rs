@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::SshArgs;
+use crate::config::forwarding::{self, PermitRemoteOpen};
+use crate::config::sharing::{self, ControlOptions, MuxCommand};
 use crate::config::ssh_config::{self, HostOptions, MatchContext, SshConfig, Tokens};
-use crate::spec::{self, DynamicForward, JumpHost, LocalForward, RemoteForward};
+use crate::spec::{self, DynamicForward, JumpHost, LocalForward, RemoteForward, StreamLocalBind};
 
 /// Why the effective configuration could not be built. Each message names the option and value.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,15 @@ pub enum StrictHostKeyChecking {
     /// Add unknown hosts and accept changed keys (warns).
     No,
 }
+
+/// The identity files ssh(1) tries when none is configured.
+pub const DEFAULT_IDENTITIES: &[&str] = &[
+    ".ssh/id_rsa",
+    ".ssh/id_ecdsa",
+    ".ssh/id_ecdsa_sk",
+    ".ssh/id_ed25519",
+    ".ssh/id_ed25519_sk",
+];
 
 /// Everything one `burrow ssh` run needs, resolved and typed.
 #[derive(Debug, Clone)]
@@ -113,6 +124,12 @@ pub struct ClientOptions {
     pub session: super::session::SessionOptions,
     /// -4 / -6 / any.
     pub address_family: AddressFamily,
+    /// Connection sharing: ControlMaster, ControlPath, ControlPersist, -O.
+    pub control: ControlOptions,
+    /// How -L/-D unix socket listeners are created.
+    pub stream_local: StreamLocalBind,
+    /// Where reverse dynamic forwards may connect.
+    pub permit_remote_open: PermitRemoteOpen,
 }
 
 /// Which address families to use when resolving and connecting.
@@ -221,6 +238,15 @@ pub fn host_options(
 
 /// Resolves `burrow ssh` arguments into effective options.
 pub fn resolve(args: &SshArgs, paths: &ConfigPaths) -> Result<ClientOptions, OptionsError> {
+    resolve_with_config(args, paths).map(|(resolved, _)| resolved)
+}
+
+/// [`resolve`], also returning the merged options as written (for `-G`, which prints some
+/// values, e.g. IdentityFile, before expansion as ssh does).
+pub fn resolve_with_config(
+    args: &SshArgs,
+    paths: &ConfigPaths,
+) -> Result<(ClientOptions, HostOptions), OptionsError> {
     let configs = load_configs(paths)?;
     let (dest_user, dest_host, dest_port) = spec::parse_destination(&args.destination)?;
     let local_user = local_user();
@@ -230,7 +256,7 @@ pub fn resolve(args: &SshArgs, paths: &ConfigPaths) -> Result<ClientOptions, Opt
         user: args.login.clone().or_else(|| dest_user.clone()),
         local_user: local_user.clone(),
     };
-    let opts = host_options(&args.options, &configs, &ctx)?;
+    let opts = host_options_with_flags(args, &configs, &ctx)?;
     let port = match &args.port {
         Some(p) => parse_port("Port", p)?,
         None => match dest_port {
@@ -244,9 +270,11 @@ pub fn resolve(args: &SshArgs, paths: &ConfigPaths) -> Result<ClientOptions, Opt
         .or(dest_user)
         .or_else(|| first(&opts, "user"))
         .unwrap_or_else(|| local_user.clone());
-    let hostname = first(&opts, "hostname")
-        .map(|h| h.replace("%h", &dest_host).replace("%%", "%"))
-        .unwrap_or_else(|| dest_host.clone());
+    let hostname = lowercase_name(
+        first(&opts, "hostname")
+            .map(|h| h.replace("%h", &dest_host).replace("%%", "%"))
+            .unwrap_or_else(|| dest_host.clone()),
+    );
     let tokens = Tokens {
         host: hostname.clone(),
         original_host: dest_host.clone(),
@@ -266,7 +294,36 @@ pub fn resolve(args: &SshArgs, paths: &ConfigPaths) -> Result<ClientOptions, Opt
         .iter()
         .map(|hop| resolve_hop(hop, args, paths))
         .collect::<Result<_, _>>()?;
-    Ok(resolved)
+    Ok((resolved, opts))
+}
+
+/// ssh lower-cases the host name (not address literals) before using it for anything.
+fn lowercase_name(host: String) -> String {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        host
+    } else {
+        host.to_ascii_lowercase()
+    }
+}
+
+/// [`host_options`] with the flags that set options directly first: `-S` (ControlPath) and
+/// `-M`/`-MM` (ControlMaster) override `-o` and the config, as in ssh.c.
+fn host_options_with_flags(
+    args: &SshArgs,
+    configs: &[SshConfig],
+    ctx: &MatchContext,
+) -> Result<HostOptions, OptionsError> {
+    let mut flags = HostOptions::default();
+    if let Some(path) = &args.control_path {
+        flags.set_if_absent("controlpath", vec![path.clone()], false);
+    }
+    match args.master {
+        0 => {}
+        1 => flags.set_if_absent("controlmaster", vec!["yes".into()], false),
+        _ => flags.set_if_absent("controlmaster", vec!["ask".into()], false),
+    }
+    flags.merge_from(host_options(&args.options, configs, ctx)?);
+    Ok(flags)
 }
 
 /// A jump host is looked up in the same config files as a destination of its own (its user and
@@ -330,7 +387,7 @@ fn build(
     let (local_forwards, remote_forwards, dynamic_forwards) = if clear {
         (Vec::new(), Vec::new(), Vec::new())
     } else {
-        forwards(args, opts)?
+        forwarding::forwards(args, opts, tokens)?
     };
     let stdio_forward = args.stdio.as_deref().map(spec::parse_stdio).transpose()?;
     let strict = match first(opts, "stricthostkeychecking") {
@@ -416,6 +473,13 @@ fn build(
                 _ => AddressFamily::Any,
             }
         },
+        control: sharing::resolve(
+            opts,
+            args.control_command.as_deref().and_then(MuxCommand::parse),
+            &expand,
+        )?,
+        stream_local: forwarding::stream_local(opts)?,
+        permit_remote_open: forwarding::permit_remote_open(opts)?,
     })
 }
 
@@ -434,55 +498,6 @@ fn file_list(
             .map(|f| expand(f).map(PathBuf::from))
             .collect::<Result<_, _>>()?),
         None => Ok(default.to_vec()),
-    }
-}
-
-type Forwards = (Vec<LocalForward>, Vec<RemoteForward>, Vec<DynamicForward>);
-
-/// Command-line forwards first, then those from the config, as ssh(1) does.
-fn forwards(args: &SshArgs, opts: &HostOptions) -> Result<Forwards, OptionsError> {
-    let mut local: Vec<LocalForward> = args
-        .local
-        .iter()
-        .map(|s| spec::parse_local(s))
-        .collect::<Result<_, _>>()?;
-    for a in opts.get_all("localforward") {
-        match a {
-            [listen, target] => local.push(spec::parse_local_config(listen, target)?),
-            _ => return Err(bad_args("LocalForward", a)),
-        }
-    }
-    let mut remote: Vec<RemoteForward> = args
-        .remote
-        .iter()
-        .map(|s| spec::parse_remote(s))
-        .collect::<Result<_, _>>()?;
-    for a in opts.get_all("remoteforward") {
-        match a {
-            [listen] => remote.push(spec::parse_remote_config(listen, None)?),
-            [listen, target] => remote.push(spec::parse_remote_config(listen, Some(target))?),
-            _ => return Err(bad_args("RemoteForward", a)),
-        }
-    }
-    let mut dynamic: Vec<DynamicForward> = args
-        .dynamic
-        .iter()
-        .map(|s| spec::parse_dynamic(s))
-        .collect::<Result<_, _>>()?;
-    for a in opts.get_all("dynamicforward") {
-        match a {
-            [listen] => dynamic.push(spec::parse_dynamic(listen)?),
-            _ => return Err(bad_args("DynamicForward", a)),
-        }
-    }
-    Ok((local, remote, dynamic))
-}
-
-fn bad_args(option: &'static str, args: &[String]) -> OptionsError {
-    OptionsError::Invalid {
-        option,
-        value: args.join(" "),
-        reason: "wrong number of arguments",
     }
 }
 

@@ -1226,6 +1226,35 @@ pub fn expand_tokens(s: &str, t: &Tokens) -> Result<String, ConfigError> {
     })
 }
 
+/// `%` tokens only, as OpenSSH's `default_client_percent_expand` (unix socket paths of
+/// forwards): no `~`, and `${...}` is left as written.
+pub fn percent_expand(s: &str, t: &Tokens) -> Result<String, ConfigError> {
+    expand_with(s, false, |c| t.value(c)).map_err(|problem| ConfigError::Expand {
+        input: s.to_string(),
+        problem,
+    })
+}
+
+/// `${ENV}` only, as OpenSSH's `dollar_expand` (whole forward specs, before they are split):
+/// `%` and `~` are left as written; an unset variable is an error naming it.
+pub fn dollar_expand(s: &str) -> Result<String, ConfigError> {
+    let fail = |problem: String| ConfigError::Expand {
+        input: s.to_string(),
+        problem,
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find("${") {
+        let (before, from) = rest.split_at(pos);
+        out.push_str(before);
+        let (value, remain) = env_var(from.get(2..).unwrap_or_default()).map_err(fail)?;
+        out.push_str(&value);
+        rest = remain;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Check that every `%` token in `s` is one of `allowed` (so errors surface at load time).
 fn check_tokens(s: &str, allowed: &str) -> Result<(), String> {
     expand_with(s, false, |c| allowed.contains(c).then(String::new)).map(|_| ())

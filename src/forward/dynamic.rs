@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use russh::ChannelOpenFailure;
+use tokio_util::sync::CancellationToken;
 
-use super::listen::{self, BindError, Peer};
+use super::listen::{self, BindError, BindOptions, Peer};
 use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
 use crate::resume::OpenError;
 use crate::socks::{self, Failure, TargetAddr};
@@ -17,19 +18,21 @@ use crate::spec::{DynamicForward, Endpoint};
 
 /// How long a SOCKS client may take to send its request: a stalled client costs one task for
 /// at most this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Binds the SOCKS listeners and starts accepting; returns the bound addresses.
+/// Binds the SOCKS listeners and starts accepting until `stop` (or the session's shutdown);
+/// returns the bound addresses.
 pub async fn start<H: ClientSession>(
     handle: ClientHandle<H>,
     fwd: &DynamicForward,
-    gateway_ports: bool,
+    bind: BindOptions,
     ctx: &ForwardContext,
+    stop: CancellationToken,
 ) -> Result<Vec<String>, BindError> {
-    let listeners = listen::bind(&fwd.listen, gateway_ports).await?;
+    let listeners = listen::bind(&fwd.listen, bind).await?;
     let bound = listeners.iter().map(|l| l.describe()).collect();
     let task_ctx = ctx.clone();
-    listen::serve(listeners, ctx, move |stream, peer| {
+    listen::serve_until(listeners, ctx, stop, move |stream, peer| {
         proxy_one(handle.clone(), stream, peer, task_ctx.clone())
     });
     Ok(bound)
@@ -52,16 +55,7 @@ async fn proxy_one<H: ClientSession>(
             return;
         }
     };
-    let target = match &request.target {
-        TargetAddr::Ip(a) => Endpoint::Tcp {
-            host: a.ip().to_string(),
-            port: a.port(),
-        },
-        TargetAddr::Domain(h, p) => Endpoint::Tcp {
-            host: h.clone(),
-            port: *p,
-        },
-    };
+    let target = endpoint_of(&request.target);
     let channel = match super::local::open_channel(&handle, &target, &peer).await {
         Ok(channel) => channel,
         Err(e) => {
@@ -92,6 +86,21 @@ async fn proxy_one<H: ClientSession>(
         .is_ok()
     {
         ctx.carry(carrier, stream, &target.to_string(), ()).await;
+    }
+}
+
+/// Where a SOCKS request wants to go, as a forward target: an address literal in its usual
+/// text form, or the name as sent (resolved by whoever dials).
+pub fn endpoint_of(target: &TargetAddr) -> Endpoint {
+    match target {
+        TargetAddr::Ip(a) => Endpoint::Tcp {
+            host: a.ip().to_string(),
+            port: a.port(),
+        },
+        TargetAddr::Domain(h, p) => Endpoint::Tcp {
+            host: h.clone(),
+            port: *p,
+        },
     }
 }
 

@@ -4,14 +4,23 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::either::Either;
 
 use super::{io_reason, ForwardContext, Stream};
-use crate::spec::{bind_target, BindTarget, Listen};
+use crate::spec::{bind_target, BindTarget, Listen, StreamLocalBind};
+
+/// The client settings that decide where and how a local listener binds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// `-g` / GatewayPorts: TCP listeners without a bind address use all interfaces.
+    pub gateway_ports: bool,
+    /// StreamLocalBindUnlink / StreamLocalBindMask for unix socket listeners.
+    pub unix: StreamLocalBind,
+}
 
 /// Why a listener could not be set up; the message names address and port like ssh(1).
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +122,11 @@ impl Peer {
 /// Binds every address `listen` names. TCP: loopback (127.0.0.1 and ::1) unless the spec or
 /// `gateway_ports` says otherwise; all interfaces for `*`/empty. Succeeds if at least one
 /// address bound, as ssh(1) does; the error names the first address that failed otherwise.
-pub async fn bind(listen: &Listen, gateway_ports: bool) -> Result<Vec<Listener>, BindError> {
+pub async fn bind(listen: &Listen, opts: BindOptions) -> Result<Vec<Listener>, BindError> {
     match listen {
-        Listen::Unix(path) => bind_unix(path).map(|l| vec![l]),
+        Listen::Unix(path) => bind_unix(path, opts.unix).map(|l| vec![l]),
         Listen::Tcp { bind, port } => {
-            let addrs = bind_addrs(&bind_target(bind, gateway_ports), *port).await?;
+            let addrs = bind_addrs(&bind_target(bind, opts.gateway_ports), *port).await?;
             bind_tcp_all(&addrs, *port)
         }
     }
@@ -189,13 +198,49 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-fn bind_unix(path: &std::path::Path) -> Result<Listener, BindError> {
+fn bind_unix(path: &Path, opts: StreamLocalBind) -> Result<Listener, BindError> {
     let err = |e: io::Error| BindError::Unix {
         path: path.to_path_buf(),
         reason: io_reason(&e),
     };
-    let l = UnixListener::bind(path).map_err(err)?;
+    if opts.unlink {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::error!("unlink({}): {}", path.display(), io_reason(&e));
+            }
+            _ => {}
+        }
+    }
+    let std_listener = bind_unix_socket(path, opts.mask).map_err(err)?;
+    let l = UnixListener::from_std(std_listener).map_err(err)?;
     Ok(Listener::Unix(l, UnixPathGuard(path.to_path_buf())))
+}
+
+/// Creates a listening unix socket at `path` whose mode is `0777 & !mask`, never visible with
+/// another mode and never replacing an existing file: it is bound in a fresh private directory
+/// next to `path`, chmod-ed, and hard-linked into place (as OpenSSH places its control socket),
+/// so no process-wide umask is touched. An existing `path` fails as bind(2) would
+/// ("Address already in use"). Non-blocking, ready for tokio.
+pub fn bind_unix_socket(path: &Path, mask: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let private = tempfile::Builder::new()
+        .prefix(".burrow-bind-")
+        .tempdir_in(parent)?;
+    let staged = private.path().join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o777 & !mask))?;
+    std::fs::hard_link(&staged, path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => {
+            io::Error::from_raw_os_error(nix::errno::Errno::EADDRINUSE as i32)
+        }
+        _ => e,
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Runs an accept loop per listener in `ctx`'s tracker; each connection runs `handle` in its own
@@ -206,14 +251,31 @@ where
     F: Fn(Stream, Peer) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    serve_until(listeners, ctx, ctx.cancel.clone(), handle);
+}
+
+/// [`serve`] whose listeners also close when `stop` is cancelled, while the connections they
+/// accepted keep going (`-O cancel` closes a forward's listener, as in OpenSSH, not its
+/// connections).
+pub fn serve_until<F, Fut>(
+    listeners: Vec<Listener>,
+    ctx: &ForwardContext,
+    stop: tokio_util::sync::CancellationToken,
+    handle: F,
+) where
+    F: Fn(Stream, Peer) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     for listener in listeners {
         let ctx2 = ctx.clone();
         let handle = handle.clone();
+        let stop = stop.clone();
         ctx.tracker.spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     r = listener.accept() => r,
                     () = ctx2.cancel.cancelled() => return,
+                    () = stop.cancelled() => return,
                 };
                 match accepted {
                     Ok((stream, peer)) => {

@@ -1,23 +1,27 @@
 //! -L: local listeners whose connections travel to a target through `direct-tcpip` (or
 //! `direct-streamlocal@openssh.com` for a unix socket target) channels.
 
-use super::listen::{self, BindError, Peer};
+use tokio_util::sync::CancellationToken;
+
+use super::listen::{self, BindError, BindOptions, Peer};
 use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
 use crate::resume::ChannelSpec;
 use crate::spec::{Endpoint, LocalForward};
 
-/// Binds the forward's listeners and starts accepting; returns the bound addresses.
+/// Binds the forward's listeners and starts accepting until `stop` (or the session's
+/// shutdown); returns the bound addresses.
 pub async fn start<H: ClientSession>(
     handle: ClientHandle<H>,
     fwd: &LocalForward,
-    gateway_ports: bool,
+    bind: BindOptions,
     ctx: &ForwardContext,
+    stop: CancellationToken,
 ) -> Result<Vec<String>, BindError> {
-    let listeners = listen::bind(&fwd.listen, gateway_ports).await?;
+    let listeners = listen::bind(&fwd.listen, bind).await?;
     let bound = listeners.iter().map(|l| l.describe()).collect();
     let target = fwd.target.clone();
     let task_ctx = ctx.clone();
-    listen::serve(listeners, ctx, move |stream, peer| {
+    listen::serve_until(listeners, ctx, stop, move |stream, peer| {
         forward_one(
             handle.clone(),
             target.clone(),

@@ -1,9 +1,11 @@
-//! Forwards: -L ([`local`]), -R ([`remote`]), -D ([`dynamic`]) and -W ([`stdio`]). They share the
+//! Forwards: -L ([`local`]), -R ([`remote`], reverse dynamic in [`rdynamic`]), -D ([`dynamic`])
+//! and -W ([`stdio`]). They share the
 //! listener binding and accept loop here and the one byte pump in [`crate::pipe`].
 
 pub mod dynamic;
 pub mod listen;
 pub mod local;
+pub mod rdynamic;
 pub mod remote;
 pub mod stdio;
 
@@ -146,7 +148,7 @@ impl ForwardContext {
         G: Send + 'static,
     {
         if self.resume().is_some() {
-            self.accept_resumable(channel, Some(target), reply, guard);
+            self.accept_resumable(channel, Dial::Target(target), reply, guard);
             return;
         }
         let ctx = self.clone();
@@ -169,12 +171,11 @@ impl ForwardContext {
 
 impl ForwardContext {
     /// A channel the peer opened on a session with resumable streams: accepted at once, then
-    /// its hello decides: a new stream dials `target` (none: a listener this session does not
-    /// know yet, which only a re-attach may use), a re-attach joins its stream.
+    /// its hello decides: a new stream goes where `dial` says, a re-attach joins its stream.
     pub fn accept_resumable<S, M, G>(
         &self,
         channel: russh::Channel<S>,
-        target: Option<Endpoint>,
+        dial: Dial,
         reply: russh::ChannelOpenHandleInner<M>,
         guard: G,
     ) where
@@ -188,28 +189,51 @@ impl ForwardContext {
         let ctx = self.clone();
         self.tracker.spawn(async move {
             reply.accept().await;
-            let timeout = ctx.connect_timeout;
-            let dial = || async move {
-                let Some(target) = target else {
-                    return Err(io::Error::other("no such forward"));
-                };
-                match connect_endpoint(&target, timeout).await {
-                    Ok(stream) => Ok(Box::new(stream) as BoxedIo),
-                    Err(e) => {
-                        tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
-                        Err(e)
-                    }
-                }
-            };
+            let local = || dial.connect(&ctx);
             registry
                 .accept(
                     Box::new(channel.into_stream()),
-                    dial,
+                    local,
                     ctx.counters.clone(),
                     guard,
                 )
                 .await;
         });
+    }
+}
+
+/// Where a new resumable stream arriving on a forwarded channel goes.
+pub enum Dial {
+    /// Connect to the forward's target.
+    Target(Endpoint),
+    /// A reverse dynamic forward: the stream carries a SOCKS request, answered here.
+    Socks(remote::OpenCheck),
+    /// A listener this session does not know (yet): only re-attaches are welcome.
+    Nowhere,
+}
+
+impl Dial {
+    /// The local end of a new stream.
+    async fn connect(self, ctx: &ForwardContext) -> io::Result<BoxedIo> {
+        match self {
+            Dial::Target(target) => match connect_endpoint(&target, ctx.connect_timeout).await {
+                Ok(stream) => Ok(Box::new(stream) as BoxedIo),
+                Err(e) => {
+                    tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
+                    Err(e)
+                }
+            },
+            Dial::Socks(permit) => {
+                // The SOCKS server runs on one end of an in-memory pipe; the stream's bytes
+                // (the SOCKS request first) flow through the other.
+                let (near, far) = tokio::io::duplex(64 * 1024);
+                let task_ctx = ctx.clone();
+                ctx.tracker
+                    .spawn(async move { rdynamic::serve_on(far, &task_ctx, permit).await });
+                Ok(Box::new(near) as BoxedIo)
+            }
+            Dial::Nowhere => Err(io::Error::other("no such forward")),
+        }
     }
 }
 

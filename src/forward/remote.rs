@@ -1,16 +1,17 @@
-//! -R: ask the server to listen (`tcpip-forward` / `streamlocal-forward@openssh.com`) and connect
-//! each `forwarded-tcpip` channel it opens to the forward's local target.
+//! -R: ask the server to listen (`tcpip-forward` / `streamlocal-forward@openssh.com`) and serve
+//! each `forwarded-tcpip` channel it opens: connect it to the forward's target, or, for a
+//! reverse dynamic forward (no target), answer SOCKS on it ([`super::rdynamic`]).
 
 use std::sync::{Arc, Mutex};
 
 use russh::client::Msg;
 use russh::Channel;
 
-use super::{ClientHandle, ClientSession, ForwardContext};
+use super::{rdynamic, ClientHandle, ClientSession, Dial, ForwardContext};
 use crate::pipe::Counters;
 use crate::spec::{Endpoint, Listen, RemoteForward};
 
-/// Why a remote forward could not be set up.
+/// Why a remote forward could not be set up or cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteForwardError {
     /// The server refused the listen request.
@@ -19,29 +20,44 @@ pub enum RemoteForwardError {
     /// The server refused the unix socket listen request.
     #[error("remote port forwarding failed for listen path {0}")]
     Path(String),
-    /// burrow ssh cannot do this kind of remote forward yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// Cancelling a forward this session does not have.
+    #[error("port not forwarded")]
+    NotForwarded,
+    /// The server refused to cancel it.
+    #[error("port not in permitted opens")]
+    CancelRefused,
 }
+
+/// Decides whether a reverse dynamic forward may connect to `host:port` (PermitRemoteOpen).
+pub type OpenCheck = Arc<dyn Fn(&str, u16) -> bool + Send + Sync>;
 
 /// One active server-side listener and where its connections go.
 #[derive(Debug, Clone)]
 struct Active {
+    /// The forward as requested (port 0 when the server allocated one).
+    spec: RemoteForward,
     /// The bind address we sent ("localhost", "", or literal), or the socket path.
     listen_host: String,
     /// The port the server listens on (the allocated one for port 0); 0 for unix sockets.
     listen_port: u32,
-    target: Endpoint,
     /// Where this forward's connections run and are counted.
     ctx: ForwardContext,
 }
 
 /// The live -R forwards of one session. The SSH handler consults it for every channel the server
 /// opens, so only listeners we asked for are ever connected anywhere.
-#[derive(Debug)]
 pub struct RemoteForwards {
     active: Mutex<Vec<Active>>,
     ctx: ForwardContext,
+    permit: OpenCheck,
+}
+
+impl std::fmt::Debug for RemoteForwards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteForwards")
+            .field("active", &self.lock().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The bind address OpenSSH sends for a -R listen spec: "localhost" when none was given, "" for
@@ -54,17 +70,56 @@ pub fn rfwd_bind_host(bind: &Option<String>) -> String {
     }
 }
 
+/// Whether two -R specs name the same forward; `*` and an empty bind address are the same
+/// (both mean all interfaces; `-O` sends the empty one as `*`).
+pub fn same_forward(a: &RemoteForward, b: &RemoteForward) -> bool {
+    let norm = |l: &Listen| match l {
+        Listen::Tcp { bind, port } => Listen::Tcp {
+            bind: bind
+                .as_ref()
+                .map(|h| if h.is_empty() { "*".into() } else { h.clone() }),
+            port: *port,
+        },
+        other => other.clone(),
+    };
+    norm(&a.listen) == norm(&b.listen) && a.target == b.target
+}
+
+/// What `Allocated port N for remote forward to X` names: the target, or `socks:0` for a
+/// reverse dynamic forward (OpenSSH's connect host and port for those).
+pub fn target_text(target: &Option<Endpoint>) -> String {
+    target
+        .as_ref()
+        .map_or_else(|| "socks:0".to_string(), ToString::to_string)
+}
+
 impl RemoteForwards {
-    /// An empty registry; `ctx` is the session's context (each forward gets its own counters).
+    /// An empty registry whose connection tasks live in `ctx`; reverse dynamic forwards may
+    /// connect anywhere.
     pub fn new(ctx: ForwardContext) -> Self {
+        Self::with_permit(ctx, Arc::new(|_: &str, _: u16| true))
+    }
+
+    /// An empty registry whose reverse dynamic forwards connect only where `permit` allows.
+    pub fn with_permit(ctx: ForwardContext, permit: OpenCheck) -> Self {
         Self {
             active: Mutex::new(Vec::new()),
             ctx,
+            permit,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The port the server listens on for `fwd`, if that forward is already up (the allocated
+    /// port for a port-0 request; 0 for unix sockets).
+    pub fn find(&self, fwd: &RemoteForward) -> Option<u32> {
+        self.lock()
+            .iter()
+            .find(|a| same_forward(&a.spec, fwd))
+            .map(|a| a.listen_port)
     }
 
     /// Requests the forward on the server and registers it. Returns the port the server listens
@@ -75,24 +130,19 @@ impl RemoteForwards {
         handle: &ClientHandle<H>,
         fwd: &RemoteForward,
     ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
-        let ctx = self.ctx.for_forward();
-        let counters = ctx.counters.clone();
-        self.request_in(handle, fwd, ctx)
-            .await
-            .map(|port| (port, counters))
+        self.request_with(handle, fwd, true).await
     }
 
-    async fn request_in<H: ClientSession>(
+    /// [`Self::request`]; `announce` prints the "Allocated port" message (a sharing master
+    /// only logs it at debug level, as OpenSSH's does, and hands the port to its client).
+    pub async fn request_with<H: ClientSession>(
         &self,
         handle: &ClientHandle<H>,
         fwd: &RemoteForward,
-        ctx: ForwardContext,
-    ) -> Result<u32, RemoteForwardError> {
-        let Some(target) = fwd.target.clone() else {
-            return Err(RemoteForwardError::Unsupported(
-                "remote dynamic forwarding (-R without a target) is not supported yet".into(),
-            ));
-        };
+        announce: bool,
+    ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
+        let ctx = self.ctx.for_forward();
+        let counters = ctx.counters.clone();
         match &fwd.listen {
             Listen::Tcp { bind, port } => {
                 let host = rfwd_bind_host(bind);
@@ -105,15 +155,22 @@ impl RemoteForwards {
                 // Registered before the port is announced: whoever connects as soon as they read
                 // "Allocated port" must find the listener known here.
                 self.lock().push(Active {
+                    spec: fwd.clone(),
                     listen_host: host,
                     listen_port,
-                    target: target.clone(),
                     ctx,
                 });
                 if asked == 0 {
-                    tracing::info!("Allocated port {listen_port} for remote forward to {target}");
+                    let to = target_text(&fwd.target);
+                    if announce {
+                        tracing::info!("Allocated port {listen_port} for remote forward to {to}");
+                    } else {
+                        tracing::debug!(
+                            "Allocated port {listen_port} for mux remote forward to {to}"
+                        );
+                    }
                 }
-                Ok(listen_port)
+                Ok((listen_port, counters))
             }
             Listen::Unix(path) => {
                 let p = path.to_string_lossy().to_string();
@@ -122,37 +179,71 @@ impl RemoteForwards {
                     .await
                     .map_err(|_| RemoteForwardError::Path(p.clone()))?;
                 self.lock().push(Active {
+                    spec: fwd.clone(),
                     listen_host: p,
                     listen_port: 0,
-                    target,
                     ctx,
                 });
-                Ok(0)
+                Ok((0, counters))
             }
         }
     }
 
-    /// Finds the target for a connection the server accepted on `host:port`. The port decides;
+    /// Asks the server to stop listening for `fwd` (`cancel-tcpip-forward`, or its streamlocal
+    /// form) and forgets it. Connections already forwarded keep going.
+    pub async fn cancel<H: ClientSession>(
+        &self,
+        handle: &ClientHandle<H>,
+        fwd: &RemoteForward,
+    ) -> Result<(), RemoteForwardError> {
+        let found = {
+            let mut active = self.lock();
+            let index = active.iter().position(|a| same_forward(&a.spec, fwd));
+            index.map(|i| active.remove(i))
+        };
+        let Some(active) = found else {
+            return Err(RemoteForwardError::NotForwarded);
+        };
+        let result = match &active.spec.listen {
+            Listen::Tcp { .. } => {
+                handle
+                    .cancel_tcpip_forward(active.listen_host.clone(), active.listen_port)
+                    .await
+            }
+            Listen::Unix(_) => {
+                handle
+                    .cancel_streamlocal_forward(active.listen_host.clone())
+                    .await
+            }
+        };
+        result.map_err(|_| RemoteForwardError::CancelRefused)
+    }
+
+    /// Finds the forward for a connection the server accepted on `host:port`. The port decides;
     /// the address breaks ties, since servers report it in different spellings.
-    fn target_for(&self, host: &str, port: u32) -> Option<(Endpoint, ForwardContext)> {
+    fn target_for(&self, host: &str, port: u32) -> Option<(Option<Endpoint>, ForwardContext)> {
         let active = self.lock();
-        let same_port: Vec<&Active> = active.iter().filter(|a| a.listen_port == port).collect();
+        let same_port: Vec<&Active> = active
+            .iter()
+            .filter(|a| a.listen_port == port && matches!(a.spec.listen, Listen::Tcp { .. }))
+            .collect();
         same_port
             .iter()
             .find(|a| a.listen_host == host)
             .or(same_port.first())
-            .map(|a| (a.target.clone(), a.ctx.clone()))
+            .map(|a| (a.spec.target.clone(), a.ctx.clone()))
     }
 
-    fn target_for_path(&self, path: &str) -> Option<(Endpoint, ForwardContext)> {
+    fn target_for_path(&self, path: &str) -> Option<(Option<Endpoint>, ForwardContext)> {
         self.lock()
             .iter()
-            .find(|a| a.listen_port == 0 && a.listen_host == path)
-            .map(|a| (a.target.clone(), a.ctx.clone()))
+            .find(|a| matches!(a.spec.listen, Listen::Unix(_)) && a.listen_host == path)
+            .map(|a| (a.spec.target.clone(), a.ctx.clone()))
     }
 
     /// Handles a `forwarded-tcpip` channel: dial the target in a task, then accept the channel
-    /// and pump, or reject it with "connect failed" as ssh(1) does.
+    /// and pump, or reject it with "connect failed" as ssh(1) does; or serve SOCKS on it for a
+    /// reverse dynamic forward.
     pub fn dispatch(
         &self,
         channel: Channel<Msg>,
@@ -163,19 +254,22 @@ impl RemoteForwards {
         let found = self.target_for(host, port);
         if self.ctx.resume().is_some() {
             // A re-attaching stream may arrive before this session re-requested its listener.
-            let (target, ctx) = match found {
-                Some((target, ctx)) => (Some(target), ctx),
-                None => (None, self.ctx.clone()),
+            let (dial, ctx) = match found {
+                Some((Some(target), ctx)) => (Dial::Target(target), ctx),
+                Some((None, ctx)) => (Dial::Socks(self.permit.clone()), ctx),
+                None => (Dial::Nowhere, self.ctx.clone()),
             };
-            ctx.accept_resumable(channel, target, reply, ());
+            ctx.accept_resumable(channel, dial, reply, ());
             return;
         }
-        let Some((target, ctx)) = found else {
-            tracing::warn!("rejected forwarded connection for unknown listener {host}:{port}");
-            drop(reply);
-            return;
-        };
-        ctx.dial_then_pump(channel, target, reply, ());
+        match found {
+            None => {
+                tracing::warn!("rejected forwarded connection for unknown listener {host}:{port}");
+                drop(reply);
+            }
+            Some((Some(target), ctx)) => ctx.dial_then_pump(channel, target, reply, ()),
+            Some((None, ctx)) => rdynamic::serve(channel, reply, &ctx, self.permit.clone()),
+        }
     }
 
     /// Same as [`Self::dispatch`] for `forwarded-streamlocal@openssh.com`.
@@ -185,12 +279,13 @@ impl RemoteForwards {
         path: &str,
         reply: russh::client::ChannelOpenHandle,
     ) {
-        let Some((target, ctx)) = self.target_for_path(path) else {
-            tracing::warn!("rejected forwarded connection for unknown listener {path}");
-            drop(reply);
-            return;
-        };
-        ctx.dial_then_pump(channel, target, reply, ());
+        match self.target_for_path(path) {
+            Some((Some(target), ctx)) => ctx.dial_then_pump(channel, target, reply, ()),
+            _ => {
+                tracing::warn!("rejected forwarded connection for unknown listener {path}");
+                drop(reply);
+            }
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! OpenSSH's auth-options.c `sshauthopt_parse`.
 //!
 //! burrow's own options: `burrow-privileged-ports`, `burrow-max-listeners=N`,
-//! `burrow-max-channels=N` (values quoted or not; OpenSSH's value options must be quoted).
+//! `burrow-max-channels=N` (values quoted or not; OpenSSH's value options must be quoted),
+//! `burrow-permitremoteopen="host:port"` (repeatable; see [`super::socks_gate`]).
 //! Refused as unsupported, because accepting them would silently weaken them:
 //! `cert-authority`, `principals=` (sshd refuses it without `cert-authority` anyway),
 //! `touch-required`, `verify-required`.
@@ -508,7 +509,8 @@ fn apply_option(o: &mut KeyOptions, raw: RawOption) -> Result<(), LineProblem> {
             Ok(())
         }
         "permitopen" => {
-            o.permit_open.push(parse_key_permit_open(&quoted(&raw)?)?);
+            o.permit_open
+                .push(parse_key_permit_open(&quoted(&raw)?, "permitopen")?);
             Ok(())
         }
         "permitlisten" => {
@@ -520,6 +522,11 @@ fn apply_option(o: &mut KeyOptions, raw: RawOption) -> Result<(), LineProblem> {
         "tunnel" => check_tunnel(&raw, &quoted(&raw)?),
         "burrow-max-listeners" => set_once(&raw, &mut o.max_listeners, number(&raw)?),
         "burrow-max-channels" => set_once(&raw, &mut o.max_channels, number(&raw)?),
+        "burrow-permitremoteopen" => {
+            let entry = parse_key_permit_open(&quoted(&raw)?, "burrow-permitremoteopen")?;
+            o.remote_open.push(entry);
+            Ok(())
+        }
         _ => Err(LineProblem::UnknownOption(raw.name)),
     }
 }
@@ -571,11 +578,8 @@ fn set_once<T>(raw: &RawOption, slot: &mut Option<T>, value: T) -> Result<(), Li
 }
 
 /// `host:port` (or sshd's `host/port`), IPv6 in brackets; port may be `*`.
-fn parse_key_permit_open(value: &str) -> Result<PermitOpen, LineProblem> {
-    let permit = |source| LineProblem::Permit {
-        option: "permitopen",
-        source,
-    };
+fn parse_key_permit_open(value: &str, option: &'static str) -> Result<PermitOpen, LineProblem> {
+    let permit = |source| LineProblem::Permit { option, source };
     let (host, port) = split_host_port(value, true).map_err(permit)?;
     Ok(PermitOpen { host, port })
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::authorized_keys::AuthorizedKey;
 use super::listeners::{self, Conflict, ListenerStats, SessionRef};
 use super::policy::{self, Decision, ListenAddr};
+use super::socks_gate;
 use super::stats::{self, LiveSession, Refusal};
 use super::Relay;
 use crate::forward::listen::{bind_tcp, bind_tcp_all, BindError, Listener};
@@ -304,6 +305,11 @@ impl SessionHandler {
             let addr = requested_addr.clone();
             let fp = self.key.as_ref().map(|k| k.fp.clone()).unwrap_or_default();
             let cap = self.channel_cap();
+            let gate = self
+                .key
+                .as_ref()
+                .map(|k| k.entry.options.remote_open.clone())
+                .unwrap_or_default();
             self.ctx.tracker.spawn(async move {
                 loop {
                     let accepted = tokio::select! {
@@ -329,34 +335,88 @@ impl SessionHandler {
                         );
                         continue;
                     };
-                    let (orig, orig_port) = peer.originator();
-                    let handle = handle.clone();
+                    let forwarded = Forwarded {
+                        handle: handle.clone(),
+                        addr: addr.clone(),
+                        port,
+                        peer,
+                    };
                     let ctx2 = ctx.clone();
-                    let addr = addr.clone();
+                    let gate = gate.clone();
+                    let fp = fp.clone();
                     ctx.tracker.spawn(async move {
-                        let spec = ChannelSpec::Forwarded {
-                            addr: addr.clone(),
-                            port: u32::from(port),
-                            orig: orig.clone(),
-                            orig_port,
-                        };
-                        let channel = match handle
-                            .channel_open_forwarded_tcpip(addr.clone(), u32::from(port), orig, orig_port)
-                            .await
-                        {
-                            Ok(ch) => ch,
-                            Err(e) => {
-                                tracing::info!(error = %e, "client refused the forwarded connection");
-                                return;
-                            }
-                        };
-                        match ctx2.carrier(channel.into_stream(), Some(spec)).await {
-                            Ok(c) => ctx2.carry(c, stream, &format!("{addr}:{port}"), slot).await,
-                            Err(e) => tracing::info!(error = %e, "forwarded connection failed"),
-                        }
+                        forwarded.serve(stream, &gate, &ctx2, &fp, slot).await;
                     });
                 }
             });
+        }
+    }
+}
+
+/// One connection accepted on a -R listener, to be carried to the client.
+struct Forwarded {
+    handle: russh::server::Handle,
+    addr: String,
+    port: u16,
+    peer: crate::forward::listen::Peer,
+}
+
+impl Forwarded {
+    /// Opens the `forwarded-tcpip` channel and pumps; for a key with
+    /// `burrow-permitremoteopen`, only after its SOCKS request passed the gate.
+    /// `guard` (the key's channel slot) lives as long as the connection. Gated listeners stay
+    /// plain (not resumable): their SOCKS bytes go through the channel before any stream hello.
+    async fn serve<G: Send + 'static>(
+        self,
+        mut stream: crate::forward::Stream,
+        gate: &[policy::PermitOpen],
+        ctx: &ForwardContext,
+        fp: &str,
+        guard: G,
+    ) {
+        let label = format!("{}:{}", self.addr, self.port);
+        if gate.is_empty() {
+            let Some(ch) = self.open().await else {
+                return;
+            };
+            match ctx.carrier(ch, Some(self.spec())).await {
+                Ok(c) => ctx.carry(c, stream, &label, guard).await,
+                Err(e) => tracing::info!(error = %e, "forwarded connection failed"),
+            }
+            return;
+        }
+        let _guard = guard;
+        match socks_gate::admit(&mut stream, gate, || self.open()).await {
+            Ok(ch) => ctx.pump(ch, stream, &label).await,
+            Err(e) => {
+                tracing::info!(fingerprint = fp, listener = %label, error = %e, "reverse dynamic connection refused")
+            }
+        }
+    }
+
+    /// How a resumable stream re-opens this channel on the client's next session.
+    fn spec(&self) -> ChannelSpec {
+        let (orig, orig_port) = self.peer.originator();
+        ChannelSpec::Forwarded {
+            addr: self.addr.clone(),
+            port: u32::from(self.port),
+            orig,
+            orig_port,
+        }
+    }
+
+    async fn open(&self) -> Option<russh::ChannelStream<Msg>> {
+        let (orig, orig_port) = self.peer.originator();
+        match self
+            .handle
+            .channel_open_forwarded_tcpip(self.addr.clone(), u32::from(self.port), orig, orig_port)
+            .await
+        {
+            Ok(ch) => Some(ch.into_stream()),
+            Err(e) => {
+                tracing::info!(error = %e, "client refused the forwarded connection");
+                None
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod handler;
 pub mod listeners;
 pub mod policy;
 pub mod resume;
+pub mod socks_gate;
 pub mod stats;
 pub mod status;
 pub mod stream;

@@ -35,6 +35,10 @@ pub struct KeyOptions {
     pub max_listeners: Option<u32>,
     /// `burrow-max-channels=N`: cap on concurrently open channels for this key.
     pub max_channels: Option<u32>,
+    /// `burrow-permitremoteopen="host:port"` entries: every connection through this key's
+    /// -R listeners must be a SOCKS request for one of them (reverse dynamic forwarding,
+    /// checked by the relay in [`super::socks_gate`]); empty means no such limit.
+    pub remote_open: Vec<PermitOpen>,
     /// `expiry-time="YYYYMMDD[HHMM[SS]]"`: refused after this instant. Always read as UTC
     /// (sshd uses local time unless the value ends in `Z`/`UTC`; a relay should not depend
     /// on its TZ). The earliest of several wins, as in sshd.
@@ -54,6 +58,7 @@ impl Default for KeyOptions {
             privileged_ports: false,
             max_listeners: None,
             max_channels: None,
+            remote_open: Vec::new(),
             expiry: None,
             command: None,
         }
@@ -332,6 +337,11 @@ fn server_list_allows<T>(list: Option<&[T]>, matches: impl Fn(&T) -> bool) -> bo
 /// Key lists: empty means the key adds no restriction.
 fn key_list_allows<T>(list: &[T], matches: impl Fn(&T) -> bool) -> bool {
     list.is_empty() || list.iter().any(matches)
+}
+
+/// Whether `host:port` matches one of `list` (literal hosts, `*` for any host or port).
+pub fn permits(list: &[PermitOpen], host: &str, port: u16) -> bool {
+    list.iter().any(|p| open_match(p, host, port))
 }
 
 /// sshd compares the host with `strcmp`; burrow ignores ASCII case, since DNS does too.
