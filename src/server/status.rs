@@ -58,6 +58,14 @@ pub struct Totals {
     pub auth_failures: u64,
     /// Ports taken over from dead sessions.
     pub takeovers: u64,
+    /// Resumable streams alive now (attached, or waiting for their client to come back).
+    pub streams_resumable: u64,
+    /// Streams re-attached after a client reconnected.
+    pub streams_resumed: u64,
+    /// Streams closed because their client did not return within the grace period.
+    pub streams_expired: u64,
+    /// Re-attach attempts refused for a wrong secret.
+    pub streams_refused: u64,
     /// Refusals by reason.
     pub refusals: BTreeMap<&'static str, u64>,
     /// Relay-wide throughput.
@@ -180,6 +188,10 @@ impl Relay {
             received_bytes: c.b_to_a.load(Ordering::Relaxed),
             auth_failures: st.auth_failures.load(Ordering::Relaxed),
             takeovers: st.takeovers.load(Ordering::Relaxed),
+            streams_resumable: self.resume.stats.streams.load(Ordering::Relaxed),
+            streams_resumed: self.resume.stats.resumed.load(Ordering::Relaxed),
+            streams_expired: self.resume.stats.expired.load(Ordering::Relaxed),
+            streams_refused: self.resume.stats.refused.load(Ordering::Relaxed),
             refusals: st
                 .refusals()
                 .into_iter()
@@ -249,7 +261,7 @@ impl Relay {
 /// Prometheus text for these totals.
 pub fn render_metrics(t: &Totals) -> String {
     let mut out = String::new();
-    let plain: [(&str, &str, &str, u64); 10] = [
+    let plain: [(&str, &str, &str, u64); 14] = [
         (
             "burrow_relay_sessions",
             "gauge",
@@ -310,6 +322,30 @@ pub fn render_metrics(t: &Totals) -> String {
             "rejected authentication attempts",
             t.auth_failures,
         ),
+        (
+            "burrow_relay_streams_resumable",
+            "gauge",
+            "resumable streams alive (attached or waiting for their client)",
+            t.streams_resumable,
+        ),
+        (
+            "burrow_relay_streams_resumed_total",
+            "counter",
+            "streams re-attached after their client reconnected",
+            t.streams_resumed,
+        ),
+        (
+            "burrow_relay_streams_expired_total",
+            "counter",
+            "streams closed because their client did not return within the grace period",
+            t.streams_expired,
+        ),
+        (
+            "burrow_relay_streams_refused_total",
+            "counter",
+            "stream re-attach attempts refused for a wrong secret",
+            t.streams_refused,
+        ),
     ];
     for (name, kind, help, value) in plain {
         let _ = writeln!(
@@ -366,6 +402,10 @@ mod tests {
             received_bytes: 2000,
             auth_failures: 6,
             takeovers: 1,
+            streams_resumable: 1,
+            streams_resumed: 7,
+            streams_expired: 2,
+            streams_refused: 0,
             refusals: [("permitopen", 2), ("bind", 0)].into_iter().collect(),
             throughput: Throughput::default(),
         };
@@ -379,6 +419,8 @@ mod tests {
             "burrow_relay_received_bytes_total 2000",
             "burrow_relay_takeovers_total 1",
             "burrow_relay_auth_failures_total 6",
+            "burrow_relay_streams_resumed_total 7",
+            "burrow_relay_streams_expired_total 2",
             "burrow_relay_refusals_total{reason=\"permitopen\"} 2",
             "burrow_relay_refusals_total{reason=\"bind\"} 0",
             "# TYPE burrow_relay_refusals_total counter",
