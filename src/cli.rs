@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+use clap_complete::Shell;
 
 /// burrow: reach services behind NAT over SSH, and keep the tunnel up.
 #[derive(Debug, Parser)]
@@ -20,15 +21,30 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// OpenSSH-compatible forwarding client (-L, -R, -D, -W, -J, ...) for any standard sshd.
+    #[command(after_long_help = SSH_EXAMPLES)]
     Ssh(SshArgs),
     /// Forwarding-only SSH relay for the public machine (B); any ssh client can use it.
+    #[command(after_long_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Run every tunnel of a tunnels file and keep them up (reconnect, backoff, reload).
+    #[command(after_long_help = UP_EXAMPLES)]
     Up(UpArgs),
     /// Show the tunnels of a running `burrow up`.
+    #[command(after_long_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
     /// The A/B/C scenario on this machine: relay, reverse tunnel, outside client, all checked.
     Demo,
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(after_long_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+}
+
+/// `burrow completions`.
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to print completions for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: Shell,
 }
 
 /// `burrow up`.
@@ -194,3 +210,45 @@ pub struct SshArgs {
     )]
     pub command: Vec<String>,
 }
+
+// Examples shown by `--help` and, as the EXAMPLES section, in the man pages.
+
+const SSH_EXAMPLES: &str = "\
+Examples:
+  burrow ssh -N -L 8080:intranet:80 user@gw       localhost:8080 -> intranet:80 via gw
+  burrow ssh -N -R 8087:localhost:22 user@B       B:8087 -> this machine's sshd
+  burrow ssh -N -R 0:localhost:8080 user@B        port chosen by B and printed
+  burrow ssh -N -D 1080 user@gw                   SOCKS4/4a/5 proxy leaving from gw
+  burrow ssh -W db:5432 user@gw                   stdio, e.g. as a ProxyCommand
+  burrow ssh -N -J jump1,user@jump2:2222 -L 5432:db:5432 user@inner
+  burrow ssh -f -N -L 8080:intranet:80 user@gw    background once the port accepts
+  burrow ssh user@host uname -a                   run a command, exit with its status";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  burrow serve --config /etc/burrow/serve.toml
+  burrow serve --listen 0.0.0.0:2222 --gateway-ports yes --authorized-keys /etc/burrow/authorized_keys
+
+SIGHUP reloads authorized_keys; SIGTERM or SIGINT stops accepting, closes the listeners and gives
+open transfers 5 seconds. The configuration file is described in burrow-serve.toml(5).";
+
+const UP_EXAMPLES: &str = "\
+Examples:
+  burrow up /etc/burrow/tunnels.toml
+  burrow up tunnels.toml --control /run/burrow/up.sock --metrics 127.0.0.1:9180
+
+SIGHUP or saving the file reloads it: unchanged tunnels keep their connections. Under systemd
+(Type=notify) burrow up reports READY once every tunnel is up and pings the watchdog. The file
+is described in burrow-tunnels.toml(5).";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  burrow status
+  burrow status --json
+  burrow status --control /run/burrow-up/office/up.sock    an instance of burrow-up@.service";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  burrow completions bash > ~/.local/share/bash-completion/completions/burrow
+  burrow completions zsh > ~/.zfunc/_burrow      (with fpath+=(~/.zfunc) in ~/.zshrc)
+  burrow completions fish > ~/.config/fish/completions/burrow.fish";

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod docs;
 pub mod forward;
 pub mod logging;
 pub mod mux;

@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
-use burrow::cli::{Cli, Command, ServeArgs, SshArgs, StatusArgs, UpArgs};
+use burrow::cli::{Cli, Command, CompletionsArgs, ServeArgs, SshArgs, StatusArgs, UpArgs};
 use burrow::client::{background, EXIT_FAILURE};
 use burrow::config::options::{self, ConfigPaths};
 use burrow::config::{dump, sharing::MuxCommand};
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         Command::Up(args) => exit(up(args)),
         Command::Status(args) => exit(status(args)),
         Command::Demo => exit(demo()),
+        Command::Completions(args) => exit(completions(args)),
     }
 }
 
@@ -71,6 +73,12 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
 fn demo() -> anyhow::Result<()> {
     logging::init(Verbosity::Quiet, false);
     runtime()?.block_on(burrow::demo::run())
+}
+
+fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
+    let script = burrow::docs::completions::script(args.shell);
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+        .context("writing the completion script to standard output")
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -267,6 +267,18 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// The keys the parser accepts: top level, `[defaults]`, `[[tunnel]]`. burrow-tunnels.toml(5)
+/// must describe each (checked by the man page's tests).
+#[cfg(test)]
+pub(crate) fn accepted_keys() -> [&'static [&'static str]; 3] {
+    use crate::docs::fields::struct_fields;
+    [
+        struct_fields::<raw::RawFile>(),
+        struct_fields::<raw::RawSettings>(),
+        struct_fields::<raw::RawTunnel>(),
+    ]
+}
+
 /// Reads and validates a tunnels file.
 pub fn load(path: &Path) -> Result<TunnelsFile, TunnelsError> {
     let text = std::fs::read_to_string(path).map_err(|source| TunnelsError::Read {

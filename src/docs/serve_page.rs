@@ -1,0 +1,276 @@
+//! burrow-serve.toml(5): the relay's configuration file, as `server::config` parses it. The
+//! limits' defaults come from `Limits::default()`; unit tests check that every key the parser
+//! accepts is described and that the other stated defaults are the ones it applies.
+
+use std::time::Duration;
+
+use super::format::{FormatPage, Key, KeyTable};
+use crate::server::config::Limits;
+
+/// `listen` when neither the file nor --listen sets it.
+const DEFAULT_LISTEN: &str = "0.0.0.0:2222";
+
+/// The page.
+pub(super) fn page() -> FormatPage {
+    FormatPage {
+        name: "burrow-serve.toml",
+        summary: "settings of the burrow serve relay",
+        synopsis: "/etc/burrow/serve.toml (burrow-serve.service), or any file given to burrow \
+                   serve --config",
+        description: vec![
+            "burrow serve is a forwarding-only SSH relay: clients (burrow ssh, burrow up, any \
+             ssh) authenticate with a key from authorized_keys and may open -L, -D and -W \
+             connections (direct-tcpip) and -R listeners (tcpip-forward); shell, exec and \
+             subsystem requests are refused. This TOML file holds its settings; every key is \
+             optional, and the flags --listen, --host-key, --authorized-keys and \
+             --gateway-ports override the keys of the same name."
+                .to_string(),
+            "The file is read once at start. A malformed file, a value of the wrong type or an \
+             unknown key stops the relay with a message naming the file, line and key."
+                .to_string(),
+        ],
+        tables: vec![
+            KeyTable {
+                heading: "TOP LEVEL",
+                intro: "Where the relay listens, its key files and its forwarding policy, with \
+                        the meaning of the sshd_config(5) option of the same name."
+                    .to_string(),
+                keys: top_keys(),
+            },
+            KeyTable {
+                heading: "[LIMITS]",
+                intro: "Resource limits, in the [limits] table.".to_string(),
+                keys: limit_keys(&Limits::default()),
+            },
+        ],
+        sections: vec![
+            ("AUTHORIZED KEYS", authorized_keys()),
+            ("SIGNALS", signals()),
+        ],
+        example_source: "The example shipped as /etc/burrow/serve.toml (examples/serve.toml in \
+                         the source; the test suite parses it):",
+        example: include_str!("../../examples/serve.toml"),
+        see_also: "burrow-serve(1), burrow-tunnels.toml(5), sshd_config(5), sshd(8)",
+    }
+}
+
+fn top_keys() -> Vec<Key> {
+    vec![
+        Key::new(
+            "listen",
+            "\"address:port\"",
+            format!("\"{DEFAULT_LISTEN}\""),
+        )
+        .help("Address and port to accept SSH connections on; [v6addr]:port for IPv6."),
+        Key::bare("host_key", "\"path\"").help(
+            "The relay's ed25519 host key, generated with mode 0600 on first start (a missing \
+             directory is created with mode 0700); its fingerprint is logged. Absent: host_ed25519_key in the state \
+             directory, /var/lib/burrow as root, else $XDG_STATE_HOME/burrow or \
+             ~/.local/state/burrow.",
+        ),
+        Key::bare("authorized_keys", "\"path\"").help(
+            "The keys allowed in, in OpenSSH's authorized_keys format (see AUTHORIZED KEYS); \
+             refused when writable by group or others. Absent: authorized_keys in the state \
+             directory.",
+        ),
+        Key::new(
+            "gateway_ports",
+            "\"no\" | \"yes\" | \"clientspecified\"",
+            "\"no\"",
+        )
+        .help(
+            "Where -R listeners bind, as sshd's GatewayPorts: no: loopback only, whatever the \
+             client asked; yes: all interfaces; clientspecified: the client's bind address \
+             (\"\" or \"*\" all, \"localhost\" loopback).",
+        ),
+        Key::new(
+            "allow_tcp_forwarding",
+            "\"yes\" | \"no\" | \"local\" | \"remote\"",
+            "\"yes\"",
+        )
+        .help(
+            "As sshd's AllowTcpForwarding: local allows -L, -D and -W only, remote allows -R \
+             only (\"all\" means yes).",
+        ),
+        Key::new(
+            "permit_open",
+            "[\"host:port\", ...] | [\"any\"] | [\"none\"]",
+            "[\"any\"]",
+        )
+        .help(
+            "Server-wide PermitOpen: where -L, -D and -W connections may go. \"*\" \
+                 matches any host or port; [v6addr]:port for IPv6. A key's permitopen= option \
+                 narrows it further.",
+        ),
+        Key::new(
+            "permit_listen",
+            "[\"[host:]port\", ...] | [\"any\"] | [\"none\"]",
+            "[\"any\"]",
+        )
+        .help(
+            "Server-wide PermitListen: which -R listeners may be opened; a bare port means any \
+             address. A key's permitlisten= option narrows it further.",
+        ),
+        Key::bare("metrics", "\"addr:port\"").help(
+            "Serve Prometheus metrics (/metrics), a JSON status API (/api/status) and a live \
+             status page (/) on this address, as --metrics. Off when absent.",
+        ),
+        Key::bare("metrics_token_file", "\"path\"").help(
+            "A file holding a bearer token (at least 16 characters) that every request to the \
+             metrics address must present; required for a non-loopback address.",
+        ),
+        Key::bare("limits", "table").help("The [limits] table below."),
+    ]
+}
+
+fn limit_keys(d: &Limits) -> Vec<Key> {
+    vec![
+        Key::new("max_auth_tries", "integer", d.max_auth_tries.to_string())
+            .help("Authentication attempts per connection (at least 1)."),
+        Key::new("login_grace_time_secs", "seconds", secs(d.login_grace_time))
+            .help("A connection that has not authenticated by then is closed."),
+        Key::new("max_startups", "integer", d.max_startups.to_string())
+            .help("Unauthenticated connections at once (at least 1); more are refused at once."),
+        Key::new(
+            "max_listeners_per_key",
+            "integer",
+            d.max_listeners_per_key.to_string(),
+        )
+        .help("-R listeners one key may hold across all its sessions."),
+        Key::new(
+            "max_channels_per_key",
+            "integer",
+            d.max_channels_per_key.to_string(),
+        )
+        .help("Forwarded connections one key may have open across all its sessions."),
+        Key::new("takeover_probe_secs", "seconds", secs(d.takeover_probe)).help(
+            "When a key asks for a port still held by an earlier session of the same key, that \
+             session gets a keepalive; if it does not answer within this time it is closed and \
+             the port handed over. A live holder keeps its port.",
+        ),
+        Key::new(
+            "keepalive_interval_secs",
+            "seconds",
+            d.keepalive_interval.map_or("0".to_string(), secs),
+        )
+        .help("Seconds between keepalives to a silent client; 0 turns them off."),
+        Key::new(
+            "keepalive_count_max",
+            "integer",
+            d.keepalive_count_max.to_string(),
+        )
+        .help("Unanswered keepalives before a session is dropped."),
+        Key::new("resume_grace_secs", "seconds", secs(d.resume.grace)).help(
+            "Resumable streams (burrow up clients only): how long a stream whose client went \
+             away keeps its outside connection open, waiting for the same key to re-attach it.",
+        ),
+        Key::new(
+            "resume_buffer_kib",
+            "KiB",
+            (d.resume.buffer / 1024).to_string(),
+        )
+        .help(
+            "Resumable streams: unacknowledged bytes kept per stream and direction for replay; a \
+             full buffer stops reading from the connection (backpressure), never grows.",
+        ),
+    ]
+}
+
+fn authorized_keys() -> Vec<String> {
+    vec![
+        "One key per line, in OpenSSH's format: [options] type base64 [comment]. Supported \
+         options: restrict, port-forwarding, no-port-forwarding, permitopen=\"host:port\", \
+         permitlisten=\"[host:]port\", from=\"pattern-list\", expiry-time=\"YYYYMMDD[HHMM[SS]]\". \
+         Options for what the relay never offers (pty, agent-forwarding, x11-forwarding, \
+         user-rc and their no- forms, command=, environment=, tunnel=) are accepted and change \
+         nothing; cert-authority, principals, touch-required and verify-required are refused. \
+         burrow's own: burrow-privileged-ports (may listen below port 1024), \
+         burrow-max-listeners=\"N\" and burrow-max-channels=\"N\" (lower the limits for this \
+         key). An unknown or unsupported option stops the load with the file and line."
+            .to_string(),
+        "For example, to let a key publish only port 8086 and open nothing else:".to_string(),
+        "  restrict,port-forwarding,permitlisten=\"8086\",permitopen=\"none\" ssh-ed25519 AAAA... \
+         tunnel-from-A"
+            .to_string(),
+    ]
+}
+
+fn signals() -> Vec<String> {
+    vec![
+        "SIGHUP reloads authorized_keys; live sessions keep going, and a file that fails to \
+         load leaves the previous keys in force. SIGTERM and SIGINT stop accepting, close the \
+         listeners and give open transfers 5 seconds. Changes to this file take effect at the \
+         next start."
+            .to_string(),
+    ]
+}
+
+fn secs(d: Duration) -> String {
+    d.as_secs().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::docs::fields::struct_fields;
+    use crate::server::config::{LimitsFile, ServeConfig, ServeFile, ServeOverrides};
+
+    fn documented(heading: &str) -> Vec<&'static str> {
+        let mut keys: Vec<&str> = page()
+            .tables
+            .iter()
+            .find(|t| t.heading == heading)
+            .map(|t| t.keys.iter().map(|k| k.name).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn sorted(k: &[&'static str]) -> Vec<&'static str> {
+        let mut k = k.to_vec();
+        k.sort_unstable();
+        k
+    }
+
+    /// The page describes exactly the keys the parser accepts.
+    #[test]
+    fn every_parser_key_is_documented() {
+        assert_eq!(
+            documented("TOP LEVEL"),
+            sorted(struct_fields::<ServeFile>())
+        );
+        assert_eq!(
+            documented("[LIMITS]"),
+            sorted(struct_fields::<LimitsFile>())
+        );
+    }
+
+    /// The defaults the page states are the ones an empty file gets.
+    #[test]
+    fn stated_defaults_are_applied() {
+        let c =
+            ServeConfig::from_parts(ServeFile::default(), &ServeOverrides::default(), "-").unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        let page = page();
+        let default_of = |name: &str| {
+            page.tables
+                .iter()
+                .flat_map(|t| &t.keys)
+                .find(|k| k.name == name)
+                .and_then(|k| k.default.clone())
+                .unwrap()
+        };
+        let file = |text: &str| crate::server::config::parse_file(text, Path::new("x")).unwrap();
+        for key in ["gateway_ports", "allow_tcp_forwarding"] {
+            let explicit = file(&format!("{key} = {}\n", default_of(key)));
+            let explicit = ServeConfig::from_parts(explicit, &ServeOverrides::default(), "-");
+            assert_eq!(
+                format!("{:?}", explicit.unwrap().policy),
+                format!("{:?}", c.policy),
+                "{key}"
+            );
+        }
+    }
+}
