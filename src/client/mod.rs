@@ -369,6 +369,17 @@ fn report_allocated(listen: &crate::spec::Listen, bound: &[String], what: &str) 
     }
 }
 
+/// Prints ssh(1)'s message for a session the server side ended; returns the exit status.
+pub fn report_end(opts: &ClientOptions, reason: Option<EndReason>) -> u8 {
+    match reason {
+        Some(EndReason::KeepaliveTimeout) => {
+            tracing::error!("Timeout, server {} not responding.", opts.hostname)
+        }
+        _ => tracing::error!("Connection to {} closed by remote host.", opts.hostname),
+    }
+    EXIT_FAILURE
+}
+
 /// Waits for the session to end or a signal; prints ssh(1)'s message and returns the status.
 async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -381,15 +392,7 @@ async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
         }
     };
     tokio::select! {
-        reason = session.ended() => {
-            match reason {
-                Some(EndReason::KeepaliveTimeout) => {
-                    tracing::error!("Timeout, server {} not responding.", opts.hostname)
-                }
-                _ => tracing::error!("Connection to {} closed by remote host.", opts.hostname),
-            }
-            EXIT_FAILURE
-        }
+        reason = session.ended() => report_end(opts, reason),
         _ = tokio::signal::ctrl_c() => EXIT_FAILURE,
         () = sigterm => EXIT_FAILURE,
     }

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{self, Attempt, MuxClient};
 use super::master::{ControlSocket, Master};
-use crate::client::handler::EndReason;
 use crate::client::{background, forwards, session_channel, ClientError, Session, EXIT_FAILURE};
 use crate::config::options::ClientOptions;
 use crate::config::sharing::{ControlMaster, ControlPersist};
@@ -207,13 +206,7 @@ async fn serve_until_done(opts: &ClientOptions, session: &Session, master: &Mast
         };
         tokio::select! {
             reason = session.ended() => {
-                match reason {
-                    Some(EndReason::KeepaliveTimeout) => {
-                        tracing::error!("Timeout, server {} not responding.", opts.hostname)
-                    }
-                    _ => tracing::error!("Connection to {} closed by remote host.", opts.hostname),
-                }
-                return EXIT_FAILURE;
+                return crate::client::report_end(opts, reason);
             }
             () = master.terminated() => return EXIT_FAILURE,
             _ = tokio::signal::ctrl_c() => return EXIT_FAILURE,
