@@ -159,10 +159,13 @@ impl Session {
                 tracing::info!("resumable streams on");
                 registry.set_opener(Some(Arc::new(resume::ClientOpener(handle.clone()))));
             } else if ctx.resume().is_some() {
-                // The server agreed, then never confirmed: the session cannot be trusted.
-                return Err(ClientError::Unsupported(
-                    "the server accepted resumable streams but did not confirm them".into(),
-                ));
+                // The server agreed, then never confirmed (the link went, or it stalled): a
+                // transient failure, retried like any broken handshake.
+                return Err(ClientError::Handshake {
+                    host: opts.hostname.clone(),
+                    port: opts.port,
+                    reason: "resumable streams were accepted but not confirmed".into(),
+                });
             }
         }
         Ok(Self {

@@ -431,7 +431,9 @@ async fn attach_on(
     spec: &ChannelSpec,
     received: u64,
 ) -> io::Result<Option<Attachment>> {
-    let mut channel = opener.open(spec.clone()).await?;
+    let mut channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, opener.open(spec.clone()))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "channel open timed out"))??;
     let handshake = async {
         channel
             .write_all(&Hello::Attach { key, received }.encode())

@@ -17,6 +17,17 @@ use super::frame::{self, Frame, Reply, MAX_DATA};
 use super::BoxedIo;
 use crate::pipe::Counters;
 
+/// How long an ABORT may take to go out before the channel is simply dropped.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How an abort that came from the peer reads (no ABORT is sent back for it).
 const PEER_ABORT: &str = "the peer's connection";
 
@@ -61,6 +72,12 @@ struct Shared {
     space: Notify,
     /// The downlink wants an ACK sent (threshold reached, or FIN received).
     ack_wanted: Notify,
+    /// The downlink received bytes: acknowledge them within [`ACK_TICK`].
+    ack_soon: Notify,
+    /// Our FIN went out whole on the current attachment.
+    fin_sent: AtomicBool,
+    /// The uplink is in the middle of writing a frame (an ABORT now would land inside it).
+    mid_frame: AtomicBool,
 }
 
 #[derive(Default)]
@@ -111,6 +128,9 @@ impl Engine {
                 local_eof: AtomicBool::new(false),
                 space: Notify::new(),
                 ack_wanted: Notify::new(),
+                ack_soon: Notify::new(),
+                fin_sent: AtomicBool::new(false),
+                mid_frame: AtomicBool::new(false),
             },
             capacity,
             ack_every: (capacity as u64 / 4).clamp(MAX_DATA as u64, 256 * 1024),
@@ -136,6 +156,7 @@ impl Engine {
         let s = &self.shared;
         let received = s.received.load(Ordering::SeqCst);
         s.local_eof.load(Ordering::SeqCst)
+            && s.fin_sent.load(Ordering::SeqCst)
             && self.out().buf.is_empty()
             && s.peer_fin.load(Ordering::SeqCst) == received
             && s.acked.load(Ordering::SeqCst) == received
@@ -154,6 +175,8 @@ impl Engine {
         let mut channel = att.channel;
         // The handshake told the peer our receive offset: that counts as acknowledged.
         self.shared.acked.store(self.received(), Ordering::SeqCst);
+        self.shared.fin_sent.store(false, Ordering::SeqCst);
+        self.shared.mid_frame.store(false, Ordering::SeqCst);
         if att.reply_owed {
             let reply = Reply::Ok {
                 received: self.received(),
@@ -172,8 +195,10 @@ impl Engine {
             o = self.downlink(&mut ch_r, local_w) => o,
         };
         if let Outcome::Aborted(why) = &outcome {
-            if !why.starts_with(PEER_ABORT) {
-                let _ = ch_w.write_all(&Frame::Abort.header()).await;
+            // Only at a frame boundary; else the peer sees the channel end and asks again.
+            if !why.starts_with(PEER_ABORT) && !self.shared.mid_frame.load(Ordering::SeqCst) {
+                let abort = Frame::Abort.header();
+                let _ = tokio::time::timeout(ABORT_TIMEOUT, ch_w.write_all(&abort)).await;
             }
         }
         outcome
@@ -192,16 +217,14 @@ impl Engine {
             let out = self.out();
             (out.buf.to_vec(), out.end())
         };
-        if frame::write_data(ch, &pending).await.is_err() {
+        if self.frame(frame::write_data(ch, &pending)).await.is_err() {
             return Outcome::Lost;
         }
-        if s.local_eof.load(Ordering::SeqCst)
-            && ch.write_all(&Frame::Fin(end).header()).await.is_err()
-        {
+        if s.local_eof.load(Ordering::SeqCst) && self.send_fin(ch, end).await.is_err() {
             return Outcome::Lost;
         }
         let mut buf = vec![0u8; MAX_DATA];
-        let mut tick = tokio::time::interval(ACK_TICK);
+        let mut ack_at: Option<tokio::time::Instant> = None;
         loop {
             if self.done() {
                 return Outcome::Done;
@@ -213,25 +236,56 @@ impl Engine {
                     Ok(0) => {
                         s.local_eof.store(true, Ordering::SeqCst);
                         let end = self.out().end();
-                        ch.write_all(&Frame::Fin(end).header()).await
+                        self.send_fin(ch, end).await
                     }
                     Ok(n) => {
                         // Into the replay buffer before any await: a cancelled attachment
                         // loses no byte.
                         self.out().buf.extend_from_slice(&buf[..n]);
                         self.counters.count_a_to_b(n as u64);
-                        frame::write_data(ch, &buf[..n]).await
+                        self.frame(frame::write_data(ch, &buf[..n])).await
                     }
                     Err(e) => return Outcome::Aborted(format!("local connection: {e}")),
                 },
                 () = s.space.notified(), if !has_space => Ok(()),
                 () = s.ack_wanted.notified() => self.ack(ch).await,
-                _ = tick.tick() => self.ack(ch).await,
+                // Bytes arrived below the threshold: acknowledge them a little later, in one
+                // ACK with whatever follows. An idle stream has no timer at all.
+                () = s.ack_soon.notified(), if ack_at.is_none() => {
+                    ack_at = Some(tokio::time::Instant::now() + ACK_TICK);
+                    Ok(())
+                }
+                () = sleep_until(ack_at) => {
+                    ack_at = None;
+                    self.ack(ch).await
+                }
             };
             if sent.is_err() {
                 return Outcome::Lost;
             }
         }
+    }
+
+    /// Runs `write` (whole frames), marking the uplink as mid-frame meanwhile.
+    async fn frame(
+        &self,
+        write: impl std::future::Future<Output = io::Result<()>>,
+    ) -> io::Result<()> {
+        self.shared.mid_frame.store(true, Ordering::SeqCst);
+        let r = write.await;
+        self.shared.mid_frame.store(false, Ordering::SeqCst);
+        r
+    }
+
+    /// Sends FIN at `end`; only once it is out whole may the stream count as done.
+    async fn send_fin<C: tokio::io::AsyncWrite>(
+        &self,
+        ch: &mut WriteHalf<C>,
+        end: u64,
+    ) -> io::Result<()> {
+        self.frame(ch.write_all(&Frame::Fin(end).header())).await?;
+        self.shared.fin_sent.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Channel -> local connection: payload written as it comes (counted byte by byte, so a
@@ -269,6 +323,8 @@ impl Engine {
                         s.received.load(Ordering::SeqCst) - s.acked.load(Ordering::SeqCst);
                     if unacked >= self.ack_every {
                         s.ack_wanted.notify_one();
+                    } else {
+                        s.ack_soon.notify_one();
                     }
                 }
                 Frame::Ack(offset) => {

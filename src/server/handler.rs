@@ -517,9 +517,19 @@ impl russh::server::Handler for SessionHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if name == resume::SUBSYSTEM && self.key.is_some() && self.resume_control.is_none() {
-            let _ = session.channel_success(channel);
-            self.resume_control = Some((channel, Vec::new()));
+        if name == resume::SUBSYSTEM {
+            // Keys with burrow-permitremoteopen keep plain forwarding: their -R connections
+            // carry SOCKS bytes the relay reads before any stream hello could come.
+            let eligible = self
+                .key
+                .as_ref()
+                .is_some_and(|k| k.entry.options.remote_open.is_empty());
+            if eligible && self.resume_control.is_none() {
+                let _ = session.channel_success(channel);
+                self.resume_control = Some((channel, Vec::new()));
+            } else {
+                let _ = session.channel_failure(channel);
+            }
             return Ok(());
         }
         self.refuse_session_request(channel, &format!("subsystem {name}"), session);

@@ -3,7 +3,7 @@
 //! `forwarded-tcpip` channels on whichever session of that instance is current.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,8 @@ pub struct Instances {
     pub stats: Arc<ResumeStats>,
     config: ResumeConfig,
     cancel: CancellationToken,
-    map: Mutex<HashMap<InstanceKey, Arc<Registry>>>,
+    /// Weak: a registry lives as long as a session of its instance or one of its streams.
+    map: Mutex<HashMap<InstanceKey, Weak<Registry>>>,
 }
 
 impl Instances {
@@ -33,12 +34,12 @@ impl Instances {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Arc<Registry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Weak<Registry>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The registry of `instance` under key `fp`, now served by `handle`: streams this relay
-    /// opened move to it. Forgets instances left without streams (their grace ran out).
+    /// opened move to it. Forgets instances that no session and no stream holds any more.
     pub fn bind(
         &self,
         fp: &str,
@@ -46,13 +47,20 @@ impl Instances {
         handle: russh::server::Handle,
     ) -> Arc<Registry> {
         let mut map = self.lock();
-        map.retain(|k, r| (k.0 == fp && k.1 == instance) || r.stream_count() > 0);
-        let registry = map
-            .entry((fp.to_string(), instance))
-            .or_insert_with(|| {
-                Registry::with_stats(self.config, self.cancel.child_token(), self.stats.clone())
-            })
-            .clone();
+        map.retain(|_, r| r.strong_count() > 0);
+        let key = (fp.to_string(), instance);
+        let registry = match map.get(&key).and_then(Weak::upgrade) {
+            Some(r) => r,
+            None => {
+                let r = Registry::with_stats(
+                    self.config,
+                    self.cancel.child_token(),
+                    self.stats.clone(),
+                );
+                map.insert(key, Arc::downgrade(&r));
+                r
+            }
+        };
         drop(map);
         registry.set_opener(Some(Arc::new(ServerOpener(handle))));
         registry

@@ -134,8 +134,12 @@ async fn echo_survives_two_cuts_byte_exact() {
     let sent = data(total);
     let expected = Sha256::digest(&sent);
     let writer = tokio::spawn(async move {
-        for chunk in sent.chunks(7919) {
+        // Paced (about 0.5 s in all) so that both cuts fall in the middle of the transfer.
+        for (i, chunk) in sent.chunks(7919).enumerate() {
             app_w.write_all(chunk).await.unwrap();
+            if i % 16 == 0 {
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
         }
         app_w.shutdown().await.unwrap();
     });
