@@ -1,0 +1,360 @@
+//! The cases run over one established connection per pair: bulk throughput through -L, -R and -D,
+//! 64-byte round trips, connections per second, and client memory with idle connections.
+//! Pairs are interleaved run by run, so a burst of load from elsewhere hits all of them alike.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::ceiling::Ceilings;
+use crate::load::{self, Route, Servers};
+use crate::peers::{free_port, Lab, Pair, Server, PAIRS};
+use crate::procs::{tree_cpu_secs, Proc};
+use crate::report::{percentile, Better, Row, Summary, Target};
+use crate::Settings;
+
+/// How long a client may take to bring its forwards up.
+const UP_LIMIT: Duration = Duration::from_secs(30);
+
+/// One client connected to its server with every forward the cases use.
+pub struct Running {
+    /// Which pair.
+    pub pair: Pair,
+    /// The client process.
+    pub proc: Proc,
+    /// -L to the sink.
+    pub l_sink: SocketAddr,
+    /// -L to the source.
+    pub l_source: SocketAddr,
+    /// -L to the echo server.
+    pub l_echo: SocketAddr,
+    /// -R (on the server's side) to the sink.
+    pub r_sink: SocketAddr,
+    /// -D SOCKS port.
+    pub socks: SocketAddr,
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Starts the client of `pair` towards `to` (the server, or a delay line in front of it) with all
+/// forwards, and waits until -L, -R and -D accept.
+pub async fn start_client(
+    lab: &Lab,
+    servers: &Servers,
+    pair: Pair,
+    to: SocketAddr,
+    cipher: &str,
+) -> Result<Running> {
+    let (ls, lo, le, rs, d) = (
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    );
+    let fwd = |p: u16, t: SocketAddr| format!("127.0.0.1:{p}:127.0.0.1:{}", t.port());
+    let args = [
+        "-L".to_owned(),
+        fwd(ls, servers.sink),
+        "-L".into(),
+        fwd(lo, servers.source),
+        "-L".into(),
+        fwd(le, servers.echo),
+        "-R".into(),
+        fwd(rs, servers.sink),
+        "-D".into(),
+        format!("127.0.0.1:{d}"),
+    ];
+    let mut cmd = lab.client(pair.client, to, cipher, &args);
+    let name = format!(
+        "{}-{}-{}",
+        pair.key(),
+        cipher.split('@').next().unwrap_or(cipher),
+        to.port()
+    );
+    let mut proc = Proc::spawn(&name, &mut cmd, &lab.dir)?;
+    let up = async {
+        load::wait_echo(local(le), UP_LIMIT).await?;
+        wait_connect(local(rs)).await?;
+        wait_connect(local(d)).await
+    };
+    if let Err(e) = up.await {
+        proc.check_alive()?;
+        return Err(e.context(format!("{name} forwards not up:\n{}", proc.log_tail())));
+    }
+    Ok(Running {
+        pair,
+        proc,
+        l_sink: local(ls),
+        l_source: local(lo),
+        l_echo: local(le),
+        r_sink: local(rs),
+        socks: local(d),
+    })
+}
+
+/// Waits until `addr` accepts a TCP connection (bounded by [`UP_LIMIT`]).
+async fn wait_connect(addr: SocketAddr) -> Result<()> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < UP_LIMIT {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("{addr} does not accept after {UP_LIMIT:?}")
+}
+
+/// Starts the four clients for `cipher`.
+pub async fn start_all(lab: &Lab, servers: &Servers, cipher: &str) -> Result<Vec<Running>> {
+    let mut out = Vec::new();
+    for pair in PAIRS {
+        out.push(start_client(lab, servers, pair, lab.addr(pair.server), cipher).await?);
+    }
+    Ok(out)
+}
+
+/// Runs `measure` `runs` times for each client, pairs interleaved, and summarizes per pair.
+pub async fn interleaved<F, Fut>(
+    clients: &[Running],
+    runs: usize,
+    mut measure: F,
+) -> Result<Vec<(Pair, Summary)>>
+where
+    F: FnMut(&Running) -> Fut,
+    Fut: std::future::Future<Output = Result<f64>>,
+{
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
+    for _ in 0..runs {
+        for (i, c) in clients.iter().enumerate() {
+            let v = measure(c)
+                .await
+                .with_context(|| format!("measuring {}", c.pair.label()))?;
+            values[i].push(v);
+        }
+    }
+    Ok(clients
+        .iter()
+        .zip(values)
+        .map(|(c, v)| (c.pair, Summary::of(v)))
+        .collect())
+}
+
+/// The pairs where burrow is on at least one side (every ratio target applies to them).
+fn burrow_pairs() -> Vec<Pair> {
+    PAIRS[1..].to_vec()
+}
+
+/// CPU seconds per GiB of (client, server) during one run, per pair.
+type CpuLog = Arc<Mutex<Vec<(Pair, f64, f64)>>>;
+
+/// One bulk run; with `cpu`, also logs the CPU time the client and the server (sshd's whole
+/// process tree, or burrow serve) spent per GiB moved.
+async fn bulk_run(
+    pair: Pair,
+    pids: (u32, u32),
+    addr: SocketAddr,
+    streams: usize,
+    secs: f64,
+    cpu: Option<CpuLog>,
+) -> Result<f64> {
+    let (client_pid, server_pid) = pids;
+    let (c0, s0) = (tree_cpu_secs(client_pid), tree_cpu_secs(server_pid));
+    let records = load::bulk_records(Route::Direct(addr), streams, secs, false).await?;
+    if let Some(log) = cpu {
+        let gib = records.iter().map(|r| r.bytes).sum::<u64>() as f64 / (1u64 << 30) as f64;
+        let (c1, s1) = (tree_cpu_secs(client_pid), tree_cpu_secs(server_pid));
+        if let Ok(mut log) = log.lock() {
+            log.push((pair, (c1 - c0) / gib, (s1 - s0) / gib));
+        }
+    }
+    Ok(load::mib_per_s(&records))
+}
+
+/// Bulk upload through -L and -R, 1 and 8 streams, for one cipher; for -L 1 stream also the
+/// CPU cost per GiB on each side.
+pub async fn throughput(
+    lab: &Lab,
+    clients: &[Running],
+    s: &Settings,
+    cipher: &str,
+    ceil: &Ceilings,
+) -> Result<Vec<Row>> {
+    let short = cipher.split('@').next().unwrap_or(cipher);
+    let mut rows = Vec::new();
+    let cpu: CpuLog = Arc::default();
+    for (fwd, streams) in [("-L", 1), ("-L", 8), ("-R", 1), ("-R", 8)] {
+        eprintln!("  {fwd} {streams} stream(s), {short}");
+        let values = interleaved(clients, s.runs, |c| {
+            let addr = if fwd == "-L" { c.l_sink } else { c.r_sink };
+            let server_pid = match c.pair.server {
+                Server::Sshd => lab.sshd.pid(),
+                Server::Serve => lab.serve.pid(),
+            };
+            let log = (fwd == "-L" && streams == 1).then(|| cpu.clone());
+            bulk_run(
+                c.pair,
+                (c.proc.pid(), server_pid),
+                addr,
+                streams,
+                s.secs,
+                log,
+            )
+        })
+        .await?;
+        let tcp = if streams == 1 { ceil.tcp_1 } else { ceil.tcp_8 };
+        rows.push(Row {
+            group: "throughput",
+            case: format!(
+                "{fwd} {streams} stream{} {short}",
+                if streams > 1 { "s" } else { "" }
+            ),
+            unit: "MiB/s",
+            better: Better::Higher,
+            values,
+            ceiling: format!("tcp {tcp:.0}, {}", ceil.cipher_text(cipher)),
+            target: Some(Target {
+                ratio: if streams == 1 { 1.0 } else { 1.3 },
+                pairs: burrow_pairs(),
+            }),
+        });
+    }
+    let log = cpu.lock().map(|l| l.clone()).unwrap_or_default();
+    for (side, pick) in [("client", 0), ("server", 1)] {
+        let values = PAIRS
+            .iter()
+            .map(|&p| {
+                let runs = log
+                    .iter()
+                    .filter(|e| e.0 == p)
+                    .map(|e| if pick == 0 { e.1 } else { e.2 });
+                (p, Summary::of(runs.collect()))
+            })
+            .collect();
+        rows.push(Row {
+            group: "cpu",
+            case: format!("{side} CPU per GiB, -L 1 stream {short}"),
+            unit: "s/GiB",
+            better: Better::Lower,
+            values,
+            ceiling: ceil.cipher_cpu_text(cipher),
+            target: None,
+        });
+    }
+    Ok(rows)
+}
+
+/// -D one stream, round-trip latency and connections/s.
+pub async fn single_cipher_cases(
+    clients: &[Running],
+    servers: &Servers,
+    s: &Settings,
+    ceil: &Ceilings,
+    latency: &mut Vec<(Pair, Vec<f64>)>,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    eprintln!("  -D 1 stream");
+    let values = interleaved(clients, s.runs, |c| {
+        let route = Route::Socks5 {
+            proxy: c.socks,
+            target: servers.sink,
+        };
+        load::bulk(route, 1, s.secs, false)
+    })
+    .await?;
+    rows.push(Row {
+        group: "throughput",
+        case: "-D 1 stream chacha20-poly1305".into(),
+        unit: "MiB/s",
+        better: Better::Higher,
+        values,
+        ceiling: format!("tcp {:.0}", ceil.tcp_1),
+        target: None,
+    });
+    rows.extend(round_trip_rows(clients, s, ceil, latency).await?);
+    eprintln!("  connections/s");
+    let values = interleaved(clients, s.runs, |c| {
+        load::connections_per_s(c.l_echo, 4, s.secs, 20_000)
+    })
+    .await?;
+    rows.push(Row {
+        group: "connections",
+        case: "new connections/s through -L".into(),
+        unit: "conn/s",
+        better: Better::Higher,
+        values,
+        ceiling: format!("tcp {:.0}", ceil.cps),
+        target: Some(Target {
+            ratio: 1.5,
+            pairs: burrow_pairs(),
+        }),
+    });
+    Ok(rows)
+}
+
+/// p50 and p99 of 64-byte round trips through -L; all samples of every run kept for the chart.
+async fn round_trip_rows(
+    clients: &[Running],
+    s: &Settings,
+    ceil: &Ceilings,
+    latency: &mut Vec<(Pair, Vec<f64>)>,
+) -> Result<Vec<Row>> {
+    eprintln!("  round trips");
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
+    for _ in 0..s.runs {
+        for (i, c) in clients.iter().enumerate() {
+            let mut v = load::round_trips(Route::Direct(c.l_echo), s.round_trips).await?;
+            all[i].extend_from_slice(&v);
+            v.sort_by(f64::total_cmp);
+            p50.push((i, percentile(&v, 50.0)));
+            p99.push((i, percentile(&v, 99.0)));
+        }
+    }
+    let per_pair = |v: &[(usize, f64)]| -> Vec<(Pair, Summary)> {
+        clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    c.pair,
+                    Summary::of(v.iter().filter(|x| x.0 == i).map(|x| x.1).collect()),
+                )
+            })
+            .collect()
+    };
+    for (c, v) in clients.iter().zip(all) {
+        latency.push((c.pair, v));
+    }
+    let row = |case: &str, values, direct: f64, target| Row {
+        group: "latency",
+        case: case.into(),
+        unit: "µs",
+        better: Better::Lower,
+        values,
+        ceiling: format!("tcp {direct:.0}"),
+        target,
+    };
+    Ok(vec![
+        row(
+            "64-byte round trip -L p50",
+            per_pair(&p50),
+            ceil.rtt_p50,
+            None,
+        ),
+        row(
+            "64-byte round trip -L p99",
+            per_pair(&p99),
+            ceil.rtt_p99,
+            Some(Target {
+                ratio: 1.0,
+                pairs: burrow_pairs(),
+            }),
+        ),
+    ])
+}
