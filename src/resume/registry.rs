@@ -340,6 +340,10 @@ impl Registry {
             let outcome = tokio::select! {
                 o = engine.attach(&mut local_r, &mut local_w, att) => o,
                 Some(a) = attach_rx.recv() => {
+                    // The peer re-attached on a new channel while ours still looked alive (this
+                    // side had not noticed the old link die yet): move over at once.
+                    self.stats.resumed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(stream = id, "resumable stream re-attached (its old channel was still open)");
                     next = Some(a);
                     continue;
                 }
