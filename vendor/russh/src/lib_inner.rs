@@ -536,6 +536,7 @@ impl ChannelParams {
     }
 }
 
+#[allow(dead_code)] // burrow: the session loops write with `write_some` now
 pub(crate) async fn flush_or_timeout<W: AsyncWrite + Unpin>(
     writer: &mut sshbuffer::PacketWriter,
     stream: &mut W,
@@ -547,6 +548,31 @@ pub(crate) async fn flush_or_timeout<W: AsyncWrite + Unpin>(
             debug!("timeout while writing");
             Err(Error::InactivityTimeout)
         }
+    }
+}
+
+// burrow: the session loops write with `PacketWriter::write_some` as one `select!` branch
+// among the others instead of blocking on a full write after each iteration (see
+// BURROW-PATCH.md, "Writing without blocking"). Above `OUTPUT_HIGH_WATER` bytes of unwritten
+// output they stop taking application messages (backpressure to the channels); above
+// `OUTPUT_READ_LIMIT` they also stop reading the peer, so a peer that sends requests and
+// never reads the replies cannot grow our output without bound.
+pub(crate) const OUTPUT_HIGH_WATER: usize = 1 << 20;
+pub(crate) const OUTPUT_READ_LIMIT: usize = 16 << 20;
+
+/// burrow: writes what is left when a session loop ends (e.g. a DISCONNECT), within a bound:
+/// the loops no longer flush after every iteration.
+pub(crate) async fn final_flush<W: AsyncWrite + Unpin>(
+    writer: &mut sshbuffer::PacketWriter,
+    stream: &mut W,
+) {
+    let flushed = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        writer.flush_into(stream),
+    )
+    .await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        debug!("final flush did not complete");
     }
 }
 

@@ -397,6 +397,8 @@ pub(crate) struct PacketWriter {
     compress: Compress,
     packet_buffer: Vec<u8>,
     write_buffer: SSHBuffer,
+    // burrow: how much of `write_buffer.buffer` `write_some` has already written.
+    written: usize,
 }
 
 impl Debug for PacketWriter {
@@ -420,6 +422,7 @@ impl PacketWriter {
             compress,
             packet_buffer: Vec::new(),
             write_buffer: SSHBuffer::new(),
+            written: 0,
         }
     }
 
@@ -608,10 +611,49 @@ impl PacketWriter {
     }
 
     pub async fn flush_into<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
-        if !self.write_buffer.buffer.is_empty() {
-            w.write_all(&self.write_buffer.buffer).await?;
+        // burrow: from where `write_some` stopped.
+        if let Some(rest) = self.write_buffer.buffer.get(self.written..)
+            && !rest.is_empty()
+        {
+            w.write_all(rest).await?;
             w.flush().await?;
+        }
+        self.write_buffer.buffer.clear();
+        self.written = 0;
+        Ok(())
+    }
+
+    /// burrow: encrypted output not yet written to the socket.
+    pub(crate) fn pending_output(&self) -> usize {
+        self.write_buffer.buffer.len().saturating_sub(self.written)
+    }
+
+    /// burrow: writes part of the pending output with one `write` call. Cancel-safe (a
+    /// cancelled call has written nothing), so the session loops select on it and keep reading
+    /// while the peer is slow to read: two peers that both block in a write without reading
+    /// would wait for each other forever (see BURROW-PATCH.md, "Writing without blocking").
+    pub(crate) async fn write_some<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<()> {
+        let rest = self.write_buffer.buffer.get(self.written..).unwrap_or_default();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let n = w.write(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.written += n;
+        if self.written >= self.write_buffer.buffer.len() {
             self.write_buffer.buffer.clear();
+            self.written = 0;
+            w.flush().await?;
+        } else if self.written >= 1 << 20 {
+            // Drop the written front now and then, so a buffer that is never quite empty
+            // does not keep growing.
+            self.write_buffer.buffer.drain(..self.written);
+            self.written = 0;
         }
         Ok(())
     }

@@ -3,8 +3,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc::{Sender, UnboundedReceiver, UnboundedSender};
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::mpsc::{Sender, UnboundedSender};
+use tokio::sync::{Mutex, Notify};
 
 use crate::{ChannelId, ChannelOpenFailure, Error, Pty, Sig};
 
@@ -147,58 +147,9 @@ impl WindowSizeRef {
 // session loop re-opens the peer's window from these credits.
 pub(crate) type WindowCredits = UnboundedSender<(ChannelId, u32)>;
 
-// burrow: Data/ExtendedData are bounded by the receive window (in bytes), so they bypass
-// the `channel_buffer_size` message bound; all other messages keep it.
-pub(crate) fn is_data(msg: &ChannelMsg) -> bool {
-    matches!(msg, ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. })
-}
-
-/// burrow: receiving end of a channel's message queue (the sending end is [`ChannelRef`]).
-/// The queue is unbounded for data, which the receive window bounds in bytes, and holds
-/// at most `channel_buffer_size` other messages (counted by `control_permits`), so the
-/// session loop never waits on a full queue because of data.
-#[derive(Debug)]
-pub(crate) struct ChannelQueueRx {
-    receiver: UnboundedReceiver<ChannelMsg>,
-    control_permits: Arc<Semaphore>,
-}
-
-impl ChannelQueueRx {
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ChannelMsg>> {
-        let msg = ready!(self.receiver.poll_recv(cx));
-        if let Some(msg) = &msg
-            && !is_data(msg)
-        {
-            self.control_permits.add_permits(1);
-        }
-        Poll::Ready(msg)
-    }
-
-    pub(crate) async fn recv(&mut self) -> Option<ChannelMsg> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    fn try_recv(&mut self) -> Option<ChannelMsg> {
-        let msg = self.receiver.try_recv().ok()?;
-        if !is_data(&msg) {
-            self.control_permits.add_permits(1);
-        }
-        Some(msg)
-    }
-
-    pub(crate) fn close(&mut self) {
-        self.receiver.close();
-        // Wakes a session loop waiting for a permit: its send fails, as it did on a
-        // closed bounded channel.
-        self.control_permits.close();
-    }
-}
-
-impl Drop for ChannelQueueRx {
-    fn drop(&mut self) {
-        self.control_permits.close();
-    }
-}
+// burrow: the per-channel queue (bounded for control messages, merging small data).
+mod queue;
+pub(crate) use queue::ChannelQueueRx;
 
 /// A handle to the reading part of a session channel.
 ///
@@ -972,9 +923,14 @@ mod tests {
             .try_send(ChannelMsg::WindowAdjusted { new_size: 1 })
             .is_err());
 
-        // Consuming credits exactly the data taken out of the queue.
-        for _ in 0..100 {
-            assert!(matches!(channel.wait().await, Some(ChannelMsg::Data { .. })));
+        // Consuming credits exactly the data taken out of the queue (the 100 small
+        // messages were merged while they waited: channels/queue.rs).
+        let mut taken = 0;
+        while taken < 1000 {
+            match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => taken += data.len(),
+                other => panic!("unexpected {other:?}"),
+            }
         }
         let mut credited = 0;
         while let Ok((id, n)) = credit_rx.try_recv() {

@@ -1371,6 +1371,9 @@ impl Session {
         self.receiver.close();
         self.priority_receiver.close();
         self.inbound_channel_receiver.close();
+        // burrow: e.g. our DISCONNECT, queued in the last iteration.
+        let _ = self.flush();
+        crate::final_flush(&mut self.common.packet_writer, &mut stream_write).await;
         map_err!(stream_write.shutdown().await)?;
         match result {
             Ok(v) => {
@@ -1438,12 +1441,22 @@ impl Session {
             // Keep reading the network for window adjustments, but leave
             // application output in its bounded receivers while a channel is
             // window-blocked.
-            let can_receive_outbound = !self.kex.active() && !self.common.has_any_pending_data();
+            let can_receive_outbound = !self.kex.active()
+                && !self.common.has_any_pending_data()
+                // burrow: backpressure while the peer is slow to read (see `OUTPUT_HIGH_WATER`).
+                && self.common.packet_writer.pending_output() < crate::OUTPUT_HIGH_WATER;
+            // burrow: keep reading while writing, up to `OUTPUT_READ_LIMIT` of unwritten output.
+            let can_read = self.common.packet_writer.pending_output() < crate::OUTPUT_READ_LIMIT;
+            let can_write = self.common.packet_writer.pending_output() > 0;
             let rekey_timer =
                 crate::future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
             pin!(rekey_timer);
             tokio::select! {
-                r = &mut reading => {
+                // burrow: a cancel-safe partial write, so reading goes on meanwhile.
+                r = self.common.packet_writer.write_some(stream_write), if can_write => {
+                    map_err!(r)?;
+                }
+                r = &mut reading, if can_read => {
                     let (stream_read, mut buffer, mut opening_cipher) = match r {
                         Ok((_, stream_read, buffer, opening_cipher)) => (stream_read, buffer, opening_cipher),
                         Err(e) => return Err(e.into())
@@ -1559,13 +1572,8 @@ impl Session {
                 }
             };
 
+            // burrow: encrypt what is pending; the `write_some` branch sends it.
             self.flush()?;
-            crate::flush_or_timeout(
-                &mut self.common.packet_writer,
-                stream_write,
-                inactivity_timer.as_mut(),
-            )
-            .await?;
 
             if let Some(ref mut enc) = self.common.encrypted
                 && let EncryptedState::InitCompression = enc.state

@@ -704,7 +704,9 @@ impl Session {
             // Leave application messages in the bounded receiver once a peer's
             // channel window is exhausted. Network reads remain active so a
             // window adjustment can release the queued data.
-            if !self.kex.active() && !self.common.has_any_pending_data() {
+            let output_ok =
+                self.common.packet_writer.pending_output() < crate::OUTPUT_HIGH_WATER; // burrow
+            if !self.kex.active() && !self.common.has_any_pending_data() && output_ok {
                 let mut drained = 0;
                 while drained < MAX_MESSAGES_PER_BATCH {
                     // Only Empty/Disconnected end the drain; both mean "nothing
@@ -723,13 +725,8 @@ impl Session {
                     }
                 }
                 if drained > 0 {
+                    // burrow: encrypt only; the `write_some` branch below sends it.
                     self.flush()?;
-                    crate::flush_or_timeout(
-                        &mut self.common.packet_writer,
-                        &mut stream_write,
-                        inactivity_timer.as_mut(),
-                    )
-                    .await?;
                 }
                 // A drained Disconnect sets this; don't block in `select!` after.
                 if self.common.disconnected {
@@ -740,8 +737,18 @@ impl Session {
             let rekey_timer = future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
             pin!(rekey_timer);
 
+            // burrow: write while reading (see `OUTPUT_HIGH_WATER` / `OUTPUT_READ_LIMIT`).
+            let pending_output = self.common.packet_writer.pending_output();
+            let can_receive_outbound = pending_output < crate::OUTPUT_HIGH_WATER;
+            let can_read = pending_output < crate::OUTPUT_READ_LIMIT;
+            let can_write = pending_output > 0;
+
             tokio::select! {
-                r = &mut reading => {
+                // burrow: a cancel-safe partial write, so reading goes on meanwhile.
+                r = self.common.packet_writer.write_some(&mut stream_write), if can_write => {
+                    map_err!(r)?;
+                }
+                r = &mut reading, if can_read => {
                     let (stream_read, mut buffer, mut opening_cipher) = match r {
                         Ok((_, stream_read, buffer, opening_cipher)) => (stream_read, buffer, opening_cipher),
                         Err(e) => return Err(e.into())
@@ -822,7 +829,7 @@ impl Session {
                         }
                     }
                 }
-                msg = self.receiver.recv(), if !self.kex.active() && !self.common.has_any_pending_data() => {
+                msg = self.receiver.recv(), if !self.kex.active() && !self.common.has_any_pending_data() && can_receive_outbound => {
                     // Channel open replies must be dispatched before any
                     // channel traffic queued after them: `msg` may be data for
                     // a channel whose confirmation is still sitting in the
@@ -840,14 +847,8 @@ impl Session {
                     }
                 }
             }
+            // burrow: encrypt what is pending; the `write_some` branch sends it.
             self.flush()?;
-
-            crate::flush_or_timeout(
-                &mut self.common.packet_writer,
-                &mut stream_write,
-                inactivity_timer.as_mut(),
-            )
-            .await?;
 
             if self.common.received_data {
                 // Reset the number of failed keepalive attempts. We don't
@@ -875,6 +876,9 @@ impl Session {
             }
         }
         debug!("disconnected");
+        // burrow: e.g. our DISCONNECT, queued in the last iteration.
+        let _ = self.flush();
+        crate::final_flush(&mut self.common.packet_writer, &mut stream_write).await;
         // Shutdown
         map_err!(stream_write.shutdown().await)?;
         loop {
