@@ -57,3 +57,40 @@ pub fn init(verbosity: Verbosity, daemon: bool) {
             .try_init();
     }
 }
+
+/// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose text the
+/// line already holds (errors that print their source in their own message would otherwise show
+/// it twice: "cannot read x: No such file: No such file").
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(crate::server::config::ServeConfigError::Read {
+            path: "x.toml".into(),
+            source: io,
+        })
+        .context("loading the relay settings");
+        assert_eq!(
+            error_chain(&e),
+            "loading the relay settings: cannot read x.toml: No such file"
+        );
+    }
+}

@@ -32,7 +32,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("burrow: {e:#}");
+            eprintln!("burrow: {}", logging::error_chain(&e));
             ExitCode::from(1)
         }
     }
@@ -44,6 +44,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
     logging::init(Verbosity::from_flags(args.verbose, args.quiet), true);
+    burrow::rlimit::raise_nofile_limit_logged();
     let opts = burrow::supervisor::UpOptions {
         file: args.file,
         control: args
@@ -83,6 +84,7 @@ fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     logging::init(Verbosity::from_flags(args.verbose, args.quiet), true);
+    burrow::rlimit::raise_nofile_limit_logged();
     let overrides = ServeOverrides {
         listen: args.listen,
         config: args.config,
@@ -98,6 +100,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn ssh(args: SshArgs) -> u8 {
     logging::init(Verbosity::from_flags(args.verbose, args.quiet), false);
+    burrow::rlimit::raise_nofile_limit_logged();
     let paths = ConfigPaths::for_args(args.config_file.as_deref());
     if let Some(code) = usage_errors(&args) {
         return code;

@@ -314,6 +314,11 @@ impl Session {
 /// Runs a `burrow ssh` invocation to the end; returns the exit status.
 pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
     let session = Session::establish(&opts, CancellationToken::new()).await?;
+    crate::diagnostics::log_on_sigusr1(
+        &session.ctx.tracker,
+        session.ctx.cancel.clone(),
+        session.ctx.counters.clone(),
+    );
     let code = if let Some((host, port)) = &opts.stdio_forward {
         session.stdio(host, *port).await?;
         0

@@ -226,6 +226,14 @@ pub fn host_options(
     let mut merged = HostOptions::default();
     for line in command_line {
         let (key, args) = ssh_config::parse_option_line(line)?;
+        if !ssh_config::KNOWN_KEYS
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&key))
+        {
+            // ssh refuses an unknown -o key; burrow, which knows fewer keys, ignores it but
+            // says so, since it is most likely a typo on the command line.
+            tracing::warn!("-o \"{line}\": burrow does not use this option; ignored");
+        }
         let multi = ssh_config::is_multi(&key);
         merged.set_if_absent(&key, args, multi);
     }

@@ -88,6 +88,8 @@ const EXEC_TOKENS: &str = "CLdhlnprui";
 /// OpenSSH tokens burrow does not expand: `%j` (ProxyJump) and `%k` (HostKeyAlias) need
 /// values [`Tokens`] does not carry. Naming them in errors beats silently expanding wrong.
 const UNSUPPORTED_TOKENS: &str = "jk";
+/// Tokens [`expand_tokens`] replaces (see [`Tokens::value`]).
+const PATH_TOKENS: &str = "hnpruidlLC";
 
 /// Why a configuration, a `-o` option or a token expansion was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -571,6 +573,21 @@ enum Check {
     EnvName,
     EnvAssign,
     AddKeys,
+    /// A ProxyJump list, checked by the `-J` parser so a bad one names its file and line.
+    Jump,
+    /// A path burrow expands `%` tokens in: a token no ssh knows fails at load, naming the line.
+    Path,
+    /// The arguments of LocalForward / RemoteForward / DynamicForward, checked together by
+    /// the parser the command line uses.
+    Forward(ForwardKey),
+}
+
+/// Which forward key a [`Check::Forward`] is for.
+#[derive(Clone, Copy)]
+enum ForwardKey {
+    Local,
+    Remote,
+    Dynamic,
 }
 
 /// Argument count bounds and value check for one key.
@@ -599,27 +616,25 @@ fn rule_for(key: &str) -> Option<Rule> {
     };
     Some(match key {
         "port" => one(Check::Port),
+        "proxyjump" => one(Check::Jump),
         "user"
         | "hostname"
-        | "proxyjump"
         | "hostkeyalias"
         | "controlpath"
-        | "identityagent"
         | "preferredauthentications"
         | "ciphers"
-        | "identityfile"
         | "certificatefile"
-        | "forwardagent"
-        | "dynamicforward" => one(Check::Text),
+        | "forwardagent" => one(Check::Text),
+        "dynamicforward" => one(Check::Forward(ForwardKey::Dynamic)),
         "localforward" => Rule {
             min: 2,
             max: 2,
-            check: Check::Text,
+            check: Check::Forward(ForwardKey::Local),
         },
         "remoteforward" => Rule {
             min: 1,
             max: 2,
-            check: Check::Text,
+            check: Check::Forward(ForwardKey::Remote),
         },
         "gatewayports"
         | "exitonforwardfailure"
@@ -661,7 +676,9 @@ fn rule_for(key: &str) -> Option<Rule> {
         "loglevel" => one(Check::LogLevel),
         "sendenv" => many(Check::EnvName),
         "setenv" => many(Check::EnvAssign),
-        "userknownhostsfile" | "globalknownhostsfile" | "permitremoteopen" => many(Check::Text),
+        "identityfile" | "identityagent" => one(Check::Path),
+        "userknownhostsfile" | "globalknownhostsfile" => many(Check::Path),
+        "permitremoteopen" => many(Check::Text),
         "addkeystoagent" => Rule {
             min: 1,
             max: 2,
@@ -683,6 +700,9 @@ impl Rule {
         if let Check::AddKeys = self.check {
             return check_add_keys(name, args);
         }
+        if let Check::Forward(key) = self.check {
+            return check_forward(key, args);
+        }
         args.iter()
             .try_for_each(|arg| check_value(self.check, name, arg))
     }
@@ -691,7 +711,16 @@ impl Rule {
 /// Check one argument against a value rule.
 fn check_value(check: Check, name: &str, arg: &str) -> Result<(), String> {
     let ok = match check {
-        Check::Text | Check::AddKeys => !arg.is_empty(),
+        Check::Text | Check::AddKeys | Check::Forward(_) => !arg.is_empty(),
+        Check::Path => {
+            let known = format!("{PATH_TOKENS}{UNSUPPORTED_TOKENS}");
+            return check_tokens(arg, &known).map_err(|e| format!("{name} \"{arg}\": {e}"));
+        }
+        Check::Jump => {
+            return crate::spec::parse_jump(arg)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
         Check::Port => return check_port(name, arg),
         Check::Choice(choices) => choices.iter().any(|c| c.eq_ignore_ascii_case(arg)),
         Check::Int => arg.parse::<u32>().is_ok_and(|v| v <= i32::MAX as u32),
@@ -724,7 +753,12 @@ fn expected(check: Check) -> String {
         Check::LogLevel => format!(" (expected one of {})", LOG_LEVELS.join(", ")),
         Check::EnvName => " (expected a variable name without \"=\")".to_string(),
         Check::EnvAssign => " (expected NAME=VALUE)".to_string(),
-        Check::Text | Check::Port | Check::AddKeys => String::new(),
+        Check::Text
+        | Check::Port
+        | Check::AddKeys
+        | Check::Jump
+        | Check::Path
+        | Check::Forward(_) => String::new(),
     }
 }
 
@@ -746,6 +780,21 @@ fn valid_escape_char(arg: &str) -> bool {
         (Some('^'), Some(c), None) => ('@'..'\x7f').contains(&c),
         _ => false,
     }
+}
+
+/// A forward key's arguments, parsed as the client will parse them (so the error names the line).
+fn check_forward(key: ForwardKey, args: &[String]) -> Result<(), String> {
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    let parsed = match key {
+        ForwardKey::Local => {
+            crate::spec::parse_local_config(arg(0).unwrap_or(""), arg(1).unwrap_or("")).map(drop)
+        }
+        ForwardKey::Remote => {
+            crate::spec::parse_remote_config(arg(0).unwrap_or(""), arg(1)).map(drop)
+        }
+        ForwardKey::Dynamic => crate::spec::parse_dynamic(arg(0).unwrap_or("")).map(drop),
+    };
+    parsed.map_err(|e| e.to_string())
 }
 
 /// `AddKeysToAgent yes|no|ask|confirm [time]` or a bare lifetime, as ssh accepts it.

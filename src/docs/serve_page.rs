@@ -173,6 +173,20 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
             "Resumable streams: unacknowledged bytes kept per stream and direction for replay; a \
              full buffer stops reading from the connection (backpressure), never grows.",
         ),
+        Key::new(
+            "auth_free_failures",
+            "integer",
+            d.penalty.free_failures.to_string(),
+        )
+        .help(
+            "Failed authentications one source address (IPv6: its /64) may have before the \
+             relay delays its failure replies; an agent offering several keys fails a few times \
+             legitimately. Failures are logged with the source address.",
+        ),
+        Key::new("auth_max_delay_secs", "seconds", secs(d.penalty.max_delay)).help(
+            "Past the allowance each failure reply waits 1 s, 2 s, 4 s, ... up to this; a source \
+             with no failure for 15 minutes starts over, and a successful login forgives it.",
+        ),
     ]
 }
 

@@ -44,16 +44,8 @@ async fn proxy_one<H: ClientSession>(
     peer: Peer,
     ctx: ForwardContext,
 ) {
-    let request = match tokio::time::timeout(HANDSHAKE_TIMEOUT, socks::accept(&mut stream)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::info!("dynamic forward: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::info!("dynamic forward: SOCKS handshake timed out");
-            return;
-        }
+    let Some(request) = handshake(&mut stream, HANDSHAKE_TIMEOUT, &ctx.cancel).await else {
+        return;
     };
     let target = endpoint_of(&request.target);
     let channel = match super::local::open_channel(&handle, &target, &peer).await {
@@ -104,6 +96,33 @@ pub fn endpoint_of(target: &TargetAddr) -> Endpoint {
     }
 }
 
+/// Reads the SOCKS request within `timeout`: a client that sends garbage gets its error reply
+/// (where the protocol has one) and is dropped at once; one that stalls mid-handshake is dropped
+/// after `timeout`, or at shutdown. None = no usable request (the reason is logged).
+async fn handshake<S>(
+    stream: &mut S,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<socks::Request>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::select! {
+        r = tokio::time::timeout(timeout, socks::accept(stream)) => match r {
+            Ok(Ok(request)) => Some(request),
+            Ok(Err(e)) => {
+                tracing::info!("dynamic forward: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::info!("dynamic forward: SOCKS handshake timed out after {timeout:?}");
+                None
+            }
+        },
+        () = cancel.cancelled() => None,
+    }
+}
+
 fn socks_failure(e: &russh::Error) -> Failure {
     match e {
         russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed) => {
@@ -113,5 +132,55 @@ fn socks_failure(e: &russh::Error) -> Failure {
             Failure::NotAllowed
         }
         _ => Failure::General,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stalls_mid_handshake_is_dropped_at_the_timeout() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        // A SOCKS5 greeting that promises two methods and sends one, then nothing.
+        client.write_all(&[5, 2, 0]).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let got = handshake(&mut server, HANDSHAKE_TIMEOUT, &cancel).await;
+        assert!(got.is_none());
+        assert_eq!(start.elapsed(), HANDSHAKE_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn garbage_is_refused_at_once_and_shutdown_ends_a_stalled_handshake() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        assert!(handshake(&mut server, HANDSHAKE_TIMEOUT, &cancel)
+            .await
+            .is_none());
+        assert_eq!(start.elapsed(), Duration::ZERO, "no waiting on garbage");
+
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(&[4, 1]).await.unwrap();
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stopper.cancel();
+        });
+        assert!(handshake(&mut server, HANDSHAKE_TIMEOUT, &cancel)
+            .await
+            .is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        drop(server);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(
+            rest.is_empty(),
+            "nothing sent to a half-finished SOCKS4 request"
+        );
     }
 }

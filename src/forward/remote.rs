@@ -2,10 +2,13 @@
 //! each `forwarded-tcpip` channel it opens: connect it to the forward's target, or, for a
 //! reverse dynamic forward (no target), answer SOCKS on it ([`super::rdynamic`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use russh::client::Msg;
 use russh::Channel;
+use tokio::sync::Notify;
 
 use super::{rdynamic, ClientHandle, ClientSession, Dial, ForwardContext};
 use crate::pipe::Counters;
@@ -44,10 +47,24 @@ struct Active {
     ctx: ForwardContext,
 }
 
+/// How long a channel for a listener we do not know yet waits for a request in flight to be
+/// answered and registered.
+const PENDING_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a connection on one of our listeners goes: the target (none for reverse dynamic) and
+/// the context of the forward it belongs to.
+type Route = (Option<Endpoint>, ForwardContext);
+
 /// The live -R forwards of one session. The SSH handler consults it for every channel the server
 /// opens, so only listeners we asked for are ever connected anywhere.
 pub struct RemoteForwards {
     active: Mutex<Vec<Active>>,
+    /// Requests sent and not yet registered. The server may open a channel on a new listener as
+    /// soon as it has answered, before the task that asked has registered the port (OpenSSH
+    /// handles the reply inside its dispatch loop; russh hands it to the asking task), so such a
+    /// channel waits for the registration instead of being refused.
+    pending: AtomicUsize,
+    registered: Notify,
     ctx: ForwardContext,
     permit: OpenCheck,
 }
@@ -104,6 +121,8 @@ impl RemoteForwards {
     pub fn with_permit(ctx: ForwardContext, permit: OpenCheck) -> Self {
         Self {
             active: Mutex::new(Vec::new()),
+            pending: AtomicUsize::new(0),
+            registered: Notify::new(),
             ctx,
             permit,
         }
@@ -141,6 +160,7 @@ impl RemoteForwards {
         fwd: &RemoteForward,
         announce: bool,
     ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
+        let _in_flight = InFlight::new(self);
         let ctx = self.ctx.for_forward();
         let counters = ctx.counters.clone();
         match &fwd.listen {
@@ -154,7 +174,7 @@ impl RemoteForwards {
                 let listen_port = if asked == 0 { got } else { asked };
                 // Registered before the port is announced: whoever connects as soon as they read
                 // "Allocated port" must find the listener known here.
-                self.lock().push(Active {
+                self.register(Active {
                     spec: fwd.clone(),
                     listen_host: host,
                     listen_port,
@@ -178,7 +198,7 @@ impl RemoteForwards {
                     .streamlocal_forward(p.clone())
                     .await
                     .map_err(|_| RemoteForwardError::Path(p.clone()))?;
-                self.lock().push(Active {
+                self.register(Active {
                     spec: fwd.clone(),
                     listen_host: p,
                     listen_port: 0,
@@ -187,6 +207,11 @@ impl RemoteForwards {
                 Ok((0, counters))
             }
         }
+    }
+
+    fn register(&self, active: Active) {
+        self.lock().push(active);
+        self.registered.notify_waiters();
     }
 
     /// Asks the server to stop listening for `fwd` (`cancel-tcpip-forward`, or its streamlocal
@@ -221,7 +246,7 @@ impl RemoteForwards {
 
     /// Finds the forward for a connection the server accepted on `host:port`. The port decides;
     /// the address breaks ties, since servers report it in different spellings.
-    fn target_for(&self, host: &str, port: u32) -> Option<(Option<Endpoint>, ForwardContext)> {
+    fn target_for(&self, host: &str, port: u32) -> Option<Route> {
         let active = self.lock();
         let same_port: Vec<&Active> = active
             .iter()
@@ -234,7 +259,7 @@ impl RemoteForwards {
             .map(|a| (a.spec.target.clone(), a.ctx.clone()))
     }
 
-    fn target_for_path(&self, path: &str) -> Option<(Option<Endpoint>, ForwardContext)> {
+    fn target_for_path(&self, path: &str) -> Option<Route> {
         self.lock()
             .iter()
             .find(|a| matches!(a.spec.listen, Listen::Unix(_)) && a.listen_host == path)
@@ -243,15 +268,83 @@ impl RemoteForwards {
 
     /// Handles a `forwarded-tcpip` channel: dial the target in a task, then accept the channel
     /// and pump, or reject it with "connect failed" as ssh(1) does; or serve SOCKS on it for a
-    /// reverse dynamic forward.
+    /// reverse dynamic forward. A channel for a listener not registered yet waits (bounded) while
+    /// one of our requests is still in flight.
     pub fn dispatch(
-        &self,
+        self: &Arc<Self>,
         channel: Channel<Msg>,
         host: &str,
         port: u32,
         reply: russh::client::ChannelOpenHandle,
     ) {
-        let found = self.target_for(host, port);
+        let (me, host) = (self.clone(), host.to_string());
+        self.route(channel, reply, format!("{host}:{port}"), move || {
+            me.target_for(&host, port)
+        });
+    }
+
+    /// Same as [`Self::dispatch`] for `forwarded-streamlocal@openssh.com`.
+    pub fn dispatch_path(
+        self: &Arc<Self>,
+        channel: Channel<Msg>,
+        path: &str,
+        reply: russh::client::ChannelOpenHandle,
+    ) {
+        let (me, path) = (self.clone(), path.to_string());
+        self.route(channel, reply, path.clone(), move || {
+            me.target_for_path(&path)
+        });
+    }
+
+    /// Finds the route for a channel now, or after a request in flight has registered it.
+    fn route(
+        self: &Arc<Self>,
+        channel: Channel<Msg>,
+        reply: russh::client::ChannelOpenHandle,
+        listener: String,
+        find: impl Fn() -> Option<Route> + Send + Sync + 'static,
+    ) {
+        let found = find();
+        if found.is_some() || self.pending.load(Ordering::SeqCst) == 0 {
+            self.serve(channel, reply, &listener, found);
+            return;
+        }
+        let me = self.clone();
+        self.ctx.tracker.spawn(async move {
+            let found = tokio::time::timeout(PENDING_WAIT, me.wait_for(&find))
+                .await
+                .ok()
+                .flatten();
+            me.serve(channel, reply, &listener, found);
+        });
+    }
+
+    /// Waits until `find` succeeds, or no request is in flight any more.
+    async fn wait_for(&self, find: &impl Fn() -> Option<Route>) -> Option<Route> {
+        loop {
+            let changed = self.registered.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(found) = find() {
+                return Some(found);
+            }
+            if self.pending.load(Ordering::SeqCst) == 0 {
+                return None;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = self.ctx.cancel.cancelled() => return None,
+            }
+        }
+    }
+
+    fn serve(
+        &self,
+        channel: Channel<Msg>,
+        reply: russh::client::ChannelOpenHandle,
+        listener: &str,
+        found: Option<Route>,
+    ) {
         if self.ctx.resume().is_some() {
             // A re-attaching stream may arrive before this session re-requested its listener.
             let (dial, ctx) = match found {
@@ -264,28 +357,30 @@ impl RemoteForwards {
         }
         match found {
             None => {
-                tracing::warn!("rejected forwarded connection for unknown listener {host}:{port}");
+                tracing::warn!("rejected forwarded connection for unknown listener {listener}");
                 drop(reply);
             }
             Some((Some(target), ctx)) => ctx.dial_then_pump(channel, target, reply, ()),
             Some((None, ctx)) => rdynamic::serve(channel, reply, &ctx, self.permit.clone()),
         }
     }
+}
 
-    /// Same as [`Self::dispatch`] for `forwarded-streamlocal@openssh.com`.
-    pub fn dispatch_path(
-        &self,
-        channel: Channel<Msg>,
-        path: &str,
-        reply: russh::client::ChannelOpenHandle,
-    ) {
-        match self.target_for_path(path) {
-            Some((Some(target), ctx)) => ctx.dial_then_pump(channel, target, reply, ()),
-            _ => {
-                tracing::warn!("rejected forwarded connection for unknown listener {path}");
-                drop(reply);
-            }
-        }
+/// Counts one request as in flight for as long as it lives (also when the request is dropped
+/// half-way), and wakes waiting channels when it ends.
+struct InFlight<'a>(&'a RemoteForwards);
+
+impl<'a> InFlight<'a> {
+    fn new(forwards: &'a RemoteForwards) -> Self {
+        forwards.pending.fetch_add(1, Ordering::SeqCst);
+        Self(forwards)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+        self.0.registered.notify_waiters();
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::observe::ObserveConfig;
+use crate::server::penalty::PenaltyConfig;
 use crate::server::policy::{self, AllowTcpForwarding, GatewayPorts};
 
 /// Why the relay's configuration is unusable.
@@ -100,6 +101,10 @@ pub struct LimitsFile {
     pub resume_grace_secs: Option<u64>,
     /// Resumable streams: unacknowledged bytes kept per stream and direction (default 4096).
     pub resume_buffer_kib: Option<usize>,
+    /// Failed authentications a source may have before its failure replies are delayed.
+    pub auth_free_failures: Option<u32>,
+    /// Longest delay of a failure reply for a source past its allowance (seconds).
+    pub auth_max_delay_secs: Option<u64>,
 }
 
 /// Flags that override the file.
@@ -159,6 +164,8 @@ pub struct Limits {
     pub keepalive_count_max: usize,
     /// Resumable streams (burrow clients only): replay buffer and grace period.
     pub resume: crate::resume::ResumeConfig,
+    /// Per-source brute-force penalty (OpenSSH PerSourcePenalties-like).
+    pub penalty: PenaltyConfig,
 }
 
 impl Default for Limits {
@@ -173,6 +180,7 @@ impl Default for Limits {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_count_max: 3,
             resume: crate::resume::ResumeConfig::default(),
+            penalty: PenaltyConfig::default(),
         }
     }
 }
@@ -355,6 +363,14 @@ fn limits(f: LimitsFile) -> Limits {
                 .map(Duration::from_secs)
                 .unwrap_or(d.resume.grace),
         },
+        penalty: PenaltyConfig {
+            free_failures: f.auth_free_failures.unwrap_or(d.penalty.free_failures),
+            max_delay: f
+                .auth_max_delay_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.penalty.max_delay),
+            ..d.penalty
+        },
     }
 }
 
@@ -461,6 +477,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("metrics_token_file"), "{e}");
+    }
+
+    #[test]
+    fn a_generated_host_key_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/host_key");
+        let (_, created) = load_or_create_host_key(&path).unwrap();
+        assert!(created);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let (_, again) = load_or_create_host_key(&path).unwrap();
+        assert!(!again, "the existing key is kept");
     }
 
     #[test]

@@ -101,15 +101,26 @@ impl SessionHandler {
             .map_err(|r| r.to_string())
     }
 
-    fn reject(&self, key: &PublicKey, why: &str) -> Auth {
+    /// Counts and logs a failed authentication, then holds the failure reply for the source's
+    /// brute-force penalty (see [`super::penalty`]); ends early if the session is being closed.
+    async fn reject(&self, key: &PublicKey, why: &str) -> Auth {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
         self.relay.stats.auth_failed(self.peer, &fp, why);
+        let verdict = self.relay.penalties.failure(self.peer.ip());
         tracing::warn!(
             peer = %self.peer,
             fingerprint = %fp,
             reason = why,
+            failures = verdict.failures,
+            delay_ms = verdict.delay.as_millis() as u64,
             "authentication refused"
         );
+        if !verdict.delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(verdict.delay) => {}
+                () = self.ctx.cancel.cancelled() => {}
+            }
+        }
         Auth::Reject {
             proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
             partial_success: false,
@@ -438,7 +449,7 @@ impl russh::server::Handler for SessionHandler {
     ) -> Result<Auth, Self::Error> {
         Ok(match self.authorize(offer.public_key) {
             Ok(_) => Auth::Accept,
-            Err(why) => self.reject(offer.public_key, &why),
+            Err(why) => self.reject(offer.public_key, &why).await,
         })
     }
 
@@ -458,7 +469,7 @@ impl russh::server::Handler for SessionHandler {
                 });
                 Ok(Auth::Accept)
             }
-            Err(why) => Ok(self.reject(key.public_key, &why)),
+            Err(why) => Ok(self.reject(key.public_key, &why).await),
         }
     }
 
@@ -476,6 +487,7 @@ impl russh::server::Handler for SessionHandler {
                 },
             );
         }
+        self.relay.penalties.forgive(self.peer.ip());
         self.authenticated.cancel();
         self.unauth_permit = None;
         Ok(())

@@ -8,6 +8,7 @@ pub mod authorized_keys;
 pub mod config;
 pub mod handler;
 pub mod listeners;
+pub mod penalty;
 pub mod policy;
 pub mod resume;
 pub mod socks_gate;
@@ -52,6 +53,8 @@ pub struct Relay {
     channels: Mutex<HashMap<String, u32>>,
     /// Caps connections that have not authenticated yet.
     pub unauthenticated: Arc<Semaphore>,
+    /// Failed authentications per source, for the brute-force delay.
+    pub penalties: penalty::Penalties,
     /// Cancelled on shutdown: stop accepting and close every -R listener.
     pub stop_listening: CancellationToken,
     /// Cancelled at the end of the shutdown grace period: every session ends.
@@ -178,6 +181,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         local_addr,
         resume: resume::Instances::new(config.limits.resume, kill.clone()),
         unauthenticated: Arc::new(Semaphore::new(config.limits.max_startups)),
+        penalties: penalty::Penalties::new(config.limits.penalty.clone()),
         config,
         keys: RwLock::new(Arc::new(keys)),
         registry: ListenerRegistry::default(),
@@ -287,8 +291,9 @@ async fn serve_connection(relay: Arc<Relay>, socket: TcpStream, peer: SocketAddr
     }
 }
 
-/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys. With
-/// `--metrics`, also serves metrics and the status page until the relay has shut down.
+/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys; SIGUSR1 logs
+/// [`crate::diagnostics`] stats. With `--metrics`, also serves metrics and the status page until
+/// the relay has shut down.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let listener = crate::forward::listen::bind_tcp(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -322,11 +327,13 @@ async fn wait_for_signals(relay: &Arc<Relay>) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
+            _ = usr1.recv() => crate::diagnostics::log_snapshot(&relay.counters),
             _ = hup.recv() => match relay.reload_keys() {
                 Ok(n) => tracing::info!(keys = n, "reloaded authorized keys"),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the previous keys"),
+                Err(e) => tracing::error!(error = %crate::logging::error_chain(&e), "reload failed; keeping the previous keys"),
             },
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),

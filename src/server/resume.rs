@@ -46,6 +46,13 @@ impl Instances {
         instance: [u8; 16],
         handle: russh::server::Handle,
     ) -> Arc<Registry> {
+        let registry = self.registry(fp, instance);
+        registry.set_opener(Some(Arc::new(ServerOpener(handle))));
+        registry
+    }
+
+    /// The registry of `instance` under key `fp`; a new one if none is alive.
+    fn registry(&self, fp: &str, instance: [u8; 16]) -> Arc<Registry> {
         let mut map = self.lock();
         map.retain(|_, r| r.strong_count() > 0);
         let key = (fp.to_string(), instance);
@@ -62,7 +69,6 @@ impl Instances {
             }
         };
         drop(map);
-        registry.set_opener(Some(Arc::new(ServerOpener(handle))));
         registry
     }
 }
@@ -94,5 +100,30 @@ impl Opener for ServerOpener {
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_sees_only_its_own_registries() {
+        let instances = Instances::new(ResumeConfig::default(), CancellationToken::new());
+        let instance = [7; 16];
+        let mine = instances.registry("SHA256:mine", instance);
+        let again = instances.registry("SHA256:mine", instance);
+        assert!(Arc::ptr_eq(&mine, &again), "same key and instance: same streams");
+        let theirs = instances.registry("SHA256:theirs", instance);
+        assert!(
+            !Arc::ptr_eq(&mine, &theirs),
+            "another key with the same instance id gets a registry of its own"
+        );
+        let other_instance = instances.registry("SHA256:mine", [8; 16]);
+        assert!(!Arc::ptr_eq(&mine, &other_instance));
+        drop((mine, again, theirs));
+        let fresh = instances.registry("SHA256:mine", instance);
+        assert_eq!(fresh.stream_count(), 0, "a forgotten instance starts empty");
+        assert_eq!(instances.lock().len(), 2, "dead entries are pruned");
     }
 }
