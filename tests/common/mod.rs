@@ -20,6 +20,8 @@ pub mod netns;
 pub mod openssh;
 pub mod output;
 pub mod process;
+pub mod procstat;
+pub mod russh_client;
 pub mod services;
 pub mod sshd;
 pub mod sshd_config;
@@ -29,8 +31,8 @@ use std::path::PathBuf;
 
 pub use data::{
     det_bytes, det_sha256, fetch_checked, fetch_hashed, hex, http_get, http_get_with, push_hashed,
-    read_expecting, read_to_end_hashed, send_stream, sha256_hex, transfer_checked,
-    transfer_checked_within, wait_port, DetStream, Transfer, DEFAULT_SEED,
+    read_expecting, read_to_end_hashed, read_until_closed, send_stream, sha256_hex,
+    transfer_checked, transfer_checked_within, wait_port, DetStream, Transfer, DEFAULT_SEED,
 };
 pub use keys::{keygen, Agent, KeyKind, Keypair};
 pub use openssh::{parse_allocated_port, ssh_local_forward, ssh_remote_forward, wait_listening};

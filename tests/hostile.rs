@@ -1,0 +1,313 @@
+//! Hostile or broken peers that hold a key, and SOCKS clients: the per-key channel and listener
+//! caps, ports of other keys, authorized_keys reloads that must not weaken the relay, and SOCKS
+//! clients that send garbage or stop mid-handshake. SECURITY.md names these tests for its
+//! promises.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::burrow::{allocated_port, burrow_ssh, Relay, UP_TIMEOUT};
+use common::procstat::{runtime_stats, settle};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_opening_channels_without_end_hits_its_cap_with_a_failure_reply() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-channels=4 {}", key.public_line);
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let echo = echo_server().await;
+    let mut cmd = relay.burrow_ssh(&key);
+    cmd.args(["-N", "-L"])
+        .arg(format!("127.0.0.1:0:{}", echo.hostport()))
+        .arg("root@127.0.0.1");
+    let mut client = spawn_logged(cmd, dir.path(), "burrow-L");
+    let port = allocated_port(&client, &format!("local forward to {}", echo.hostport())).await;
+    let addr = loopback(port);
+
+    /// Opens a forwarded connection and checks it echoes; None when it was closed instead.
+    async fn open(addr: SocketAddr) -> Option<TcpStream> {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"ping").await.ok()?;
+        let mut buf = [0u8; 4];
+        match tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut buf)).await {
+            Ok(Ok(_)) if &buf == b"ping" => Some(s),
+            _ => None,
+        }
+    }
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(
+            open(addr)
+                .await
+                .unwrap_or_else(|| panic!("channel {i} within the cap")),
+        );
+    }
+    // 50 more at once: every one is refused, none hangs.
+    let attempts: Vec<_> = (0..50).map(|_| tokio::spawn(open(addr))).collect();
+    let mut refused = 0;
+    for a in attempts {
+        if a.await.unwrap().is_none() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 50, "channels beyond the cap are refused");
+    assert!(client
+        .stderr()
+        .wait_for_line_async("open failed: resource shortage", Duration::from_secs(5))
+        .await
+        .is_some());
+    assert!(relay
+        .child
+        .stderr()
+        .wait_for_line_async("open channel cap reached", Duration::from_secs(5))
+        .await
+        .is_some());
+    // The session survives, the held channels still work, and a freed slot is reusable.
+    assert!(client.try_status().is_none(), "{}", client.stderr_text());
+    for s in &mut held[1..] {
+        s.write_all(b"more").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+    }
+    held.remove(0);
+    let mut reopened = None;
+    for _ in 0..50 {
+        reopened = open(addr).await;
+        if reopened.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "a closed channel frees its slot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_held_to_its_listener_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-listeners=2 {}", key.public_line);
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    // Three different targets: OpenSSH drops duplicate forwards before asking.
+    let targets = [
+        echo_server().await,
+        echo_server().await,
+        echo_server().await,
+    ];
+    let mut cmd = relay.ssh(&key);
+    cmd.arg("-N");
+    for t in &targets {
+        cmd.arg("-R").arg(format!("0:{}", t.hostport()));
+    }
+    cmd.arg("root@127.0.0.1");
+    let client = spawn_logged(cmd, dir.path(), "ssh-3R");
+    let refused = client
+        .stderr()
+        .wait_for_line_async("remote port forwarding failed", UP_TIMEOUT)
+        .await;
+    assert!(refused.is_some(), "{}", client.stderr_text());
+    let allocated = client.stderr_text().matches("Allocated port").count();
+    assert_eq!(allocated, 2, "{}", client.stderr_text());
+    assert!(relay
+        .child
+        .stderr()
+        .wait_for_line_async("listener cap reached", Duration::from_secs(5))
+        .await
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_held_by_another_key_is_never_taken_over_even_when_its_holder_is_dead() {
+    let dir = test_dir();
+    let k1 = keygen(dir.path(), "k1", KeyKind::Ed25519, None);
+    let k2 = keygen(dir.path(), "k2", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[&k1.public_line, &k2.public_line],
+        None,
+        &[],
+    )
+    .await;
+    let echo = echo_server().await;
+    let port = free_port();
+    let forward = |key: &Keypair| {
+        let mut cmd = relay.ssh(key);
+        cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+            .arg(format!("{port}:{}", echo.hostport()))
+            .arg("root@127.0.0.1");
+        cmd
+    };
+    let mut holder = spawn_logged(forward(&k1), dir.path(), "ssh-k1");
+    wait_listening(&mut holder, loopback(port), UP_TIMEOUT)
+        .await
+        .expect("k1 holds the port");
+    // The holder stops answering (as a dead link would); k2 still may not have its port.
+    holder.freeze();
+    let (st, _, err) =
+        run_with_timeout(forward(&k2), dir.path(), "ssh-k2", Duration::from_secs(60));
+    holder.thaw();
+    assert_eq!(st.and_then(|s| s.code()), Some(255), "{err}");
+    assert!(
+        err.contains(&format!(
+            "remote port forwarding failed for listen port {port}"
+        )),
+        "{err}"
+    );
+    assert!(!relay.child.stderr_text().contains("taking its port over"));
+    transfer_checked(loopback(port), 64 * 1024)
+        .await
+        .expect("still k1's forward");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_a_bad_or_writable_authorized_keys_keeps_the_previous_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let intruder = keygen(dir.path(), "intruder", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let echo = echo_server().await;
+    let login = |k: &Keypair, name: &str| {
+        let mut cmd = relay.ssh(k);
+        cmd.args(["-W", &echo.hostport(), "root@127.0.0.1"]);
+        let (st, _, _) = run_with_timeout(cmd, dir.path(), name, Duration::from_secs(30));
+        st.is_some_and(|s| s.success())
+    };
+    async fn reload(relay: &Relay, n: usize) -> bool {
+        relay.child.signal(nix::sys::signal::Signal::SIGHUP);
+        relay
+            .child
+            .stderr()
+            .wait_until_async(Duration::from_secs(10), move |log| {
+                (log.matches("reload failed; keeping the previous keys")
+                    .count()
+                    >= n)
+                    .then_some(())
+            })
+            .await
+            .is_some()
+    }
+    // A malformed file: refused, the old keys stay.
+    let both = format!("{}\n{}\n", key.public_line, intruder.public_line);
+    std::fs::write(
+        &relay.authorized_keys,
+        format!("{both}bogus-option {}\n", intruder.public_line),
+    )
+    .unwrap();
+    assert!(reload(&relay, 1).await, "{}", relay.child.stderr_text());
+    // A file others may write: refused too, even though its lines are fine.
+    std::fs::write(&relay.authorized_keys, &both).unwrap();
+    std::fs::set_permissions(
+        &relay.authorized_keys,
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    assert!(reload(&relay, 2).await, "{}", relay.child.stderr_text());
+    assert!(relay
+        .child
+        .stderr_text()
+        .contains("writable by group or others"));
+    assert!(login(&key, "kept"), "the previous key still logs in");
+    assert!(
+        !login(&intruder, "intruder"),
+        "the rejected file's new key does not"
+    );
+}
+
+/// A SOCKS5 CONNECT to `target` through the proxy at `proxy`; returns the open stream.
+async fn socks5_connect(proxy: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.write_all(&[5, 1, 0]).await?;
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice).await?;
+    assert_eq!(choice, [5, 0]);
+    let SocketAddr::V4(t) = target else {
+        unreachable!("IPv4 targets only")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    s.write_all(&req).await?;
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).await?;
+    assert_eq!(reply[1], 0, "SOCKS5 reply {reply:?}");
+    Ok(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks_garbage_and_stalled_handshakes_cost_one_task_each_and_nothing_after() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let sshd = Sshd::start(SshdOptions::with_keys(&[&key]));
+    let echo = echo_server().await;
+    let mut cmd = burrow_ssh(&sshd, Some(&key));
+    cmd.args(["-N", "-D", "127.0.0.1:0"]).arg(sshd.dest("root"));
+    let client = spawn_logged(cmd, dir.path(), "burrow-D");
+    let proxy = loopback(allocated_port(&client, "dynamic forward").await);
+    let mut s = socks5_connect(proxy, echo.addr).await.expect("SOCKS works");
+    drop(s.shutdown().await);
+    let base = settle(
+        &client,
+        runtime_stats(&client).await,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Garbage: answered (where the protocol allows) and closed at once.
+    let garbage: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[5, 1, 0, 5, 9, 0, 1, 0, 0, 0, 0, 0, 0],
+        &[4, 1, 0, 80, 0, 0, 0, 1, 0, 0],
+        &[0xff; 64],
+    ];
+    for (i, g) in garbage.iter().enumerate() {
+        let mut s = TcpStream::connect(proxy).await.unwrap();
+        s.write_all(g).await.unwrap();
+        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(closed, "garbage {i} got its connection closed");
+    }
+    // Stalled mid-handshake: each holds one task and one socket, and the proxy still serves.
+    let stalled_n = 20u64;
+    let mut stalled = Vec::new();
+    for _ in 0..stalled_n {
+        let mut s = TcpStream::connect(proxy).await.unwrap();
+        s.write_all(&[5, 2, 0]).await.unwrap(); // promises two methods, sends one
+        stalled.push(s);
+    }
+    let mut ok = socks5_connect(proxy, echo.addr)
+        .await
+        .expect("SOCKS beside stalled ones");
+    ok.write_all(b"echo").await.unwrap();
+    let mut buf = [0u8; 4];
+    ok.read_exact(&mut buf).await.unwrap();
+    drop(ok);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = runtime_stats(&client).await;
+    println!("baseline {base:?}, with {stalled_n} stalled handshakes {during:?}");
+    assert_eq!(
+        during.tasks - base.tasks,
+        stalled_n,
+        "one task per stalled client"
+    );
+    assert_eq!(
+        during.fds - base.fds,
+        stalled_n,
+        "one socket per stalled client"
+    );
+    drop(stalled);
+    let after = settle(&client, base, Duration::from_secs(10)).await;
+    println!("after the stalled clients left {after:?}");
+    assert!(
+        after.tasks <= base.tasks && after.fds <= base.fds,
+        "{after:?} vs {base:?}"
+    );
+}

@@ -1,0 +1,265 @@
+//! Memory stays bounded under backpressure, measured as the resident set size (VmRSS in
+//! /proc/PID/status) of the burrow processes:
+//!
+//! - a forwarded connection whose reader stalls while its source has 64 MiB to send, beside a
+//!   connection on the same session through which a writer pushes 1 GiB: the stalled stream is
+//!   held back by its channel window, the other one flows, neither process grows past a bound
+//!   derived from the window, and once the reader resumes every byte of the stalled stream
+//!   arrives intact;
+//! - a peer that sends one-byte packets into a channel nobody reads (the case
+//!   vendor/russh/BURROW-PATCH.md calls "coalescing small data"): queued bytes cost about a
+//!   byte each, not a queue slot and an allocation per packet.
+//!
+//! Both are `_exclusive`: they move gigabytes and sample memory while doing it.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::burrow::{allocated_port, Relay};
+use common::procstat::rss_kib;
+use common::russh_client::connect_with_key;
+use common::*;
+use tokio::net::TcpStream;
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+/// russh's default receive window per channel (burrow keeps it): 2 MiB.
+fn window() -> u64 {
+    u64::from(russh::client::Config::default().window_size)
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Samples the RSS of `pids` every 50 ms until stopped; keeps the peak of each (KiB).
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peaks: Vec<Arc<AtomicU64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pids: &[u32]) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peaks: Vec<Arc<AtomicU64>> = pids.iter().map(|_| Arc::default()).collect();
+        let (pids, s, p) = (pids.to_vec(), stop.clone(), peaks.clone());
+        let task = tokio::spawn(async move {
+            // Bounded: at most 20 minutes of samples.
+            for _ in 0..24_000 {
+                for (pid, peak) in pids.iter().zip(&p) {
+                    peak.fetch_max(rss_kib(*pid), Ordering::Relaxed);
+                }
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        RssSampler { stop, peaks, task }
+    }
+
+    async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.peaks
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// Waits until `counter` stops growing for 500 ms (at most `limit`); returns its value.
+async fn until_still(counter: &AtomicU64, limit: Duration) -> u64 {
+    let start = Instant::now();
+    let mut last = Stats::get(counter);
+    while start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = Stats::get(counter);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_beside_a_1_gib_transfer_keeps_memory_bounded_exclusive() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let stalled_len = 64 * MIB;
+    let source = source_server(stalled_len, 21).await;
+    let mut sink = sink_server().await;
+    let mut cmd = relay.burrow_ssh(&key);
+    cmd.args(["-N", "-L"])
+        .arg(format!("127.0.0.1:0:{}", source.hostport()))
+        .arg("-L")
+        .arg(format!("127.0.0.1:0:{}", sink.addr))
+        .arg("root@127.0.0.1");
+    let client = spawn_logged(cmd, dir.path(), "burrow-L");
+    let source_port =
+        allocated_port(&client, &format!("local forward to {}", source.hostport())).await;
+    let sink_port = allocated_port(&client, &format!("local forward to {}", sink.addr)).await;
+    let pids = [client.pid(), relay.child.pid()];
+    let base: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+
+    // The stalled reader: connected, never reading, while the source tries to send 64 MiB.
+    let mut stalled = TcpStream::connect(loopback(source_port)).await.unwrap();
+    let held_back = until_still(&source.stats.bytes_out, Duration::from_secs(30)).await;
+    println!("stalled stream: source sent {held_back} bytes, then stopped");
+    assert!(
+        held_back < stalled_len / 2,
+        "a stalled stream is held back, not buffered"
+    );
+
+    // Meanwhile 1 GiB moves through the same session.
+    let sampler = RssSampler::start(&pids);
+    let started = Instant::now();
+    let sha = push_hashed(loopback(sink_port), GIB, 22, Duration::from_secs(600))
+        .await
+        .expect("1 GiB beside a stalled reader");
+    let elapsed = started.elapsed();
+    let got = sink
+        .next_result(Duration::from_secs(60))
+        .await
+        .expect("sink saw EOF");
+    assert_eq!((got.bytes, got.sha256.as_str()), (GIB, sha.as_str()));
+    assert!(got.clean_eof);
+    let still = Stats::get(&source.stats.bytes_out);
+    assert!(still - held_back < MIB, "stalled stream stayed stalled");
+    let peaks = sampler.finish().await;
+    println!(
+        "1 GiB beside the stalled reader in {elapsed:.1?} ({:.0} MiB/s)",
+        GIB as f64 / MIB as f64 / elapsed.as_secs_f64()
+    );
+
+    // Then the reader resumes: every byte of the held-back stream arrives.
+    let sampler2 = RssSampler::start(&pids);
+    let (n, digest) =
+        tokio::time::timeout(Duration::from_secs(600), read_to_end_hashed(&mut stalled))
+            .await
+            .expect("stalled stream finishes once read")
+            .expect("read");
+    assert_eq!((n, digest), (stalled_len, det_sha256(21, stalled_len)));
+    let peaks2 = sampler2.finish().await;
+
+    let bound_kib = 24 * window() / 1024;
+    for (i, name) in ["burrow ssh", "burrow serve"].iter().enumerate() {
+        let grew = peaks[i].max(peaks2[i]).saturating_sub(base[i]);
+        println!(
+            "{name}: RSS {} KiB before, peak {} KiB while stalled + 1 GiB, {} KiB while draining; \
+             growth {grew} KiB (bound {bound_kib} KiB = 24 x {} KiB window)",
+            base[i],
+            peaks[i],
+            peaks2[i],
+            window() / 1024
+        );
+        assert!(grew <= bound_kib, "{name} grew by {grew} KiB");
+    }
+}
+
+/// A TCP service that accepts one connection and reads from it only the byte counts sent on
+/// the returned channel, with a small receive buffer: what is sent to it beyond that piles up in
+/// the sender.
+async fn metered_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedSender<usize>) {
+    use socket2::{Domain, Socket, Type};
+    use tokio::io::AsyncReadExt;
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(&loopback(0).into()).unwrap();
+    sock.listen(16).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(sock.into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    tokio::spawn(async move {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Some(mut n) = rx.recv().await {
+            while n > 0 {
+                let k = buf.len().min(n);
+                match conn.read(&mut buf[..k]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(got) => n -= got,
+                }
+            }
+        }
+    });
+    (addr, tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_byte_packets_into_an_unread_channel_cost_about_a_byte_each_exclusive() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let (target, read) = metered_server().await;
+
+    let session = connect_with_key(relay.addr, &key).await;
+    let channel = session
+        .channel_open_direct_tcpip(
+            target.ip().to_string(),
+            u32::from(target.port()),
+            "127.0.0.1",
+            0,
+        )
+        .await
+        .expect("relay opens the channel");
+    let pid = relay.child.pid();
+
+    // 1. Fill everything behind the relay's pump (socket buffers, then the channel's window)
+    //    with full-sized packets until the relay stops granting window.
+    let chunk = vec![0u8; 32 * 1024];
+    let mut bulk = 0u64;
+    for _ in 0..4096 {
+        let sent = tokio::time::timeout(Duration::from_secs(2), channel.data(&chunk[..])).await;
+        if sent.is_err() {
+            break;
+        }
+        bulk += chunk.len() as u64;
+    }
+    assert!(bulk >= window(), "window exhausted after {bulk} bytes");
+    // 2. The target reads 3/4 of a window: the pump moves that much on and blocks again, and the
+    //    relay re-opens the window by as much, while its queue is not being read.
+    let reopened = 3 * window() / 4;
+    read.send(reopened as usize).unwrap();
+    // 3. One-byte packets into that window; the relay must queue all of them.
+    let packets = window() / 8;
+    let base = rss_kib(pid);
+    let started = Instant::now();
+    for i in 0..packets {
+        tokio::time::timeout(Duration::from_secs(30), channel.data(&b"x"[..]))
+            .await
+            .unwrap_or_else(|_| panic!("packet {i}: window not re-opened"))
+            .expect("send one byte");
+    }
+    // A keepalive answered after the data: the relay has processed every packet.
+    session
+        .send_ping()
+        .await
+        .expect("relay answers after the flood");
+    let after = rss_kib(pid);
+    let grew = after.saturating_sub(base);
+    let bound_kib = 4 * window() / 1024;
+    println!(
+        "{bulk} bytes to fill the path, then {packets} one-byte packets in {:.1?}: relay RSS \
+         {base} -> {after} KiB, +{grew} KiB (bound {bound_kib} KiB = 4 x window; unmerged they \
+         would cost ~115 B each, ~{} KiB)",
+        started.elapsed(),
+        packets * 115 / 1024
+    );
+    assert!(grew <= bound_kib, "relay grew by {grew} KiB");
+    drop(channel);
+    let _ = session
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+}
