@@ -9,6 +9,7 @@
 
 mod cases;
 mod ceiling;
+#[path = "../tests/common/delay.rs"]
 mod delay;
 mod lfp;
 mod load;

@@ -113,7 +113,10 @@ mod tests {
         let instance = [7; 16];
         let mine = instances.registry("SHA256:mine", instance);
         let again = instances.registry("SHA256:mine", instance);
-        assert!(Arc::ptr_eq(&mine, &again), "same key and instance: same streams");
+        assert!(
+            Arc::ptr_eq(&mine, &again),
+            "same key and instance: same streams"
+        );
         let theirs = instances.registry("SHA256:theirs", instance);
         assert!(
             !Arc::ptr_eq(&mine, &theirs),

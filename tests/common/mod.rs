@@ -15,6 +15,7 @@
 pub mod burrow;
 pub mod chromium;
 pub mod data;
+pub mod delay;
 pub mod keys;
 pub mod netns;
 pub mod openssh;

@@ -518,6 +518,26 @@ pub(crate) struct ChannelParams {
     /// burrow: bytes the peer sent beyond the window we granted (OpenSSH's
     /// `local_window_exceeded`, but never reset).
     receive_window_exceeded: u32,
+    /// burrow: this channel's own receive window target once grown beyond the configured one
+    /// (adaptive window, see `Encrypted::window_probe_reply`); 0 = not grown.
+    receive_window_max: u32,
+    /// burrow: the round-trip probe that decides whether the window should grow.
+    receive_probe: WindowProbe,
+}
+
+/// burrow: state of a channel's window probe: a `winadj@putty.projects.tartarus.org` channel
+/// request with want-reply, sent right after a WINDOW_ADJUST (PuTTY's technique). Any peer
+/// answers it (CHANNEL_FAILURE for an unknown request), and the data received between sending
+/// it and its answer is what the peer sent in one round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WindowProbe {
+    /// Not probed: the channel may carry requests of the application whose replies would be
+    /// confused with the probe's (session, x11, agent channels).
+    Never,
+    /// May probe; none in flight.
+    Idle,
+    /// Probe sent; bytes received since.
+    InFlight { received: u32 },
 }
 
 impl ChannelParams {

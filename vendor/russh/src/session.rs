@@ -34,6 +34,15 @@ use crate::{
     ChannelId, ChannelParams, CryptoVec, Disconnect, Limits, auth, cipher, mac, msg, negotiation,
 };
 
+
+/// burrow: how far the adaptive window may grow a channel's receive window (it bounds what a
+/// channel whose reader stalls can hold, like the configured window does): 16 MiB carries
+/// 160 MiB/s over a 100 ms round trip.
+pub(crate) const RECEIVE_WINDOW_LIMIT: u32 = 16 * 1024 * 1024;
+
+/// burrow: the window probe's request name, PuTTY's; every peer answers unknown requests.
+pub(crate) const WINDOW_PROBE_REQUEST: &str = "winadj@putty.projects.tartarus.org";
+
 #[derive(Debug)]
 pub(crate) struct Encrypted {
     pub state: EncryptedState,
@@ -332,9 +341,14 @@ impl Encrypted {
                     "channel {}: peer sent {excess} bytes beyond its window ({} in total)",
                     channel.sender_channel, channel.receive_window_exceeded
                 );
-                if channel.receive_window_exceeded > target / 10 {
+                if channel.receive_window_exceeded > target.max(channel.receive_window_max) / 10 {
                     return Err(crate::Error::Inconsistent);
                 }
+            }
+            // burrow: what arrives while a window probe is in flight is what the peer sent
+            // in one round trip (see `window_probe_reply`).
+            if let crate::WindowProbe::InFlight { received } = &mut channel.receive_probe {
+                *received = received.saturating_add(len);
             }
             if queued {
                 return Ok(false);
@@ -370,6 +384,8 @@ impl Encrypted {
         let Some(channel) = self.channels.get_mut(&channel) else {
             return Ok(false); // closed meanwhile
         };
+        // burrow: the adaptive window may have grown this channel's target.
+        let window_max = window_max.max(channel.receive_window_max);
         channel.receive_consumed = channel.receive_consumed.saturating_add(consumed);
         let window = channel.sender_window_size;
         let missing = window_max.saturating_sub(window);
@@ -390,6 +406,65 @@ impl Encrypted {
             grant.encode(&mut self.write)?;
         });
         channel.sender_window_size += grant;
+        if channel.receive_probe == crate::WindowProbe::Idle && window_max < RECEIVE_WINDOW_LIMIT
+        {
+            push_packet!(self.write, {
+                self.write.push(msg::CHANNEL_REQUEST);
+                channel.recipient_channel.encode(&mut self.write)?;
+                WINDOW_PROBE_REQUEST.encode(&mut self.write)?;
+                self.write.push(1); // want reply
+            });
+            channel.receive_probe = crate::WindowProbe::InFlight { received: 0 };
+        }
+        Ok(true)
+    }
+
+    /// burrow: lets `channel` (one that carries no requests of the application: tcpip and
+    /// streamlocal forwards) probe its round trip, so its receive window can grow.
+    pub fn allow_window_probe(&mut self, channel: ChannelId) {
+        if let Some(c) = self.channels.get_mut(&channel) {
+            c.receive_probe = crate::WindowProbe::Idle;
+        }
+    }
+
+    /// burrow: adaptive receive window. Called with each CHANNEL_SUCCESS/FAILURE; returns
+    /// whether it answered our window probe (and so must not reach the application).
+    ///
+    /// The probe went out right behind a WINDOW_ADJUST, and the peer answers it in order with
+    /// its data, so what arrived in between is what the peer sent in one round trip. When that
+    /// is at least 3/4 of the window target, the window (not the network or our reader, which
+    /// is keeping up: data is only credited back as it is consumed) is what limits: the target
+    /// doubles, up to `RECEIVE_WINDOW_LIMIT`, and the extra is granted at once. On a short
+    /// round trip little arrives per probe and the window stays at its configured size.
+    pub fn window_probe_reply(
+        &mut self,
+        channel: ChannelId,
+        window_max: u32,
+    ) -> Result<bool, crate::Error> {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            return Ok(false);
+        };
+        let crate::WindowProbe::InFlight { received } = channel.receive_probe else {
+            return Ok(false);
+        };
+        channel.receive_probe = crate::WindowProbe::Idle;
+        let current = window_max.max(channel.receive_window_max);
+        if received < current / 4 * 3 || current >= RECEIVE_WINDOW_LIMIT {
+            return Ok(true);
+        }
+        let grown = current.saturating_mul(2).min(RECEIVE_WINDOW_LIMIT);
+        debug!(
+            "channel {}: {received} bytes in one round trip, receive window {current} -> {grown}",
+            channel.sender_channel
+        );
+        channel.receive_window_max = grown;
+        let extra = grown - current;
+        push_packet!(self.write, {
+            self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+            channel.recipient_channel.encode(&mut self.write)?;
+            extra.encode(&mut self.write)?;
+        });
+        channel.sender_window_size = channel.sender_window_size.saturating_add(extra);
         Ok(true)
     }
 
@@ -843,6 +918,8 @@ impl Encrypted {
                     pending_close: false,
                     receive_consumed: 0, // burrow
                     receive_window_exceeded: 0,
+                    receive_window_max: 0,
+                    receive_probe: crate::WindowProbe::Never,
                 });
                 return ChannelId(self.last_channel_id.0);
             }
@@ -974,6 +1051,8 @@ mod tests {
             pending_close,
             receive_consumed: 0, // burrow
             receive_window_exceeded: 0,
+            receive_window_max: 0,
+            receive_probe: crate::WindowProbe::Never,
         }
     }
 
@@ -1030,6 +1109,8 @@ mod tests {
             pending_close,
             receive_consumed: 0, // burrow
             receive_window_exceeded: 0,
+            receive_window_max: 0,
+            receive_probe: crate::WindowProbe::Never,
         }
     }
 
@@ -1704,5 +1785,82 @@ mod tests {
             encrypted.adjust_window_size(id, &[0; 400], BURROW_WINDOW, true),
             Err(crate::Error::Inconsistent)
         ));
+    }
+
+    // burrow: adaptive window (window probes, `window_probe_reply`).
+
+    /// The message types of the packets in `write`.
+    fn burrow_packet_types(write: &[u8]) -> Vec<u8> {
+        let mut types = Vec::new();
+        let mut cursor = 0;
+        while cursor < write.len() {
+            let len = BigEndian::read_u32(&write[cursor..]) as usize;
+            types.push(write[cursor + 4]);
+            cursor += 4 + len;
+        }
+        types
+    }
+
+    #[test]
+    fn burrow_window_doubles_when_a_round_trip_carries_the_whole_window() {
+        let id = ChannelId(3);
+        let mut encrypted = burrow_encrypted(id);
+        encrypted.allow_window_probe(id);
+        encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.consume_window(id, 4000, BURROW_WINDOW).unwrap());
+        // The adjust, then the probe right behind it.
+        assert_eq!(
+            burrow_packet_types(&encrypted.write),
+            vec![msg::CHANNEL_WINDOW_ADJUST, msg::CHANNEL_REQUEST]
+        );
+        let name = super::WINDOW_PROBE_REQUEST.as_bytes();
+        assert!(encrypted.write.windows(name.len()).any(|w| w == name));
+        encrypted.write.clear();
+        // The whole window arrives before the answer: the window is what limits.
+        encrypted.adjust_window_size(id, &[0; 8192], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        assert_eq!(burrow_window_adjusts(&encrypted.write), vec![(47, BURROW_WINDOW)]);
+        assert_eq!(encrypted.channels[&id].receive_window_max, 2 * BURROW_WINDOW);
+        assert_eq!(encrypted.channels[&id].sender_window_size, BURROW_WINDOW);
+        // Consumption is now re-granted up to the grown target.
+        encrypted.write.clear();
+        assert!(encrypted.consume_window(id, 8192, BURROW_WINDOW).unwrap());
+        assert_eq!(encrypted.channels[&id].sender_window_size, 2 * BURROW_WINDOW);
+        // A reply when no probe is in flight belongs to the application.
+        encrypted.adjust_window_size(id, &[0; 10], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        assert!(!encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+    }
+
+    #[test]
+    fn burrow_window_stays_when_a_round_trip_carries_little() {
+        let id = ChannelId(3);
+        let mut encrypted = burrow_encrypted(id);
+        encrypted.allow_window_probe(id);
+        encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.consume_window(id, 4000, BURROW_WINDOW).unwrap());
+        encrypted.write.clear();
+        encrypted.adjust_window_size(id, &[0; 1000], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        assert!(encrypted.write.is_empty());
+        assert_eq!(encrypted.channels[&id].receive_window_max, 0);
+    }
+
+    #[test]
+    fn burrow_window_probe_only_on_forwards_and_below_the_limit() {
+        let id = ChannelId(3);
+        // Not allowed (a session channel): adjusts only, and replies go to the application.
+        let mut encrypted = burrow_encrypted(id);
+        encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.consume_window(id, 4000, BURROW_WINDOW).unwrap());
+        assert_eq!(burrow_window_adjusts(&encrypted.write), vec![(47, 4000)]);
+        assert!(!encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        // At the limit: no more probes.
+        let mut encrypted = burrow_encrypted(id);
+        encrypted.allow_window_probe(id);
+        encrypted.channels.get_mut(&id).unwrap().receive_window_max = super::RECEIVE_WINDOW_LIMIT;
+        encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.consume_window(id, 4000, BURROW_WINDOW).unwrap());
+        assert_eq!(burrow_packet_types(&encrypted.write), vec![msg::CHANNEL_WINDOW_ADJUST]);
     }
 }

@@ -15,6 +15,13 @@
 //   reader lags; OpenSSH keeps them in separate buffers too;
 // - `ExtendedData` with any other code (RFC 4254 defines only 1; OpenSSH drops the rest) is
 //   not merged and counts as a control message, so it cannot be used to grow the queue.
+//
+// `WindowAdjusted` is informational and comes with every WINDOW_ADJUST the peer sends: at most
+// one is queued (a newer one updates it in place) and it takes no permit. Were it to take
+// permits, a reader that lags by many window adjustments (a large receive window re-opened in
+// small steps) would fill the permits with them, and the session loop would then block on the
+// next message that must wait for one (EOF, close): while the application that should read the
+// queue waits on that same session loop, a deadlock.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -82,6 +89,8 @@ struct State {
     head: u64,
     /// Per stream, the sequence number of the entry new small data may be appended to.
     open_data: Option<u64>,
+    /// The sequence number of the queued `WindowAdjusted`, if one is queued.
+    window_adjusted: Option<u64>,
     open_stderr: Option<u64>,
     waker: Option<Waker>,
     rx_closed: bool,
@@ -97,6 +106,17 @@ impl State {
     }
 
     fn push(&mut self, msg: ChannelMsg) {
+        if let ChannelMsg::WindowAdjusted { new_size } = msg {
+            let queued = self
+                .window_adjusted
+                .and_then(|seq| seq.checked_sub(self.head))
+                .and_then(|i| self.entries.get_mut(i as usize));
+            if let Some(Entry::Msg(ChannelMsg::WindowAdjusted { new_size: old })) = queued {
+                *old = new_size;
+                return;
+            }
+            self.window_adjusted = Some(self.head + self.entries.len() as u64);
+        }
         let small = data_len(&msg).filter(|n| *n < SMALL);
         match (Stream::of(&msg), small) {
             (Some(stream), Some(n)) => {
@@ -158,7 +178,11 @@ impl State {
 
     fn pop(&mut self) -> Option<ChannelMsg> {
         let entry = self.entries.pop_front()?;
-        for open in [&mut self.open_data, &mut self.open_stderr] {
+        for open in [
+            &mut self.open_data,
+            &mut self.open_stderr,
+            &mut self.window_adjusted,
+        ] {
             if *open == Some(self.head) {
                 *open = None;
             }
@@ -178,6 +202,12 @@ fn data_len(msg: &ChannelMsg) -> Option<usize> {
 /// True for messages that never wait for a permit: data of the two mergeable streams.
 pub(crate) fn is_unbounded_data(msg: &ChannelMsg) -> bool {
     Stream::of(msg).is_some()
+}
+
+/// True for messages that take a permit: all but mergeable data and `WindowAdjusted` (at most
+/// one queued).
+fn takes_permit(msg: &ChannelMsg) -> bool {
+    !is_unbounded_data(msg) && !matches!(msg, ChannelMsg::WindowAdjusted { .. })
 }
 
 #[derive(Debug)]
@@ -219,7 +249,7 @@ impl QueueTx {
         if data_len(&msg) == Some(0) {
             return Ok(());
         }
-        if !is_unbounded_data(&msg) {
+        if takes_permit(&msg) {
             match self.shared.control_permits.acquire().await {
                 Ok(permit) => permit.forget(), // given back by `ChannelQueueRx::pop`
                 Err(_) => return Err(SendError(msg)),
@@ -235,7 +265,7 @@ impl QueueTx {
         if data_len(&msg) == Some(0) {
             return Ok(());
         }
-        if !is_unbounded_data(&msg) {
+        if takes_permit(&msg) {
             match self.shared.control_permits.try_acquire() {
                 Ok(permit) => permit.forget(),
                 Err(tokio::sync::TryAcquireError::Closed) => return Err(TrySendError::Closed(msg)),
@@ -312,7 +342,7 @@ impl ChannelQueueRx {
 
     fn pop(&self, state: &mut State) -> Option<ChannelMsg> {
         let msg = state.pop()?;
-        if !is_unbounded_data(&msg) {
+        if takes_permit(&msg) {
             self.shared.control_permits.add_permits(1);
         }
         Some(msg)
@@ -349,6 +379,39 @@ mod tests {
 
     fn drain(rx: &mut ChannelQueueRx) -> Vec<ChannelMsg> {
         std::iter::from_fn(|| rx.try_recv()).collect()
+    }
+
+    #[test]
+    fn window_adjustments_never_use_up_the_room_eof_needs() {
+        // A reader that lags while the peer re-opens its window many times over: the session
+        // loop must still be able to queue EOF without waiting (it used to block here, and
+        // with it the reader's own writer: a deadlock).
+        let (tx, mut rx) = queue(4);
+        for i in 0..1000u32 {
+            tx.try_send(data(&[1; SMALL])).unwrap();
+            tx.try_send(ChannelMsg::WindowAdjusted { new_size: i }).unwrap();
+        }
+        assert!(
+            tx.send(ChannelMsg::Eof).now_or_never().is_some(),
+            "EOF had to wait for the reader"
+        );
+        let msgs = drain(&mut rx);
+        let adjusted: Vec<u32> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                ChannelMsg::WindowAdjusted { new_size } => Some(*new_size),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(adjusted, [999], "one, with the latest size");
+        assert!(matches!(msgs.last(), Some(ChannelMsg::Eof)));
+        assert_eq!(msgs.len(), 1000 + 2);
+        // Once taken out, the next one is queued again.
+        tx.try_send(ChannelMsg::WindowAdjusted { new_size: 5 }).unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Some(ChannelMsg::WindowAdjusted { new_size: 5 })
+        ));
     }
 
     #[test]

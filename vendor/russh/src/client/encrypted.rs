@@ -822,6 +822,13 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
+                // burrow: the answer to our window probe is not the application's.
+                let target = self.common.config.window_size;
+                if let Some(ref mut enc) = self.common.encrypted
+                    && enc.window_probe_reply(channel_num, target)?
+                {
+                    return Ok(());
+                }
                 if let Some(chan) = self.channels.get(&channel_num) {
                     let _ = chan.send(ChannelMsg::Success).await;
                 }
@@ -831,6 +838,13 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    return Ok(());
+                }
+                // burrow: the answer to our window probe is not the application's.
+                let target = self.common.config.window_size;
+                if let Some(ref mut enc) = self.common.encrypted
+                    && enc.window_probe_reply(channel_num, target)?
+                {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
@@ -847,6 +861,14 @@ impl Session {
                     return Err(crate::Error::Inconsistent.into());
                 };
 
+                // burrow: forwards carry no application requests, so their window may be
+                // probed.
+                let probe = match msg.typ {
+                    ChannelType::ForwardedTcpIp(_) | ChannelType::ForwardedStreamLocal(_) => {
+                        crate::WindowProbe::Idle
+                    }
+                    _ => crate::WindowProbe::Never,
+                };
                 let channel_params = ChannelParams {
                     recipient_channel: msg.recipient_channel,
                     sender_channel: id,
@@ -861,6 +883,8 @@ impl Session {
                     pending_close: false,
                     receive_consumed: 0, // burrow
                     receive_window_exceeded: 0,
+                    receive_window_max: 0,
+                    receive_probe: probe,
                 };
 
                 let (channel, channel_ref) = Channel::new(

@@ -78,25 +78,35 @@ impl Session {
         originator_address: &str,
         originator_port: u32,
     ) -> Result<ChannelId, crate::Error> {
-        self.channel_open_generic(b"direct-tcpip", |write| {
+        let id = self.channel_open_generic(b"direct-tcpip", |write| {
             host_to_connect.encode(write)?;
             port_to_connect.encode(write)?; // sender channel id.
             originator_address.encode(write)?;
             originator_port.encode(write)?; // sender channel id.
             Ok(())
-        })
+        })?;
+        // burrow: a forward carries no application requests: its window may be probed.
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.allow_window_probe(id);
+        }
+        Ok(id)
     }
 
     pub fn channel_open_direct_streamlocal(
         &mut self,
         socket_path: &str,
     ) -> Result<ChannelId, crate::Error> {
-        self.channel_open_generic(b"direct-streamlocal@openssh.com", |write| {
+        let id = self.channel_open_generic(b"direct-streamlocal@openssh.com", |write| {
             socket_path.encode(write)?;
             "".encode(write)?; // reserved
             0u32.encode(write)?; // reserved
             Ok(())
-        })
+        })?;
+        // burrow: a forward carries no application requests: its window may be probed.
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.allow_window_probe(id);
+        }
+        Ok(id)
     }
 
     #[allow(clippy::too_many_arguments)]

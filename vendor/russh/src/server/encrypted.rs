@@ -1523,6 +1523,17 @@ impl Session {
                 }
             }
 
+            // burrow: answers to our window probes (the server sends no other channel
+            // requests with want-reply; these were ignored before).
+            msg::CHANNEL_SUCCESS | msg::CHANNEL_FAILURE => {
+                let channel_num = map_err!(ChannelId::decode(r))?;
+                map_err!(ensure_end(r))?;
+                let target = self.target_window_size;
+                if let Some(ref mut enc) = self.common.encrypted {
+                    enc.window_probe_reply(channel_num, target)?;
+                }
+                Ok(())
+            }
             msg::CHANNEL_WINDOW_ADJUST => {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 let amount = map_err!(u32::decode(r))?;
@@ -2040,6 +2051,13 @@ impl Session {
         } else {
             unreachable!()
         };
+        // burrow: forwards carry no application requests, so their window may be probed.
+        let probe = match msg.typ {
+            ChannelType::DirectTcpip(_)
+            | ChannelType::ForwardedTcpIp(_)
+            | ChannelType::DirectStreamLocal(_) => crate::WindowProbe::Idle,
+            _ => crate::WindowProbe::Never,
+        };
         let channel_params = ChannelParams {
             recipient_channel: msg.recipient_channel,
 
@@ -2057,6 +2075,8 @@ impl Session {
             pending_close: false,
             receive_consumed: 0, // burrow
             receive_window_exceeded: 0,
+            receive_window_max: 0,
+            receive_probe: probe,
         };
 
         let (channel, channel_ref) = Channel::new(

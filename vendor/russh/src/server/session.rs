@@ -1417,24 +1417,34 @@ impl Session {
         originator_address: &str,
         originator_port: u32,
     ) -> Result<ChannelId, Error> {
-        self.channel_open_generic(b"forwarded-tcpip", |write| {
+        let id = self.channel_open_generic(b"forwarded-tcpip", |write| {
             connected_address.encode(write)?;
             connected_port.encode(write)?; // sender channel id.
             originator_address.encode(write)?;
             originator_port.encode(write)?; // sender channel id.
             Ok(())
-        })
+        })?;
+        // burrow: a forward carries no application requests: its window may be probed.
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.allow_window_probe(id);
+        }
+        Ok(id)
     }
 
     pub fn channel_open_forwarded_streamlocal(
         &mut self,
         socket_path: &str,
     ) -> Result<ChannelId, Error> {
-        self.channel_open_generic(b"forwarded-streamlocal@openssh.com", |write| {
+        let id = self.channel_open_generic(b"forwarded-streamlocal@openssh.com", |write| {
             socket_path.encode(write)?;
             "".encode(write)?;
             Ok(())
-        })
+        })?;
+        // burrow: a forward carries no application requests: its window may be probed.
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.allow_window_probe(id);
+        }
+        Ok(id)
     }
 
     /// Open a new X11 channel, when a connection comes to a

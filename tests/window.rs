@@ -1,0 +1,181 @@
+//! The adaptive receive window (vendor/russh/BURROW-PATCH.md, "Adaptive receive window"): over
+//! a link with a long round trip, a burrow peer that receives on a forward grows that channel's
+//! window past the fixed 2 MiB once a round trip's worth of data fills most of it, against
+//! OpenSSH's sshd and against burrow serve; and with both directions of an echo running at once
+//! nothing stalls and every byte arrives (the demo's 64 MiB echo once stalled with this change,
+//! before the session loops learned to read while writing).
+//!
+//! The link is a delay line on loopback (tests/common/delay.rs), 40 ms each way. Growth is read
+//! from russh's debug line for it (`BURROW_LOG=...,russh::session=debug`); no speed is asserted.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use common::burrow::{allocated_port, Relay, UP_TIMEOUT};
+use common::delay::DelayLine;
+use common::*;
+
+/// Each way; 80 ms round trip, where 2 MiB per round trip is 25 MiB/s, below what even a debug
+/// build moves on loopback, so a window that never grows is the limit and shows up as such.
+const DELAY: Duration = Duration::from_millis(40);
+/// Enough round trips for the window to double a few times.
+const BYTES: u64 = 64 << 20;
+/// The debug line russh logs when it grows a channel's receive window.
+const GREW: &str = "receive window";
+/// Logs burrow at its normal level plus russh's window decisions.
+const LOG_FILTER: &str = "warn,burrow=info,russh::session=debug";
+
+/// Adds `[127.0.0.1]:PORT KEY` to `known_hosts`, so a client reaching a server through the delay
+/// line's port checks the server's real host key.
+fn trust_alias(known_hosts: &std::path::Path, port: u16, host_key_line: &str) {
+    use std::io::Write;
+    let key = host_key_line
+        .split_whitespace()
+        .skip_while(|f| !f.starts_with("ssh-") && !f.starts_with("ecdsa-"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!key.is_empty(), "no key in {host_key_line:?}");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(known_hosts)
+        .expect("open known_hosts");
+    writeln!(f, "[127.0.0.1]:{port} {key}").expect("write known_hosts");
+}
+
+/// Starts `burrow ssh -N -L 127.0.0.1:0:TARGET root@127.0.0.1` to `port` (the delay line) with
+/// the server's client `options` and `key`; returns it with the local address it listens on.
+async fn forward(
+    port: u16,
+    options: Vec<String>,
+    key: &Keypair,
+    dir: &std::path::Path,
+    target: &str,
+) -> (ChildGuard, SocketAddr) {
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("ssh")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("BURROW_LOG", LOG_FILTER)
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ]);
+    for o in options {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg("-i")
+        .arg(&key.private)
+        .args(["-p", &port.to_string(), "-N", "-L"])
+        .arg(format!("127.0.0.1:0:{target}"))
+        .arg("root@127.0.0.1");
+    let mut child = spawn_logged(cmd, dir, "burrow-L");
+    let port = allocated_port(&child, &format!("local forward to {target}")).await;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_listening(&mut child, addr, UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("burrow -L: {e}"));
+    (child, addr)
+}
+
+/// The `receive window A -> B` lines in `log`.
+fn growth(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(GREW)).collect()
+}
+
+/// Echoes [`BYTES`] both ways at once through `addr`, every byte compared, within a deadline far
+/// beyond what even a fixed window needs (a stall fails it, slowness does not).
+async fn echo_through(addr: SocketAddr) {
+    let deadline = Duration::from_secs(90);
+    let t = transfer_checked_within(addr, BYTES, DEFAULT_SEED, deadline)
+        .await
+        .unwrap_or_else(|e| panic!("echo of {BYTES} bytes through {addr}: {e}"));
+    println!(
+        "echoed {} MiB each way at {:.1} MiB/s",
+        BYTES >> 20,
+        t.mib_per_s()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_grows_receiving_from_openssh_sshd_and_the_echo_completes_exclusive() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let sshd = Sshd::start(SshdOptions::with_keys(&[&key]));
+    let echo = echo_server().await;
+    let line = DelayLine::start(sshd.addr, DELAY)
+        .await
+        .expect("delay line");
+    trust_alias(&sshd.known_hosts, line.addr.port(), &sshd.host_key_line);
+
+    let (client, addr) = forward(
+        line.addr.port(),
+        sshd.client_options(),
+        &key,
+        dir.path(),
+        &echo.hostport(),
+    )
+    .await;
+    echo_through(addr).await;
+
+    let log = client.stderr_text();
+    let grew = growth(&log);
+    assert!(
+        !grew.is_empty(),
+        "burrow received {BYTES} bytes over an 80 ms round trip and never grew its window:\n{log}"
+    );
+    println!("client: {}", grew.join("\n        "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_grows_both_ways_between_burrow_peers_and_the_echo_completes_exclusive() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let echo = echo_server().await;
+    let relay = {
+        // The relay inherits the filter: its own window decisions are logged too.
+        std::env::set_var("BURROW_LOG", LOG_FILTER);
+        Relay::start(
+            dir.path(),
+            "relay",
+            std::slice::from_ref(&key.public_line),
+            None,
+            &[],
+        )
+        .await
+    };
+    let line = DelayLine::start(relay.addr, DELAY)
+        .await
+        .expect("delay line");
+    let host_key_line = std::fs::read_to_string(&relay.known_hosts).expect("relay known_hosts");
+    trust_alias(&relay.known_hosts, line.addr.port(), &host_key_line);
+
+    let (client, addr) = forward(
+        line.addr.port(),
+        relay.client_options(),
+        &key,
+        dir.path(),
+        &echo.hostport(),
+    )
+    .await;
+    echo_through(addr).await;
+
+    let (client_log, relay_log) = (client.stderr_text(), relay.child.stderr_text());
+    let (client_grew, relay_grew) = (growth(&client_log), growth(&relay_log));
+    assert!(
+        !client_grew.is_empty(),
+        "burrow ssh received the echo over an 80 ms round trip and never grew its window:\n{client_log}"
+    );
+    assert!(
+        !relay_grew.is_empty(),
+        "burrow serve received the upload over an 80 ms round trip and never grew its window:\n{relay_log}"
+    );
+    println!("client: {}", client_grew.join("\n        "));
+    println!("relay:  {}", relay_grew.join("\n        "));
+}
