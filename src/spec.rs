@@ -52,6 +52,22 @@ pub enum Listen {
     Unix(PathBuf),
 }
 
+impl Listen {
+    /// Whether both name the same listener, with `*` and an empty bind address counted as equal
+    /// (both mean all interfaces; `-O` sends the empty one as `*`).
+    pub fn same_as(&self, other: &Listen) -> bool {
+        fn all(bind: &Option<String>) -> Option<&str> {
+            bind.as_deref().map(|h| if h.is_empty() { "*" } else { h })
+        }
+        match (self, other) {
+            (Listen::Tcp { bind: a, port: p }, Listen::Tcp { bind: b, port: q }) => {
+                p == q && all(a) == all(b)
+            }
+            (a, b) => a == b,
+        }
+    }
+}
+
 /// `-L`: listen locally, connect from the server side to `target`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LocalForward {

@@ -34,21 +34,12 @@ impl LocalSpec {
 
     /// Same forward, with `*` and an empty bind address counted as equal.
     fn same(&self, other: &LocalSpec) -> bool {
-        let norm = |l: &Listen| match l {
-            Listen::Tcp { bind, port } => Listen::Tcp {
-                bind: bind
-                    .as_ref()
-                    .map(|h| if h.is_empty() { "*".into() } else { h.clone() }),
-                port: *port,
-            },
-            other => other.clone(),
-        };
         let targets_match = match (self, other) {
             (LocalSpec::Local(a), LocalSpec::Local(b)) => a.target == b.target,
             (LocalSpec::Dynamic(_), LocalSpec::Dynamic(_)) => true,
             _ => false,
         };
-        targets_match && norm(self.listen()) == norm(other.listen())
+        targets_match && self.listen().same_as(other.listen())
     }
 }
 

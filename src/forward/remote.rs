@@ -90,16 +90,7 @@ pub fn rfwd_bind_host(bind: &Option<String>) -> String {
 /// Whether two -R specs name the same forward; `*` and an empty bind address are the same
 /// (both mean all interfaces; `-O` sends the empty one as `*`).
 pub fn same_forward(a: &RemoteForward, b: &RemoteForward) -> bool {
-    let norm = |l: &Listen| match l {
-        Listen::Tcp { bind, port } => Listen::Tcp {
-            bind: bind
-                .as_ref()
-                .map(|h| if h.is_empty() { "*".into() } else { h.clone() }),
-            port: *port,
-        },
-        other => other.clone(),
-    };
-    norm(&a.listen) == norm(&b.listen) && a.target == b.target
+    a.listen.same_as(&b.listen) && a.target == b.target
 }
 
 /// What `Allocated port N for remote forward to X` names: the target, or `socks:0` for a

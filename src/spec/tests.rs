@@ -446,3 +446,19 @@ fn local_and_dynamic_listen_port_zero_is_a_burrow_extension() {
         }
     );
 }
+
+#[test]
+fn star_and_empty_bind_name_the_same_listener() {
+    let tcp = |bind: Option<&str>, port| Listen::Tcp {
+        bind: bind.map(str::to_string),
+        port,
+    };
+    assert!(tcp(Some("*"), 80).same_as(&tcp(Some(""), 80)));
+    assert!(tcp(Some("localhost"), 80).same_as(&tcp(Some("localhost"), 80)));
+    assert!(
+        !tcp(Some("*"), 80).same_as(&tcp(None, 80)),
+        "not given is not all"
+    );
+    assert!(!tcp(Some("*"), 80).same_as(&tcp(Some("*"), 81)));
+    assert!(!tcp(Some("*"), 80).same_as(&Listen::Unix("/s".into())));
+}
