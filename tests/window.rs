@@ -28,24 +28,6 @@ const GREW: &str = "receive window";
 /// Logs burrow at its normal level plus russh's window decisions.
 const LOG_FILTER: &str = "warn,burrow=info,russh::session=debug";
 
-/// Adds `[127.0.0.1]:PORT KEY` to `known_hosts`, so a client reaching a server through the delay
-/// line's port checks the server's real host key.
-fn trust_alias(known_hosts: &std::path::Path, port: u16, host_key_line: &str) {
-    use std::io::Write;
-    let key = host_key_line
-        .split_whitespace()
-        .skip_while(|f| !f.starts_with("ssh-") && !f.starts_with("ecdsa-"))
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    assert!(!key.is_empty(), "no key in {host_key_line:?}");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(known_hosts)
-        .expect("open known_hosts");
-    writeln!(f, "[127.0.0.1]:{port} {key}").expect("write known_hosts");
-}
-
 /// Starts `burrow ssh -N -L 127.0.0.1:0:TARGET root@127.0.0.1` to `port` (the delay line) with
 /// the server's client `options` and `key`; returns it with the local address it listens on.
 async fn forward(
@@ -112,7 +94,9 @@ async fn window_grows_receiving_from_openssh_sshd_and_the_echo_completes_exclusi
     let line = DelayLine::start(sshd.addr, DELAY)
         .await
         .expect("delay line");
-    trust_alias(&sshd.known_hosts, line.addr.port(), &sshd.host_key_line);
+    // The client reaches sshd through the delay line's port and checks sshd's real host key.
+    let alias = format!("[127.0.0.1]:{}", line.addr.port());
+    trust_host(&sshd.known_hosts, &alias, &sshd.host_key_line);
 
     let (client, addr) = forward(
         line.addr.port(),
@@ -153,8 +137,12 @@ async fn window_grows_both_ways_between_burrow_peers_and_the_echo_completes_excl
     let line = DelayLine::start(relay.addr, DELAY)
         .await
         .expect("delay line");
-    let host_key_line = std::fs::read_to_string(&relay.known_hosts).expect("relay known_hosts");
-    trust_alias(&relay.known_hosts, line.addr.port(), &host_key_line);
+    let alias = format!("[127.0.0.1]:{}", line.addr.port());
+    trust_host(
+        &relay.known_hosts,
+        &alias,
+        &public_key_line(&relay.host_key),
+    );
 
     let (client, addr) = forward(
         line.addr.port(),

@@ -85,6 +85,18 @@ pub fn public_key_line(private: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Appends `host` with the key of `public_line` (type and base64; a comment is left out) to the
+/// `known_hosts` file; `host` is `name` or `[name]:port`.
+pub fn trust_host(known_hosts: &Path, host: &str, public_line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(known_hosts)
+        .expect("open known_hosts");
+    let key: Vec<&str> = public_line.split_whitespace().take(2).collect();
+    writeln!(f, "{host} {}", key.join(" ")).expect("write known_hosts");
+}
+
 /// Generates `dir/name` (+ `.pub`) with ssh-keygen; comment `name`. Panics on failure.
 pub fn keygen(dir: &Path, name: &str, kind: KeyKind, passphrase: Option<&str>) -> Keypair {
     let private = dir.join(name);

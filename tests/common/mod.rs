@@ -35,7 +35,7 @@ pub use data::{
     read_expecting, read_to_end_hashed, read_until_closed, send_stream, sha256_hex,
     transfer_checked, transfer_checked_within, wait_port, DetStream, Transfer, DEFAULT_SEED,
 };
-pub use keys::{keygen, Agent, KeyKind, Keypair};
+pub use keys::{keygen, public_key_line, trust_host, Agent, KeyKind, Keypair};
 pub use openssh::{parse_allocated_port, ssh_local_forward, ssh_remote_forward, wait_listening};
 pub use output::OutputLog;
 pub use process::{run_with_timeout, spawn_logged, spawn_with_stdin, ChildGuard};

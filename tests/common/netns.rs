@@ -390,12 +390,7 @@ impl World {
 
     /// Adds `host key` to the known_hosts file (`host` is `name` or `[name]:port`).
     pub fn trust(&self, host: &str, public_line: &str) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.known_hosts)
-            .expect("open known_hosts");
-        let key: Vec<&str> = public_line.split_whitespace().take(2).collect();
-        writeln!(f, "{host} {}", key.join(" ")).expect("write known_hosts");
+        super::keys::trust_host(&self.known_hosts, host, public_line);
     }
 
     pub fn client_opts(&self, cmd: &mut Command) {
