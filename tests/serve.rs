@@ -262,6 +262,45 @@ async fn permit_open_listen_and_key_options_allow_and_refuse() {
     );
 }
 
+/// The line README, SECURITY.md, the man page and packaging/etc/authorized_keys recommend for a
+/// key that only publishes: the relay must start with it (it used to refuse: "expected
+/// host:port"), and the key may listen but open no -L/-W/-D at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permitopen_none_is_accepted_and_closes_local_forwarding() {
+    let dir = test_dir();
+    let echo = echo_server().await;
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let port = free_port();
+    let line = format!(
+        "restrict,port-forwarding,permitlisten=\"{port}\",permitopen=\"none\" {}",
+        key.public_line
+    );
+    let relay = relay_with(dir.path(), &[line], None).await;
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("{port}:{}", echo.hostport()))
+        .arg("root@127.0.0.1");
+    let mut r = spawn_logged(cmd, dir.path(), "ssh-R");
+    wait_listening(&mut r, loopback(port), UP_TIMEOUT)
+        .await
+        .expect("-R up");
+    transfer_checked(loopback(port), MIB)
+        .await
+        .expect("-R works");
+    for (target, name) in [
+        (echo.hostport(), "W-echo"),
+        (format!("localhost:{port}"), "W-own"),
+    ] {
+        let mut cmd = relay.ssh(&key);
+        cmd.args(["-W", &target, "root@127.0.0.1"]);
+        let (st, _, err) = run_with_timeout(cmd, dir.path(), name, Duration::from_secs(30));
+        assert!(
+            !st.unwrap().success() && err.contains("administratively prohibited"),
+            "-W {target}: {err}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shells_and_commands_are_refused_with_a_message_and_wrong_keys_counted() {
     let dir = test_dir();

@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
 use russh::keys::PublicKey;
 
 pub use super::policy::KeyOptions;
-use super::policy::{glob_match, parse_permit_listen, split_host_port, PermitListen, PermitOpen};
+use super::policy::{
+    add_key_permit_open, glob_match, parse_permit_listen, split_host_port, PermitListen, PermitOpen,
+};
 
 /// One authorized key with its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -508,11 +510,12 @@ fn apply_option(o: &mut KeyOptions, raw: RawOption) -> Result<(), LineProblem> {
             o.expiry = Some(o.expiry.map_or(until, |old| old.min(until)));
             Ok(())
         }
-        "permitopen" => {
-            o.permit_open
-                .push(parse_key_permit_open(&quoted(&raw)?, "permitopen")?);
-            Ok(())
-        }
+        "permitopen" => add_key_permit_open(&mut o.permit_open, &quoted(&raw)?).map_err(|source| {
+            LineProblem::Permit {
+                option: "permitopen",
+                source,
+            }
+        }),
         "permitlisten" => {
             o.permit_listen
                 .push(parse_key_permit_listen(&quoted(&raw)?)?);
@@ -832,7 +835,12 @@ mod tests {
         )
         .unwrap();
         assert!(o.port_forwarding);
-        let open: Vec<String> = o.permit_open.iter().map(ToString::to_string).collect();
+        let open: Vec<String> = o
+            .permit_open
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(open, ["db:5432", "[::1]:*", "*:443", "cache:6379"]);
         let listen: Vec<String> = o.permit_listen.iter().map(ToString::to_string).collect();
         assert_eq!(listen, ["8080", "localhost:*", "[::1]:2222"]);

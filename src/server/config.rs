@@ -64,10 +64,14 @@ pub struct ServeFile {
     pub gateway_ports: Option<String>,
     /// "yes" | "no" | "local" | "remote".
     pub allow_tcp_forwarding: Option<String>,
-    /// Server-wide PermitOpen entries ("host:port", "any", "none").
-    pub permit_open: Option<Vec<String>>,
-    /// Server-wide PermitListen entries ("[host:]port", "any", "none").
-    pub permit_listen: Option<Vec<String>>,
+    /// Server-wide PermitOpen: "host:port" entries, or "any" or "none" alone; checked while
+    /// the file is read, so a bad list is an error naming its line.
+    #[serde(default, deserialize_with = "permit_open_list")]
+    pub permit_open: Option<policy::ServerOpen>,
+    /// Server-wide PermitListen: "[host:]port" entries, or "any" or "none" alone (`None` inside
+    /// = any); checked like `permit_open`.
+    #[serde(default, deserialize_with = "permit_listen_list")]
+    pub permit_listen: Option<Option<Vec<policy::PermitListen>>>,
     /// Where to serve metrics and the status page, e.g. "127.0.0.1:9180".
     pub metrics: Option<String>,
     /// Bearer token file for the metrics address (required unless it is loopback).
@@ -264,10 +268,8 @@ impl ServeConfig {
                 ))
             }
         };
-        let permit_open = permit_list(file.permit_open, policy::parse_permit_open)
-            .map_err(|m| invalid("permit_open", m))?;
-        let permit_listen = permit_list(file.permit_listen, policy::parse_permit_listen)
-            .map_err(|m| invalid("permit_listen", m))?;
+        let permit_open = file.permit_open.unwrap_or_default();
+        let permit_listen = file.permit_listen.flatten();
         let metrics =
             match (over.metrics, file.metrics) {
                 (Some(addr), _) => Some(addr),
@@ -313,23 +315,30 @@ impl ServeConfig {
     }
 }
 
-/// `None` = no server-wide restriction ("any"); `Some(vec![])` = "none".
-fn permit_list<T, E: std::fmt::Display>(
-    entries: Option<Vec<String>>,
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> Result<Option<Vec<T>>, String> {
-    let Some(entries) = entries else {
-        return Ok(None);
-    };
-    if entries.iter().any(|e| e.eq_ignore_ascii_case("any")) {
-        return Ok(None);
+/// `permit_open = [...]`, parsed as sshd reads PermitOpen: `any` or `none` alone, else entries.
+/// (Reading `any` among entries as "any", or dropping `none`, would fail open.)
+fn permit_open_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<policy::ServerOpen>, D::Error> {
+    let args = Vec::<String>::deserialize(d)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match policy::parse_permit_open_list(&args) {
+        Ok(None) => Ok(Some(policy::ServerOpen::Any)),
+        Ok(Some(list)) => Ok(Some(policy::ServerOpen::Only(list))),
+        Err(e) => Err(serde::de::Error::custom(format!("permit_open: {e}"))),
     }
-    entries
-        .iter()
-        .filter(|e| !e.eq_ignore_ascii_case("none"))
-        .map(|e| parse(e).map_err(|err| err.to_string()))
-        .collect::<Result<Vec<T>, String>>()
+}
+
+/// `permit_listen = [...]`, parsed like [`permit_open_list`].
+#[allow(clippy::option_option)]
+fn permit_listen_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Vec<policy::PermitListen>>>, D::Error> {
+    let args = Vec::<String>::deserialize(d)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    policy::parse_permit_listen_list(&args)
         .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("permit_listen: {e}")))
 }
 
 fn limits(f: LimitsFile) -> Limits {
@@ -449,6 +458,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("gateway_ports") && e.contains("maybe"), "{e}");
+    }
+
+    /// sshd's rule: `any`/`none` alone, else an error naming the line (`any` among entries
+    /// used to mean "any", and `none` among entries was dropped: both failed open).
+    #[test]
+    fn permit_keywords_must_stand_alone() {
+        let err = |text: &str| {
+            let e = parse_file(text, Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("x.toml"), "{e}");
+            e
+        };
+        let e = err("listen = \"0.0.0.0:1\"\npermit_open = [\"db:1\", \"any\"]\n");
+        assert!(
+            e.contains("line 2") && e.contains("\"any\" must appear alone"),
+            "{e}"
+        );
+        let e = err("\npermit_listen = [\"none\", \"8080\"]\n");
+        assert!(
+            e.contains("line 2") && e.contains("\"none\" must appear alone"),
+            "{e}"
+        );
+        let e = err("permit_open = [\"none\", \"db:1\"]\n");
+        assert!(e.contains("permit_open") && e.contains("line 1"), "{e}");
+        let e = err("permit_open = [\"db\"]\n");
+        assert!(e.contains("expected host:port"), "{e}");
+        let e = err("permit_open = []\n");
+        assert!(e.contains("missing argument"), "{e}");
+        let ok = |text: &str| {
+            let file = parse_file(text, Path::new("x.toml")).unwrap();
+            ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml").unwrap()
+        };
+        let c = ok("permit_open = [\"none\"]\npermit_listen = [\"any\"]\n");
+        assert_eq!(c.policy.permit_open, policy::ServerOpen::Only(vec![]));
+        assert_eq!(c.policy.permit_listen, None);
+        let c = ok("permit_open = [\"any\"]\npermit_listen = [\"none\"]\n");
+        assert_eq!(c.policy.permit_open, policy::ServerOpen::Any);
+        assert_eq!(c.policy.permit_listen, Some(vec![]));
+        let c = ok("");
+        assert_eq!(c.policy.permit_open, policy::ServerOpen::Unset);
     }
 
     #[test]

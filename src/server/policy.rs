@@ -22,8 +22,9 @@ pub struct KeyOptions {
     /// May forward at all; `restrict` and `no-port-forwarding` clear it, `port-forwarding`
     /// sets it again.
     pub port_forwarding: bool,
-    /// `permitopen="host:port"` entries; empty means the key adds no limit.
-    pub permit_open: Vec<PermitOpen>,
+    /// `permitopen="host:port"` entries: `None` when the line has none (the server decides),
+    /// `Some(empty)` for `permitopen="none"` (no -L/-W/-D at all for this key).
+    pub permit_open: Option<Vec<PermitOpen>>,
     /// `permitlisten="[host:]port"` entries; empty means the key adds no limit.
     pub permit_listen: Vec<PermitListen>,
     /// `from="pattern-list"` as written (validated at load); check it with
@@ -52,7 +53,7 @@ impl Default for KeyOptions {
     fn default() -> Self {
         Self {
             port_forwarding: true,
-            permit_open: Vec::new(),
+            permit_open: None,
             permit_listen: Vec::new(),
             from: None,
             privileged_ports: false,
@@ -146,6 +147,18 @@ pub enum ListenAddr {
     Host(String),
 }
 
+/// The server-wide `permit_open` of serve.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ServerOpen {
+    /// Not set.
+    #[default]
+    Unset,
+    /// `["any"]`.
+    Any,
+    /// A list of `host:port` entries; empty for `["none"]`.
+    Only(Vec<PermitOpen>),
+}
+
 /// Server-wide forwarding settings, the sshd_config subset that matters to a relay.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServerPolicy {
@@ -153,8 +166,8 @@ pub struct ServerPolicy {
     pub gateway_ports: GatewayPorts,
     /// `AllowTcpForwarding`.
     pub allow_tcp_forwarding: AllowTcpForwarding,
-    /// `PermitOpen`: `None` = any (the default), `Some(empty)` = none.
-    pub permit_open: Option<Vec<PermitOpen>>,
+    /// `PermitOpen`.
+    pub permit_open: ServerOpen,
     /// `PermitListen`: `None` = any (the default), `Some(empty)` = none.
     pub permit_listen: Option<Vec<PermitListen>>,
 }
@@ -285,13 +298,21 @@ pub fn listen_addr(requested: &str, gateway: GatewayPorts) -> ListenAddr {
 /// As in sshd, the server-wide `PermitOpen` and the key's `permitopen=` must both allow it:
 /// the key option can only narrow what the server permits.
 pub fn check_open(policy: &ServerPolicy, key: &KeyOptions, host: &str, port: u16) -> Decision {
+    let server_refuses = match &policy.permit_open {
+        ServerOpen::Unset | ServerOpen::Any => false,
+        ServerOpen::Only(list) => !permits(list, host, port),
+    };
+    let key_refuses = key
+        .permit_open
+        .as_ref()
+        .is_some_and(|list| !permits(list, host, port));
     let reason = if !policy.allow_tcp_forwarding.allows_local() {
         Some(DenyReason::ServerForwardingDisabled)
     } else if !key.port_forwarding {
         Some(DenyReason::KeyForwardingDisabled)
-    } else if !server_list_allows(policy.permit_open.as_deref(), |p| open_match(p, host, port)) {
+    } else if server_refuses {
         Some(DenyReason::NotInPermitOpen)
-    } else if !key_list_allows(&key.permit_open, |p| open_match(p, host, port)) {
+    } else if key_refuses {
         Some(DenyReason::NotInKeyPermitOpen)
     } else {
         None
@@ -412,6 +433,33 @@ pub fn parse_permit_listen(s: &str) -> Result<PermitListen, PolicyError> {
         host: Some(host),
         port,
     })
+}
+
+/// Adds one authorized_keys `permitopen="..."` value to a key's list: `host:port` (or sshd's
+/// `host/port`), or `none`, which closes -L/-W/-D for the key and must stand alone. README,
+/// SECURITY.md and the packaged authorized_keys recommend `permitopen="none"`: refusing it
+/// would push an operator to delete the option and get a less restricted key.
+pub fn add_key_permit_open(
+    list: &mut Option<Vec<PermitOpen>>,
+    value: &str,
+) -> Result<(), PolicyError> {
+    let not_alone = || PolicyError::KeywordNotAlone("none".to_owned());
+    if value == "none" {
+        return match list.get_or_insert_with(Vec::new).is_empty() {
+            true => Ok(()),
+            false => Err(not_alone()),
+        };
+    }
+    reject_keyword(value)?;
+    let (host, port) = split_host_port(value, true)?;
+    match list {
+        Some(entries) if entries.is_empty() => Err(not_alone()),
+        _ => {
+            list.get_or_insert_with(Vec::new)
+                .push(PermitOpen { host, port });
+            Ok(())
+        }
+    }
 }
 
 /// Parses the whitespace-separated arguments of one `PermitOpen` line:
@@ -555,7 +603,7 @@ mod tests {
         ServerPolicy {
             gateway_ports: GatewayPorts::No,
             allow_tcp_forwarding: allow,
-            permit_open: open.map(opens),
+            permit_open: open.map_or(ServerOpen::Unset, |o| ServerOpen::Only(opens(o))),
             permit_listen: listen.map(listens),
         }
     }
@@ -563,7 +611,7 @@ mod tests {
     fn key(forwarding: bool, open: &[&str], listen: &[&str], privileged: bool) -> KeyOptions {
         KeyOptions {
             port_forwarding: forwarding,
-            permit_open: opens(open),
+            permit_open: (!open.is_empty()).then(|| opens(open)),
             permit_listen: listens(listen),
             privileged_ports: privileged,
             ..KeyOptions::default()
@@ -693,6 +741,34 @@ mod tests {
         assert_eq!(
             parse_permit_listen_list(&["none", "8080"]),
             not_alone("none")
+        );
+    }
+
+    #[test]
+    fn key_permitopen_none_stands_alone() {
+        let add = |values: &[&str]| {
+            let mut list = None;
+            for v in values {
+                add_key_permit_open(&mut list, v)?;
+            }
+            Ok::<_, PolicyError>(list)
+        };
+        let not_alone = Err(PolicyError::KeywordNotAlone("none".to_owned()));
+        assert_eq!(add(&["none"]), Ok(Some(vec![])));
+        assert_eq!(add(&["none", "none"]), Ok(Some(vec![])));
+        assert_eq!(add(&["db/5432"]), Ok(Some(opens(&["db:5432"]))));
+        assert_eq!(add(&["none", "db:1"]), not_alone);
+        assert_eq!(add(&["db:1", "none"]), not_alone);
+        let any = Err(PolicyError::KeywordAsEntry("any".to_owned()));
+        assert_eq!(add(&["any"]), any);
+        let closed = KeyOptions {
+            permit_open: Some(vec![]),
+            ..KeyOptions::default()
+        };
+        let policy = server(Yes, None, None);
+        assert_eq!(
+            check_open(&policy, &closed, "localhost", 8087),
+            Deny(NotInKeyPermitOpen)
         );
     }
 
