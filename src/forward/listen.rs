@@ -73,6 +73,14 @@ impl Drop for UnixPathGuard {
 }
 
 impl Listener {
+    /// The TCP address it listens on (None for a unix socket).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+
     /// The local address, for messages and tests.
     pub fn describe(&self) -> String {
         match self {
@@ -132,7 +140,8 @@ pub async fn bind(listen: &Listen, opts: BindOptions) -> Result<Vec<Listener>, B
     }
 }
 
-async fn bind_addrs(target: &BindTarget, port: u16) -> Result<Vec<IpAddr>, BindError> {
+/// The addresses a [`BindTarget`] stands for on `port` (a host name is resolved now).
+pub async fn bind_addrs(target: &BindTarget, port: u16) -> Result<Vec<IpAddr>, BindError> {
     Ok(match target {
         BindTarget::Loopback => vec![
             IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -157,7 +166,17 @@ async fn bind_addrs(target: &BindTarget, port: u16) -> Result<Vec<IpAddr>, BindE
 }
 
 /// Binds each address on the same port; with port 0 the first bind picks the port for the rest.
+/// Succeeds if any address bound, as ssh(1) does.
 pub fn bind_tcp_all(addrs: &[IpAddr], port: u16) -> Result<Vec<Listener>, BindError> {
+    match bind_each(addrs, port) {
+        (listeners, Some(e)) if listeners.is_empty() => Err(e),
+        (listeners, _) => Ok(listeners),
+    }
+}
+
+/// Binds each address on the same port (port 0: the first bind picks it for the rest); returns
+/// what bound and the first failure, for callers that must know whether every address bound.
+pub fn bind_each(addrs: &[IpAddr], port: u16) -> (Vec<Listener>, Option<BindError>) {
     let mut listeners = Vec::new();
     let mut first_err = None;
     let mut port = port;
@@ -179,10 +198,7 @@ pub fn bind_tcp_all(addrs: &[IpAddr], port: u16) -> Result<Vec<Listener>, BindEr
             }
         }
     }
-    match (listeners.is_empty(), first_err) {
-        (true, Some(e)) => Err(e),
-        _ => Ok(listeners),
-    }
+    (listeners, first_err)
 }
 
 /// A TCP listener with SO_REUSEADDR and, for IPv6, V6ONLY so `0.0.0.0` and `::` can both bind.

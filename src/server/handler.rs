@@ -1,7 +1,7 @@
 //! One relay session: public key authentication against authorized_keys, the forwarding policy,
 //! and refusal of everything that is not forwarding.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,35 +12,18 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::authorized_keys::AuthorizedKey;
-use super::listeners::{self, Conflict, ListenerStats, SessionRef};
-use super::policy::{self, Decision, ListenAddr};
-use super::socks_gate;
+use super::listeners::{SessionListeners, SessionRef};
+use super::policy::{self, Decision};
 use super::stats::{self, LiveSession, Refusal};
 use super::Relay;
-use crate::forward::listen::{bind_tcp, bind_tcp_all, BindError, Listener};
-use crate::forward::{io_reason, ForwardContext};
+use crate::forward::ForwardContext;
 use crate::pipe::Counters;
-use crate::resume::{self, ChannelSpec};
+use crate::resume;
 use crate::spec::Endpoint;
 
 /// The message a client gets when it asks for a shell, a command or a subsystem.
 pub const FORWARD_ONLY_MESSAGE: &str =
     "burrow serve only forwards ports: shell, exec and subsystem requests are refused (use ssh -N or -W)\r\n";
-
-/// Binds every address on `port`; returns what bound and the first failure, if any.
-fn bind_each(ips: &[IpAddr], port: u16) -> (Vec<Listener>, Option<String>) {
-    let mut bound = Vec::new();
-    let mut error = None;
-    for ip in ips {
-        match bind_tcp(std::net::SocketAddr::new(*ip, port)) {
-            Ok(l) => bound.push(Listener::Tcp(l)),
-            Err(e) => {
-                error.get_or_insert_with(|| format!("bind [{ip}]:{port}: {}", io_reason(&e)));
-            }
-        }
-    }
-    (bound, error)
-}
 
 /// Per-session state.
 pub struct SessionHandler {
@@ -53,6 +36,8 @@ pub struct SessionHandler {
     unauth_permit: Option<OwnedSemaphorePermit>,
     /// The resume control channel and what arrived on it so far.
     resume_control: Option<(ChannelId, Vec<u8>)>,
+    /// This session's -R listeners, once authenticated.
+    listeners: Option<SessionListeners>,
 }
 
 /// The key a session authenticated with.
@@ -87,6 +72,7 @@ impl SessionHandler {
             authenticated,
             unauth_permit: Some(permit),
             resume_control: None,
+            listeners: None,
         }
     }
 
@@ -193,243 +179,6 @@ impl SessionHandler {
         answer.push(0);
         let _ = session.data(channel, answer);
     }
-
-    /// Resolves where a -R listener binds, by GatewayPorts.
-    async fn listen_ips(&self, requested: &str, port: u16) -> Result<Vec<IpAddr>, BindError> {
-        Ok(
-            match policy::listen_addr(requested, self.relay.config.policy.gateway_ports) {
-                ListenAddr::Loopback => vec![
-                    IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(Ipv6Addr::LOCALHOST),
-                ],
-                ListenAddr::Any => vec![
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                ],
-                ListenAddr::Host(h) => tokio::net::lookup_host((h.as_str(), port))
-                    .await
-                    .map_err(|e| BindError::Resolve {
-                        host: h.clone(),
-                        reason: io_reason(&e),
-                    })?
-                    .map(|a| a.ip())
-                    .collect(),
-            },
-        )
-    }
-
-    /// Binds for a -R request; when the port is held by earlier, unresponsive sessions of the
-    /// same key, takes it over.
-    async fn bind_with_takeover(
-        &self,
-        ips: &[IpAddr],
-        port: u16,
-        fp: &str,
-    ) -> Result<Vec<Listener>, String> {
-        if port == 0 {
-            // The first address picks the port for the others; nothing to take over.
-            return bind_tcp_all(ips, 0).map_err(|e| e.to_string());
-        }
-        let (bound, error) = bind_each(ips, port);
-        let Some(error) = error else {
-            return Ok(bound);
-        };
-        // Some address is taken. If earlier sessions of this key hold the port, they must be
-        // probed even when another address bound (else the port could end up half served).
-        let same_key = matches!(
-            self.relay.registry.conflict(port, self.id, fp),
-            Conflict::SameKey(_)
-        );
-        if !same_key {
-            // Someone else's port: OpenSSH's rule, succeed if any address bound.
-            return if bound.is_empty() {
-                Err(error)
-            } else {
-                Ok(bound)
-            };
-        }
-        drop(bound);
-        if !self.take_over(port, fp).await {
-            return Err(error);
-        }
-        // The evicted listeners close as their tasks see the cancellation. Wait until every
-        // address binds again (accepting the first partial bind could leave the port on IPv4
-        // only while the old IPv6 listener was still closing); fall back to what binds.
-        for _ in 0..40 {
-            let (bound, error) = bind_each(ips, port);
-            if error.is_none() {
-                return Ok(bound);
-            }
-            drop(bound);
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        bind_tcp_all(ips, port).map_err(|e| e.to_string())
-    }
-
-    /// Probes the sessions of the same key that hold `port`; if none answers, ends them.
-    async fn take_over(&self, port: u16, fp: &str) -> bool {
-        let Conflict::SameKey(holders) = self.relay.registry.conflict(port, self.id, fp) else {
-            return false;
-        };
-        let deadline = self.relay.config.limits.takeover_probe;
-        for holder in &holders {
-            if listeners::probe(&holder.handle, deadline).await {
-                tracing::info!(
-                    port,
-                    holder = holder.id,
-                    "port held by a live session of the same key; not taking over"
-                );
-                return false;
-            }
-        }
-        for holder in holders {
-            self.relay.stats.took_over(&self.label(), port, holder.id);
-            tracing::warn!(
-                port,
-                holder = holder.id,
-                "earlier session did not answer a keepalive; closing it and taking its port over"
-            );
-            holder.cancel.cancel();
-            self.relay.registry.release_session(holder.id);
-        }
-        true
-    }
-
-    /// Accepts connections on a -R listener and opens a `forwarded-tcpip` channel for each.
-    fn serve_listener(
-        &self,
-        listeners: Vec<Listener>,
-        requested_addr: String,
-        port: u16,
-        stop: CancellationToken,
-        handle: russh::server::Handle,
-        counters: Arc<Counters>,
-    ) {
-        let label = self.label();
-        for listener in listeners {
-            let mut ctx = self.ctx.clone();
-            ctx.counters = counters.clone();
-            let label = label.clone();
-            let relay = self.relay.clone();
-            let stop = stop.clone();
-            let handle = handle.clone();
-            let addr = requested_addr.clone();
-            let fp = self.key.as_ref().map(|k| k.fp.clone()).unwrap_or_default();
-            let cap = self.channel_cap();
-            let gate = self
-                .key
-                .as_ref()
-                .map(|k| k.entry.options.remote_open.clone())
-                .unwrap_or_default();
-            self.ctx.tracker.spawn(async move {
-                loop {
-                    let accepted = tokio::select! {
-                        r = listener.accept() => r,
-                        () = stop.cancelled() => return,
-                        () = ctx.cancel.cancelled() => return,
-                        () = relay.stop_listening.cancelled() => return,
-                    };
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    let Some(slot) = relay.open_channel_slot(&fp, cap) else {
-                        tracing::warn!(fingerprint = %fp, "channel cap reached; dropping forwarded connection");
-                        relay.stats.refused(
-                            Refusal::ChannelCap,
-                            &label,
-                            &format!("forwarded connection to port {port}: open channel cap reached for this key"),
-                        );
-                        continue;
-                    };
-                    let forwarded = Forwarded {
-                        handle: handle.clone(),
-                        addr: addr.clone(),
-                        port,
-                        peer,
-                    };
-                    let ctx2 = ctx.clone();
-                    let gate = gate.clone();
-                    let fp = fp.clone();
-                    ctx.tracker.spawn(async move {
-                        forwarded.serve(stream, &gate, &ctx2, &fp, slot).await;
-                    });
-                }
-            });
-        }
-    }
-}
-
-/// One connection accepted on a -R listener, to be carried to the client.
-struct Forwarded {
-    handle: russh::server::Handle,
-    addr: String,
-    port: u16,
-    peer: crate::forward::listen::Peer,
-}
-
-impl Forwarded {
-    /// Opens the `forwarded-tcpip` channel and pumps; for a key with
-    /// `burrow-permitremoteopen`, only after its SOCKS request passed the gate.
-    /// `guard` (the key's channel slot) lives as long as the connection. Gated listeners stay
-    /// plain (not resumable): their SOCKS bytes go through the channel before any stream hello.
-    async fn serve<G: Send + 'static>(
-        self,
-        mut stream: crate::forward::Stream,
-        gate: &[policy::PermitOpen],
-        ctx: &ForwardContext,
-        fp: &str,
-        guard: G,
-    ) {
-        let label = format!("{}:{}", self.addr, self.port);
-        if gate.is_empty() {
-            let Some(ch) = self.open().await else {
-                return;
-            };
-            match ctx.carrier(ch, Some(self.spec())).await {
-                Ok(c) => ctx.carry(c, stream, &label, guard).await,
-                Err(e) => tracing::info!(error = %e, "forwarded connection failed"),
-            }
-            return;
-        }
-        let _guard = guard;
-        match socks_gate::admit(&mut stream, gate, || self.open()).await {
-            Ok(ch) => ctx.pump(ch, stream, &label).await,
-            Err(e) => {
-                tracing::info!(fingerprint = fp, listener = %label, error = %e, "reverse dynamic connection refused")
-            }
-        }
-    }
-
-    /// How a resumable stream re-opens this channel on the client's next session.
-    fn spec(&self) -> ChannelSpec {
-        let (orig, orig_port) = self.peer.originator();
-        ChannelSpec::Forwarded {
-            addr: self.addr.clone(),
-            port: u32::from(self.port),
-            orig,
-            orig_port,
-        }
-    }
-
-    async fn open(&self) -> Option<russh::ChannelStream<Msg>> {
-        let (orig, orig_port) = self.peer.originator();
-        match self
-            .handle
-            .channel_open_forwarded_tcpip(self.addr.clone(), u32::from(self.port), orig, orig_port)
-            .await
-        {
-            Ok(ch) => Some(ch.into_stream()),
-            Err(e) => {
-                tracing::info!(error = %e, "client refused the forwarded connection");
-                None
-            }
-        }
-    }
 }
 
 impl russh::server::Handler for SessionHandler {
@@ -473,8 +222,22 @@ impl russh::server::Handler for SessionHandler {
         }
     }
 
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let Some(k) = &self.key {
+            let me = SessionRef {
+                id: self.id,
+                key_fp: k.fp.clone(),
+                handle: session.handle(),
+                cancel: self.ctx.cancel.clone(),
+            };
+            self.listeners = Some(SessionListeners::new(
+                self.relay.clone(),
+                me,
+                self.label(),
+                self.ctx.clone(),
+                (self.listener_cap(), self.channel_cap()),
+                k.entry.options.remote_open.clone(),
+            ));
             self.relay.stats.session_started(
                 self.id,
                 LiveSession {
@@ -613,7 +376,7 @@ impl russh::server::Handler for SessionHandler {
         &mut self,
         address: &str,
         port: &mut u32,
-        session: &mut Session,
+        _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let Some(key) = self.key.clone() else {
             return Ok(false);
@@ -632,60 +395,19 @@ impl russh::server::Handler for SessionHandler {
             self.refuse(&what, reason.into(), &reason);
             return Ok(false);
         }
-        if self.relay.registry.count_for_key(&key.fp) >= self.listener_cap() as usize {
-            self.refuse(
-                &what,
-                Refusal::ListenerCap,
-                &"listener cap reached for this key",
-            );
+        let Some(listeners) = &self.listeners else {
             return Ok(false);
+        };
+        match listeners.listen(address, requested).await {
+            Ok(actual) => {
+                *port = u32::from(actual);
+                Ok(true)
+            }
+            Err(refused) => {
+                self.refuse(&what, refused.kind, &refused.reason);
+                Ok(false)
+            }
         }
-        let ips = match self.listen_ips(address, requested).await {
-            Ok(ips) => ips,
-            Err(e) => {
-                self.refuse(&what, Refusal::Resolve, &e);
-                return Ok(false);
-            }
-        };
-        let listeners = match self.bind_with_takeover(&ips, requested, &key.fp).await {
-            Ok(l) => l,
-            Err(e) => {
-                self.refuse(&what, Refusal::Bind, &e);
-                return Ok(false);
-            }
-        };
-        let bound: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
-        let actual = match listeners.first() {
-            Some(Listener::Tcp(l)) => l.local_addr().map(|a| a.port()).unwrap_or(requested),
-            _ => requested,
-        };
-        *port = u32::from(actual);
-        let stop = CancellationToken::new();
-        let me = SessionRef {
-            id: self.id,
-            key_fp: key.fp.clone(),
-            handle: session.handle(),
-            cancel: self.ctx.cancel.clone(),
-        };
-        let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
-        let listener_stats = ListenerStats {
-            bound: bound.clone(),
-            counters: counters.clone(),
-            since: crate::observe::unix_secs(),
-        };
-        self.relay
-            .registry
-            .add(actual, address, me, stop.clone(), listener_stats);
-        tracing::info!(session = self.id, fingerprint = %key.fp, requested = %address, ?bound, port = actual, "remote forward listening");
-        self.serve_listener(
-            listeners,
-            address.to_string(),
-            actual,
-            stop,
-            session.handle(),
-            counters,
-        );
-        Ok(true)
     }
 
     async fn cancel_tcpip_forward(
@@ -697,7 +419,10 @@ impl russh::server::Handler for SessionHandler {
         let Ok(port) = u16::try_from(port) else {
             return Ok(false);
         };
-        let found = self.relay.registry.cancel(self.id, address, port);
+        let found = self
+            .listeners
+            .as_ref()
+            .is_some_and(|l| l.cancel(address, port));
         if found {
             tracing::info!(address, port, "remote forward cancelled");
         }

@@ -1,14 +1,28 @@
-//! Who holds which relay port, and the stale-session takeover: when a key asks for a port still
-//! held by an earlier session of the same key, the earlier session is probed; if it does not
-//! answer within a short deadline it is closed and the port handed over at once. (OpenSSH keeps
-//! such a port until TCP gives up on the dead session, which can take many minutes.)
+//! The relay's -R listeners, in one place: who holds which port (the registry), each session's
+//! listeners ([`SessionListeners`]: where they bind by GatewayPorts, the per-key listener cap,
+//! and the stale-session takeover) and the `forwarded-tcpip` channel every accepted connection
+//! travels in. Binding and the accept loop are [`crate::forward::listen`]'s, as for -L and -D.
+//!
+//! Takeover: when a key asks for a port still held by an earlier session of the same key, the
+//! earlier session is probed; if it does not answer within a short deadline it is closed and the
+//! port handed over at once. (OpenSSH keeps such a port until TCP gives up on the dead session,
+//! which can take many minutes.)
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use russh::server::Msg;
 use tokio_util::sync::CancellationToken;
 
+use super::policy::{self, PermitOpen};
+use super::socks_gate;
+use super::stats::Refusal;
+use super::Relay;
+use crate::forward::listen::{self, bind_addrs, bind_each, bind_tcp_all, Listener, Peer};
+use crate::forward::{ForwardContext, Stream};
 use crate::pipe::Counters;
+use crate::resume::ChannelSpec;
 
 /// A session that holds listeners, as the registry sees it.
 #[derive(Clone)]
@@ -87,7 +101,7 @@ impl ListenerRegistry {
     }
 
     /// Records a listener; `stop` ends it.
-    pub fn add(
+    fn add(
         &self,
         port: u16,
         requested_addr: &str,
@@ -189,4 +203,303 @@ pub async fn probe(handle: &russh::server::Handle, deadline: Duration) -> bool {
         tokio::time::timeout(deadline, handle.ping()).await,
         Ok(Ok(()))
     )
+}
+
+/// Why a -R request was refused: the refusal counter it goes to and the reason for the log.
+#[derive(Debug)]
+pub struct Refused {
+    /// Counter on the status page.
+    pub kind: Refusal,
+    /// Names the address/port and what went wrong.
+    pub reason: String,
+}
+
+impl Refused {
+    fn new(kind: Refusal, reason: impl std::fmt::Display) -> Self {
+        Self {
+            kind,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// One session's -R listeners: what the session handler asks for on `tcpip-forward` and
+/// `cancel-tcpip-forward`, with everything the listeners and their connections need.
+pub struct SessionListeners {
+    relay: Arc<Relay>,
+    me: SessionRef,
+    /// How events name the session.
+    label: String,
+    /// The session's tasks and shutdown (and resumable streams, once on).
+    ctx: ForwardContext,
+    listener_cap: u32,
+    channel_cap: u32,
+    /// The key's `burrow-permitremoteopen` list (empty: no SOCKS gate).
+    gate: Vec<PermitOpen>,
+}
+
+impl SessionListeners {
+    /// The listeners of an authenticated session `me`, under the key's caps and gate.
+    pub fn new(
+        relay: Arc<Relay>,
+        me: SessionRef,
+        label: String,
+        ctx: ForwardContext,
+        caps: (u32, u32),
+        gate: Vec<PermitOpen>,
+    ) -> Self {
+        let (listener_cap, channel_cap) = caps;
+        Self {
+            relay,
+            me,
+            label,
+            ctx,
+            listener_cap,
+            channel_cap,
+            gate,
+        }
+    }
+
+    /// Opens a -R listener on (`requested_addr`, `port`) after the policy allowed it; returns
+    /// the port it listens on (the allocated one for port 0).
+    pub async fn listen(&self, requested_addr: &str, port: u16) -> Result<u16, Refused> {
+        let fp = &self.me.key_fp;
+        if self.relay.registry.count_for_key(fp) >= self.listener_cap as usize {
+            return Err(Refused::new(
+                Refusal::ListenerCap,
+                "listener cap reached for this key",
+            ));
+        }
+        let target = policy::listen_addr(requested_addr, self.relay.config.policy.gateway_ports);
+        let ips = bind_addrs(&target, port)
+            .await
+            .map_err(|e| Refused::new(Refusal::Resolve, e))?;
+        let listeners = self
+            .bind_with_takeover(&ips, port)
+            .await
+            .map_err(|e| Refused::new(Refusal::Bind, e))?;
+        let addrs: Vec<SocketAddr> = listeners.iter().filter_map(Listener::local_addr).collect();
+        let bound: Vec<String> = listeners.iter().map(Listener::describe).collect();
+        let actual = addrs.first().map_or(port, SocketAddr::port);
+        let stop = self.relay.stop_listening.child_token();
+        let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
+        let stats = ListenerStats {
+            bound: bound.clone(),
+            counters: counters.clone(),
+            since: crate::observe::unix_secs(),
+        };
+        self.relay
+            .registry
+            .add(actual, requested_addr, self.me.clone(), stop.clone(), stats);
+        tracing::info!(session = self.me.id, fingerprint = %fp, requested = %requested_addr, ?bound, port = actual, "remote forward listening");
+        let mut ctx = self.ctx.clone();
+        ctx.counters = counters;
+        let conn = Arc::new(ListenerConnections {
+            relay: self.relay.clone(),
+            handle: self.me.handle.clone(),
+            fp: fp.clone(),
+            label: self.label.clone(),
+            channel_cap: self.channel_cap,
+            gate: self.gate.clone(),
+            addr: requested_addr.to_string(),
+            port: actual,
+            ctx: ctx.clone(),
+        });
+        listen::serve_until(listeners, &ctx, stop, move |stream, peer| {
+            let conn = conn.clone();
+            async move { conn.accepted(stream, peer).await }
+        });
+        Ok(actual)
+    }
+
+    /// Stops one listener of this session (cancel-tcpip-forward); true if it was there.
+    pub fn cancel(&self, requested_addr: &str, port: u16) -> bool {
+        self.relay.registry.cancel(self.me.id, requested_addr, port)
+    }
+
+    /// Binds for a -R request; when the port is held by earlier, unresponsive sessions of the
+    /// same key, takes it over.
+    async fn bind_with_takeover(&self, ips: &[IpAddr], port: u16) -> Result<Vec<Listener>, String> {
+        if port == 0 {
+            // The first address picks the port for the others; nothing to take over.
+            return bind_tcp_all(ips, 0).map_err(|e| e.to_string());
+        }
+        let (bound, error) = bind_each(ips, port);
+        let Some(error) = error else {
+            return Ok(bound);
+        };
+        // Some address is taken. If earlier sessions of this key hold the port, they must be
+        // probed even when another address bound (else the port could end up half served).
+        let same_key = matches!(
+            self.relay
+                .registry
+                .conflict(port, self.me.id, &self.me.key_fp),
+            Conflict::SameKey(_)
+        );
+        if !same_key {
+            // Someone else's port: OpenSSH's rule, succeed if any address bound.
+            return if bound.is_empty() {
+                Err(error.to_string())
+            } else {
+                Ok(bound)
+            };
+        }
+        drop(bound);
+        if !self.take_over(port).await {
+            return Err(error.to_string());
+        }
+        // The evicted listeners close as their tasks see the cancellation. Wait until every
+        // address binds again (accepting the first partial bind could leave the port on IPv4
+        // only while the old IPv6 listener was still closing); fall back to what binds.
+        for _ in 0..40 {
+            let (bound, error) = bind_each(ips, port);
+            if error.is_none() {
+                return Ok(bound);
+            }
+            drop(bound);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bind_tcp_all(ips, port).map_err(|e| e.to_string())
+    }
+
+    /// Probes the sessions of the same key that hold `port`; if none answers, ends them.
+    async fn take_over(&self, port: u16) -> bool {
+        let registry = &self.relay.registry;
+        let Conflict::SameKey(holders) = registry.conflict(port, self.me.id, &self.me.key_fp)
+        else {
+            return false;
+        };
+        let deadline = self.relay.config.limits.takeover_probe;
+        for holder in &holders {
+            if probe(&holder.handle, deadline).await {
+                tracing::info!(
+                    port,
+                    holder = holder.id,
+                    "port held by a live session of the same key; not taking over"
+                );
+                return false;
+            }
+        }
+        for holder in holders {
+            self.relay.stats.took_over(&self.label, port, holder.id);
+            tracing::warn!(
+                port,
+                holder = holder.id,
+                "earlier session did not answer a keepalive; closing it and taking its port over"
+            );
+            holder.cancel.cancel();
+            registry.release_session(holder.id);
+        }
+        true
+    }
+}
+
+/// What every connection accepted on one -R listener needs.
+struct ListenerConnections {
+    relay: Arc<Relay>,
+    handle: russh::server::Handle,
+    fp: String,
+    label: String,
+    channel_cap: u32,
+    gate: Vec<PermitOpen>,
+    /// The bind address the client asked for, sent back in `forwarded-tcpip`.
+    addr: String,
+    port: u16,
+    /// The session's context with this listener's counters.
+    ctx: ForwardContext,
+}
+
+impl ListenerConnections {
+    /// One accepted connection: counted against the key's channel cap, then carried to the client.
+    async fn accepted(&self, stream: Stream, peer: Peer) {
+        let Some(slot) = self.relay.open_channel_slot(&self.fp, self.channel_cap) else {
+            tracing::warn!(fingerprint = %self.fp, "channel cap reached; dropping forwarded connection");
+            self.relay.stats.refused(
+                Refusal::ChannelCap,
+                &self.label,
+                &format!(
+                    "forwarded connection to port {}: open channel cap reached for this key",
+                    self.port
+                ),
+            );
+            return;
+        };
+        let forwarded = Forwarded {
+            handle: self.handle.clone(),
+            addr: self.addr.clone(),
+            port: self.port,
+            peer,
+        };
+        forwarded
+            .serve(stream, &self.gate, &self.ctx, &self.fp, slot)
+            .await;
+    }
+}
+
+/// One connection accepted on a -R listener, to be carried to the client.
+struct Forwarded {
+    handle: russh::server::Handle,
+    addr: String,
+    port: u16,
+    peer: Peer,
+}
+
+impl Forwarded {
+    /// Opens the `forwarded-tcpip` channel and pumps; for a key with
+    /// `burrow-permitremoteopen`, only after its SOCKS request passed the gate.
+    /// `guard` (the key's channel slot) lives as long as the connection. Gated listeners stay
+    /// plain (not resumable): their SOCKS bytes go through the channel before any stream hello.
+    async fn serve<G: Send + 'static>(
+        self,
+        mut stream: Stream,
+        gate: &[policy::PermitOpen],
+        ctx: &ForwardContext,
+        fp: &str,
+        guard: G,
+    ) {
+        let label = format!("{}:{}", self.addr, self.port);
+        if gate.is_empty() {
+            let Some(ch) = self.open().await else {
+                return;
+            };
+            match ctx.carrier(ch, Some(self.spec())).await {
+                Ok(c) => ctx.carry(c, stream, &label, guard).await,
+                Err(e) => tracing::info!(error = %e, "forwarded connection failed"),
+            }
+            return;
+        }
+        let _guard = guard;
+        match socks_gate::admit(&mut stream, gate, || self.open()).await {
+            Ok(ch) => ctx.pump(ch, stream, &label).await,
+            Err(e) => {
+                tracing::info!(fingerprint = fp, listener = %label, error = %e, "reverse dynamic connection refused")
+            }
+        }
+    }
+
+    /// How a resumable stream re-opens this channel on the client's next session.
+    fn spec(&self) -> ChannelSpec {
+        let (orig, orig_port) = self.peer.originator();
+        ChannelSpec::Forwarded {
+            addr: self.addr.clone(),
+            port: u32::from(self.port),
+            orig,
+            orig_port,
+        }
+    }
+
+    async fn open(&self) -> Option<russh::ChannelStream<Msg>> {
+        let (orig, orig_port) = self.peer.originator();
+        match self
+            .handle
+            .channel_open_forwarded_tcpip(self.addr.clone(), u32::from(self.port), orig, orig_port)
+            .await
+        {
+            Ok(ch) => Some(ch.into_stream()),
+            Err(e) => {
+                tracing::info!(error = %e, "client refused the forwarded connection");
+                None
+            }
+        }
+    }
 }

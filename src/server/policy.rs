@@ -16,6 +16,8 @@ use std::str::FromStr;
 
 use std::time::SystemTime;
 
+use crate::spec::BindTarget;
+
 /// The options relevant to a forwarding-only server, after applying a line's option list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyOptions {
@@ -134,17 +136,6 @@ impl AllowTcpForwarding {
     fn allows_remote(self) -> bool {
         matches!(self, Self::Yes | Self::Remote)
     }
-}
-
-/// Where a `-R` listener really binds, after `GatewayPorts` has had its say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// Loopback on every address family (127.0.0.1 and ::1).
-    Loopback,
-    /// The wildcard address on every family (0.0.0.0 and ::).
-    Any,
-    /// This literal address or host name; a name is resolved when binding.
-    Host(String),
 }
 
 /// The server-wide `permit_open` of serve.toml.
@@ -279,16 +270,16 @@ impl FromStr for AllowTcpForwarding {
 /// `No`: loopback, except that an explicit `127.0.0.1` or `::1` is honoured so a client
 /// can pick one family (sshd does the same). `Yes`: wildcard. `ClientSpecified`: `""`/`*`
 /// mean wildcard, `localhost` means loopback on all families, anything else is literal.
-pub fn listen_addr(requested: &str, gateway: GatewayPorts) -> ListenAddr {
+pub fn listen_addr(requested: &str, gateway: GatewayPorts) -> BindTarget {
     let explicit_loopback = requested == "127.0.0.1" || requested == "::1";
     match gateway {
-        GatewayPorts::Yes => ListenAddr::Any,
-        GatewayPorts::No if explicit_loopback => ListenAddr::Host(requested.to_owned()),
-        GatewayPorts::No => ListenAddr::Loopback,
+        GatewayPorts::Yes => BindTarget::Any,
+        GatewayPorts::No if explicit_loopback => BindTarget::Host(requested.to_owned()),
+        GatewayPorts::No => BindTarget::Loopback,
         GatewayPorts::ClientSpecified => match requested {
-            "" | "*" => ListenAddr::Any,
-            r if r.eq_ignore_ascii_case("localhost") => ListenAddr::Loopback,
-            r => ListenAddr::Host(r.to_owned()),
+            "" | "*" => BindTarget::Any,
+            r if r.eq_ignore_ascii_case("localhost") => BindTarget::Loopback,
+            r => BindTarget::Host(r.to_owned()),
         },
     }
 }
@@ -620,9 +611,9 @@ mod tests {
 
     #[test]
     fn listen_addr_follows_gateway_ports() {
+        use BindTarget::{Any, Loopback};
         use GatewayPorts::{ClientSpecified as Client, No, Yes};
-        use ListenAddr::{Any, Loopback};
-        let host = |s: &str| ListenAddr::Host(s.to_owned());
+        let host = |s: &str| BindTarget::Host(s.to_owned());
         #[rustfmt::skip]
         let cases = [
             ("localhost",   No,     Loopback),
