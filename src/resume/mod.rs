@@ -11,6 +11,7 @@
 //! the project owns no domain, and `.invalid` (RFC 2606) can never collide with anyone's
 //! extension name.
 
+pub mod budget;
 pub mod frame;
 mod registry;
 mod stream;
@@ -29,6 +30,12 @@ pub const SUBSYSTEM: &str = "resume-v1@burrow.invalid";
 pub const CONTROL_MAGIC: [u8; 4] = *b"BRSI";
 /// How long a peer may take to send a hello or a reply before the channel is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a stream's replay buffer holds at most, and reserves on a relay, for a configured
+/// `buffer` (never less than one frame).
+pub fn buffer_capacity(buffer: usize) -> usize {
+    stream::Engine::capacity_for(buffer)
+}
 
 /// Anything a stream can run over: an SSH channel, a TCP or unix connection.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}

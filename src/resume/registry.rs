@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::budget::Budgets;
 use super::frame::{Hello, Reply, StreamKey};
-use super::stream::{Attachment, Engine, Outcome};
+use super::stream::{Attachment, Engine, Outcome, Replay};
 use super::{BoxedIo, ChannelSpec, Opener, ResumeConfig, HANDSHAKE_TIMEOUT};
 use crate::pipe::{ActiveGuard, Counters};
 
@@ -31,6 +32,8 @@ pub struct ResumeStats {
     pub expired: AtomicU64,
     /// Re-attach attempts refused (wrong secret).
     pub refused: AtomicU64,
+    /// Streams carried without a replay buffer (unresumable) because a budget had no room.
+    pub unresumable: AtomicU64,
 }
 
 /// Why opening a new stream failed.
@@ -46,6 +49,8 @@ pub enum OpenError {
 
 struct Entry {
     secret: [u8; 16],
+    /// False for a stream carried without a replay buffer: nothing to re-attach to.
+    resumable: bool,
     attach: mpsc::Sender<Attachment>,
 }
 
@@ -59,6 +64,9 @@ pub struct Registry {
     /// What happened to the streams (shared by all registries of a relay).
     pub stats: Arc<ResumeStats>,
     instance: [u8; 16],
+    /// What replay buffers reserve from (the relay's); None: no bound but `config.buffer` per
+    /// stream (a client's streams are its own user's connections).
+    budgets: Option<Budgets>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -95,6 +103,17 @@ impl Registry {
         cancel: CancellationToken,
         stats: Arc<ResumeStats>,
     ) -> Arc<Self> {
+        Self::with_budgets(config, cancel, stats, None)
+    }
+
+    /// Same, each stream reserving its replay buffer from `budgets` (a stream that does not
+    /// fit is carried unresumable; see [`super::budget`]).
+    pub fn with_budgets(
+        config: ResumeConfig,
+        cancel: CancellationToken,
+        stats: Arc<ResumeStats>,
+        budgets: Option<Budgets>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             streams: Mutex::new(HashMap::new()),
@@ -103,6 +122,7 @@ impl Registry {
             cancel,
             stats,
             instance: rand::random(),
+            budgets,
         })
     }
 
@@ -245,6 +265,8 @@ impl Registry {
             match streams.get(&key.id) {
                 None => Err(Reply::Unknown),
                 Some(e) if !constant_time_eq(&e.secret, &key.secret) => Err(Reply::Refused),
+                // Carried without a replay buffer: it ended with its channel, as if expired.
+                Some(e) if !e.resumable => Err(Reply::Unknown),
                 Some(e) => Ok(e.attach.clone()),
             }
         };
@@ -286,23 +308,49 @@ impl Registry {
         counters: Arc<Counters>,
         guard: G,
     ) {
+        let id = format!("{:016x}", key.id);
+        let capacity = Engine::capacity_for(self.config.buffer);
+        let replay = match &self.budgets {
+            None => Replay::Kept(None),
+            Some(budgets) => match budgets.reserve(capacity as u64) {
+                Ok(reservation) => Replay::Kept(Some(reservation)),
+                Err(full) => {
+                    self.stats.unresumable.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        stream = id,
+                        budget = full.setting(),
+                        buffer = capacity,
+                        "resumable stream carried without a replay buffer: its budget is full; \
+                         it ends if its channel is lost"
+                    );
+                    Replay::Off
+                }
+            },
+        };
+        let resumable = matches!(replay, Replay::Kept(_));
         let (tx, rx) = mpsc::channel(1);
         self.lock().insert(
             key.id,
             Entry {
                 secret: key.secret,
+                resumable,
                 attach: tx,
             },
         );
-        self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        if resumable {
+            self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        }
         let registry = self.clone();
         self.tracker.spawn(async move {
             let _guard = guard;
             let _active = ActiveGuard::new(counters.clone());
-            let engine = Engine::new(registry.config.buffer, counters);
+            // Owns the reservation: given back when the stream ends, however it ends.
+            let engine = Engine::new(registry.config.buffer, counters, replay);
             registry.run(key, role, local, first, rx, engine).await;
             registry.lock().remove(&key.id);
-            registry.stats.streams.fetch_sub(1, Ordering::Relaxed);
+            if resumable {
+                registry.stats.streams.fetch_sub(1, Ordering::Relaxed);
+            }
         });
     }
 
@@ -354,6 +402,13 @@ impl Registry {
                 Outcome::Done => return,
                 Outcome::Aborted(why) => {
                     tracing::info!(stream = id, "resumable stream closed: {why}");
+                    return;
+                }
+                Outcome::Lost if !engine.resumable() => {
+                    tracing::info!(
+                        stream = id,
+                        "stream closed: its channel is gone and it had no replay buffer"
+                    );
                     return;
                 }
                 Outcome::Lost => tracing::info!(

@@ -4,15 +4,16 @@
 //! has not received. The two directions run independently, so a slow local reader never
 //! blocks the other direction.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 
+use super::budget::Reservation;
 use super::frame::{self, Frame, Reply, MAX_DATA};
 use super::BoxedIo;
 use crate::pipe::Counters;
@@ -80,15 +81,45 @@ struct Shared {
     mid_frame: AtomicBool,
 }
 
-#[derive(Default)]
+/// What we sent and the peer has not acknowledged: `base..end` in stream offsets, and the bytes
+/// themselves when the stream keeps them for replay.
 struct OutBuf {
     base: u64,
-    buf: BytesMut,
+    end: u64,
+    /// Allocated once at the stream's capacity and never filled past it, so a stream's replay
+    /// buffer costs exactly what it reserved (see [`super::budget`]); None for a stream carried
+    /// without a replay buffer.
+    kept: Option<VecDeque<u8>>,
 }
 
 impl OutBuf {
     fn end(&self) -> u64 {
-        self.base + self.buf.len() as u64
+        self.end
+    }
+
+    /// Bytes sent and not acknowledged.
+    fn unacked(&self) -> usize {
+        // Never more than the capacity (a usize): the uplink reads only into free room.
+        usize::try_from(self.end - self.base).unwrap_or(usize::MAX)
+    }
+
+    /// Records `data` as sent (and keeps it, if this stream keeps bytes).
+    fn push(&mut self, data: &[u8]) {
+        self.end += data.len() as u64;
+        if let Some(kept) = &mut self.kept {
+            kept.extend(data);
+        }
+    }
+
+    /// What the peer has not acknowledged, to send again on a new channel.
+    fn pending(&self) -> Vec<u8> {
+        match &self.kept {
+            Some(kept) => {
+                let (a, b) = kept.as_slices();
+                [a, b].concat()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Drops what the peer has received; an offset outside what was sent is a protocol error.
@@ -101,27 +132,57 @@ impl OutBuf {
             ));
         }
         let n = usize::try_from(offset - self.base).map_err(|e| e.to_string())?;
-        self.buf.advance(n);
+        if let Some(kept) = &mut self.kept {
+            kept.drain(..n);
+        }
         self.base = offset;
         Ok(())
     }
+}
+
+/// Whether a stream keeps what it sends until the peer acknowledges it.
+#[derive(Debug)]
+pub enum Replay {
+    /// Kept, so the stream survives the loss of its channel; on the relay with the reservation
+    /// that pays for the buffer, given back when the engine is dropped (the stream ended).
+    Kept(Option<Reservation>),
+    /// Not kept: the stream is carried like a plain forward and ends with its channel (a
+    /// budget had no room for its buffer).
+    Off,
 }
 
 /// The per-stream engine; lives as long as the stream, across attachments.
 pub struct Engine {
     shared: Shared,
     capacity: usize,
+    /// Held for as long as the stream lives: what its replay buffer reserved.
+    _reservation: Option<Reservation>,
     ack_every: u64,
     counters: Arc<Counters>,
 }
 
 impl Engine {
-    /// A stream with an empty history, buffering at most `capacity` unacknowledged bytes.
-    pub fn new(capacity: usize, counters: Arc<Counters>) -> Self {
-        let capacity = capacity.max(MAX_DATA);
+    /// The capacity of a stream configured with `buffer`: what its replay buffer can hold at
+    /// most, and what it reserves.
+    pub fn capacity_for(buffer: usize) -> usize {
+        buffer.max(MAX_DATA)
+    }
+
+    /// A stream with an empty history, with at most `capacity` unacknowledged bytes, kept for
+    /// replay or not as `replay` says.
+    pub fn new(capacity: usize, counters: Arc<Counters>, replay: Replay) -> Self {
+        let capacity = Self::capacity_for(capacity);
+        let (kept, reservation) = match replay {
+            Replay::Kept(r) => (Some(VecDeque::with_capacity(capacity)), r),
+            Replay::Off => (None, None),
+        };
         Self {
             shared: Shared {
-                out: Mutex::new(OutBuf::default()),
+                out: Mutex::new(OutBuf {
+                    base: 0,
+                    end: 0,
+                    kept,
+                }),
                 received: AtomicU64::new(0),
                 acked: AtomicU64::new(0),
                 peer_fin: AtomicU64::new(u64::MAX),
@@ -133,6 +194,7 @@ impl Engine {
                 mid_frame: AtomicBool::new(false),
             },
             capacity,
+            _reservation: reservation,
             ack_every: (capacity as u64 / 4).clamp(MAX_DATA as u64, 256 * 1024),
             counters,
         }
@@ -145,7 +207,12 @@ impl Engine {
 
     /// Bytes waiting for acknowledgement (bounded by the capacity).
     pub fn buffered(&self) -> usize {
-        self.out().buf.len()
+        self.out().unacked()
+    }
+
+    /// Whether the stream keeps its bytes for replay, i.e. can survive losing its channel.
+    pub fn resumable(&self) -> bool {
+        self.out().kept.is_some()
     }
 
     fn out(&self) -> std::sync::MutexGuard<'_, OutBuf> {
@@ -157,7 +224,7 @@ impl Engine {
         let received = s.received.load(Ordering::SeqCst);
         s.local_eof.load(Ordering::SeqCst)
             && s.fin_sent.load(Ordering::SeqCst)
-            && self.out().buf.is_empty()
+            && self.out().unacked() == 0
             && s.peer_fin.load(Ordering::SeqCst) == received
             && s.acked.load(Ordering::SeqCst) == received
     }
@@ -185,8 +252,15 @@ impl Engine {
                 return Outcome::Lost;
             }
         }
-        if let Err(e) = self.out().ack(att.peer_received) {
-            return Outcome::Aborted(e);
+        {
+            let mut out = self.out();
+            if out.kept.is_none() && att.peer_received != out.end() {
+                // Nothing to replay from: never attached again (see Registry::run).
+                return Outcome::Aborted("the peer missed bytes of a stream without replay".into());
+            }
+            if let Err(e) = out.ack(att.peer_received) {
+                return Outcome::Aborted(e);
+            }
         }
         self.shared.space.notify_one();
         let (mut ch_r, mut ch_w) = tokio::io::split(channel);
@@ -215,7 +289,7 @@ impl Engine {
         let s = &self.shared;
         let (pending, end) = {
             let out = self.out();
-            (out.buf.to_vec(), out.end())
+            (out.pending(), out.end())
         };
         if self.frame(frame::write_data(ch, &pending)).await.is_err() {
             return Outcome::Lost;
@@ -230,9 +304,11 @@ impl Engine {
                 return Outcome::Done;
             }
             let reading = !s.local_eof.load(Ordering::SeqCst);
-            let has_space = self.out().buf.len() < self.capacity;
+            // Never read more than fits: the buffer stays within its capacity (and allocation).
+            let room = self.capacity.saturating_sub(self.out().unacked());
+            let has_space = room > 0;
             let sent = tokio::select! {
-                r = local_r.read(&mut buf), if reading && has_space => match r {
+                r = local_r.read(&mut buf[..room.clamp(1, MAX_DATA)]), if reading && has_space => match r {
                     Ok(0) => {
                         s.local_eof.store(true, Ordering::SeqCst);
                         let end = self.out().end();
@@ -241,7 +317,7 @@ impl Engine {
                     Ok(n) => {
                         // Into the replay buffer before any await: a cancelled attachment
                         // loses no byte.
-                        self.out().buf.extend_from_slice(&buf[..n]);
+                        self.out().push(&buf[..n]);
                         self.counters.count_a_to_b(n as u64);
                         self.frame(frame::write_data(ch, &buf[..n])).await
                     }

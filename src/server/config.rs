@@ -105,6 +105,12 @@ pub struct LimitsFile {
     pub resume_grace_secs: Option<u64>,
     /// Resumable streams: unacknowledged bytes kept per stream and direction (default 4096).
     pub resume_buffer_kib: Option<usize>,
+    /// Resumable streams: replay buffer bytes one key's streams may reserve together (default
+    /// 64); streams past it are carried unresumable.
+    pub resume_budget_per_key_mib: Option<u64>,
+    /// Resumable streams: replay buffer bytes all streams may reserve together (default an
+    /// eighth of memory, 512 if unknown); streams past it are carried unresumable.
+    pub resume_budget_total_mib: Option<u64>,
     /// Failed authentications a source may have before its failure replies are delayed.
     pub auth_free_failures: Option<u32>,
     /// Longest delay of a failure reply for a source past its allowance (seconds).
@@ -168,6 +174,8 @@ pub struct Limits {
     pub keepalive_count_max: usize,
     /// Resumable streams (burrow clients only): replay buffer and grace period.
     pub resume: crate::resume::ResumeConfig,
+    /// Resumable streams: what replay buffers may reserve, per key and relay-wide.
+    pub resume_budget: crate::server::resume::BudgetConfig,
     /// Per-source brute-force penalty (OpenSSH PerSourcePenalties-like).
     pub penalty: PenaltyConfig,
 }
@@ -184,9 +192,59 @@ impl Default for Limits {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_count_max: 3,
             resume: crate::resume::ResumeConfig::default(),
+            resume_budget: crate::server::resume::BudgetConfig {
+                per_key: DEFAULT_RESUME_BUDGET_PER_KEY,
+                total: default_resume_budget_total(),
+            },
             penalty: PenaltyConfig::default(),
         }
     }
+}
+
+/// Replay buffer bytes one key's resumable streams may reserve: 16 streams at the default
+/// 4 MiB buffer.
+pub const DEFAULT_RESUME_BUDGET_PER_KEY: u64 = 64 << 20;
+
+/// Relay-wide budget when the machine's memory cannot be read.
+pub const FALLBACK_RESUME_BUDGET_TOTAL: u64 = 512 << 20;
+
+/// Replay buffer bytes all resumable streams may reserve: an eighth of the memory this process
+/// may use (MemTotal, or a smaller cgroup limit), so replay buffers alone can never take the
+/// machine; [`FALLBACK_RESUME_BUDGET_TOTAL`] where that is unknown.
+pub fn default_resume_budget_total() -> u64 {
+    crate::resume::budget::memory_available()
+        .map(|m| m / 8)
+        .unwrap_or(FALLBACK_RESUME_BUDGET_TOTAL)
+}
+
+/// The budgets from `[limits]`: MiB, each at least one stream's buffer (`buffer` bytes) or 0
+/// (every stream carried unresumable). Err names the field.
+fn resume_budget(
+    per_key_mib: Option<u64>,
+    total_mib: Option<u64>,
+    buffer: usize,
+) -> Result<crate::server::resume::BudgetConfig, (&'static str, String)> {
+    let buffer = crate::resume::buffer_capacity(buffer) as u64;
+    let bytes = |field: &'static str, mib: Option<u64>, default: u64| match mib {
+        None => Ok(default),
+        Some(mib) => match mib.checked_mul(1 << 20) {
+            None => Err((field, format!("{mib} MiB is too large"))),
+            Some(b) if b != 0 && b < buffer => Err((
+                field,
+                format!(
+                    "{mib} MiB is less than one stream's replay buffer ({} KiB, \
+                     resume_buffer_kib): no stream could ever be resumable; 0 says that on purpose",
+                    buffer / 1024
+                ),
+            )),
+            Some(b) => Ok(b),
+        },
+    };
+    let d = Limits::default().resume_budget;
+    Ok(crate::server::resume::BudgetConfig {
+        per_key: bytes("resume_budget_per_key_mib", per_key_mib, d.per_key)?,
+        total: bytes("resume_budget_total_mib", total_mib, d.total)?,
+    })
 }
 
 /// Where state lives by default: /var/lib/burrow as root, else $XDG_STATE_HOME/burrow or
@@ -278,6 +336,13 @@ impl ServeConfig {
                 })?),
                 (None, None) => None,
             };
+        let (per_key_mib, total_mib) = (
+            file.limits.resume_budget_per_key_mib,
+            file.limits.resume_budget_total_mib,
+        );
+        let mut limits = limits(file.limits);
+        limits.resume_budget = resume_budget(per_key_mib, total_mib, limits.resume.buffer)
+            .map_err(|(field, message)| invalid(field, message))?;
         let token_file = over.metrics_token_file.clone().or(file.metrics_token_file);
         let observe = match (metrics, token_file) {
             (Some(addr), token) => Some(
@@ -309,7 +374,7 @@ impl ServeConfig {
                 permit_open,
                 permit_listen,
             },
-            limits: limits(file.limits),
+            limits,
             observe,
         })
     }
@@ -372,6 +437,8 @@ fn limits(f: LimitsFile) -> Limits {
                 .map(Duration::from_secs)
                 .unwrap_or(d.resume.grace),
         },
+        // Validated by from_parts (resume_budget), which has the file name for errors.
+        resume_budget: d.resume_budget,
         penalty: PenaltyConfig {
             free_failures: f.auth_free_failures.unwrap_or(d.penalty.free_failures),
             max_delay: f
@@ -552,6 +619,49 @@ mod tests {
         };
         let c = ServeConfig::from_parts(file, &over, "x.toml").unwrap();
         assert_eq!(c.listen, "127.0.0.1:2".parse().unwrap());
+    }
+
+    #[test]
+    fn resume_budgets_default_validate_and_name_their_field() {
+        let load = |text: &str| {
+            let file = parse_file(text, Path::new("x.toml")).unwrap();
+            ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml")
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.limits.resume_budget.per_key, 64 << 20);
+        let total = c.limits.resume_budget.total;
+        match crate::resume::budget::memory_available() {
+            Some(m) => assert_eq!(total, m / 8),
+            None => assert_eq!(total, FALLBACK_RESUME_BUDGET_TOTAL),
+        }
+        let c =
+            load("[limits]\nresume_budget_per_key_mib = 8\nresume_budget_total_mib = 0\n").unwrap();
+        assert_eq!(
+            (c.limits.resume_budget.per_key, c.limits.resume_budget.total),
+            (8 << 20, 0)
+        );
+        let e = load("[limits]\nresume_budget_per_key_mib = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml")
+                && e.contains("resume_budget_per_key_mib")
+                && e.contains("4096 KiB"),
+            "2 MiB cannot hold one 4 MiB buffer: {e}"
+        );
+        let e = load("[limits]\nresume_budget_total_mib = 9223372036854775807\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("resume_budget_total_mib") && e.contains("too large"),
+            "{e}"
+        );
+        let c = load("[limits]\nresume_buffer_kib = 512\nresume_budget_per_key_mib = 1\n").unwrap();
+        assert_eq!(
+            c.limits.resume_budget.per_key,
+            1 << 20,
+            "two 512 KiB buffers"
+        );
     }
 }
 

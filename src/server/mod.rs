@@ -179,7 +179,11 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
     let kill = CancellationToken::new();
     let relay = Arc::new(Relay {
         local_addr,
-        resume: resume::Instances::new(config.limits.resume, kill.clone()),
+        resume: resume::Instances::new(
+            config.limits.resume,
+            config.limits.resume_budget,
+            kill.clone(),
+        ),
         unauthenticated: Arc::new(Semaphore::new(config.limits.max_startups)),
         penalties: penalty::Penalties::new(config.limits.penalty.clone()),
         config,

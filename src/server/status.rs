@@ -66,6 +66,11 @@ pub struct Totals {
     pub streams_expired: u64,
     /// Re-attach attempts refused for a wrong secret.
     pub streams_refused: u64,
+    /// Streams carried unresumable because a replay buffer budget (per key or relay-wide) was
+    /// full.
+    pub streams_unresumable: u64,
+    /// Bytes reserved by the replay buffers of resumable streams now.
+    pub resume_reserved_bytes: u64,
     /// Refusals by reason.
     pub refusals: BTreeMap<&'static str, u64>,
     /// Relay-wide throughput.
@@ -192,6 +197,8 @@ impl Relay {
             streams_resumed: self.resume.stats.resumed.load(Ordering::Relaxed),
             streams_expired: self.resume.stats.expired.load(Ordering::Relaxed),
             streams_refused: self.resume.stats.refused.load(Ordering::Relaxed),
+            streams_unresumable: self.resume.stats.unresumable.load(Ordering::Relaxed),
+            resume_reserved_bytes: self.resume.reserved(),
             refusals: st
                 .refusals()
                 .into_iter()
@@ -261,7 +268,7 @@ impl Relay {
 /// Prometheus text for these totals.
 pub fn render_metrics(t: &Totals) -> String {
     let mut out = String::new();
-    let plain: [(&str, &str, &str, u64); 14] = [
+    let plain: [(&str, &str, &str, u64); 16] = [
         (
             "burrow_relay_sessions",
             "gauge",
@@ -346,6 +353,18 @@ pub fn render_metrics(t: &Totals) -> String {
             "stream re-attach attempts refused for a wrong secret",
             t.streams_refused,
         ),
+        (
+            "burrow_relay_streams_unresumable_total",
+            "counter",
+            "streams carried without a replay buffer because a resume budget was full",
+            t.streams_unresumable,
+        ),
+        (
+            "burrow_relay_resume_reserved_bytes",
+            "gauge",
+            "bytes reserved by the replay buffers of resumable streams",
+            t.resume_reserved_bytes,
+        ),
     ];
     for (name, kind, help, value) in plain {
         let _ = writeln!(
@@ -406,6 +425,8 @@ mod tests {
             streams_resumed: 7,
             streams_expired: 2,
             streams_refused: 0,
+            streams_unresumable: 3,
+            resume_reserved_bytes: 4096,
             refusals: [("permitopen", 2), ("bind", 0)].into_iter().collect(),
             throughput: Throughput::default(),
         };
@@ -421,6 +442,8 @@ mod tests {
             "burrow_relay_auth_failures_total 6",
             "burrow_relay_streams_resumed_total 7",
             "burrow_relay_streams_expired_total 2",
+            "burrow_relay_streams_unresumable_total 3",
+            "burrow_relay_resume_reserved_bytes 4096",
             "burrow_relay_refusals_total{reason=\"permitopen\"} 2",
             "burrow_relay_refusals_total{reason=\"bind\"} 0",
             "# TYPE burrow_relay_refusals_total counter",

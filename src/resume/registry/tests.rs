@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::resume::budget::Budget;
 use crate::server::stream::Cancellable;
 
 /// A session from one registry to `peer`: each channel is a duplex pipe whose far end `peer`
@@ -86,9 +87,19 @@ struct Pair {
 
 impl Pair {
     async fn new(grace_ms: u64) -> Pair {
+        Pair::with_budgets(grace_ms, None).await
+    }
+
+    /// A pair whose server side (the relay) reserves replay buffers from `budgets`.
+    async fn with_budgets(grace_ms: u64, budgets: Option<Budgets>) -> Pair {
         let target = echo_server().await;
         let client = Registry::new(config(grace_ms), CancellationToken::new());
-        let server = Registry::new(config(grace_ms), CancellationToken::new());
+        let server = Registry::with_budgets(
+            config(grace_ms),
+            CancellationToken::new(),
+            Arc::default(),
+            budgets,
+        );
         let cut = CancellationToken::new();
         let pair = Pair {
             client,
@@ -253,4 +264,129 @@ async fn a_refused_target_is_reported_as_connect_failed() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a dead target was reported as connected"),
     }
+}
+
+/// Writes `msg` and reads its echo.
+async fn echo_once(app: &mut tokio::io::DuplexStream, msg: &[u8]) -> io::Result<()> {
+    app.write_all(msg).await?;
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), app.read_exact(&mut got))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no echo"))??;
+    assert_eq!(got, msg);
+    Ok(())
+}
+
+/// Polls `cond` for up to 5 s.
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn past_the_key_budget_a_stream_is_carried_unresumable_and_budgets_come_back() {
+    // Room for two 256 KiB buffers in the key's budget: the third stream does not fit.
+    let capacity = crate::resume::buffer_capacity(config(0).buffer) as u64;
+    let budgets = Budgets {
+        key: Arc::new(Budget::new(2 * capacity)),
+        relay: Arc::new(Budget::new(100 * capacity)),
+    };
+    let mut pair = Pair::with_budgets(10_000, Some(budgets.clone())).await;
+    let mut a = pair.open_stream().await;
+    let mut b = pair.open_stream().await;
+    let mut c = pair.open_stream().await;
+    for app in [&mut a, &mut b, &mut c] {
+        echo_once(app, b"hello").await.unwrap();
+    }
+    let stats = pair.server.stats.clone();
+    assert_eq!(stats.unresumable.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.streams.load(Ordering::Relaxed),
+        2,
+        "two resumable streams"
+    );
+    assert_eq!(
+        (budgets.key.used(), budgets.relay.used()),
+        (2 * capacity, 2 * capacity)
+    );
+
+    // The link drops: the two resumable streams come back, the third one ends cleanly.
+    pair.cut.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pair.cut = CancellationToken::new();
+    pair.connect();
+    echo_once(&mut a, b"after").await.unwrap();
+    echo_once(&mut b, b"after").await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
+        .await
+        .expect("the unresumable stream is closed once its channel is gone")
+        .expect("a clean close");
+    assert_eq!(n, 0);
+    assert_eq!(stats.unresumable.load(Ordering::Relaxed), 1, "counted once");
+
+    // A stream that ends gives its buffer back: a new one is resumable again.
+    drop(a);
+    assert!(
+        eventually(|| budgets.key.used() == capacity).await,
+        "reservation given back when its stream ended ({} used)",
+        budgets.key.used()
+    );
+    let mut d = pair.open_stream().await;
+    echo_once(&mut d, b"d").await.unwrap();
+    assert_eq!(stats.unresumable.load(Ordering::Relaxed), 1, "d fitted");
+    assert_eq!(budgets.relay.used(), 2 * capacity);
+    drop((b, c, d));
+    assert!(
+        eventually(|| budgets.key.used() == 0 && budgets.relay.used() == 0).await,
+        "every reservation given back ({} / {} used)",
+        budgets.key.used(),
+        budgets.relay.used()
+    );
+}
+
+#[tokio::test]
+async fn an_expired_stream_gives_its_reservation_back() {
+    let budgets = Budgets {
+        key: Arc::new(Budget::new(64 << 20)),
+        relay: Arc::new(Budget::new(64 << 20)),
+    };
+    let pair = Pair::with_budgets(300, Some(budgets.clone())).await;
+    let mut app = pair.open_stream().await;
+    echo_once(&mut app, b"ping").await.unwrap();
+    assert!(budgets.relay.used() > 0);
+    pair.cut.cancel();
+    assert!(
+        eventually(|| pair.server.stats.expired.load(Ordering::Relaxed) == 1).await,
+        "the relay side expired its stream"
+    );
+    assert!(
+        eventually(|| budgets.key.used() == 0 && budgets.relay.used() == 0).await,
+        "expiry gave the reservation back"
+    );
+}
+
+#[tokio::test]
+async fn a_full_relay_budget_makes_streams_unresumable_for_every_key() {
+    let capacity = crate::resume::buffer_capacity(config(0).buffer) as u64;
+    let budgets = Budgets {
+        key: Arc::new(Budget::new(100 * capacity)),
+        relay: Arc::new(Budget::new(capacity)),
+    };
+    let pair = Pair::with_budgets(10_000, Some(budgets.clone())).await;
+    let mut a = pair.open_stream().await;
+    let mut b = pair.open_stream().await;
+    echo_once(&mut a, b"a").await.unwrap();
+    echo_once(&mut b, b"b").await.unwrap();
+    assert_eq!(pair.server.stats.unresumable.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        budgets.key.used(),
+        capacity,
+        "the refused stream took nothing from its key"
+    );
 }
