@@ -183,7 +183,13 @@ async fn start_relay(
         gateway_ports: Some("clientspecified".into()),
         ..ServeOverrides::default()
     };
-    let config = ServeConfig::from_parts(ServeFile::default(), &overrides, "demo")?;
+    // The demo's files sit in its own 0700 temporary directory, but under /tmp, which
+    // sshd's StrictModes (and so burrow's) refuses as a parent of authorized_keys.
+    let file = ServeFile {
+        strict_modes: Some(false),
+        ..ServeFile::default()
+    };
+    let config = ServeConfig::from_parts(file, &overrides, "demo")?;
     let listener = crate::forward::listen::bind_tcp(config.listen)?;
     let addr = listener.local_addr()?;
     let relay = crate::server::start(config, listener)?;

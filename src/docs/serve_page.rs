@@ -64,14 +64,22 @@ fn top_keys() -> Vec<Key> {
         .help("Address and port to accept SSH connections on; [v6addr]:port for IPv6."),
         Key::bare("host_key", "\"path\"").help(
             "The relay's ed25519 host key, generated with mode 0600 on first start (a missing \
-             directory is created with mode 0700); its fingerprint is logged. Absent: host_ed25519_key in the state \
-             directory, /var/lib/burrow as root, else $XDG_STATE_HOME/burrow or \
-             ~/.local/state/burrow.",
+             directory is created with mode 0700); its fingerprint is logged. A key group or \
+             others may access is refused, as sshd refuses an UNPROTECTED PRIVATE KEY FILE. \
+             Absent: host_ed25519_key in the state directory, /var/lib/burrow as root, else \
+             $XDG_STATE_HOME/burrow or ~/.local/state/burrow.",
         ),
         Key::bare("authorized_keys", "\"path\"").help(
-            "The keys allowed in, in OpenSSH's authorized_keys format (see AUTHORIZED KEYS); \
-             refused when writable by group or others. Absent: authorized_keys in the state \
-             directory.",
+            "The keys allowed in, in OpenSSH's authorized_keys format (see AUTHORIZED KEYS). \
+             Absent: authorized_keys in the state directory.",
+        ),
+        Key::new("strict_modes", "true | false", "true").help(
+            "As sshd's StrictModes: authorized_keys and every directory above it, up to the \
+             relay user's home directory or /, must be owned by root or the relay's user and \
+             not be writable by group or others, or the relay does not start (a reload keeps \
+             the previous keys); the message names the path, its owner and mode. A directory \
+             such as /tmp (mode 1777) fails too, as with sshd. false turns the check off for \
+             odd setups. The host key is always refused when group or others may read it.",
         ),
         Key::new(
             "gateway_ports",

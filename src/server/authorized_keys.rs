@@ -56,14 +56,11 @@ pub enum AuthorizedKeysError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Group or others may write the file, so they could add keys (sshd's StrictModes).
-    #[error("{}: writable by group or others (mode {mode:o}); run chmod go-w", path.display())]
-    Insecure {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// The file or a directory above it could be changed by someone other than root and the
+    /// relay's user, who could then add keys (sshd's StrictModes; the message names the path,
+    /// its owner and mode, and what is required).
+    #[error(transparent)]
+    Insecure(#[from] super::strict_modes::Insecure),
     /// One line is wrong.
     #[error("{} line {line}: {problem}", path.display())]
     Line {
@@ -199,15 +196,22 @@ pub enum Refusal {
 }
 
 impl AuthorizedKeys {
-    /// Reads and parses `path`; refuses a file that group or others can write.
-    pub fn load(path: &Path) -> Result<Self, AuthorizedKeysError> {
-        let read_err = |source| AuthorizedKeysError::Read {
+    /// Reads and parses `path`. With `strict_modes` (serve.toml's default), refuses it unless
+    /// it and every directory above it are owned by root or the relay's user and not writable
+    /// by group or others, as sshd's StrictModes does ([`super::strict_modes`]). A bad line is
+    /// reported before bad modes, so fixing one does not hide the other for long; neither
+    /// lets a key in.
+    pub fn load(path: &Path, strict_modes: bool) -> Result<Self, AuthorizedKeysError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthorizedKeysError::Read {
             path: path.to_owned(),
             source,
-        };
-        check_permissions(path, &std::fs::metadata(path).map_err(read_err)?)?;
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
-        Self::parse(&text, path)
+        })?;
+        let keys = Self::parse(&text, path)?;
+        if strict_modes {
+            let trust = super::strict_modes::Trust::current();
+            super::strict_modes::check_secure_path(path, &trust)?;
+        }
+        Ok(keys)
     }
 
     /// Parses file contents; `origin` names the file in errors.
@@ -277,24 +281,6 @@ impl AuthorizedKey {
             _ => Ok(()),
         }
     }
-}
-
-#[cfg(unix)]
-fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), AuthorizedKeysError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(AuthorizedKeysError::Insecure {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_permissions(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), AuthorizedKeysError> {
-    Ok(())
 }
 
 type ParsedLine = (PublicKey, String, KeyOptions);
@@ -1090,39 +1076,51 @@ mod tests {
     #[test]
     fn load_reads_and_checks_permissions() {
         use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             file,
             "# relay keys\nrestrict,port-forwarding,permitlisten=\"8080\" {ED} me"
         )
         .unwrap();
-        let keys = AuthorizedKeys::load(file.path()).unwrap();
+        let keys = AuthorizedKeys::load(file.path(), false).unwrap();
         assert_eq!(keys.keys.len(), 1);
         assert_eq!(keys.keys[0].line, 2);
 
         let missing = file.path().with_extension("missing");
-        let err = AuthorizedKeys::load(&missing).unwrap_err().to_string();
+        let err = AuthorizedKeys::load(&missing, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(&format!("{}: ", missing.display())),
             "{err}"
         );
 
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let perms = std::fs::Permissions::from_mode(0o664);
-            std::fs::set_permissions(file.path(), perms).unwrap();
-            let err = AuthorizedKeys::load(file.path()).unwrap_err().to_string();
-            let want = format!(
-                "{}: writable by group or others (mode 664); run chmod go-w",
-                file.path().display()
-            );
-            assert_eq!(err, want);
-        }
+        // The file itself is checked first (the directories above: strict_modes.rs tests).
+        let perms = std::fs::Permissions::from_mode(0o664);
+        std::fs::set_permissions(file.path(), perms).unwrap();
+        let err = AuthorizedKeys::load(file.path(), true)
+            .unwrap_err()
+            .to_string();
+        let want = format!(
+            "bad ownership or modes for file {}: owner ",
+            std::fs::canonicalize(file.path()).unwrap().display()
+        );
+        assert!(err.starts_with(&want), "{err}");
+        assert!(
+            err.contains(", mode 0664; it must be owned by root or "),
+            "{err}"
+        );
+        assert!(
+            AuthorizedKeys::load(file.path(), false).is_ok(),
+            "strict_modes = false skips the check"
+        );
 
         let mut bad = tempfile::NamedTempFile::new().unwrap();
         writeln!(bad, "{ED} ok\npermitopn=\"x:1\" {ED}").unwrap();
-        let err = AuthorizedKeys::load(bad.path()).unwrap_err().to_string();
+        let err = AuthorizedKeys::load(bad.path(), true)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             format!(

@@ -40,6 +40,14 @@ pub enum ServeConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A file others could read or change (sshd's StrictModes, "UNPROTECTED PRIVATE KEY
+    /// FILE"); the message names the file, its mode and what is required.
+    #[error(transparent)]
+    Insecure {
+        /// What is wrong.
+        #[from]
+        source: crate::server::strict_modes::Insecure,
+    },
     /// Host key trouble.
     #[error("host key {path}: {message}")]
     HostKey {
@@ -76,6 +84,8 @@ pub struct ServeFile {
     pub metrics: Option<String>,
     /// Bearer token file for the metrics address (required unless it is loopback).
     pub metrics_token_file: Option<PathBuf>,
+    /// sshd's StrictModes for authorized_keys (default true).
+    pub strict_modes: Option<bool>,
     /// Limits.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -145,6 +155,8 @@ pub struct ServeConfig {
     pub host_key: PathBuf,
     /// authorized_keys path (re-read on SIGHUP).
     pub authorized_keys: PathBuf,
+    /// Refuse an authorized_keys that others could change (see [`super::strict_modes`]).
+    pub strict_modes: bool,
     /// Forwarding policy.
     pub policy: policy::ServerPolicy,
     /// Limits.
@@ -368,6 +380,7 @@ impl ServeConfig {
                 .clone()
                 .or(file.authorized_keys)
                 .unwrap_or_else(|| state.join("authorized_keys")),
+            strict_modes: file.strict_modes.unwrap_or(true),
             policy: policy::ServerPolicy {
                 gateway_ports,
                 allow_tcp_forwarding,
@@ -467,8 +480,15 @@ pub fn parse_file(text: &str, path: &Path) -> Result<ServeFile, ServeConfigError
     })
 }
 
-/// Loads the ed25519 host key, or generates it (mode 0600, parent directory 0700) on first start.
-/// Returns the key and whether it was created now.
+/// Loads the ed25519 host key, or generates it on first start. Returns the key and whether it
+/// was created now.
+///
+/// An existing key that group or others may access is refused, as sshd refuses one
+/// ("UNPROTECTED PRIVATE KEY FILE"). A new key is written to a temporary file in the same
+/// directory (created 0600 by `tempfile`, so it is never readable by others, whatever the
+/// umask) and linked into place only once complete, never replacing a file: a crash leaves
+/// no half-written key and two relays starting at once keep one key. A missing directory is
+/// created 0700.
 pub fn load_or_create_host_key(
     path: &Path,
 ) -> Result<(russh::keys::PrivateKey, bool), ServeConfigError> {
@@ -476,30 +496,48 @@ pub fn load_or_create_host_key(
         path: path.to_path_buf(),
         message,
     };
-    if path.exists() {
-        let key = russh::keys::load_secret_key(path, None).map_err(|e| err(e.to_string()))?;
-        return Ok((key, false));
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+            crate::server::strict_modes::check_private_key(path, &meta)
+                .map_err(|e| ServeConfigError::Insecure { source: e })?;
+            let text = std::io::read_to_string(file).map_err(|e| err(e.to_string()))?;
+            let key =
+                russh::keys::decode_secret_key(&text, None).map_err(|e| err(e.to_string()))?;
+            return Ok((key, false));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e.to_string())),
     }
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| err(format!("cannot create directory {}: {e}", dir.display())))?;
-    }
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| err(format!("cannot create directory {}: {e}", dir.display())))?;
+            dir
+        }
+        None => Path::new("."),
+    };
     let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
         .map_err(|e| err(e.to_string()))?;
     let text = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .map_err(|e| err(e.to_string()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| err(format!("cannot create: {e}")))?;
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| err(e.to_string()))?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(".host-key-")
+        .tempfile_in(dir)
+        .map_err(|e| err(format!("cannot create a file in {}: {e}", dir.display())))?;
+    std::io::Write::write_all(&mut staged, text.as_bytes()).map_err(|e| err(e.to_string()))?;
+    staged
+        .as_file()
+        .sync_all()
+        .map_err(|e| err(e.to_string()))?;
+    staged
+        .persist_noclobber(path)
+        .map_err(|e| err(format!("cannot create: {}", e.error)))?;
     Ok((key, true))
 }
 
@@ -608,6 +646,47 @@ mod tests {
         assert_eq!(mode(path.parent().unwrap()), 0o700);
         let (_, again) = load_or_create_host_key(&path).unwrap();
         assert!(!again, "the existing key is kept");
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["host_key"], "no staged file is left behind");
+    }
+
+    /// sshd's "UNPROTECTED PRIVATE KEY FILE": a host key group or others may access is not
+    /// used; the message names the file and its mode.
+    #[test]
+    fn a_host_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host_key");
+        let (key, _) = load_or_create_host_key(&path).unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = load_or_create_host_key(&path).unwrap_err().to_string();
+            let p = path.display();
+            assert_eq!(
+                e,
+                format!(
+                    "UNPROTECTED PRIVATE KEY FILE: permissions {mode:04o} for {p} are too open; a \
+                     private key must not be accessible by group or others (chmod 600 {p})"
+                )
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let (again, created) = load_or_create_host_key(&path).unwrap();
+        assert!(!created);
+        assert_eq!(again.public_key(), key.public_key());
+    }
+
+    #[test]
+    fn strict_modes_is_on_unless_turned_off() {
+        let c =
+            ServeConfig::from_parts(ServeFile::default(), &ServeOverrides::default(), "-").unwrap();
+        assert!(c.strict_modes);
+        let file = parse_file("strict_modes = false\n", Path::new("x.toml")).unwrap();
+        let c = ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml").unwrap();
+        assert!(!c.strict_modes);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod socks_gate;
 pub mod stats;
 pub mod status;
 pub mod stream;
+pub mod strict_modes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -82,7 +83,7 @@ impl Relay {
 
     /// Re-reads authorized_keys (SIGHUP). On error the old set stays in force.
     pub fn reload_keys(&self) -> anyhow::Result<usize> {
-        let fresh = AuthorizedKeys::load(&self.config.authorized_keys)?;
+        let fresh = AuthorizedKeys::load(&self.config.authorized_keys, self.config.strict_modes)?;
         let n = fresh.keys.len();
         match self.keys.write() {
             Ok(mut k) => *k = Arc::new(fresh),
@@ -171,7 +172,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         tracing::info!(path = %config.host_key.display(), "generated a new ed25519 host key");
     }
     tracing::info!(fingerprint = %fp, "host key");
-    let keys = AuthorizedKeys::load(&config.authorized_keys)
+    let keys = AuthorizedKeys::load(&config.authorized_keys, config.strict_modes)
         .with_context(|| format!("loading {}", config.authorized_keys.display()))?;
     tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
     let ssh = Arc::new(ssh_config(&config, host_key));

@@ -326,46 +326,82 @@ pub fn default_control_path() -> PathBuf {
     crate::config::options::home_dir().join(".local/state/burrow/up.sock")
 }
 
-/// Serves snapshots on a unix socket only the owner can use (directory 0700, socket 0600). Each
-/// connection gets one JSON document and is closed.
+/// Serves snapshots on a unix socket only the owner can use. Each connection gets one JSON
+/// document and is closed.
+///
+/// As OpenSSH places its mux socket (and as [`crate::mux`] does): the socket is bound in a
+/// fresh private directory, chmod-ed to 0600 and linked into place, so it is never reachable
+/// with a looser mode, whatever the umask or the directory it lands in; each client's uid is
+/// checked (root or ours) because a mode is only as good as the directories above it. A
+/// missing parent directory is created 0700. An existing socket nobody answers on (left by a
+/// killed `burrow up`) is replaced; anything that is not a socket is never deleted.
 pub fn serve_control(
     path: &Path,
     board: Arc<StatusBoard>,
     cancel: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if let Some(dir) = path.parent() {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
     }
-    if path.exists() {
-        // A socket left by a previous run that nobody answers on.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
             return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{} is in use by another burrow up", path.display()),
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; not replacing it",
+                    path.display()
+                ),
             ));
         }
-        std::fs::remove_file(path)?;
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another burrow up", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = crate::forward::listen::bind_unix_socket(path, 0o177)?;
+    let listener = UnixListener::from_std(listener)?;
+    // What we bound, so shutdown removes our socket and not whatever replaced it since.
+    let bound = std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))?;
     let owned = path.to_path_buf();
+    let me = nix::unistd::getuid().as_raw();
     Ok(tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 () = cancel.cancelled() => break,
             };
-            if let Ok((mut s, _)) = accepted {
-                let body = serde_json::to_vec(&board.snapshot()).unwrap_or_default();
-                let _ = s.write_all(&body).await;
-                let _ = s.shutdown().await;
+            let Ok((mut s, _)) = accepted else { continue };
+            match s.peer_cred().map(|c| c.uid()) {
+                Ok(uid) if uid == 0 || uid == me => {
+                    let body = serde_json::to_vec(&board.snapshot()).unwrap_or_default();
+                    let _ = s.write_all(&body).await;
+                    let _ = s.shutdown().await;
+                }
+                Ok(uid) => tracing::warn!(
+                    uid,
+                    control = %owned.display(),
+                    "control socket: refusing a client of another user"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: cannot read the client's uid")
+                }
             }
         }
-        let _ = std::fs::remove_file(&owned);
+        let ours = std::fs::symlink_metadata(&owned).is_ok_and(|m| (m.dev(), m.ino()) == bound);
+        if ours {
+            let _ = std::fs::remove_file(&owned);
+        }
     }))
 }
 
@@ -386,6 +422,70 @@ pub async fn query(path: &Path) -> anyhow::Result<Vec<TunnelSnapshot>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--control` naming a file that is not a socket: refused with the path, the file kept
+    /// (it used to be deleted when nothing answered on it).
+    #[tokio::test]
+    async fn a_file_at_the_control_path_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, make) in [("notes.txt", 0u8), ("dir", 1), ("link", 2)] {
+            let path = dir.path().join(name);
+            match make {
+                0 => std::fs::write(&path, "precious\n").unwrap(),
+                1 => std::fs::create_dir(&path).unwrap(),
+                _ => std::os::unix::fs::symlink(dir.path().join("notes.txt"), &path).unwrap(),
+            }
+            let board = Arc::new(StatusBoard::default());
+            let err = serve_control(&path, board, CancellationToken::new()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{} exists and is not a socket; not replacing it",
+                    path.display()
+                )
+            );
+            assert!(
+                std::fs::symlink_metadata(&path).is_ok(),
+                "{name} was removed"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+            "precious\n"
+        );
+    }
+
+    /// The socket is 0600 (bound in a private directory that is gone afterwards), a stale
+    /// socket is replaced, a live one is not, and shutdown removes only our own socket.
+    #[tokio::test]
+    async fn the_control_socket_is_owner_only_and_replaces_only_a_stale_socket() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("up.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let board = Arc::new(StatusBoard::default());
+        board.tunnel("t");
+        let cancel = CancellationToken::new();
+        let task = serve_control(&path, board.clone(), cancel.clone()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["up.sock"],
+            "the private bind directory is left behind"
+        );
+        let snapshot = query(&path).await.unwrap();
+        assert_eq!(snapshot.len(), 1);
+        let err = serve_control(&path, board, CancellationToken::new()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        cancel.cancel();
+        task.await.unwrap();
+        assert!(!path.exists(), "our socket is removed at shutdown");
+    }
 
     #[test]
     fn totals_survive_reconnects() {

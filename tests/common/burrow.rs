@@ -160,7 +160,10 @@ impl Relay {
         cmd.args(["serve", "--listen", listen, "--host-key"])
             .arg(&host_key)
             .arg("--authorized-keys")
-            .arg(&authorized_keys);
+            .arg(&authorized_keys)
+            // Its home: strict modes check authorized_keys and the directories above it up to
+            // here, so the test's world-writable /tmp (refused, as by sshd) is not reached.
+            .env("HOME", &base);
         if let Some(text) = config {
             let path = base.join("serve.toml");
             std::fs::write(&path, text).expect("write serve.toml");

@@ -520,7 +520,9 @@ impl World {
         .arg("--authorized-keys")
         .arg(&ak)
         .args(["--gateway-ports", gw])
-        .args(extra);
+        .args(extra)
+        // Strict modes stop at the relay's home: the world-writable /tmp above is not reached.
+        .env("HOME", &dir);
         let mut child = self.spawn(cmd, name);
         let up = child.stderr().wait_for_line("listening on", UP);
         assert!(
