@@ -124,6 +124,121 @@ async fn a_key_is_held_to_its_listener_cap() {
         .is_some());
 }
 
+/// The listener cap is reserved atomically: 20 sessions of one key with cap 1 ask at the same
+/// instant for a bind address that must be resolved ("127.1", looked up like a name), and
+/// exactly one gets a listener. (The cap used to be checked, then awaited on, then counted:
+/// between 6 and 20 got one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sessions_of_a_key_with_cap_one_get_exactly_one_listener() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-listeners=1 {}", key.public_line);
+    let flags = ["--gateway-ports", "clientspecified"];
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &flags).await;
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        sessions.push(common::russh_client::connect_with_key(relay.addr, &key).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(sessions.len()));
+    // Spawned all at once (not lazily, one by one, behind the barrier).
+    let asks: Vec<_> = sessions
+        .into_iter()
+        .map(|session| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let got = tokio::time::timeout(UP_TIMEOUT, session.tcpip_forward("127.1", 0)).await;
+                (got, session)
+            })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    let mut held = Vec::new();
+    for ask in asks {
+        let (got, session) = ask.await.expect("task");
+        match got.expect("the relay answers") {
+            Ok(port) => granted.push(port),
+            Err(e) => assert!(
+                e.to_string().contains("request failed")
+                    || matches!(e, russh::Error::RequestDenied),
+                "{e}"
+            ),
+        }
+        held.push(session);
+    }
+    assert_eq!(granted.len(), 1, "listeners granted: {granted:?}");
+    // Every refusal is logged with its reason (the log is read as it is written: wait for it).
+    let refusals = || {
+        relay
+            .child
+            .stderr_text()
+            .matches("listener cap reached")
+            .count()
+    };
+    for _ in 0..50 {
+        if refusals() >= 19 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refusals(), 19, "{}", relay.child.stderr_text());
+}
+
+/// A key at its listener cap gets its own port back after its link silently died: the dead
+/// session's listener is what the takeover replaces, so it does not count against the cap
+/// (it used to: with burrow-max-listeners=1 the reconnecting client got "listener cap
+/// reached" at once, and the port stayed with the dead session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_at_its_listener_cap_takes_over_its_own_stale_port() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-listeners=1 {}", key.public_line);
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let (echo1, echo2) = (echo_server().await, echo_server().await);
+    let port = free_port();
+    let start = |echo: &Service, name: &str| {
+        let mut cmd = relay.ssh(&key);
+        cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+            .arg(format!("{port}:{}", echo.hostport()))
+            .arg("root@127.0.0.1");
+        spawn_logged(cmd, dir.path(), name)
+    };
+    let mut first = start(&echo1, "ssh-first");
+    wait_listening(&mut first, loopback(port), UP_TIMEOUT)
+        .await
+        .expect("first -R");
+    // The link dies silently: the first client's TCP connection stays, nothing answers.
+    first.freeze();
+    let mut second = start(&echo2, "ssh-second");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            second.try_status().is_none(),
+            "second client exited: {}\nrelay: {}",
+            second.stderr_text(),
+            relay.child.stderr_text()
+        );
+        let before = Stats::get(&echo2.stats.connections);
+        if transfer_checked_within(loopback(port), 64 * 1024, 1, Duration::from_secs(5))
+            .await
+            .is_ok()
+            && Stats::get(&echo2.stats.connections) > before
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no takeover:\n{}",
+            relay.child.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = relay.child.stderr_text();
+    assert!(log.contains("taking its port over"), "{log}");
+    assert!(!log.contains("listener cap reached"), "{log}");
+    first.thaw();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_held_by_another_key_is_never_taken_over_even_when_its_holder_is_dead() {
     let dir = test_dir();

@@ -8,7 +8,7 @@
 //! port handed over at once. (OpenSSH keeps such a port until TCP gives up on the dead session,
 //! which can take many minutes.)
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,11 +46,23 @@ impl std::fmt::Debug for SessionRef {
     }
 }
 
+/// One listener, or a reservation for one: the slot is taken before the request awaits
+/// anything (name lookup, takeover probe, bind), so concurrent requests cannot all pass the cap.
 #[derive(Debug)]
 struct Entry {
+    /// Names the entry for its [`Reservation`].
+    id: u64,
+    /// The requested port while reserved (0: to be allocated), then the bound one.
     port: u16,
     requested_addr: String,
     session: SessionRef,
+    /// `None` while reserved; set once the listener is bound and serving.
+    live: Option<Live>,
+}
+
+/// What a serving listener has besides its reservation.
+#[derive(Debug)]
+struct Live {
     /// Stops this one listener (cancel-tcpip-forward).
     stop: CancellationToken,
     stats: ListenerStats,
@@ -93,6 +105,7 @@ pub enum Conflict {
 #[derive(Debug, Default)]
 pub struct ListenerRegistry {
     entries: Mutex<Vec<Entry>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl ListenerRegistry {
@@ -100,48 +113,88 @@ impl ListenerRegistry {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a listener; `stop` ends it.
-    fn add(
+    /// Takes one of the key's `cap` listener slots for a request by `session` for `port`, in
+    /// one step under the lock; `None` when the key is at its cap.
+    ///
+    /// Listeners that earlier sessions of the same key hold on this very port do not count:
+    /// they are what a takeover would replace (the request fails anyway if their holder is
+    /// alive), and counting them would keep a key at its cap from ever getting its port back
+    /// after a dropped link.
+    fn reserve(
         &self,
-        port: u16,
+        session: &SessionRef,
         requested_addr: &str,
-        session: SessionRef,
-        stop: CancellationToken,
-        stats: ListenerStats,
-    ) {
-        self.lock().push(Entry {
+        port: u16,
+        cap: u32,
+    ) -> Option<u64> {
+        let mut entries = self.lock();
+        let replaceable = |e: &Entry| {
+            port != 0 && e.port == port && e.live.is_some() && e.session.id != session.id
+        };
+        let held = entries
+            .iter()
+            .filter(|e| e.session.key_fp == session.key_fp && !replaceable(e))
+            .count();
+        if held >= cap as usize {
+            return None;
+        }
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        entries.push(Entry {
+            id,
             port,
             requested_addr: requested_addr.to_string(),
-            session,
-            stop,
-            stats,
+            session: session.clone(),
+            live: None,
         });
+        Some(id)
     }
 
-    /// Every listener now, in the order they were added.
+    /// Turns reservation `id` into the listener now serving on `port`; false if the
+    /// reservation is gone (its session was ended meanwhile).
+    fn commit(&self, id: u64, port: u16, stop: CancellationToken, stats: ListenerStats) -> bool {
+        let mut entries = self.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.id == id) else {
+            return false;
+        };
+        e.port = port;
+        e.live = Some(Live { stop, stats });
+        true
+    }
+
+    /// Drops reservation `id` if it never became a listener.
+    fn unreserve(&self, id: u64) {
+        self.lock().retain(|e| e.id != id || e.live.is_some());
+    }
+
+    /// Every listener now, in the order they were reserved.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
         self.lock()
             .iter()
-            .map(|e| ListenerInfo {
-                session: e.session.id,
-                port: e.port,
-                requested_addr: e.requested_addr.clone(),
-                stats: e.stats.clone(),
+            .filter_map(|e| {
+                let live = e.live.as_ref()?;
+                Some(ListenerInfo {
+                    session: e.session.id,
+                    port: e.port,
+                    requested_addr: e.requested_addr.clone(),
+                    stats: live.stats.clone(),
+                })
             })
             .collect()
     }
 
     /// How many listeners the relay holds.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().iter().filter(|e| e.live.is_some()).count()
     }
 
     /// True when no session holds a listener.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.len() == 0
     }
 
-    /// How many listeners sessions of this key hold.
+    /// How many listeners (and reservations) sessions of this key hold.
     pub fn count_for_key(&self, key_fp: &str) -> usize {
         self.lock()
             .iter()
@@ -149,14 +202,18 @@ impl ListenerRegistry {
             .count()
     }
 
-    /// Who else holds `port`, seen from session `me` of key `key_fp`.
+    /// Who else holds `port`, seen from session `me` of key `key_fp`. Only serving listeners
+    /// count: a reservation of another session means a request in flight, never a stale one.
     pub fn conflict(&self, port: u16, me: u64, key_fp: &str) -> Conflict {
         let entries = self.lock();
-        let holders: Vec<&Entry> = entries.iter().filter(|e| e.port == port).collect();
+        let holders: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.port == port && e.session.id != me)
+            .collect();
         if holders.is_empty()
             || holders
                 .iter()
-                .any(|e| e.session.key_fp != key_fp || e.session.id == me)
+                .any(|e| e.session.key_fp != key_fp || e.live.is_none())
         {
             return Conflict::Foreign;
         }
@@ -174,25 +231,42 @@ impl ListenerRegistry {
         let mut entries = self.lock();
         let before = entries.len();
         entries.retain(|e| {
+            let Some(live) = &e.live else {
+                return true;
+            };
             let hit =
                 e.session.id == session && e.port == port && e.requested_addr == requested_addr;
             if hit {
-                e.stop.cancel();
+                live.stop.cancel();
             }
             !hit
         });
         entries.len() != before
     }
 
-    /// Forgets every listener of a session that ended (its listener tasks stop with the session).
+    /// Forgets every listener and reservation of a session that ended (its listener tasks stop
+    /// with the session).
     pub fn release_session(&self, session: u64) {
         self.lock().retain(|e| {
             let hit = e.session.id == session;
-            if hit {
-                e.stop.cancel();
+            if let (true, Some(live)) = (hit, &e.live) {
+                live.stop.cancel();
             }
             !hit
         });
+    }
+}
+
+/// A listener slot taken by [`ListenerRegistry::reserve`]; given back on drop unless the
+/// listener was committed.
+struct Reservation {
+    relay: Arc<Relay>,
+    id: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.relay.registry.unreserve(self.id);
     }
 }
 
@@ -264,12 +338,20 @@ impl SessionListeners {
     /// the port it listens on (the allocated one for port 0).
     pub async fn listen(&self, requested_addr: &str, port: u16) -> Result<u16, Refused> {
         let fp = &self.me.key_fp;
-        if self.relay.registry.count_for_key(fp) >= self.listener_cap as usize {
+        let Some(id) =
+            self.relay
+                .registry
+                .reserve(&self.me, requested_addr, port, self.listener_cap)
+        else {
             return Err(Refused::new(
                 Refusal::ListenerCap,
                 "listener cap reached for this key",
             ));
-        }
+        };
+        let reservation = Reservation {
+            relay: self.relay.clone(),
+            id,
+        };
         let target = policy::listen_addr(requested_addr, self.relay.config.policy.gateway_ports);
         let ips = bind_addrs(&target, port)
             .await
@@ -278,9 +360,11 @@ impl SessionListeners {
             .bind_with_takeover(&ips, port)
             .await
             .map_err(|e| Refused::new(Refusal::Bind, e))?;
-        let addrs: Vec<SocketAddr> = listeners.iter().filter_map(Listener::local_addr).collect();
         let bound: Vec<String> = listeners.iter().map(Listener::describe).collect();
-        let actual = addrs.first().map_or(port, SocketAddr::port);
+        let actual = listeners
+            .iter()
+            .find_map(Listener::local_addr)
+            .map_or(port, |a| a.port());
         let stop = self.relay.stop_listening.child_token();
         let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
         let stats = ListenerStats {
@@ -288,9 +372,13 @@ impl SessionListeners {
             counters: counters.clone(),
             since: crate::observe::unix_secs(),
         };
-        self.relay
+        if !self
+            .relay
             .registry
-            .add(actual, requested_addr, self.me.clone(), stop.clone(), stats);
+            .commit(reservation.id, actual, stop.clone(), stats)
+        {
+            return Err(Refused::new(Refusal::Bind, "session ended while binding"));
+        }
         tracing::info!(session = self.me.id, fingerprint = %fp, requested = %requested_addr, ?bound, port = actual, "remote forward listening");
         let mut ctx = self.ctx.clone();
         ctx.counters = counters;
