@@ -337,6 +337,11 @@ async fn unread_streams_growth_kib(resume: bool) -> u64 {
         let log = relay.child.stderr_text();
         let unresumable = log.matches("carried without a replay buffer").count();
         println!("relay: {unresumable} streams carried without a replay buffer");
+        // 16 x 4 MiB fill the key's 64 MiB (15 if the probe's stream still held its buffer).
+        assert!(
+            unresumable >= UNREAD_STREAMS - 16,
+            "streams past the key budget are carried unresumable ({unresumable})"
+        );
     }
     drop(readers);
     grew

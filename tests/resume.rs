@@ -221,6 +221,17 @@ impl Setup {
         grace_secs: u64,
         extra: impl FnOnce(&World) -> String,
     ) -> Option<Setup> {
+        Self::start_full(test, relay, grace_secs, "", extra)
+    }
+
+    /// [`Setup::start_with`] with more `[limits]` lines for a burrow relay's serve.toml.
+    fn start_full(
+        test: &str,
+        relay: Relay,
+        grace_secs: u64,
+        serve_limits: &str,
+        extra: impl FnOnce(&World) -> String,
+    ) -> Option<Setup> {
         let w = World::new(test, None)?;
         let (a, b) = (w.net.a.clone(), w.net.b.clone());
         let echo = EchoOnA::start(&a);
@@ -230,7 +241,7 @@ impl Setup {
                 let cfg = w.path().join("serve.toml");
                 std::fs::write(
                     &cfg,
-                    format!("[limits]\nresume_grace_secs = {grace_secs}\nkeepalive_interval_secs = 1\nkeepalive_count_max = 3\n"),
+                    format!("[limits]\nresume_grace_secs = {grace_secs}\nkeepalive_interval_secs = 1\nkeepalive_count_max = 3\n{serve_limits}"),
                 )
                 .expect("serve.toml");
                 let cfg = cfg.to_string_lossy().into_owned();
@@ -593,4 +604,94 @@ fn local_and_dynamic_streams_survive_an_outage_exclusive() {
         assert_eq!(echoed, sent, "{what}: every byte echoed exactly once");
         println!("{what}: {sent} bytes each way across a 10 s outage, checked byte by byte");
     }
+}
+
+/// Issue 18, item 3: past its key's replay buffer budget a stream is carried unresumable. With
+/// room for one 4 MiB buffer, the first of two published streams survives an outage byte-exact,
+/// the second works until the link drops and then ends; the relay logs why, once.
+#[test]
+fn past_the_key_budget_a_stream_is_carried_unresumable_exclusive() {
+    let Some(s) = Setup::start_full(
+        "resume_budget",
+        Relay::Burrow,
+        60,
+        "resume_budget_per_key_mib = 4\n",
+        |_| String::new(),
+    ) else {
+        return;
+    };
+    // The set-up's probe connection was a stream too: let it end and give its budget back.
+    let deadline = Instant::now() + LIMIT;
+    while s.status().and_then(|t| t["streams_resumable"].as_u64()) != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "probe stream never ended\n{}",
+            s.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let first = App::start(&s.w.net.c, sa(B_PUBLIC, PUBLISHED));
+    assert!(
+        first.flowing(0, 64 * 1024, LIMIT),
+        "first: no echo\n{}",
+        s.logs()
+    );
+    let second = App::start(&s.w.net.c, sa(B_PUBLIC, PUBLISHED));
+    assert!(
+        second.flowing(0, 64 * 1024, LIMIT),
+        "second: no echo\n{}",
+        s.logs()
+    );
+    let log = s.relay.stderr_text();
+    assert_eq!(
+        log.matches("carried without a replay buffer").count(),
+        1,
+        "one stream past the budget, logged once\n{}",
+        s.logs()
+    );
+    assert!(
+        log.contains("resume_budget_per_key_mib"),
+        "the log names the budget"
+    );
+
+    s.link(false);
+    // The relay drops the session after 3 missed keepalives; the unresumable stream ends then.
+    let deadline = Instant::now() + LIMIT;
+    while !second.reader.as_ref().is_some_and(|r| r.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ended_in_outage = second.reader.as_ref().is_some_and(|r| r.is_finished());
+    std::thread::sleep(Duration::from_secs(2));
+    s.link(true);
+    assert!(
+        ended_in_outage,
+        "the unresumable stream's connection ends with the link\n{}",
+        s.logs()
+    );
+    s.wait_field("streams_resumed", 1, LIMIT);
+    assert!(
+        first.flowing(first.received(), 64 * 1024, LIMIT),
+        "first: did not flow again\n{}",
+        s.logs()
+    );
+    let (sent, echoed) = first.finish();
+    let sent = sent.unwrap_or_else(|e| panic!("first: writes failed: {e}\n{}", s.logs()));
+    let echoed = echoed.unwrap_or_else(|e| panic!("first: reads failed: {e}\n{}", s.logs()));
+    assert_eq!(
+        echoed, sent,
+        "the stream within budget: every byte echoed exactly once"
+    );
+    let (_, second_read) = second.finish();
+    println!(
+        "within budget: {sent} bytes each way across the outage; past it: ended with the link \
+         ({second_read:?})"
+    );
+    assert!(
+        s.relay
+            .stderr_text()
+            .contains("its channel is gone and it had no replay buffer"),
+        "{}",
+        s.logs()
+    );
 }

@@ -182,6 +182,23 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
              full buffer stops reading from the connection (backpressure), never grows.",
         ),
         Key::new(
+            "resume_budget_per_key_mib",
+            "MiB",
+            (d.resume_budget.per_key >> 20).to_string(),
+        )
+        .help(
+            "Resumable streams: replay buffer memory one key's streams may reserve together, \
+             across its sessions. Each stream reserves its whole buffer (resume_buffer_kib) when \
+             it opens; a stream that does not fit is carried unresumable: it works as usual but \
+             ends if its connection to the relay is lost. At least one buffer, or 0 (no stream \
+             resumable).",
+        ),
+        Key::new("resume_budget_total_mib", "MiB", "an eighth of memory").help(
+            "Resumable streams: the same over every key. The default is an eighth of MemTotal in \
+             /proc/meminfo, or of the cgroup's memory.max when that is smaller, or 512 where \
+             neither can be read.",
+        ),
+        Key::new(
             "auth_free_failures",
             "integer",
             d.penalty.free_failures.to_string(),
@@ -285,6 +302,8 @@ mod tests {
                 .unwrap()
         };
         let file = |text: &str| crate::server::config::parse_file(text, Path::new("x")).unwrap();
+        let per_key: u64 = default_of("resume_budget_per_key_mib").parse().unwrap();
+        assert_eq!(c.limits.resume_budget.per_key, per_key << 20);
         for key in ["gateway_ports", "allow_tcp_forwarding"] {
             let explicit = file(&format!("{key} = {}\n", default_of(key)));
             let explicit = ServeConfig::from_parts(explicit, &ServeOverrides::default(), "-");
