@@ -54,7 +54,8 @@ pub struct UpArgs {
     #[arg(value_name = "TUNNELS_FILE")]
     pub file: PathBuf,
     /// Control socket for `burrow status` (default $XDG_RUNTIME_DIR/burrow/up.sock, or
-    /// /run/burrow/up.sock as root).
+    /// /run/burrow/up.sock as root); mode 0600 from the start, answering root and this user
+    /// only. A file there that is not a socket is refused, never replaced.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Serve Prometheus metrics (/metrics), JSON status (/api/status) and a live status page (/)
@@ -92,10 +93,13 @@ pub struct ServeArgs {
     /// TOML configuration file; flags override its settings.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Host key file (ed25519, generated on first start when missing).
+    /// Host key file (ed25519, generated with mode 0600 on first start when missing); refused
+    /// when group or others may read it.
     #[arg(long, value_name = "FILE")]
     pub host_key: Option<PathBuf>,
-    /// authorized_keys file with OpenSSH options (restrict, permitopen=, permitlisten=, from=, ...).
+    /// authorized_keys file with OpenSSH options (restrict, permitopen=, permitlisten=, from=, ...);
+    /// it and its directories must be owned by root or this user and not be writable by group or
+    /// others (strict_modes in serve.toml).
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
     /// Where -R listeners bind: no (loopback), yes (all interfaces), clientspecified.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::burrow::UP_TIMEOUT;
+use common::burrow::{Relay, UP_TIMEOUT};
 use common::*;
 
 fn chmod(path: &Path, mode: u32) {
@@ -227,4 +227,84 @@ async fn the_control_socket_answers_only_its_user_and_never_replaces_a_file() {
         "{}",
         up.stderr_text()
     );
+}
+
+/// `expiry-time` is read in the relay's time zone (`TZ`), as sshd reads it; `Z` means UTC.
+/// The relay runs at UTC+14, and both keys expire at the UTC wall-clock time two hours from
+/// now: written without a zone that is 12 hours ago there (refused), with `Z` two hours ahead
+/// (admitted). Before, burrow read both as UTC and admitted both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_time_is_read_in_the_relays_time_zone() {
+    let dir = test_dir();
+    let d = dir.path();
+    let (home, ak) = relay_tree(d);
+    let local = keygen(d, "local", KeyKind::Ed25519, None);
+    let zulu = keygen(d, "zulu", KeyKind::Ed25519, None);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let wall = civil_utc(now + 2 * 3600);
+    std::fs::write(
+        &ak,
+        format!(
+            "expiry-time=\"{wall}\" {}\nexpiry-time=\"{wall}Z\" {}\n",
+            local.public_line, zulu.public_line
+        ),
+    )
+    .unwrap();
+    let mut cmd = serve(d, &home, &ak, None);
+    cmd.env("TZ", "<+14>-14");
+    let child = spawn_logged(cmd, d, "relay-plus14");
+    let port = child
+        .stderr()
+        .wait_until_async(UP_TIMEOUT, |log| {
+            log.lines()
+                .find_map(|l| l.split("listening on 127.0.0.1:").nth(1))
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        })
+        .await
+        .unwrap_or_else(|| panic!("burrow serve did not start:\n{}", child.stderr_text()));
+    let known_hosts = d.join("known_hosts");
+    let public = public_key_line(&d.join("host_key"));
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {public}\n")).unwrap();
+    let relay = Relay {
+        child,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        known_hosts,
+        authorized_keys: ak,
+        host_key: d.join("host_key"),
+    };
+    let echo = common::services::echo_server().await;
+    let login = |k: &Keypair, name: &str| {
+        let mut cmd = relay.ssh(k);
+        cmd.args(["-W", &echo.hostport(), "root@127.0.0.1"]);
+        let (st, _, err) = run_with_timeout(cmd, d, name, Duration::from_secs(30));
+        (st.is_some_and(|s| s.success()), err)
+    };
+    let (ok, err) = login(&zulu, "zulu");
+    assert!(ok, "the Z key is valid for two more hours: {err}");
+    let (ok, _) = login(&local, "local");
+    assert!(!ok, "the local-time key expired 12 hours ago at UTC+14");
+    let log = relay.child.stderr().wait_for_line(
+        "key expired (authorized_keys line 1)",
+        Duration::from_secs(10),
+    );
+    assert!(log.is_some(), "{}", relay.child.stderr_text());
+}
+
+/// `YYYYMMDDHHMM` of a Unix time, in UTC (days to civil date: Howard Hinnant's algorithm).
+fn civil_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (hour, minute) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}{hour:02}{minute:02}")
 }

@@ -61,8 +61,8 @@ complete -c burrow -n "__fish_burrow_using_subcommand ssh" -s 6 -d 'Use IPv6 add
 complete -c burrow -n "__fish_burrow_using_subcommand ssh" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -l listen -d 'Address and port to listen on (default 0.0.0.0:2222)' -r
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -l config -d 'TOML configuration file; flags override its settings' -r -F
-complete -c burrow -n "__fish_burrow_using_subcommand serve" -l host-key -d 'Host key file (ed25519, generated on first start when missing)' -r -F
-complete -c burrow -n "__fish_burrow_using_subcommand serve" -l authorized-keys -d 'authorized_keys file with OpenSSH options (restrict, permitopen=, permitlisten=, from=, ...)' -r -F
+complete -c burrow -n "__fish_burrow_using_subcommand serve" -l host-key -d 'Host key file (ed25519, generated with mode 0600 on first start when missing); refused when group or others may read it' -r -F
+complete -c burrow -n "__fish_burrow_using_subcommand serve" -l authorized-keys -d 'authorized_keys file with OpenSSH options (restrict, permitopen=, permitlisten=, from=, ...); it and its directories must be owned by root or this user and not be writable by group or others (strict_modes in serve.toml)' -r -F
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -l gateway-ports -d 'Where -R listeners bind: no (loopback), yes (all interfaces), clientspecified' -r
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -l metrics -d 'Serve Prometheus metrics (/metrics), JSON status (/api/status) and a live status page (/) on this address, e.g. 127.0.0.1:9180' -r
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -l metrics-token-file -d 'Bearer token file for --metrics; required unless the address is loopback' -r -F
@@ -70,7 +70,7 @@ complete -c burrow -n "__fish_burrow_using_subcommand serve" -s v -d 'More loggi
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -s q -d 'Errors only'
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c burrow -n "__fish_burrow_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c burrow -n "__fish_burrow_using_subcommand up" -l control -d 'Control socket for `burrow status` (default $XDG_RUNTIME_DIR/burrow/up.sock, or /run/burrow/up.sock as root)' -r -F
+complete -c burrow -n "__fish_burrow_using_subcommand up" -l control -d 'Control socket for `burrow status` (default $XDG_RUNTIME_DIR/burrow/up.sock, or /run/burrow/up.sock as root); mode 0600 from the start, answering root and this user only. A file there that is not a socket is refused, never replaced' -r -F
 complete -c burrow -n "__fish_burrow_using_subcommand up" -l metrics -d 'Serve Prometheus metrics (/metrics), JSON status (/api/status) and a live status page (/) on this address, e.g. 127.0.0.1:9180' -r
 complete -c burrow -n "__fish_burrow_using_subcommand up" -l metrics-token-file -d 'Bearer token file for --metrics; required unless the address is loopback' -r -F
 complete -c burrow -n "__fish_burrow_using_subcommand up" -s v -d 'More logging (-v debug, -vv trace)'

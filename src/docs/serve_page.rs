@@ -219,7 +219,9 @@ fn authorized_keys() -> Vec<String> {
     vec![
         "One key per line, in OpenSSH's format: [options] type base64 [comment]. Supported \
          options: restrict, port-forwarding, no-port-forwarding, permitopen=\"host:port\", \
-         permitlisten=\"[host:]port\", from=\"pattern-list\", expiry-time=\"YYYYMMDD[HHMM[SS]]\". \
+         permitlisten=\"[host:]port\", from=\"pattern-list\", expiry-time=\"YYYYMMDD[HHMM[SS]][Z]\" \
+         (the relay's local time, from TZ or /etc/localtime, as sshd reads it; Z or UTC at the \
+         end means UTC; the zone is read at start and on SIGHUP). \
          Options for what the relay never offers (pty, agent-forwarding, x11-forwarding, \
          user-rc and their no- forms, command=, environment=, tunnel=) are accepted and change \
          nothing; cert-authority, principals, touch-required and verify-required are refused. \

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use jiff::tz::TimeZone;
 use russh::keys::PublicKey;
 
 pub use super::policy::KeyOptions;
@@ -117,7 +118,7 @@ pub enum LineProblem {
     #[error("option \"from\": {0}")]
     From(FromError),
     /// A bad `expiry-time=` value.
-    #[error("option \"expiry-time\": \"{0}\" is not YYYYMMDD[HHMM[SS]] (UTC)")]
+    #[error("option \"expiry-time\": \"{0}\" is not YYYYMMDD[HHMM[SS]][Z]")]
     Expiry(String),
     /// A value that should be a number.
     #[error("option \"{option}\": \"{value}\" is not a number")]
@@ -214,12 +215,23 @@ impl AuthorizedKeys {
         Ok(keys)
     }
 
-    /// Parses file contents; `origin` names the file in errors.
+    /// Parses file contents; `origin` names the file in errors. `expiry-time` is read in the
+    /// relay's local time zone (`TZ`, else /etc/localtime), as sshd reads it; a changed zone
+    /// applies from the next load (start or SIGHUP).
     pub fn parse(text: &str, origin: &Path) -> Result<Self, AuthorizedKeysError> {
+        Self::parse_in(text, origin, &TimeZone::system())
+    }
+
+    /// [`AuthorizedKeys::parse`] with `expiry-time` read in `zone` (a test's zone, say).
+    pub fn parse_in(
+        text: &str,
+        origin: &Path,
+        zone: &TimeZone,
+    ) -> Result<Self, AuthorizedKeysError> {
         let mut keys = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
-            let parsed = parse_line(raw).map_err(|problem| AuthorizedKeysError::Line {
+            let parsed = parse_line(raw, zone).map_err(|problem| AuthorizedKeysError::Line {
                 path: origin.to_owned(),
                 line,
                 problem,
@@ -286,7 +298,7 @@ impl AuthorizedKey {
 type ParsedLine = (PublicKey, String, KeyOptions);
 
 /// One line: blank/comment → None; else `[options] keytype base64 [comment]`.
-fn parse_line(raw: &str) -> Result<Option<ParsedLine>, LineProblem> {
+fn parse_line(raw: &str, zone: &TimeZone) -> Result<Option<ParsedLine>, LineProblem> {
     let line = raw.trim_start_matches([' ', '\t']);
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
@@ -296,7 +308,7 @@ fn parse_line(raw: &str) -> Result<Option<ParsedLine>, LineProblem> {
         let (key, comment) = parse_key(line)?;
         return Ok(Some((key, comment, KeyOptions::default())));
     }
-    let options = parse_options(first).map_err(|problem| match problem {
+    let options = parse_options(first, zone).map_err(|problem| match problem {
         // `ssh-foo AAAA...`: an unknown key type, not an unknown option.
         LineProblem::UnknownOption(_) if looks_like_key_data(rest) => {
             LineProblem::UnknownKeyType(first.to_owned())
@@ -397,10 +409,10 @@ struct Value {
     quoted: bool,
 }
 
-fn parse_options(field: &str) -> Result<KeyOptions, LineProblem> {
+fn parse_options(field: &str, zone: &TimeZone) -> Result<KeyOptions, LineProblem> {
     let mut options = KeyOptions::default();
     for raw in split_options(field)? {
-        apply_option(&mut options, raw)?;
+        apply_option(&mut options, raw, zone)?;
     }
     Ok(options)
 }
@@ -465,7 +477,7 @@ fn read_value<'a>(name: &str, s: &'a str) -> Result<(Value, &'a str), LineProble
 
 const NO_CA: &str = "burrow authorizes plain keys only, not certificate authorities";
 
-fn apply_option(o: &mut KeyOptions, raw: RawOption) -> Result<(), LineProblem> {
+fn apply_option(o: &mut KeyOptions, raw: RawOption, zone: &TimeZone) -> Result<(), LineProblem> {
     let lower = raw.name.to_ascii_lowercase();
     match lower.as_str() {
         "restrict" => no_value(&raw).map(|()| o.port_forwarding = false),
@@ -492,7 +504,7 @@ fn apply_option(o: &mut KeyOptions, raw: RawOption) -> Result<(), LineProblem> {
         "command" => set_once(&raw, &mut o.command, quoted(&raw)?),
         "from" => set_once(&raw, &mut o.from, parse_from(quoted(&raw)?)?),
         "expiry-time" => {
-            let until = parse_expiry(&quoted(&raw)?)?;
+            let until = parse_expiry(&quoted(&raw)?, zone)?;
             o.expiry = Some(o.expiry.map_or(until, |old| old.min(until)));
             Ok(())
         }
@@ -605,63 +617,55 @@ fn bad_value_unless(valid: bool, raw: &RawOption, value: &str) -> Result<(), Lin
     })
 }
 
-/// `YYYYMMDD[HHMM[SS]]`, optionally ending in `Z` or `UTC`; always UTC.
-fn parse_expiry(value: &str) -> Result<SystemTime, LineProblem> {
+/// `YYYYMMDD[HHMM[SS]]` in `zone` (the relay's local time zone), or in UTC when it ends in `Z`
+/// or `UTC` (any case): sshd's misc.c `parse_absolute_time`.
+///
+/// A local time that a daylight-saving change skips or repeats is resolved by the
+/// "compatible" rule of RFC 5545 and JavaScript's Temporal: a skipped time is read with the
+/// offset before the change (02:30 in a 02:00 -> 03:00 gap expires at 03:30), a repeated one
+/// at its first occurrence. sshd gives mktime(3) `tm_isdst = 0`, which glibc reads as
+/// standard time even in summer, so its summer expiry falls an hour after the time written;
+/// burrow reads the time as written.
+fn parse_expiry(value: &str, zone: &TimeZone) -> Result<SystemTime, LineProblem> {
     let bad = || LineProblem::Expiry(value.to_owned());
-    let digits = value
-        .strip_suffix('Z')
-        .or_else(|| value.strip_suffix("UTC"))
-        .unwrap_or(value);
+    let lower = value.to_ascii_lowercase();
+    let (digits, utc) = match (lower.strip_suffix('z'), lower.strip_suffix("utc")) {
+        (Some(d), _) | (None, Some(d)) => (d, true),
+        (None, None) => (lower.as_str(), false),
+    };
     if !matches!(digits.len(), 8 | 12 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let field = |from: usize, len: usize| -> Option<u32> {
+    let field = |from: usize, len: usize| -> Option<i16> {
         match digits.get(from..from + len) {
             Some(s) => s.parse().ok(),
             None => Some(0),
         }
     };
+    let small = |v: Option<i16>| v.and_then(|v| i8::try_from(v).ok());
     let parts = (
         field(0, 4),
-        field(4, 2),
-        field(6, 2),
-        field(8, 2),
-        field(10, 2),
-        field(12, 2),
+        small(field(4, 2)),
+        small(field(6, 2)),
+        small(field(8, 2)),
+        small(field(10, 2)),
+        small(field(12, 2)),
     );
     let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = parts else {
         return Err(bad());
     };
-    utc_time(y, mo, d, (h, mi, s)).ok_or_else(bad)
-}
-
-/// The instant of a UTC civil date-time; None if out of range or not a real date.
-fn utc_time(year: u32, month: u32, day: u32, (h, m, s): (u32, u32, u32)) -> Option<SystemTime> {
-    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-    let month_days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if year < 1970 || day == 0 || day > month_days || h > 23 || m > 59 || s > 59 {
-        return None;
+    let civil = jiff::civil::DateTime::new(y, mo, d, h, mi, s, 0).map_err(|_| bad())?;
+    let instant = if utc {
+        TimeZone::UTC.to_timestamp(civil)
+    } else {
+        zone.to_timestamp(civil)
     }
-    let days = days_since_epoch(year, month, day);
-    let secs = days * 86_400 + u64::from(h * 3600 + m * 60 + s);
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-/// Days from 1970-01-01 to a date in 1970 or later (proleptic Gregorian calendar).
-fn days_since_epoch(year: u32, month: u32, day: u32) -> u64 {
-    // Count from March so the leap day is the last day of the "year".
-    let y = u64::from(if month <= 2 { year - 1 } else { year });
-    let m = u64::from((month + 9) % 12);
-    let day_of_year = (153 * m + 2) / 5 + u64::from(day) - 1;
-    let days_from_year_0 = y * 365 + y / 4 - y / 100 + y / 400 + day_of_year;
-    // 719_468 = days from 0000-03-01 to 1970-01-01.
-    days_from_year_0 - 719_468
+    .map_err(|_| bad())?;
+    // sshd refuses a time before the epoch (mktime < 0).
+    let secs = u64::try_from(instant.as_second()).map_err(|_| bad())?;
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .ok_or_else(bad)
 }
 
 /// Checks a `from=` list at load time so a typo is an error, not a locked-out key.
@@ -761,8 +765,9 @@ mod tests {
     const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDHu0lHV1i6xijomDm1fzpybojs2TFoG9WtJ1ajfZnFSkbQCxs2UaTt28HRLcwigajsCb87eokphojMZh8UMii1Aewdady2DqBNyIXxm2Cb9daPBOI1eY+4TAZ4KF1ZovtVT7BMy6igwoKiVuLKzkAqqDH05YdY3SYsFb7lLbzYyQ==";
     const ORIGIN: &str = "/etc/burrow/authorized_keys";
 
+    /// Parsed with `expiry-time` in UTC, whatever zone the test machine is in.
     fn parse(text: &str) -> Result<AuthorizedKeys, String> {
-        AuthorizedKeys::parse(text, Path::new(ORIGIN)).map_err(|e| e.to_string())
+        AuthorizedKeys::parse_in(text, Path::new(ORIGIN), &TimeZone::UTC).map_err(|e| e.to_string())
     }
 
     /// The options of a one-line file `<field> <ED>`.
@@ -775,8 +780,51 @@ mod tests {
         PublicKey::from_openssh(line).unwrap()
     }
 
-    fn utc(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> SystemTime {
-        utc_time(y, mo, d, (h, mi, s)).unwrap()
+    fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> SystemTime {
+        let civil = jiff::civil::DateTime::new(y, mo, d, h, mi, s, 0).unwrap();
+        SystemTime::try_from(TimeZone::UTC.to_timestamp(civil).unwrap()).unwrap()
+    }
+
+    /// `expiry-time` of a one-line file parsed in `zone`.
+    fn expiry_in(value: &str, zone: &TimeZone) -> Result<SystemTime, String> {
+        let text = format!("expiry-time=\"{value}\" {ED}");
+        let keys =
+            AuthorizedKeys::parse_in(&text, Path::new(ORIGIN), zone).map_err(|e| e.to_string())?;
+        Ok(keys.keys[0].options.expiry.unwrap())
+    }
+
+    /// Read in the relay's zone, as sshd (it used to be UTC whatever the zone); a `Z` or `UTC`
+    /// suffix, in any case, still means UTC. Daylight saving is the zone's own: summer and
+    /// winter times differ, a time skipped by the spring change reads with the offset before
+    /// it, a repeated autumn time at its first occurrence.
+    #[test]
+    fn expiry_time_is_local_time_unless_it_says_utc() {
+        let plus14 = TimeZone::posix("<+14>-14").unwrap();
+        let minus5 = TimeZone::fixed(jiff::tz::offset(-5));
+        let berlin = TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+        #[rustfmt::skip]
+        let cases = [
+            ("20300102",       &plus14, utc(2030, 1, 1, 10, 0, 0)),
+            ("20300102",       &minus5, utc(2030, 1, 2, 5, 0, 0)),
+            ("203001021234",   &minus5, utc(2030, 1, 2, 17, 34, 0)),
+            ("20300102Z",      &plus14, utc(2030, 1, 2, 0, 0, 0)),
+            ("20300102z",      &plus14, utc(2030, 1, 2, 0, 0, 0)),
+            ("203001021234UTC", &plus14, utc(2030, 1, 2, 12, 34, 0)),
+            ("203001021234utc", &minus5, utc(2030, 1, 2, 12, 34, 0)),
+            ("203001011200",   &berlin, utc(2030, 1, 1, 11, 0, 0)),
+            ("203007011200",   &berlin, utc(2030, 7, 1, 10, 0, 0)),
+            // 2030-03-31 02:30 does not exist in Berlin (02:00 -> 03:00): read as 03:30 CEST.
+            ("203003310230",   &berlin, utc(2030, 3, 31, 1, 30, 0)),
+            // 2030-10-27 02:30 happens twice: the first one, still CEST.
+            ("203010270230",   &berlin, utc(2030, 10, 27, 0, 30, 0)),
+        ];
+        for (value, zone, want) in cases {
+            assert_eq!(expiry_in(value, zone), Ok(want), "{value} in {zone:?}");
+        }
+        // Before the epoch once read in the zone: refused, as sshd refuses mktime < 0.
+        let err = expiry_in("19700101", &plus14).unwrap_err();
+        assert!(err.ends_with("is not YYYYMMDD[HHMM[SS]][Z]"), "{err}");
+        assert!(expiry_in("19700101", &minus5).is_ok());
     }
 
     #[test]
@@ -908,12 +956,12 @@ mod tests {
             ("from=\"10.0.0.0/33\"",        at("option \"from\": \"10.0.0.0/33\": prefix length too long")),
             ("from=\"a,,b\"",               at("option \"from\": empty pattern in \"a,,b\"")),
             ("from=\"!\"",                  at("option \"from\": empty pattern in \"!\"")),
-            ("expiry-time=\"2030\"",        at("option \"expiry-time\": \"2030\" is not YYYYMMDD[HHMM[SS]] (UTC)")),
-            ("expiry-time=\"20301301\"",    at("option \"expiry-time\": \"20301301\" is not YYYYMMDD[HHMM[SS]] (UTC)")),
-            ("expiry-time=\"20230229\"",    at("option \"expiry-time\": \"20230229\" is not YYYYMMDD[HHMM[SS]] (UTC)")),
-            ("expiry-time=\"203001012400\"", at("option \"expiry-time\": \"203001012400\" is not YYYYMMDD[HHMM[SS]] (UTC)")),
-            ("expiry-time=\"2030010112\"",  at("option \"expiry-time\": \"2030010112\" is not YYYYMMDD[HHMM[SS]] (UTC)")),
-            ("expiry-time=\"19691231\"",    at("option \"expiry-time\": \"19691231\" is not YYYYMMDD[HHMM[SS]] (UTC)")),
+            ("expiry-time=\"2030\"",        at("option \"expiry-time\": \"2030\" is not YYYYMMDD[HHMM[SS]][Z]")),
+            ("expiry-time=\"20301301\"",    at("option \"expiry-time\": \"20301301\" is not YYYYMMDD[HHMM[SS]][Z]")),
+            ("expiry-time=\"20230229\"",    at("option \"expiry-time\": \"20230229\" is not YYYYMMDD[HHMM[SS]][Z]")),
+            ("expiry-time=\"203001012400\"", at("option \"expiry-time\": \"203001012400\" is not YYYYMMDD[HHMM[SS]][Z]")),
+            ("expiry-time=\"2030010112\"",  at("option \"expiry-time\": \"2030010112\" is not YYYYMMDD[HHMM[SS]][Z]")),
+            ("expiry-time=\"19691231\"",    at("option \"expiry-time\": \"19691231\" is not YYYYMMDD[HHMM[SS]][Z]")),
             ("environment=\"=x\"",          at("option \"environment\": invalid value \"=x\"")),
             ("environment=\"NOVALUE\"",     at("option \"environment\": invalid value \"NOVALUE\"")),
             ("tunnel=\"tun0\"",             at("option \"tunnel\": invalid value \"tun0\"")),
