@@ -10,8 +10,8 @@
 //!
 //! What is reserved is the buffer's *capacity*, up front, when the stream opens, not the bytes
 //! it holds at a given moment:
-//! - the bound then holds for the memory itself: a stream's buffer is allocated once at that
-//!   capacity and never grows past it, so the sum of the reservations bounds the memory that
+//! - the bound then holds for the memory itself: a stream's buffer grows as it fills but is
+//!   never allocated past that capacity, so the sum of the reservations bounds the memory that
 //!   replay buffers can ever take, whatever the peers do;
 //! - a stream admitted as resumable always has its whole buffer: counting bytes as they are
 //!   buffered would have to stall a stream whose next read does not fit, and with a shared

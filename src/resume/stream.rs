@@ -86,10 +86,12 @@ struct Shared {
 struct OutBuf {
     base: u64,
     end: u64,
-    /// Allocated once at the stream's capacity and never filled past it, so a stream's replay
-    /// buffer costs exactly what it reserved (see [`super::budget`]); None for a stream carried
-    /// without a replay buffer.
+    /// Grown as needed (doubling) but never allocated past `limit`, the stream's capacity, and
+    /// never filled past it: a stream's replay buffer costs at most what it reserved (see
+    /// [`super::budget`]), and a stream that never has much unacknowledged costs little. None
+    /// for a stream carried without a replay buffer.
     kept: Option<VecDeque<u8>>,
+    limit: usize,
 }
 
 impl OutBuf {
@@ -107,6 +109,12 @@ impl OutBuf {
     fn push(&mut self, data: &[u8]) {
         self.end += data.len() as u64;
         if let Some(kept) = &mut self.kept {
+            let need = kept.len() + data.len();
+            if need > kept.capacity() {
+                // VecDeque's own growth could double past the limit: grow to at most the limit.
+                let target = (kept.capacity() * 2).clamp(need, self.limit.max(need));
+                kept.reserve_exact(target - kept.len());
+            }
             kept.extend(data);
         }
     }
@@ -173,7 +181,7 @@ impl Engine {
     pub fn new(capacity: usize, counters: Arc<Counters>, replay: Replay) -> Self {
         let capacity = Self::capacity_for(capacity);
         let (kept, reservation) = match replay {
-            Replay::Kept(r) => (Some(VecDeque::with_capacity(capacity)), r),
+            Replay::Kept(r) => (Some(VecDeque::new()), r),
             Replay::Off => (None, None),
         };
         Self {
@@ -182,6 +190,7 @@ impl Engine {
                     base: 0,
                     end: 0,
                     kept,
+                    limit: capacity,
                 }),
                 received: AtomicU64::new(0),
                 acked: AtomicU64::new(0),
@@ -457,5 +466,51 @@ impl Engine {
         ch.write_all(&Frame::Ack(received).header()).await?;
         self.shared.acked.store(received, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_buffer_never_allocates_past_its_capacity() {
+        // 3000 KiB is no power of two: VecDeque's own doubling would go to 4 MiB.
+        let limit = 3000 * 1024;
+        let mut out = OutBuf {
+            base: 0,
+            end: 0,
+            kept: Some(VecDeque::new()),
+            limit,
+        };
+        let chunk = vec![7u8; MAX_DATA];
+        let mut most = 0;
+        for round in 0..3u64 {
+            while out.unacked() + MAX_DATA <= limit {
+                out.push(&chunk);
+                most = most.max(out.kept.as_ref().map_or(0, VecDeque::capacity));
+            }
+            out.push(&chunk[..limit - out.unacked()]);
+            assert_eq!(out.unacked(), limit, "round {round}: filled to the limit");
+            let cap = out.kept.as_ref().map_or(0, VecDeque::capacity);
+            assert!(cap <= limit + 64, "allocated {cap} for a limit of {limit}");
+            out.ack(out.end() - 1000).unwrap();
+            assert_eq!(out.pending().len(), 1000);
+        }
+        assert!(most <= limit + 64, "allocated {most} on the way");
+        let mut off = OutBuf {
+            base: 0,
+            end: 0,
+            kept: None,
+            limit,
+        };
+        off.push(&chunk);
+        assert_eq!(
+            (off.unacked(), off.pending().len()),
+            (MAX_DATA, 0),
+            "counted, not kept"
+        );
+        off.ack(MAX_DATA as u64).unwrap();
+        assert_eq!(off.unacked(), 0);
     }
 }
