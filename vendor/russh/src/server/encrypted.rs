@@ -483,6 +483,113 @@ mod tests {
         );
     }
 
+    // burrow: the security-key flags reach `Handler::auth_publickey`, and only signed ones.
+    #[tokio::test]
+    async fn burrow_security_key_flags_reach_the_handler() {
+        use sha2::{Digest, Sha256};
+        use ssh_key::Algorithm;
+
+        #[derive(Default)]
+        struct Recorder {
+            verified: Vec<Option<SecurityKeySignature>>,
+        }
+
+        impl Handler for Recorder {
+            type Error = Error;
+
+            async fn auth_publickey_offered(
+                &mut self,
+                _user: &str,
+                _offer: PublicKeyOffer<'_>,
+            ) -> Result<Auth, Self::Error> {
+                Ok(Auth::Accept)
+            }
+
+            async fn auth_publickey(
+                &mut self,
+                _user: &str,
+                key: VerifiedPublicKey<'_>,
+            ) -> Result<Auth, Self::Error> {
+                self.verified.push(key.security_key);
+                Ok(Auth::reject())
+            }
+        }
+
+        let keypair = ssh_key::private::Ed25519Keypair::from_seed(&[9u8; 32]);
+        let sk = ssh_key::public::SkEd25519::new(keypair.public, "ssh:");
+        let public = PublicKey::from(ssh_key::public::KeyData::SkEd25519(sk));
+
+        // A signed sk request as a security key makes it (PROTOCOL.u2f): the key signs
+        // sha256(application) || flags || counter || sha256(session id || request), and the
+        // flags and counter follow the signature. `signed_flags` is what the key signed,
+        // `sent_flags` what the packet carries.
+        let packet = |signed_flags: u8, sent_flags: u8, counter: u32| {
+            let mut packet = vec![msg::USERAUTH_REQUEST];
+            "alice".encode(&mut packet).unwrap();
+            "ssh-connection".encode(&mut packet).unwrap();
+            "publickey".encode(&mut packet).unwrap();
+            1u8.encode(&mut packet).unwrap();
+            "sk-ssh-ed25519@openssh.com".encode(&mut packet).unwrap();
+            public.to_bytes().unwrap().encode(&mut packet).unwrap();
+
+            let mut message = Vec::new();
+            CryptoVec::new().as_ref().encode(&mut message).unwrap();
+            message.extend_from_slice(&packet);
+            let mut signed = Sha256::digest("ssh:").to_vec();
+            signed.push(signed_flags);
+            signed.extend(counter.to_be_bytes());
+            signed.extend(Sha256::digest(&message));
+            let raw: ssh_key::Signature = signature::Signer::try_sign(&keypair, &signed).unwrap();
+            let mut data = raw.as_bytes().to_vec();
+            data.push(sent_flags);
+            data.extend(counter.to_be_bytes());
+            let signature = ssh_key::Signature::new(Algorithm::SkEd25519, data).unwrap();
+            signature.encode_vec().unwrap().encode(&mut packet).unwrap();
+            packet
+        };
+
+        let mut handler = Recorder::default();
+        for (signed_flags, sent_flags, counter) in
+            [(0x01, 0x01, 7), (0x00, 0x00, 8), (0x05, 0x05, 9)]
+        {
+            let mut session = test_auth_session();
+            let packet = packet(signed_flags, sent_flags, counter);
+            session.process_packet(&mut handler, &packet).await.unwrap();
+        }
+        let seen: Vec<_> = handler
+            .verified
+            .iter()
+            .map(|sk| sk.map(|sk| (sk.user_present(), sk.user_verified(), sk.counter)))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                Some((true, false, 7)),
+                Some((false, false, 8)),
+                Some((true, true, 9))
+            ]
+        );
+
+        // Flags changed after signing (a touch claimed that the key did not sign): the
+        // signature does not verify, so the handler never sees them.
+        let mut handler = Recorder::default();
+        let mut session = test_auth_session();
+        session
+            .process_packet(&mut handler, &packet(0x00, 0x01, 10))
+            .await
+            .unwrap();
+        assert!(handler.verified.is_empty());
+
+        // Any other key: no security-key data.
+        let private = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let public = private.public_key().clone();
+        let mut handler = Recorder::default();
+        let mut session = test_auth_session();
+        let packet = publickey_signed_packet("alice", Arc::new(private), &public);
+        session.process_packet(&mut handler, &packet).await.unwrap();
+        assert_eq!(handler.verified, vec![None]);
+    }
+
     #[cfg(feature = "rsa")]
     #[tokio::test]
     async fn signature_algorithm_must_match_requested_algorithm() {
@@ -1300,6 +1407,8 @@ impl Encrypted {
                                     let key = VerifiedPublicKey {
                                         public_key: key,
                                         algorithm: &algorithm,
+                                        // burrow: the sk flags, for the handler
+                                        security_key: SecurityKeySignature::of(&sig),
                                     };
                                     handler.auth_publickey(user, key).await?
                                 }

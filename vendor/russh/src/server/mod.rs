@@ -240,6 +240,65 @@ pub struct VerifiedPublicKey<'a> {
     /// algorithm named in the request (`ssh-rsa`, `rsa-sha2-256`,
     /// `ssh-ed25519`, ...).
     pub algorithm: &'a ssh_key::Algorithm,
+    // burrow: the security key's authenticator data (PROTOCOL.u2f), so the handler can require
+    // user presence as sshd does (see `SecurityKeySignature`).
+    /// For a FIDO/U2F security key (`sk-ssh-ed25519@openssh.com`,
+    /// `sk-ecdsa-sha2-nistp256@openssh.com`): the flags and counter the
+    /// authenticator signed along with the request. `None` for other keys.
+    ///
+    /// russh verifies the signature over them but does not judge them: a
+    /// handler that wants sshd's default must reject a signature whose
+    /// [`SecurityKeySignature::user_present`] is false unless the key is
+    /// allowed without touch (`no-touch-required` in `authorized_keys`).
+    pub security_key: Option<SecurityKeySignature>,
+}
+
+// burrow: new type, see `VerifiedPublicKey::security_key`.
+/// The authenticator data of a verified security-key signature: the flags
+/// byte and the signature counter that follow the signature proper
+/// (OpenSSH PROTOCOL.u2f, "SSH U2F signatures").
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecurityKeySignature {
+    /// The authenticator flags (`SSH_SK_USER_PRESENCE_REQD` = 0x01 for
+    /// "user present", 0x04 for "user verified").
+    pub flags: u8,
+    /// The authenticator's signature counter.
+    pub counter: u32,
+}
+
+impl SecurityKeySignature {
+    /// Flag bit: the user touched the key (FIDO "UP").
+    pub const USER_PRESENT: u8 = 0x01;
+    /// Flag bit: the key verified the user, e.g. by PIN (FIDO "UV").
+    pub const USER_VERIFIED: u8 = 0x04;
+
+    /// Whether the user touched the key for this signature.
+    pub fn user_present(&self) -> bool {
+        self.flags & Self::USER_PRESENT != 0
+    }
+
+    /// Whether the key verified the user (PIN or biometrics) for this signature.
+    pub fn user_verified(&self) -> bool {
+        self.flags & Self::USER_VERIFIED != 0
+    }
+
+    /// The flags and counter of a security-key signature, `None` for any
+    /// other algorithm. For sk algorithms ssh-key keeps them as the last 5
+    /// bytes of the signature data (flags, then the counter big-endian).
+    pub(crate) fn of(signature: &ssh_key::Signature) -> Option<Self> {
+        match signature.algorithm() {
+            ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256 => {}
+            _ => return None,
+        }
+        let data = signature.as_bytes();
+        let trailer = data.get(data.len().checked_sub(5)?..)?;
+        let (&flags, counter) = trailer.split_first()?;
+        Some(Self {
+            flags,
+            counter: u32::from_be_bytes(counter.try_into().ok()?),
+        })
+    }
 }
 
 /// Server handler. Each client will have their own handler.
