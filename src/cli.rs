@@ -8,7 +8,12 @@ use clap_complete::Shell;
 
 /// burrow: reach services behind NAT over SSH, and keep the tunnel up.
 #[derive(Debug, Parser)]
-#[command(name = "burrow", version, about, propagate_version = true)]
+#[command(
+    name = "burrow",
+    version = crate::LONG_VERSION,
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]

@@ -8,6 +8,11 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// What `burrow --version` prints after the name: the version and the commit the binary was
+/// built from (recorded by build.rs), so a bug report names the exact code. Generated man pages
+/// show the version alone (see [`docs::command`]), or they would change with every commit.
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BURROW_COMMIT"), ")");
+
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -1,7 +1,17 @@
 //! Log set-up. `burrow ssh` prints like ssh(1): bare messages on stderr, so lines such as
 //! "Allocated port N for remote forward to host:port" read exactly as OpenSSH's; -v/-vv add
 //! detail, -q keeps only errors. `BURROW_LOG` (a tracing filter) overrides the level.
+//!
+//! A daemon whose stderr is the systemd journal (`burrow serve`/`burrow up` as a service) starts
+//! each line with its syslog priority (`<4>` for a warning, sd-daemon(3)), so `journalctl -p
+//! warning` finds the warnings; without the prefix journald files every line as info.
 
+use std::fmt;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 /// How chatty to be.
@@ -38,7 +48,8 @@ impl Verbosity {
     }
 }
 
-/// Plain messages for interactive commands (`ssh`); timestamps and levels for daemons.
+/// Plain messages for interactive commands (`ssh`); timestamps and levels for daemons; for a
+/// daemon logging to the journal, priorities instead of timestamps (journald keeps the time).
 pub fn init(verbosity: Verbosity, daemon: bool) {
     let filter = EnvFilter::try_from_env("BURROW_LOG")
         .unwrap_or_else(|_| EnvFilter::new(verbosity.filter()));
@@ -47,7 +58,10 @@ pub fn init(verbosity: Verbosity, daemon: bool) {
         .with_writer(std::io::stderr)
         .with_ansi(false);
     let detailed = daemon || matches!(verbosity, Verbosity::Debug | Verbosity::Trace);
-    if detailed {
+    if daemon && stderr_is_journal() {
+        let format = format().with_target(true).without_time();
+        let _ = builder.event_format(JournalPriority(format)).try_init();
+    } else if detailed {
         let _ = builder.with_target(true).try_init();
     } else {
         let _ = builder
@@ -55,6 +69,69 @@ pub fn init(verbosity: Verbosity, daemon: bool) {
             .with_target(false)
             .with_level(false)
             .try_init();
+    }
+}
+
+fn format() -> format::Format {
+    format::format().with_ansi(false)
+}
+
+/// Whether stderr is the journal stream systemd connected: `$JOURNAL_STREAM` ("DEVICE:INODE",
+/// systemd.exec(5)) names the same file as fd 2. Checking the file, not only the variable,
+/// keeps a child whose stderr was redirected (`burrow up 2>file` from a service's shell) from
+/// writing prefixes into the file.
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    match rustix::fs::fstat(std::io::stderr()) {
+        Ok(st) => names_file(&stream.to_string_lossy(), st.st_dev, st.st_ino),
+        Err(_) => false,
+    }
+}
+
+/// `$JOURNAL_STREAM`'s "DEVICE:INODE" (decimal) against a file's device and inode.
+fn names_file(stream: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = stream.split_once(':') else {
+        return false;
+    };
+    d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
+}
+
+/// The syslog priority sd-daemon(3) reads from a line's `<N>` prefix.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// Wraps a line format with the `<N>` priority prefix of the event's level.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // The line without its leading padding: journald shows what follows `<N>` as is.
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        write!(
+            writer,
+            "<{}>{}",
+            priority(*event.metadata().level()),
+            line.trim_start()
+        )
     }
 }
 
@@ -79,6 +156,60 @@ pub fn error_chain(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_priorities_follow_syslog() {
+        assert_eq!(priority(Level::ERROR), 3);
+        assert_eq!(priority(Level::WARN), 4);
+        assert_eq!(priority(Level::INFO), 6);
+        assert_eq!(priority(Level::DEBUG), 7);
+    }
+
+    #[test]
+    fn journal_stream_must_name_the_same_file() {
+        assert!(names_file("64769:123456", 64769, 123456));
+        assert!(!names_file("64769:123456", 64769, 123457));
+        assert!(!names_file("64769", 64769, 123456));
+        assert!(!names_file("", 0, 0));
+    }
+
+    #[test]
+    fn journal_lines_start_with_the_priority() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::fmt::MakeWriter;
+
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> MakeWriter<'a> for Buf {
+            type Writer = Buf;
+            fn make_writer(&'a self) -> Buf {
+                self.clone()
+            }
+        }
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buf.clone())
+            .event_format(JournalPriority(format().without_time()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(relay = "b:22", "link lost");
+            tracing::info!("up");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("<4>WARN burrow::"), "{text}");
+        assert!(lines[0].contains("link lost relay=\"b:22\""), "{text}");
+        assert!(lines[1].starts_with("<6>INFO burrow::"), "{text}");
+    }
 
     #[test]
     fn causes_already_in_the_message_are_not_repeated() {

@@ -55,9 +55,11 @@ pub enum DocsError {
     },
 }
 
-/// The command tree of `burrow`, as clap derives it from [`crate::cli`].
+/// The command tree of `burrow`, as clap derives it from [`crate::cli`], with the plain
+/// version: the committed pages must not change with every commit, as `--version`'s
+/// [`crate::LONG_VERSION`] does.
 pub fn command() -> clap::Command {
-    Cli::command()
+    Cli::command().version(env!("CARGO_PKG_VERSION"))
 }
 
 /// Every generated file: man pages (sections 1 and 5) and completions for bash, zsh and fish.

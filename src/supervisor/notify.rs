@@ -15,11 +15,15 @@ pub fn notify(message: &str) {
     };
     let bytes = path.as_encoded_bytes();
     let result = match bytes.strip_prefix(b"@") {
+        // Abstract socket names ("@...") exist on Linux only, as does systemd.
+        #[cfg(target_os = "linux")]
         Some(name) => {
             use std::os::linux::net::SocketAddrExt;
             std::os::unix::net::SocketAddr::from_abstract_name(name)
                 .and_then(|addr| sock.send_to_addr(message.as_bytes(), &addr))
         }
+        #[cfg(not(target_os = "linux"))]
+        Some(_) => Err(std::io::Error::from(std::io::ErrorKind::Unsupported)),
         None => sock.send_to(message.as_bytes(), &path),
     };
     if let Err(e) = result {
