@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod metrics;
 pub mod netwatch;
 pub mod notify;
+pub mod reach;
 pub mod status;
 pub mod table;
 pub mod tunnel;
