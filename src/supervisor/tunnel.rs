@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Backoff, STABLE_AFTER};
+use super::backoff::Retry;
+use super::reach;
 use super::status::{State, TunnelStatus};
 use crate::client::{ClientError, Established, Session};
 use crate::config::options::{self, ConfigPaths};
@@ -34,16 +35,23 @@ pub struct GaveUp {
 enum Attempt {
     /// Shutdown or reload stopped the tunnel.
     Cancelled,
-    /// A session was up for `uptime` and then ended; `immediate` skips the backoff pause (the
-    /// network changed: the old path is gone, a new one is likely there already).
-    Ended {
-        uptime: Duration,
-        reason: String,
-        immediate: bool,
-    },
+    /// A session was up for `uptime` and then ended.
+    Ended { uptime: Duration, reason: String },
     /// No session came up; `permanent` failures (authentication, host key, config) are not
     /// worth retrying soon.
     Failed { error: String, permanent: bool },
+}
+
+/// How waiting for the next attempt ended.
+enum Waited {
+    /// Relay `index` answered a probe: connect to it.
+    Go(usize),
+    /// Shutdown or reload.
+    Cancelled,
+    /// No relay answered and `exit_after_failures` was reached.
+    GaveUp(GaveUp),
+    /// Every relay closed its probe: an answered failure (the caller pauses).
+    Refused(String),
 }
 
 /// Runs the tunnel until `cancel` (Ok) or until it gives up (Err).
@@ -53,7 +61,7 @@ pub async fn run(
     cancel: CancellationToken,
     mut net: watch::Receiver<u64>,
 ) -> Result<(), GaveUp> {
-    let mut backoff = Backoff::new(spec.backoff_initial, spec.backoff_max);
+    let mut retry = Retry::new(spec.backoff_initial, spec.backoff_max);
     // One stream registry for the tunnel's whole life: streams outlive each session.
     let resume = spec.resume.then(|| {
         let config = ResumeConfig {
@@ -62,89 +70,158 @@ pub async fn run(
         };
         Registry::with_stats(config, cancel.child_token(), status.resume_stats())
     });
+    let mut pause = Duration::ZERO;
     loop {
-        match attempt(&spec, &status, &cancel, &mut net, resume.as_ref()).await {
+        let outcome = match wait(&spec, &status, &cancel, &mut net, &mut retry, pause).await {
+            Waited::Cancelled => Attempt::Cancelled,
+            Waited::GaveUp(g) => return Err(g),
+            Waited::Refused(error) => Attempt::Failed {
+                error,
+                permanent: false,
+            },
+            Waited::Go(index) => {
+                attempt(&spec, index, &status, &cancel, &mut net, resume.as_ref()).await
+            }
+        };
+        pause = match outcome {
             Attempt::Cancelled => {
                 status.set(State::Stopped);
                 return Ok(());
             }
-            Attempt::Ended {
-                uptime,
-                reason,
-                immediate,
-            } => {
+            Attempt::Ended { uptime, reason } => {
                 tracing::warn!(tunnel = %spec.name, %reason, uptime_s = uptime.as_secs(), "tunnel down");
                 status.down(&reason);
-                if uptime >= STABLE_AFTER {
-                    backoff.reset();
-                }
-                if immediate {
-                    continue;
-                }
+                retry.ended(uptime)
             }
             Attempt::Failed { error, permanent } => {
                 tracing::warn!(tunnel = %spec.name, %error, permanent, "connection attempt failed");
                 status.failed(&error);
-                if permanent {
-                    backoff.to_cap();
+                if let Some(g) = gave_up(&spec, &status, &error) {
+                    return Err(g);
                 }
-                let failures = status.failures();
-                if spec.exit_after_failures > 0 && failures >= u64::from(spec.exit_after_failures) {
-                    status.set(State::Failed);
-                    return Err(GaveUp {
-                        name: spec.name.clone(),
-                        failures,
-                        last_error: error,
-                    });
-                }
+                retry.failed(permanent)
             }
-        }
+        };
         status.set(State::Backoff);
-        let delay = backoff.next_delay();
-        tracing::info!(tunnel = %spec.name, delay_ms = delay.as_millis() as u64, "reconnecting after a pause");
+    }
+}
+
+/// `exit_after_failures` reached: the tunnel is marked failed.
+fn gave_up(spec: &TunnelSpec, status: &TunnelStatus, error: &str) -> Option<GaveUp> {
+    let failures = status.failures();
+    if spec.exit_after_failures > 0 && failures >= u64::from(spec.exit_after_failures) {
+        status.set(State::Failed);
+        return Some(GaveUp {
+            name: spec.name.clone(),
+            failures,
+            last_error: error.to_string(),
+        });
+    }
+    None
+}
+
+/// Waits `pause` (a network change cuts it short), then probes the relays until one answers
+/// with its SSH banner (see [`reach`]). Each backoff step without an answer counts as a failed
+/// attempt, so `burrow status` and `exit_after_failures` see an unreachable relay as before.
+async fn wait(
+    spec: &TunnelSpec,
+    status: &TunnelStatus,
+    cancel: &CancellationToken,
+    net: &mut watch::Receiver<u64>,
+    retry: &mut Retry,
+    pause: Duration,
+) -> Waited {
+    if !pause.is_zero() {
+        tracing::info!(tunnel = %spec.name, delay_ms = pause.as_millis() as u64, "reconnecting after a pause");
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            // A new address or route may be the way back: try now.
+            () = tokio::time::sleep(pause) => {}
+            // A new address or route may be the way back: probe now.
             _ = net.changed() => {}
-            () = cancel.cancelled() => {
-                status.set(State::Stopped);
-                return Ok(());
+            () = cancel.cancelled() => return Waited::Cancelled,
+        }
+    }
+    let targets: Vec<(String, u16)> = (0..spec.servers.len())
+        .map(|i| first_hop(spec, i))
+        .collect();
+    let dial_targets = targets.clone();
+    let mut prober = reach::Prober::new(
+        targets.len(),
+        move |i: usize| {
+            let (host, port) = dial_targets.get(i).cloned().unwrap_or_default();
+            reach::dial_tcp(host, port)
+        },
+        reach::read_banner,
+    );
+    let last_error = prober.last_error();
+    let probing = prober.until_answer(net);
+    let mut probing = std::pin::pin!(probing);
+    let step = tokio::time::sleep(retry.unanswered());
+    let mut step = std::pin::pin!(step);
+    let answer = loop {
+        tokio::select! {
+            a = &mut probing => break a,
+            () = &mut step => {
+                let error = format!("relay not answering: {}", last_error.get());
+                tracing::warn!(tunnel = %spec.name, %error, "still waiting for the relay");
+                status.failed(&error);
+                status.set(State::Backoff);
+                if let Some(g) = gave_up(spec, status, &error) {
+                    return Waited::GaveUp(g);
+                }
+                step.as_mut().reset(tokio::time::Instant::now() + retry.unanswered());
             }
+            () = cancel.cancelled() => return Waited::Cancelled,
+        }
+    };
+    match answer {
+        reach::Answer::Banner(i) => {
+            tracing::debug!(tunnel = %spec.name, server = %server_label(spec, i), "relay answers");
+            Waited::Go(i)
+        }
+        reach::Answer::Closed(e) => Waited::Refused(e),
+    }
+}
+
+/// Where a connection to relay `index` starts: the first jump host, or the relay itself, as
+/// ssh_config resolves it (HostName, Port, ProxyJump). The relay as written if resolving fails
+/// (the attempt then reports why).
+fn first_hop(spec: &TunnelSpec, index: usize) -> (String, u16) {
+    let args = spec.ssh_args(index);
+    let paths = ConfigPaths::for_args(args.config_file.as_deref());
+    match options::resolve(&args, &paths) {
+        Ok(opts) => {
+            let hop = opts.jump_hosts.first().unwrap_or(&opts);
+            (hop.hostname.clone(), hop.port)
+        }
+        Err(_) => {
+            let s = spec.servers.get(index);
+            (
+                s.map(|s| s.host.clone()).unwrap_or_default(),
+                s.and_then(|s| s.port).unwrap_or(22),
+            )
         }
     }
 }
 
-/// Tries each relay in order; the first that works carries the tunnel.
+/// Connects to relay `index` (the one that answered), and holds the session while it lasts.
 async fn attempt(
     spec: &TunnelSpec,
+    index: usize,
     status: &TunnelStatus,
     cancel: &CancellationToken,
     net: &mut watch::Receiver<u64>,
     resume: Option<&Arc<Registry>>,
 ) -> Attempt {
-    let mut last = Attempt::Failed {
-        error: "no server configured".into(),
-        permanent: true,
+    let server = server_label(spec, index);
+    status.connecting(&server);
+    let connected = tokio::select! {
+        r = connect(spec, index, resume.cloned()) => r,
+        () = cancel.cancelled() => return Attempt::Cancelled,
     };
-    for index in 0..spec.servers.len() {
-        let server = server_label(spec, index);
-        status.connecting(&server);
-        let connected = tokio::select! {
-            r = connect(spec, index, resume.cloned()) => r,
-            () = cancel.cancelled() => return Attempt::Cancelled,
-        };
-        match connected {
-            Ok(session) => return hold(spec, index, session, status, cancel, net).await,
-            Err(failure) => {
-                let unreachable = matches!(failure, Failure::Unreachable(_));
-                last = failure.into_attempt();
-                if !unreachable {
-                    return last;
-                }
-            }
-        }
+    match connected {
+        Ok(session) => hold(spec, index, session, status, cancel, net).await,
+        Err(failure) => failure.into_attempt(),
     }
-    last
 }
 
 enum Failure {
@@ -254,10 +331,8 @@ async fn hold(
         () = network_lost => Attempt::Ended {
             uptime: started.elapsed(),
             reason: "network changed and the relay stopped answering".into(),
-            immediate: true,
         },
         reason = session.ended() => Attempt::Ended {
-            immediate: false,
             uptime: started.elapsed(),
             reason: match reason {
                 Some(crate::client::handler::EndReason::KeepaliveTimeout) => "keepalive timeout: the relay stopped answering".into(),
@@ -270,7 +345,6 @@ async fn hold(
         () = primary_back => Attempt::Ended {
             uptime: started.elapsed(),
             reason: "returning to the first relay".into(),
-            immediate: true,
         },
     };
     session.close().await;
