@@ -95,12 +95,15 @@ fn top_keys() -> Vec<Key> {
         Key::new(
             "permit_open",
             "[\"host:port\", ...] | [\"any\"] | [\"none\"]",
-            "[\"any\"]",
+            "unset",
         )
         .help(
-            "Server-wide PermitOpen: where -L, -D and -W connections may go. \"*\" \
-                 matches any host or port; [v6addr]:port for IPv6. A key's permitopen= option \
-                 narrows it further.",
+            "Server-wide PermitOpen: where -L, -D and -W connections may go. Unset, they reach \
+             only listeners published through this relay with -R (a key's permitopen= opens \
+             more). \"any\" or \"none\" stand alone; entries are host:port, \"*\" matches any \
+             host or port, [v6addr]:port for IPv6; published listeners stay reachable. A key's \
+             permitopen= narrows it further. The relay's own SSH and metrics addresses are \
+             reachable only when an entry names them.",
         ),
         Key::new(
             "permit_listen",
@@ -109,7 +112,8 @@ fn top_keys() -> Vec<Key> {
         )
         .help(
             "Server-wide PermitListen: which -R listeners may be opened; a bare port means any \
-             address. A key's permitlisten= option narrows it further.",
+             address; \"any\" or \"none\" stand alone. A key's permitlisten= option narrows it \
+             further.",
         ),
         Key::bare("metrics", "\"addr:port\"").help(
             "Serve Prometheus metrics (/metrics), a JSON status API (/api/status) and a live \
@@ -193,7 +197,8 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
 fn authorized_keys() -> Vec<String> {
     vec![
         "One key per line, in OpenSSH's format: [options] type base64 [comment]. Supported \
-         options: restrict, port-forwarding, no-port-forwarding, permitopen=\"host:port\", \
+         options: restrict, port-forwarding, no-port-forwarding, permitopen=\"host:port\" (or \
+         permitopen=\"none\": no -L, -D or -W at all), \
          permitlisten=\"[host:]port\", from=\"pattern-list\", expiry-time=\"YYYYMMDD[HHMM[SS]]\". \
          Options for what the relay never offers (pty, agent-forwarding, x11-forwarding, \
          user-rc and their no- forms, command=, environment=, tunnel=) are accepted and change \
