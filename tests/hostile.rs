@@ -8,7 +8,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::burrow::{allocated_port, burrow_ssh, Relay, UP_TIMEOUT};
+use common::burrow::{allocated_port, burrow_ssh, Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
 use common::procstat::{runtime_stats, settle};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +23,7 @@ async fn a_key_opening_channels_without_end_hits_its_cap_with_a_failure_reply() 
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let line = format!("burrow-max-channels=4 {}", key.public_line);
-    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let relay = Relay::start(dir.path(), "relay", &[&line], Some(PERMIT_OPEN_ANY), &[]).await;
     let echo = echo_server().await;
     let mut cmd = relay.burrow_ssh(&key);
     cmd.args(["-N", "-L"])
@@ -289,7 +289,14 @@ async fn a_reload_of_a_bad_or_writable_authorized_keys_keeps_the_previous_keys()
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let intruder = keygen(dir.path(), "intruder", KeyKind::Ed25519, None);
-    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[&key.public_line],
+        Some(PERMIT_OPEN_ANY),
+        &[],
+    )
+    .await;
     let echo = echo_server().await;
     let login = |k: &Keypair, name: &str| {
         let mut cmd = relay.ssh(k);

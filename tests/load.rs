@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::burrow::{allocated_port, Relay};
+use common::burrow::{allocated_port, Relay, PERMIT_OPEN_ANY};
 use common::procstat::{fd_count, runtime_stats, settle, thread_count, RuntimeStats};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -181,7 +181,10 @@ async fn concurrent_connections_through_l_and_r_lose_nothing_and_leak_nothing_ex
     ::burrow::rlimit::raise_nofile_limit().expect("raise the open file limit");
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let config = format!("[limits]\nmax_channels_per_key = {}\n", n + 64);
+    let config = format!(
+        "{PERMIT_OPEN_ANY}[limits]\nmax_channels_per_key = {}\n",
+        n + 64
+    );
     let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(&config), &[]).await;
     let echo = echo_server().await;
     let mut cmd = relay.burrow_ssh(&key);

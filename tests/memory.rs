@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::burrow::{allocated_port, Relay};
+use common::burrow::{allocated_port, Relay, PERMIT_OPEN_ANY};
 use common::procstat::rss_kib;
 use common::russh_client::connect_with_key;
 use common::*;
@@ -98,7 +98,14 @@ async fn until_still(counter: &AtomicU64, limit: Duration) -> u64 {
 async fn a_stalled_reader_beside_a_1_gib_transfer_keeps_memory_bounded_exclusive() {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[&key.public_line],
+        Some(PERMIT_OPEN_ANY),
+        &[],
+    )
+    .await;
     let stalled_len = 64 * MIB;
     let source = source_server(stalled_len, 21).await;
     let mut sink = sink_server().await;
@@ -206,7 +213,14 @@ async fn metered_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedSender<usi
 async fn one_byte_packets_into_an_unread_channel_cost_about_a_byte_each_exclusive() {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[&key.public_line],
+        Some(PERMIT_OPEN_ANY),
+        &[],
+    )
+    .await;
     let (target, read) = metered_server().await;
 
     let session = connect_with_key(relay.addr, &key).await;

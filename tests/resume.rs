@@ -241,7 +241,9 @@ impl Setup {
                 let cfg = w.path().join("serve.toml");
                 std::fs::write(
                     &cfg,
-                    format!("[limits]\nresume_grace_secs = {grace_secs}\nkeepalive_interval_secs = 1\nkeepalive_count_max = 3\n{serve_limits}"),
+                    // -L/-D tests reach a service on B's loopback: opt in (the relay's default
+                    // reaches only listeners published through it).
+                    format!("permit_open = [\"any\"]\n[limits]\nresume_grace_secs = {grace_secs}\nkeepalive_interval_secs = 1\nkeepalive_count_max = 3\n{serve_limits}"),
                 )
                 .expect("serve.toml");
                 let cfg = cfg.to_string_lossy().into_owned();

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use common::burrow::{allocated_port, listening_addresses, Relay, UP_TIMEOUT};
+use common::burrow::{allocated_port, listening_addresses, Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
 use common::*;
 
 const MIB: u64 = 1024 * 1024;
@@ -29,7 +29,7 @@ async fn relay_with<S: AsRef<str>>(
 async fn openssh_client_local_remote_and_dynamic_forwarding() {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let relay = relay_with(dir.path(), &[&key.public_line], None).await;
+    let relay = relay_with(dir.path(), &[&key.public_line], Some(PERMIT_OPEN_ANY)).await;
     let echo = echo_server().await;
     // -L through the relay (direct-tcpip).
     let mut cmd = relay.ssh(&key);
@@ -91,7 +91,7 @@ async fn openssh_client_local_remote_and_dynamic_forwarding() {
 async fn burrow_client_against_burrow_relay() {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let relay = relay_with(dir.path(), &[&key.public_line], None).await;
+    let relay = relay_with(dir.path(), &[&key.public_line], Some(PERMIT_OPEN_ANY)).await;
     let echo = echo_server().await;
     let mut cmd = relay.burrow_ssh(&key);
     cmd.args(["-N", "-R"])
@@ -262,6 +262,160 @@ async fn permit_open_listen_and_key_options_allow_and_refuse() {
     );
 }
 
+/// Where `burrow serve --metrics 127.0.0.1:0` serves, from its log.
+async fn metrics_addr(relay: &Relay) -> SocketAddr {
+    relay
+        .child
+        .stderr()
+        .wait_until_async(UP_TIMEOUT, |log| {
+            log.lines().find_map(|l| {
+                l.split("metrics on http://")
+                    .nth(1)?
+                    .split('/')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .await
+        .unwrap_or_else(|| panic!("no metrics address logged:\n{}", relay.child.stderr_text()))
+}
+
+/// `ssh -W target` through `relay` with stdin closed: (exit status, stdout, stderr).
+fn ssh_w(
+    relay: &Relay,
+    key: &Keypair,
+    dir: &std::path::Path,
+    target: &str,
+) -> (bool, String, String) {
+    let mut cmd = relay.ssh(key);
+    cmd.args(["-W", target, "root@127.0.0.1"]);
+    let name = format!("W-{}", target.replace([':', '[', ']'], "_"));
+    let (st, out, err) = run_with_timeout(cmd, dir, &name, Duration::from_secs(30));
+    (st.is_some_and(|s| s.success()), out, err)
+}
+
+/// No open proxy by default: a key without permitopen reaches the listeners published through
+/// the relay (the two-hop path `ssh -L PORT:localhost:RPORT B`, by name, IPv4 or IPv6), and
+/// nothing else: not another service on B's loopback, not the relay's own SSH port, not its
+/// metrics page (loopback, so it asks no token). `permit_open = ["any"]` opens B's network but
+/// still not the relay's own addresses; only an entry naming one opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_forwards_reach_only_published_listeners_never_the_relay_itself() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let inside = echo_server().await; // a service on B's loopback nobody published
+    let at_a = echo_server().await; // A's service, published with -R
+    let flags = ["--metrics", "127.0.0.1:0"];
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &flags).await;
+    let metrics = metrics_addr(&relay).await;
+    let ssh_port = relay.addr.port();
+    let refused = |target: &str| {
+        let (ok, out, err) = ssh_w(&relay, &key, dir.path(), target);
+        assert!(
+            !ok && err.contains("administratively prohibited") && out.is_empty(),
+            "-W {target} must be refused: {err}{out}"
+        );
+    };
+    refused(&inside.hostport());
+    refused(&format!("localhost:{}", inside.addr.port()));
+    refused(&format!("127.0.0.1:{ssh_port}"));
+    refused(&format!("localhost:{ssh_port}"));
+    refused(&format!("0.0.0.0:{ssh_port}"));
+    refused(&format!("127.0.0.1:{}", metrics.port()));
+    // A publishes its service; B's listener is reachable by every spelling of loopback.
+    let rport = free_port();
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("{rport}:{}", at_a.hostport()))
+        .arg("root@127.0.0.1");
+    let mut a = spawn_logged(cmd, dir.path(), "ssh-A");
+    wait_listening(&mut a, loopback(rport), UP_TIMEOUT)
+        .await
+        .expect("-R up");
+    for target in [
+        format!("localhost:{rport}"),
+        format!("127.0.0.1:{rport}"),
+        format!("[::1]:{rport}"),
+    ] {
+        let (ok, _, err) = ssh_w(&relay, &key, dir.path(), &target);
+        assert!(ok, "-W {target} (published) failed: {err}");
+    }
+    // The seed's two-hop path: C's -L to the name localhost on B carries bytes to A.
+    let lport = free_port();
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("127.0.0.1:{lport}:localhost:{rport}"))
+        .arg("root@127.0.0.1");
+    let mut c = spawn_logged(cmd, dir.path(), "ssh-C");
+    wait_listening(&mut c, loopback(lport), UP_TIMEOUT)
+        .await
+        .expect("-L up");
+    transfer_checked(loopback(lport), MIB)
+        .await
+        .expect("two-hop path");
+    // The unpublished service is still out of reach, and every refusal said why.
+    refused(&inside.hostport());
+    let log = relay.child.stderr_text();
+    assert!(
+        log.contains("not a listener published through this relay"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the relay's own SSH or metrics address"),
+        "{log}"
+    );
+    // Opting in opens B's network, but not the relay's own addresses...
+    let any = Relay::start(
+        dir.path(),
+        "relay-any",
+        &[&key.public_line],
+        Some(PERMIT_OPEN_ANY),
+        &flags,
+    )
+    .await;
+    let any_metrics = metrics_addr(&any).await;
+    let (ok, _, err) = ssh_w(&any, &key, dir.path(), &inside.hostport());
+    assert!(ok, "permit_open any: {err}");
+    for target in [
+        format!("127.0.0.1:{}", any.addr.port()),
+        format!("localhost:{}", any_metrics.port()),
+    ] {
+        let (ok, _, err) = ssh_w(&any, &key, dir.path(), &target);
+        assert!(
+            !ok && err.contains("administratively prohibited"),
+            "-W {target}: {err}"
+        );
+    }
+    // ...which only an entry naming one opens: here the relay's SSH port answers with its banner.
+    let named = Relay::start(
+        dir.path(),
+        "relay-named",
+        &[format!(
+            "permitopen=\"127.0.0.1:{ssh_port}\" {}",
+            key.public_line
+        )],
+        Some(PERMIT_OPEN_ANY),
+        &[],
+    )
+    .await;
+    let own = format!("127.0.0.1:{}", named.addr.port());
+    let line = format!("permitopen=\"{own}\" {}", key.public_line);
+    std::fs::write(&named.authorized_keys, format!("{line}\n")).unwrap();
+    named.child.signal(nix::sys::signal::Signal::SIGHUP);
+    named
+        .child
+        .stderr()
+        .wait_for_line_async("reloaded authorized keys", Duration::from_secs(10))
+        .await
+        .expect("reloaded");
+    let (_, out, err) = ssh_w(&named, &key, dir.path(), &own);
+    assert!(
+        out.starts_with("SSH-2.0-burrow"),
+        "-W {own} named: {out}{err}"
+    );
+}
+
 /// The line README, SECURITY.md, the man page and packaging/etc/authorized_keys recommend for a
 /// key that only publishes: the relay must start with it (it used to refuse: "expected
 /// host:port"), and the key may listen but open no -L/-W/-D at all.
@@ -406,7 +560,7 @@ async fn sighup_reloads_authorized_keys_without_dropping_sessions() {
     let dir = test_dir();
     let k1 = keygen(dir.path(), "k1", KeyKind::Ed25519, None);
     let k2 = keygen(dir.path(), "k2", KeyKind::Ed25519, None);
-    let relay = relay_with(dir.path(), &[&k1.public_line], None).await;
+    let relay = relay_with(dir.path(), &[&k1.public_line], Some(PERMIT_OPEN_ANY)).await;
     let echo = echo_server().await;
     let mut cmd = relay.ssh(&k1);
     cmd.args(["-N", "-R"])

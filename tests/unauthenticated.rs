@@ -7,7 +7,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::burrow::{Relay, UP_TIMEOUT};
+use common::burrow::{Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
 use common::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -50,7 +50,7 @@ async fn idle_and_slowloris_connections_are_cut_at_the_login_grace_time() {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let grace = Duration::from_secs(2);
-    let config = "[limits]\nlogin_grace_time_secs = 2\n";
+    let config = &format!("{PERMIT_OPEN_ANY}[limits]\nlogin_grace_time_secs = 2\n");
     let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(config), &[]).await;
     let echo = echo_server().await;
     let (_ssh, laddr) = openssh_local_forward(&relay, &key, dir.path(), &echo.hostport()).await;
@@ -108,7 +108,8 @@ async fn the_1001st_unauthenticated_connection_is_refused_and_sessions_go_on() {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let cap = 1000;
-    let config = format!("[limits]\nmax_startups = {cap}\nlogin_grace_time_secs = 90\n");
+    let config =
+        format!("{PERMIT_OPEN_ANY}[limits]\nmax_startups = {cap}\nlogin_grace_time_secs = 90\n");
     let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(&config), &[]).await;
     let echo = echo_server().await;
     let (_ssh, laddr) = openssh_local_forward(&relay, &key, dir.path(), &echo.hostport()).await;

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use common::burrow::{allocated_port, Relay, UP_TIMEOUT};
+use common::burrow::{allocated_port, Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
 use common::delay::DelayLine;
 use common::*;
 
@@ -129,7 +129,7 @@ async fn window_grows_both_ways_between_burrow_peers_and_the_echo_completes_excl
             dir.path(),
             "relay",
             std::slice::from_ref(&key.public_line),
-            None,
+            Some(PERMIT_OPEN_ANY),
             &[],
         )
         .await

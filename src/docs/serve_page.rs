@@ -103,12 +103,15 @@ fn top_keys() -> Vec<Key> {
         Key::new(
             "permit_open",
             "[\"host:port\", ...] | [\"any\"] | [\"none\"]",
-            "[\"any\"]",
+            "unset",
         )
         .help(
-            "Server-wide PermitOpen: where -L, -D and -W connections may go. \"*\" \
-                 matches any host or port; [v6addr]:port for IPv6. A key's permitopen= option \
-                 narrows it further.",
+            "Server-wide PermitOpen: where -L, -D and -W connections may go. Unset, they reach \
+             only listeners published through this relay with -R (a key's permitopen= opens \
+             more). \"any\" or \"none\" stand alone; entries are host:port, \"*\" matches any \
+             host or port, [v6addr]:port for IPv6; published listeners stay reachable. A key's \
+             permitopen= narrows it further. The relay's own SSH and metrics addresses are \
+             reachable only when an entry names them.",
         ),
         Key::new(
             "permit_listen",
@@ -117,7 +120,8 @@ fn top_keys() -> Vec<Key> {
         )
         .help(
             "Server-wide PermitListen: which -R listeners may be opened; a bare port means any \
-             address. A key's permitlisten= option narrows it further.",
+             address; \"any\" or \"none\" stand alone. A key's permitlisten= option narrows it \
+             further.",
         ),
         Key::bare("metrics", "\"addr:port\"").help(
             "Serve Prometheus metrics (/metrics), a JSON status API (/api/status) and a live \
@@ -218,7 +222,8 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
 fn authorized_keys() -> Vec<String> {
     vec![
         "One key per line, in OpenSSH's format: [options] type base64 [comment]. Supported \
-         options: restrict, port-forwarding, no-port-forwarding, permitopen=\"host:port\", \
+         options: restrict, port-forwarding, no-port-forwarding, permitopen=\"host:port\" (or \
+         permitopen=\"none\": no -L, -D or -W at all), \
          permitlisten=\"[host:]port\", from=\"pattern-list\", expiry-time=\"YYYYMMDD[HHMM[SS]][Z]\" \
          (the relay's local time, from TZ or /etc/localtime, as sshd reads it; Z or UTC at the \
          end means UTC; the zone is read at start and on SIGHUP). \

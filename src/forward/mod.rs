@@ -10,6 +10,7 @@ pub mod remote;
 pub mod stdio;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -170,6 +171,44 @@ impl ForwardContext {
 }
 
 impl ForwardContext {
+    /// [`Self::dial_then_pump`] for a TCP target the caller has resolved and checked itself
+    /// (the relay's direct-tcpip): `addrs` are dialled in order and never looked up again, so
+    /// a name that resolves elsewhere a moment later (DNS rebinding) cannot change where the
+    /// connection goes. `label` names the target in logs.
+    pub fn dial_addrs_then_pump<S, M, G>(
+        &self,
+        channel: russh::Channel<S>,
+        label: String,
+        addrs: Vec<SocketAddr>,
+        reply: russh::ChannelOpenHandleInner<M>,
+        guard: G,
+    ) where
+        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
+        M: Send + 'static,
+        G: Send + 'static,
+    {
+        if self.resume().is_some() {
+            self.accept_resumable(channel, Dial::Addrs(label, addrs), reply, guard);
+            return;
+        }
+        let ctx = self.clone();
+        self.tracker.spawn(async move {
+            let _guard = guard;
+            match connect_addrs(&addrs, ctx.connect_timeout).await {
+                Ok(stream) => {
+                    reply.accept().await;
+                    ctx.pump(channel.into_stream(), stream, &label).await;
+                }
+                Err(e) => {
+                    tracing::info!("connect_to {label}: failed: {}", io_reason(&e));
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                }
+            }
+        });
+    }
+}
+
+impl ForwardContext {
     /// A channel the peer opened on a session with resumable streams: accepted at once, then
     /// its hello decides: a new stream goes where `dial` says, a re-attach joins its stream.
     pub fn accept_resumable<S, M, G>(
@@ -210,6 +249,8 @@ pub enum Dial {
     Socks(remote::OpenCheck),
     /// A listener this session does not know (yet): only re-attaches are welcome.
     Nowhere,
+    /// Addresses already resolved and checked (label for logs): dialled in order, no lookup.
+    Addrs(String, Vec<SocketAddr>),
 }
 
 impl Dial {
@@ -233,6 +274,13 @@ impl Dial {
                 Ok(Box::new(near) as BoxedIo)
             }
             Dial::Nowhere => Err(io::Error::other("no such forward")),
+            Dial::Addrs(label, addrs) => match connect_addrs(&addrs, ctx.connect_timeout).await {
+                Ok(stream) => Ok(Box::new(stream) as BoxedIo),
+                Err(e) => {
+                    tracing::info!("connect_to {label}: failed: {}", io_reason(&e));
+                    Err(e)
+                }
+            },
         }
     }
 }
@@ -259,6 +307,31 @@ pub async fn connect_endpoint(target: &Endpoint, timeout: Duration) -> io::Resul
             }
             Endpoint::Unix(path) => Ok(Either::Right(UnixStream::connect(path).await?)),
         }
+    };
+    match tokio::time::timeout(timeout, dial).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "Connection timed out",
+        )),
+    }
+}
+
+/// Dials `addrs` in order within `timeout` (in all), as a name's addresses are tried; the
+/// last error when none answers.
+pub async fn connect_addrs(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+    let dial = async {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     };
     match tokio::time::timeout(timeout, dial).await {
         Ok(r) => r,

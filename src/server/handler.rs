@@ -12,8 +12,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::authorized_keys::AuthorizedKey;
+use super::direct::{self, Blocked};
 use super::listeners::{SessionListeners, SessionRef};
-use super::policy::{self, Decision};
+use super::policy::{self, Decision, Reach};
 use super::stats::{self, LiveSession, Refusal};
 use super::Relay;
 use crate::forward::ForwardContext;
@@ -343,12 +344,13 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
-        if let Decision::Deny(reason) = policy::check_open(
+        let reach = policy::check_open(
             &self.relay.config.policy,
             &key.entry.options,
             host_to_connect,
             port,
-        ) {
+        );
+        if let Reach::Deny(reason) = reach {
             self.refuse(&what, reason.into(), &reason);
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -364,11 +366,34 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        let target = Endpoint::Tcp {
-            host: host_to_connect.to_string(),
-            port,
-        };
-        self.ctx.dial_then_pump(channel, target, reply, slot);
+        // Resolving may take a while: in a task, so the session goes on meanwhile.
+        let (relay, ctx, host) = (
+            self.relay.clone(),
+            self.ctx.clone(),
+            host_to_connect.to_string(),
+        );
+        let (label, fp) = (self.label(), key.fp.clone());
+        self.ctx.tracker.spawn(async move {
+            match direct::admit(&relay, reach, &host, port).await {
+                Ok(addrs) => {
+                    let target = Endpoint::Tcp { host, port }.to_string();
+                    ctx.dial_addrs_then_pump(channel, target, addrs, reply, slot);
+                }
+                Err(Blocked::Policy(reason)) => {
+                    tracing::warn!(fingerprint = %fp, request = %what, %reason, "forward refused");
+                    relay
+                        .stats
+                        .refused(reason.into(), &label, &format!("{what}: {reason}"));
+                    reply
+                        .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                        .await;
+                }
+                Err(e @ Blocked::Resolve(_)) => {
+                    tracing::info!(request = %what, error = %e, "connect_to {host}: failed");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                }
+            }
+        });
         Ok(())
     }
 

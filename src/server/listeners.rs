@@ -8,7 +8,7 @@
 //! port handed over at once. (OpenSSH keeps such a port until TCP gives up on the dead session,
 //! which can take many minutes.)
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ struct Live {
     /// Stops this one listener (cancel-tcpip-forward).
     stop: CancellationToken,
     stats: ListenerStats,
+    /// The addresses it really bound: what -L/-W/-D may reach by default.
+    addrs: Vec<SocketAddr>,
 }
 
 /// What the status page shows about a listener besides its port.
@@ -153,14 +155,30 @@ impl ListenerRegistry {
 
     /// Turns reservation `id` into the listener now serving on `port`; false if the
     /// reservation is gone (its session was ended meanwhile).
-    fn commit(&self, id: u64, port: u16, stop: CancellationToken, stats: ListenerStats) -> bool {
+    fn commit(
+        &self,
+        id: u64,
+        port: u16,
+        stop: CancellationToken,
+        live: (ListenerStats, Vec<SocketAddr>),
+    ) -> bool {
         let mut entries = self.lock();
         let Some(e) = entries.iter_mut().find(|e| e.id == id) else {
             return false;
         };
+        let (stats, addrs) = live;
         e.port = port;
-        e.live = Some(Live { stop, stats });
+        e.live = Some(Live { stop, stats, addrs });
         true
+    }
+
+    /// Every address a -R listener of this relay is bound to now (any key's).
+    pub fn published(&self) -> Vec<SocketAddr> {
+        self.lock()
+            .iter()
+            .filter_map(|e| e.live.as_ref())
+            .flat_map(|l| l.addrs.iter().copied())
+            .collect()
     }
 
     /// Drops reservation `id` if it never became a listener.
@@ -361,10 +379,8 @@ impl SessionListeners {
             .await
             .map_err(|e| Refused::new(Refusal::Bind, e))?;
         let bound: Vec<String> = listeners.iter().map(Listener::describe).collect();
-        let actual = listeners
-            .iter()
-            .find_map(Listener::local_addr)
-            .map_or(port, |a| a.port());
+        let addrs: Vec<SocketAddr> = listeners.iter().filter_map(Listener::local_addr).collect();
+        let actual = addrs.first().map_or(port, SocketAddr::port);
         let stop = self.relay.stop_listening.child_token();
         let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
         let stats = ListenerStats {
@@ -375,7 +391,7 @@ impl SessionListeners {
         if !self
             .relay
             .registry
-            .commit(reservation.id, actual, stop.clone(), stats)
+            .commit(reservation.id, actual, stop.clone(), (stats, addrs))
         {
             return Err(Refused::new(Refusal::Bind, "session ended while binding"));
         }

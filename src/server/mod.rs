@@ -6,6 +6,7 @@
 
 pub mod authorized_keys;
 pub mod config;
+pub mod direct;
 pub mod handler;
 pub mod listeners;
 pub mod penalty;
@@ -68,6 +69,9 @@ pub struct Relay {
     pub stats: RelayStats,
     /// Resumable streams by key and client instance.
     pub resume: resume::Instances,
+    /// Where the metrics endpoint really listens, once started: never reachable through a
+    /// forward unless permit_open names it (see [`direct`]).
+    pub metrics_addr: std::sync::OnceLock<SocketAddr>,
     next_session: AtomicU64,
     ssh: Arc<russh::server::Config>,
 }
@@ -196,6 +200,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         tracker: TaskTracker::new(),
         counters: Arc::new(Counters::default()),
         stats: RelayStats::default(),
+        metrics_addr: std::sync::OnceLock::new(),
         next_session: AtomicU64::new(1),
         ssh,
     });
@@ -309,7 +314,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         Some(o) => {
             let source: Arc<dyn crate::observe::Source> = relay.clone();
             match crate::observe::start(o, source, observe_stop.clone()).await {
-                Ok(e) => Some(e),
+                Ok(e) => {
+                    let _ = relay.metrics_addr.set(e.local_addr());
+                    Some(e)
+                }
                 Err(e) => {
                     shutdown(&relay).await;
                     return Err(e.into());

@@ -196,6 +196,14 @@ pub enum DenyReason {
     /// A listen port below 1024 without the key option `burrow-privileged-ports`.
     #[error("privileged port needs burrow-privileged-ports")]
     PrivilegedPort,
+    /// The default: -L/-W/-D reach only listeners published through this relay.
+    #[error("not a listener published through this relay (permit_open in serve.toml or the key's permitopen opens more)")]
+    NotPublished,
+    /// The relay's own SSH or metrics address, not named explicitly in a permit_open list.
+    #[error(
+        "the relay's own SSH or metrics address (only an explicit permit_open entry opens it)"
+    )]
+    RelayAddress,
 }
 
 /// A malformed `PermitOpen`/`PermitListen`/`GatewayPorts`/`AllowTcpForwarding` value.
@@ -284,31 +292,58 @@ pub fn listen_addr(requested: &str, gateway: GatewayPorts) -> BindTarget {
     }
 }
 
-/// `-L` / `-D` / `-W`: may this key open a direct-tcpip channel to `host:port`?
+/// How far a `-L`/`-D`/`-W` destination may reach, decided before its name is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Refused whatever the name resolves to.
+    Deny(DenyReason),
+    /// Only if it resolves to a listener published through this relay (-R); refused for
+    /// this reason otherwise.
+    Published(DenyReason),
+    /// Allowed by `permit_open = ["any"]` or by a list entry. `explicit` when an entry names
+    /// this very host and port (no `*`): only that opens the relay's own SSH and metrics
+    /// addresses.
+    Granted {
+        /// Named literally by an entry.
+        explicit: bool,
+    },
+}
+
+/// `-L` / `-D` / `-W`: how far may this key's direct-tcpip channel to `host:port` reach?
 ///
-/// As in sshd, the server-wide `PermitOpen` and the key's `permitopen=` must both allow it:
-/// the key option can only narrow what the server permits.
-pub fn check_open(policy: &ServerPolicy, key: &KeyOptions, host: &str, port: u16) -> Decision {
-    let server_refuses = match &policy.permit_open {
-        ServerOpen::Unset | ServerOpen::Any => false,
-        ServerOpen::Only(list) => !permits(list, host, port),
+/// Default-deny, unlike sshd: a key without `permitopen=` on a relay without `permit_open`
+/// reaches only listeners published through the relay (the two-hop path), never the relay's
+/// other services or network. `permit_open = ["any"]` or a list in serve.toml and the key's
+/// `permitopen=` open more; where both are given both must allow (as in sshd, the key option
+/// narrows). A server list leaves published listeners reachable; a key list does not.
+pub fn check_open(policy: &ServerPolicy, key: &KeyOptions, host: &str, port: u16) -> Reach {
+    let names = |list: &[PermitOpen]| {
+        list.iter()
+            .any(|p| p.host != "*" && p.port == Some(port) && p.host.eq_ignore_ascii_case(host))
     };
-    let key_refuses = key
-        .permit_open
-        .as_ref()
-        .is_some_and(|list| !permits(list, host, port));
-    let reason = if !policy.allow_tcp_forwarding.allows_local() {
-        Some(DenyReason::ServerForwardingDisabled)
-    } else if !key.port_forwarding {
-        Some(DenyReason::KeyForwardingDisabled)
-    } else if server_refuses {
-        Some(DenyReason::NotInPermitOpen)
-    } else if key_refuses {
-        Some(DenyReason::NotInKeyPermitOpen)
-    } else {
-        None
-    };
-    reason.map_or(Decision::Allow, Decision::Deny)
+    if !policy.allow_tcp_forwarding.allows_local() {
+        return Reach::Deny(DenyReason::ServerForwardingDisabled);
+    }
+    if !key.port_forwarding {
+        return Reach::Deny(DenyReason::KeyForwardingDisabled);
+    }
+    if let Some(list) = &key.permit_open {
+        if !permits(list, host, port) {
+            return Reach::Deny(DenyReason::NotInKeyPermitOpen);
+        }
+    }
+    let key_names = key.permit_open.as_deref().is_some_and(names);
+    match (&policy.permit_open, &key.permit_open) {
+        (ServerOpen::Only(list), _) if list.is_empty() => Reach::Deny(DenyReason::NotInPermitOpen),
+        (ServerOpen::Unset, None) => Reach::Published(DenyReason::NotPublished),
+        (ServerOpen::Unset, Some(_)) | (ServerOpen::Any, _) => Reach::Granted {
+            explicit: key_names,
+        },
+        (ServerOpen::Only(list), _) if permits(list, host, port) => Reach::Granted {
+            explicit: key_names || names(list),
+        },
+        (ServerOpen::Only(_), _) => Reach::Published(DenyReason::NotInPermitOpen),
+    }
 }
 
 /// `-R`: may this key listen on (`requested_addr`, `port`)?
@@ -759,7 +794,7 @@ mod tests {
         let policy = server(Yes, None, None);
         assert_eq!(
             check_open(&policy, &closed, "localhost", 8087),
-            Deny(NotInKeyPermitOpen)
+            Reach::Deny(NotInKeyPermitOpen)
         );
     }
 
@@ -797,7 +832,12 @@ mod tests {
 
     #[test]
     fn check_open_rules() {
-        let any = server(Yes, None, None);
+        use Reach::{Granted, Published};
+        let unset = server(Yes, None, None);
+        let any = ServerPolicy {
+            permit_open: ServerOpen::Any,
+            ..server(Yes, None, None)
+        };
         let none = server(Yes, Some(&[]), None);
         let fwd_no = server(AllowTcpForwarding::No, None, None);
         let fwd_local = server(Local, None, None);
@@ -811,34 +851,46 @@ mod tests {
         let all = server(Yes, Some(&["*:*"]), None);
         let free = key(true, &[], &[], false);
         let restricted = key(false, &[], &[], false);
+        let closed = KeyOptions {
+            permit_open: Some(vec![]),
+            ..KeyOptions::default()
+        };
         let lh80 = key(true, &["localhost:80"], &[], false);
         let v6 = key(true, &["[::1]:22"], &[], false);
         let b1 = key(true, &["b:1"], &[], false);
+        let star = key(true, &["*:*"], &[], false);
         let listen_only = key(true, &[], &["8080"], false);
+        let (named, unnamed) = (Granted { explicit: true }, Granted { explicit: false });
         #[rustfmt::skip]
         let cases = [
-            ("defaults",             &any,        &free,        "db",        5432, Allow),
-            ("AllowTcp no",          &fwd_no,     &free,        "db",        1,    Deny(ServerForwardingDisabled)),
-            ("AllowTcp remote",      &fwd_remote, &free,        "db",        1,    Deny(ServerForwardingDisabled)),
-            ("AllowTcp local",       &fwd_local,  &free,        "db",        1,    Allow),
-            ("no-port-forwarding",   &any,        &restricted,  "db",        1,    Deny(KeyForwardingDisabled)),
-            ("PermitOpen none",      &none,       &free,        "db",        1,    Deny(NotInPermitOpen)),
-            ("PermitOpen exact",     &db,         &free,        "db",        5432, Allow),
-            ("host case",            &db,         &free,        "DB",        5432, Allow),
-            ("other port",           &db,         &free,        "db",        5433, Deny(NotInPermitOpen)),
-            ("other host",           &db,         &free,        "web",       5432, Deny(NotInPermitOpen)),
-            ("host is literal",      &glob,       &free,        "db1",       1,    Deny(NotInPermitOpen)),
-            ("* host",               &any_host,   &free,        "x.org",     443,  Allow),
-            ("* port",               &any_port,   &free,        "db",        7,    Allow),
-            ("second entry",         &a1b2,       &free,        "b",         2,    Allow),
-            ("key permitopen",       &any,        &lh80,        "localhost", 80,   Allow),
-            ("no name lookup",       &any,        &lh80,        "127.0.0.1", 80,   Deny(NotInKeyPermitOpen)),
-            ("IPv6",                 &any,        &v6,          "::1",       22,   Allow),
-            ("IPv6 other",           &any,        &v6,          "::2",       22,   Deny(NotInKeyPermitOpen)),
-            ("server refuses",       &a1,         &b1,          "b",         1,    Deny(NotInPermitOpen)),
-            ("key refuses",          &a1,         &b1,          "a",         1,    Deny(NotInKeyPermitOpen)),
-            ("both allow",           &all,        &b1,          "b",         1,    Allow),
-            ("permitlisten ignored", &any,        &listen_only, "db",        1,    Allow),
+            ("default",              &unset,      &free,        "db",        5432, Published(NotPublished)),
+            ("any",                  &any,        &free,        "db",        5432, unnamed),
+            ("AllowTcp no",          &fwd_no,     &free,        "db",        1,    Reach::Deny(ServerForwardingDisabled)),
+            ("AllowTcp remote",      &fwd_remote, &free,        "db",        1,    Reach::Deny(ServerForwardingDisabled)),
+            ("AllowTcp local",       &fwd_local,  &free,        "db",        1,    Published(NotPublished)),
+            ("no-port-forwarding",   &any,        &restricted,  "db",        1,    Reach::Deny(KeyForwardingDisabled)),
+            ("key none",             &any,        &closed,      "db",        1,    Reach::Deny(NotInKeyPermitOpen)),
+            ("key none, default",    &unset,      &closed,      "localhost", 1,    Reach::Deny(NotInKeyPermitOpen)),
+            ("PermitOpen none",      &none,       &free,        "db",        1,    Reach::Deny(NotInPermitOpen)),
+            ("PermitOpen exact",     &db,         &free,        "db",        5432, named),
+            ("host case",            &db,         &free,        "DB",        5432, named),
+            ("other port",           &db,         &free,        "db",        5433, Published(NotInPermitOpen)),
+            ("other host",           &db,         &free,        "web",       5432, Published(NotInPermitOpen)),
+            ("host is literal",      &glob,       &free,        "db1",       1,    Published(NotInPermitOpen)),
+            ("* host",               &any_host,   &free,        "x.org",     443,  unnamed),
+            ("* port",               &any_port,   &free,        "db",        7,    unnamed),
+            ("second entry",         &a1b2,       &free,        "b",         2,    named),
+            ("key permitopen",       &any,        &lh80,        "localhost", 80,   named),
+            ("key list, default",    &unset,      &lh80,        "localhost", 80,   named),
+            ("key list narrows",     &unset,      &lh80,        "localhost", 81,   Reach::Deny(NotInKeyPermitOpen)),
+            ("key * is not a name",  &unset,      &star,        "localhost", 22,   unnamed),
+            ("no name lookup",       &any,        &lh80,        "127.0.0.1", 80,   Reach::Deny(NotInKeyPermitOpen)),
+            ("IPv6",                 &any,        &v6,          "::1",       22,   named),
+            ("IPv6 other",           &any,        &v6,          "::2",       22,   Reach::Deny(NotInKeyPermitOpen)),
+            ("server refuses",       &a1,         &b1,          "b",         1,    Published(NotInPermitOpen)),
+            ("key refuses",          &a1,         &b1,          "a",         1,    Reach::Deny(NotInKeyPermitOpen)),
+            ("both allow",           &all,        &b1,          "b",         1,    named),
+            ("permitlisten ignored", &any,        &listen_only, "db",        1,    unnamed),
         ];
         for (name, policy, key, host, port, want) in cases {
             assert_eq!(check_open(policy, key, host, port), want, "{name}");
@@ -919,6 +971,7 @@ mod tests {
             (NotInKeyPermitListen,     "not in the key's permitlisten"),
             (PrivilegedPort,           "privileged port needs burrow-privileged-ports"),
             (ServerForwardingDisabled, "forwarding disabled by AllowTcpForwarding"),
+            (RelayAddress,             "the relay's own SSH or metrics address (only an explicit permit_open entry opens it)"),
         ];
         for (reason, text) in cases {
             assert_eq!(reason.to_string(), text);

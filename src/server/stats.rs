@@ -81,7 +81,10 @@ impl From<DenyReason> for Refusal {
         match r {
             DenyReason::ServerForwardingDisabled => Refusal::ForwardingDisabled,
             DenyReason::KeyForwardingDisabled => Refusal::KeyForwardingDisabled,
-            DenyReason::NotInPermitOpen | DenyReason::NotInKeyPermitOpen => Refusal::PermitOpen,
+            DenyReason::NotInPermitOpen
+            | DenyReason::NotInKeyPermitOpen
+            | DenyReason::NotPublished
+            | DenyReason::RelayAddress => Refusal::PermitOpen,
             DenyReason::NotInPermitListen | DenyReason::NotInKeyPermitListen => {
                 Refusal::PermitListen
             }

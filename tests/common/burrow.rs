@@ -127,6 +127,10 @@ pub struct Relay {
     pub host_key: std::path::PathBuf,
 }
 
+/// serve.toml opting in to -L/-W/-D anywhere the relay can reach, for tests whose subject is
+/// something else (by default the relay reaches only listeners published through it).
+pub const PERMIT_OPEN_ANY: &str = "permit_open = [\"any\"]\n";
+
 impl Relay {
     /// Starts `burrow serve --listen 127.0.0.1:0` with these authorized_keys lines, an optional
     /// TOML config and extra flags; returns once it reported its port and accepts connections.

@@ -1,0 +1,157 @@
+//! `direct-tcpip` (-L, -W, and -D whose SOCKS requests the client turns into the same channel
+//! opens): the one place where the relay decides where such a channel may go, and dials it.
+//!
+//! [`policy::check_open`] says how far the key may reach from the name alone. Here the name is
+//! resolved once and every address checked: the relay's own SSH and metrics addresses are
+//! refused unless a permit_open entry names them, and under the default only addresses a -R
+//! listener of this relay is bound to pass. Only the addresses that passed are dialled (never
+//! the name again), so a name that resolves elsewhere a moment later (DNS rebinding) cannot
+//! change where the connection goes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::policy::{DenyReason, Reach};
+use super::Relay;
+
+/// Why a destination that passed [`policy::check_open`] still cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum Blocked {
+    /// Refused by policy once its addresses were known.
+    #[error("{0}")]
+    Policy(DenyReason),
+    /// The name did not resolve (the client gets "connect failed", as from sshd).
+    #[error("cannot resolve: {0}")]
+    Resolve(String),
+}
+
+/// The addresses of `host:port` this channel may be dialled to, in resolver order.
+pub async fn admit(
+    relay: &Arc<Relay>,
+    reach: Reach,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Blocked> {
+    let (published_only, explicit, reason) = match reach {
+        Reach::Deny(reason) => return Err(Blocked::Policy(reason)),
+        Reach::Published(reason) => (true, false, reason),
+        Reach::Granted { explicit } => (false, explicit, DenyReason::RelayAddress),
+    };
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Blocked::Resolve(crate::forward::io_reason(&e)))?
+        .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+        .collect();
+    let own = own_addresses(relay);
+    let published = relay.registry.published();
+    let locals = Locals::default();
+    let is_own = |dest: &SocketAddr| own.iter().any(|o| same_socket(*o, *dest, &locals));
+    let hits_own = !explicit && resolved.iter().any(is_own);
+    let allowed: Vec<SocketAddr> = resolved
+        .into_iter()
+        .filter(|dest| explicit || !is_own(dest))
+        .filter(|dest| !published_only || published.iter().any(|p| same_socket(*p, *dest, &locals)))
+        .collect();
+    if allowed.is_empty() {
+        // Name the relay's own address when that is what was asked for.
+        let reason = if hits_own {
+            DenyReason::RelayAddress
+        } else {
+            reason
+        };
+        return Err(Blocked::Policy(reason));
+    }
+    Ok(allowed)
+}
+
+/// Where the relay itself listens: its SSH address and, when on, its metrics address.
+fn own_addresses(relay: &Relay) -> Vec<SocketAddr> {
+    let mut own = vec![relay.local_addr, relay.config.listen];
+    if let Some(o) = &relay.config.observe {
+        own.push(o.addr);
+    }
+    if let Some(a) = relay.metrics_addr.get() {
+        own.push(*a);
+    }
+    own.retain(|a| a.port() != 0);
+    own
+}
+
+/// Would a connection to `dest` reach a socket bound to `bound`? Same port, and the same
+/// address, or a wildcard bind and an address of this host, or a wildcard destination (which
+/// the kernel sends to this host) and a bind on this host.
+fn same_socket(bound: SocketAddr, dest: SocketAddr, locals: &Locals) -> bool {
+    if bound.port() != dest.port() {
+        return false;
+    }
+    let (b, d) = (bound.ip().to_canonical(), dest.ip().to_canonical());
+    if b == d {
+        return true;
+    }
+    if b.is_unspecified() {
+        return b.is_ipv4() == d.is_ipv4() && locals.contains(d);
+    }
+    d.is_unspecified() && locals.contains(b)
+}
+
+/// This host's addresses, read once per decision and only when a wildcard needs them.
+#[derive(Default)]
+struct Locals(std::sync::OnceLock<Vec<IpAddr>>);
+
+impl Locals {
+    /// Loopback, unspecified, or an address of one of this host's interfaces.
+    fn contains(&self, ip: IpAddr) -> bool {
+        if ip.is_loopback() || ip.is_unspecified() {
+            return true;
+        }
+        self.0.get_or_init(interface_addresses).contains(&ip)
+    }
+}
+
+fn interface_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            if let Some(v4) = s.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_socket_follows_the_kernel() {
+        let locals = Locals::default();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        #[rustfmt::skip]
+        let cases = [
+            ("127.0.0.1:8087", "127.0.0.1:8087",        true),
+            ("127.0.0.1:8087", "127.0.0.1:8088",        false),
+            ("127.0.0.1:8087", "[::1]:8087",            false),
+            ("[::1]:8087",     "[::1]:8087",            true),
+            ("127.0.0.1:8087", "[::ffff:127.0.0.1]:8087", true),
+            ("0.0.0.0:2222",   "127.0.0.5:2222",        true),
+            ("0.0.0.0:2222",   "[::1]:2222",            false),
+            ("[::]:2222",      "[::1]:2222",            true),
+            ("0.0.0.0:2222",   "192.0.2.77:2222",       false),
+            ("127.0.0.1:2222", "0.0.0.0:2222",          true),
+            ("127.0.0.1:2222", "127.0.0.2:2222",        false),
+        ];
+        for (bound, dest, want) in cases {
+            assert_eq!(
+                same_socket(a(bound), a(dest), &locals),
+                want,
+                "{bound} <- {dest}"
+            );
+        }
+    }
+}
