@@ -172,6 +172,11 @@ pub struct SshArgs {
     #[arg(short = 'F', value_name = "configfile")]
     pub config_file: Option<PathBuf>,
     /// Options in ssh_config format, e.g. `-o ExitOnForwardFailure=yes`.
+    ///
+    /// burrow extension (OpenSSH's ssh has no such option): `-o ProxyProtocol=v1` or `v2`
+    /// starts every -R connection to its target with a PROXY protocol header carrying the
+    /// visitor's address as the server reports it, for a service that reads one (nginx
+    /// `listen ... proxy_protocol`, HAProxy `accept-proxy`); `none` (the default) sends none.
     #[arg(short = 'o', value_name = "option")]
     pub options: Vec<String>,
     /// Verbose mode; repeat for more detail (-v debug, -vv trace).

@@ -70,6 +70,7 @@ pub fn remote_registry(opts: &ClientOptions, ctx: &ForwardContext) -> RemoteForw
         ctx.clone(),
         Arc::new(move |host: &str, port: u16| permit.allows(host, port)),
     )
+    .with_proxy_protocol(opts.proxy_protocol)
 }
 
 impl Session {

@@ -103,13 +103,18 @@ impl russh::client::Handler for ClientHandler {
         channel: Channel<Msg>,
         connected_address: &str,
         connected_port: u32,
-        _originator_address: &str,
-        _originator_port: u32,
+        originator_address: &str,
+        originator_port: u32,
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         match &self.remote {
-            Some(remote) => remote.dispatch(channel, connected_address, connected_port, reply),
+            Some(remote) => remote.dispatch(
+                channel,
+                (connected_address, connected_port),
+                (originator_address, originator_port),
+                reply,
+            ),
             None => {
                 tracing::warn!("server opened a forwarded channel on a jump host; rejected");
                 drop(reply);

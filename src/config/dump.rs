@@ -82,6 +82,11 @@ pub fn render(opts: &ClientOptions, raw: &HostOptions, args: &SshArgs) -> String
     if !opts.proxy_jump.is_empty() {
         out.line("proxyjump", proxy_jump(opts));
     }
+    // A burrow extension ssh(1) has no line for: printed only when set, so -G matches ssh's
+    // output otherwise.
+    if let Some(version) = opts.proxy_protocol {
+        out.line("proxyprotocol", version.name());
+    }
     out.0
 }
 

@@ -8,6 +8,7 @@ use crate::cli::SshArgs;
 use crate::config::forwarding::{self, PermitRemoteOpen};
 use crate::config::sharing::{self, ControlOptions, MuxCommand};
 use crate::config::ssh_config::{self, HostOptions, MatchContext, SshConfig, Tokens};
+use crate::forward::proxy_header::ProxyProtocol;
 use crate::spec::{self, DynamicForward, JumpHost, LocalForward, RemoteForward, StreamLocalBind};
 
 /// Why the effective configuration could not be built. Each message names the option and value.
@@ -130,6 +131,8 @@ pub struct ClientOptions {
     pub stream_local: StreamLocalBind,
     /// Where reverse dynamic forwards may connect.
     pub permit_remote_open: PermitRemoteOpen,
+    /// PROXY protocol header for -R connections (`ProxyProtocol`, a burrow extension).
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// Which address families to use when resolving and connecting.
@@ -488,6 +491,14 @@ fn build(
         )?,
         stream_local: forwarding::stream_local(opts)?,
         permit_remote_open: forwarding::permit_remote_open(opts)?,
+        proxy_protocol: match first(opts, "proxyprotocol") {
+            None => None,
+            Some(v) => ProxyProtocol::parse(&v).ok_or(OptionsError::Invalid {
+                option: "ProxyProtocol",
+                value: v,
+                reason: "expected v1, v2 or none",
+            })?,
+        },
     })
 }
 

@@ -58,6 +58,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ForwardAgent",
     "AddKeysToAgent",
     "IdentityAgent",
+    // burrow's own (OpenSSH has no such option): PROXY protocol headers on -R connections.
+    "ProxyProtocol",
 ];
 
 /// Keys (lower-case) whose every occurrence applies, in order, instead of only the first.

@@ -5,6 +5,7 @@
 pub mod dynamic;
 pub mod listen;
 pub mod local;
+pub mod proxy_header;
 pub mod rdynamic;
 pub mod remote;
 pub mod stdio;
@@ -15,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use russh::ChannelOpenFailure;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -148,14 +150,31 @@ impl ForwardContext {
         M: Send + 'static,
         G: Send + 'static,
     {
+        self.dial_then_pump_with(channel, target, None, reply, guard);
+    }
+
+    /// [`Self::dial_then_pump`], writing `preamble` (a PROXY protocol header) to the target
+    /// before any byte of the channel.
+    pub fn dial_then_pump_with<S, M, G>(
+        &self,
+        channel: russh::Channel<S>,
+        target: Endpoint,
+        preamble: Option<Vec<u8>>,
+        reply: russh::ChannelOpenHandleInner<M>,
+        guard: G,
+    ) where
+        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
+        M: Send + 'static,
+        G: Send + 'static,
+    {
         if self.resume().is_some() {
-            self.accept_resumable(channel, Dial::Target(target), reply, guard);
+            self.accept_resumable(channel, Dial::Target(target, preamble), reply, guard);
             return;
         }
         let ctx = self.clone();
         self.tracker.spawn(async move {
             let _guard = guard;
-            match connect_endpoint(&target, ctx.connect_timeout).await {
+            match dial_target(&target, preamble.as_deref(), ctx.connect_timeout).await {
                 Ok(stream) => {
                     reply.accept().await;
                     ctx.pump(channel.into_stream(), stream, &target.to_string())
@@ -243,8 +262,9 @@ impl ForwardContext {
 
 /// Where a new resumable stream arriving on a forwarded channel goes.
 pub enum Dial {
-    /// Connect to the forward's target.
-    Target(Endpoint),
+    /// Connect to the forward's target, and write the preamble (a PROXY protocol header) to
+    /// it first: once per local connection, so a re-attach (which keeps it) sends none.
+    Target(Endpoint, Option<Vec<u8>>),
     /// A reverse dynamic forward: the stream carries a SOCKS request, answered here.
     Socks(remote::OpenCheck),
     /// A listener this session does not know (yet): only re-attaches are welcome.
@@ -257,13 +277,15 @@ impl Dial {
     /// The local end of a new stream.
     async fn connect(self, ctx: &ForwardContext) -> io::Result<BoxedIo> {
         match self {
-            Dial::Target(target) => match connect_endpoint(&target, ctx.connect_timeout).await {
-                Ok(stream) => Ok(Box::new(stream) as BoxedIo),
-                Err(e) => {
-                    tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
-                    Err(e)
+            Dial::Target(target, preamble) => {
+                match dial_target(&target, preamble.as_deref(), ctx.connect_timeout).await {
+                    Ok(stream) => Ok(Box::new(stream) as BoxedIo),
+                    Err(e) => {
+                        tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
+                        Err(e)
+                    }
                 }
-            },
+            }
             Dial::Socks(permit) => {
                 // The SOCKS server runs on one end of an in-memory pipe; the stream's bytes
                 // (the SOCKS request first) flow through the other.
@@ -340,6 +362,19 @@ pub async fn connect_addrs(addrs: &[SocketAddr], timeout: Duration) -> io::Resul
             "Connection timed out",
         )),
     }
+}
+
+/// Dials a forward's target and writes `preamble` to it before anything else.
+async fn dial_target(
+    target: &Endpoint,
+    preamble: Option<&[u8]>,
+    timeout: Duration,
+) -> io::Result<Stream> {
+    let mut stream = connect_endpoint(target, timeout).await?;
+    if let Some(bytes) = preamble {
+        stream.write_all(bytes).await?;
+    }
+    Ok(stream)
 }
 
 /// The text OpenSSH prints for a channel open failure reason ("connect failed", ...).

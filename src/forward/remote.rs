@@ -2,7 +2,7 @@
 //! each `forwarded-tcpip` channel it opens: connect it to the forward's target, or, for a
 //! reverse dynamic forward (no target), answer SOCKS on it ([`super::rdynamic`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use russh::client::Msg;
 use russh::Channel;
 use tokio::sync::Notify;
 
+use super::proxy_header::ProxyProtocol;
 use super::{rdynamic, ClientHandle, ClientSession, Dial, ForwardContext};
 use crate::pipe::Counters;
 use crate::spec::{Endpoint, Listen, RemoteForward};
@@ -55,6 +56,9 @@ const PENDING_WAIT: Duration = Duration::from_secs(5);
 /// the context of the forward it belongs to.
 type Route = (Option<Endpoint>, ForwardContext);
 
+/// Bytes written to a connection's target before the stream (a PROXY protocol header).
+type Preamble = Option<Vec<u8>>;
+
 /// The live -R forwards of one session. The SSH handler consults it for every channel the server
 /// opens, so only listeners we asked for are ever connected anywhere.
 pub struct RemoteForwards {
@@ -67,6 +71,10 @@ pub struct RemoteForwards {
     registered: Notify,
     ctx: ForwardContext,
     permit: OpenCheck,
+    /// The PROXY protocol header -R connections to a target start with, if any.
+    proxy_protocol: Option<ProxyProtocol>,
+    /// Set once a visitor address that is not an IP literal has been logged.
+    unknown_logged: AtomicBool,
 }
 
 impl std::fmt::Debug for RemoteForwards {
@@ -116,7 +124,31 @@ impl RemoteForwards {
             registered: Notify::new(),
             ctx,
             permit,
+            proxy_protocol: None,
+            unknown_logged: AtomicBool::new(false),
         }
+    }
+
+    /// Makes every -R connection to a target start with a PROXY protocol header carrying the
+    /// visitor's address (`ProxyProtocol`).
+    pub fn with_proxy_protocol(mut self, version: Option<ProxyProtocol>) -> Self {
+        self.proxy_protocol = version;
+        self
+    }
+
+    /// The PROXY protocol header for a connection from `originator` on listener `host:port`.
+    fn preamble(&self, originator: (&str, u32), host: &str, port: u32) -> Preamble {
+        let version = self.proxy_protocol?;
+        let header = version.header(originator, (host, port));
+        if !header.known && !self.unknown_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                originator = originator.0,
+                listener = %format!("{host}:{port}"),
+                "the server did not report the visitor's address as an IP address; \
+                 PROXY protocol headers say UNKNOWN (v1) / LOCAL (v2) for such connections"
+            );
+        }
+        Some(header.bytes)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Active>> {
@@ -260,16 +292,19 @@ impl RemoteForwards {
     /// Handles a `forwarded-tcpip` channel: dial the target in a task, then accept the channel
     /// and pump, or reject it with "connect failed" as ssh(1) does; or serve SOCKS on it for a
     /// reverse dynamic forward. A channel for a listener not registered yet waits (bounded) while
-    /// one of our requests is still in flight.
+    /// one of our requests is still in flight. `originator` is the visitor's address as the
+    /// server reported it (for `ProxyProtocol`).
     pub fn dispatch(
         self: &Arc<Self>,
         channel: Channel<Msg>,
-        host: &str,
-        port: u32,
+        (host, port): (&str, u32),
+        originator: (&str, u32),
         reply: russh::client::ChannelOpenHandle,
     ) {
+        let preamble = self.preamble(originator, host, port);
         let (me, host) = (self.clone(), host.to_string());
-        self.route(channel, reply, format!("{host}:{port}"), move || {
+        let listener = format!("{host}:{port}");
+        self.route(channel, reply, listener, preamble, move || {
             me.target_for(&host, port)
         });
     }
@@ -282,7 +317,7 @@ impl RemoteForwards {
         reply: russh::client::ChannelOpenHandle,
     ) {
         let (me, path) = (self.clone(), path.to_string());
-        self.route(channel, reply, path.clone(), move || {
+        self.route(channel, reply, path.clone(), None, move || {
             me.target_for_path(&path)
         });
     }
@@ -293,11 +328,12 @@ impl RemoteForwards {
         channel: Channel<Msg>,
         reply: russh::client::ChannelOpenHandle,
         listener: String,
+        preamble: Preamble,
         find: impl Fn() -> Option<Route> + Send + Sync + 'static,
     ) {
         let found = find();
         if found.is_some() || self.pending.load(Ordering::SeqCst) == 0 {
-            self.serve(channel, reply, &listener, found);
+            self.serve(channel, reply, &listener, found, preamble);
             return;
         }
         let me = self.clone();
@@ -306,7 +342,7 @@ impl RemoteForwards {
                 .await
                 .ok()
                 .flatten();
-            me.serve(channel, reply, &listener, found);
+            me.serve(channel, reply, &listener, found, preamble);
         });
     }
 
@@ -335,11 +371,12 @@ impl RemoteForwards {
         reply: russh::client::ChannelOpenHandle,
         listener: &str,
         found: Option<Route>,
+        preamble: Preamble,
     ) {
         if self.ctx.resume().is_some() {
             // A re-attaching stream may arrive before this session re-requested its listener.
             let (dial, ctx) = match found {
-                Some((Some(target), ctx)) => (Dial::Target(target), ctx),
+                Some((Some(target), ctx)) => (Dial::Target(target, preamble), ctx),
                 Some((None, ctx)) => (Dial::Socks(self.permit.clone()), ctx),
                 None => (Dial::Nowhere, self.ctx.clone()),
             };
@@ -351,7 +388,9 @@ impl RemoteForwards {
                 tracing::warn!("rejected forwarded connection for unknown listener {listener}");
                 drop(reply);
             }
-            Some((Some(target), ctx)) => ctx.dial_then_pump(channel, target, reply, ()),
+            Some((Some(target), ctx)) => {
+                ctx.dial_then_pump_with(channel, target, preamble, reply, ())
+            }
             Some((None, ctx)) => rdynamic::serve(channel, reply, &ctx, self.permit.clone()),
         }
     }

@@ -1,0 +1,202 @@
+//! `burrow ssh -o ProxyProtocol=v1|v2 -R`: a real nginx behind the tunnel, listening with
+//! `proxy_protocol`, logs the visitor's address, not the tunnel's. The visitor connects to the
+//! server's -R listener from 127.0.0.2, so the logged address can only have come from the
+//! originator the server (burrow serve, or OpenSSH's sshd) reported for the channel.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::burrow::{allocated_port, burrow_ssh, Relay, UP_TIMEOUT};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The visitor's own address: not the address the relay or the tunnel client use.
+const VISITOR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// nginx in the foreground (no daemon, no master), with its config, logs and pid in `dir`;
+/// killed by PID when dropped.
+struct Nginx {
+    _child: ChildGuard,
+    port: u16,
+    access_log: PathBuf,
+}
+
+impl Nginx {
+    /// None when nginx is not installed (scripts/test installs `nginx-light`).
+    async fn start(dir: &Path) -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let base = dir.join("nginx");
+        std::fs::create_dir_all(&base).expect("nginx dir");
+        let port = free_port();
+        let access_log = base.join("access.log");
+        let d = base.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+               scgi_temp_path {d}/scgi;\n\
+               log_format pp 'pp=$proxy_protocol_addr:$proxy_protocol_port \
+             server=$proxy_protocol_server_addr:$proxy_protocol_server_port \
+             peer=$remote_addr \"$request\" $status';\n\
+               access_log {d}/access.log pp;\n\
+               server {{\n    listen 127.0.0.1:{port} proxy_protocol;\n\
+                 location / {{ return 200 \"hello\\n\"; }}\n  }}\n}}\n"
+        );
+        let conf_path = base.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-p")
+            .arg(&base)
+            .arg("-e")
+            .arg(base.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path);
+        let mut child = spawn_logged(cmd, &base, "nginx");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        if let Err(e) = wait_listening(&mut child, addr, UP_TIMEOUT).await {
+            let log = std::fs::read_to_string(base.join("error.log")).unwrap_or_default();
+            panic!("nginx did not start: {e}\n{log}");
+        }
+        Some(Nginx {
+            _child: child,
+            port,
+            access_log,
+        })
+    }
+
+    /// The access log line for `path`, waiting (bounded) for nginx to write it.
+    async fn log_line(&self, path: &str) -> String {
+        let needle = format!("GET {path} ");
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(&needle)) {
+                return line.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no access log line for {path}:\n{}",
+            std::fs::read_to_string(&self.access_log).unwrap_or_default()
+        );
+    }
+}
+
+/// `GET path` from 127.0.0.2 to the -R listener on 127.0.0.1:`port`; returns the reply.
+async fn visit(port: u16, path: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::V4(SocketAddrV4::new(VISITOR, 0)))
+        .expect("bind 127.0.0.2");
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = tokio::time::timeout(UP_TIMEOUT, socket.connect(to))
+        .await
+        .expect("connect timed out")
+        .expect("connect to the -R listener");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: a\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(UP_TIMEOUT, s.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Brings up `cmd` (`burrow ssh` for a server, without destination) with
+/// `-N -o ProxyProtocol=version -R 0:127.0.0.1:NGINX dest`, visits through it from 127.0.0.2,
+/// and checks what nginx logged.
+async fn check(dir: &Path, nginx: &Nginx, mut cmd: Command, version: &str, who: &str, dest: &str) {
+    let target = format!("127.0.0.1:{}", nginx.port);
+    cmd.args(["-N", "-o"])
+        .arg(format!("ProxyProtocol={version}"))
+        .arg("-R")
+        .arg(format!("0:{target}"))
+        .arg(dest);
+    let child = spawn_logged(cmd, dir, &format!("burrow-{who}-{version}"));
+    let port = allocated_port(&child, &format!("remote forward to {target}")).await;
+    let path = format!("/{who}-{version}");
+    let reply = visit(port, &path).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("hello\n"),
+        "{who} {version}: nginx did not accept the connection: {reply:?}\n{}",
+        child.stderr_text()
+    );
+    let line = nginx.log_line(&path).await;
+    // pp= is the header's source, peer= the TCP peer nginx saw (burrow on A).
+    assert!(
+        line.starts_with("pp=127.0.0.2:") && line.contains(" peer=127.0.0.1 "),
+        "{who} {version}: nginx did not log the visitor's address: {line}"
+    );
+    // The destination: the server's listener, as the server reported it.
+    assert!(
+        line.contains(&format!(" server=127.0.0.1:{port} ")),
+        "{who} {version}: wrong destination in the header: {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_logs_the_visitor_through_burrow_serve() {
+    let dir = test_dir();
+    let Some(nginx) = Nginx::start(dir.path()).await else {
+        eprintln!("SKIP: nginx is not installed (scripts/test installs nginx-light)");
+        return;
+    };
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    for version in ["v1", "v2"] {
+        let cmd = relay.burrow_ssh(&key);
+        check(dir.path(), &nginx, cmd, version, "relay", "root@127.0.0.1").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_logs_the_visitor_through_openssh_sshd() {
+    let dir = test_dir();
+    let Some(nginx) = Nginx::start(dir.path()).await else {
+        eprintln!("SKIP: nginx is not installed (scripts/test installs nginx-light)");
+        return;
+    };
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let sshd = Sshd::start(SshdOptions::with_keys(&[&key]));
+    for version in ["v1", "v2"] {
+        let cmd = burrow_ssh(&sshd, Some(&key));
+        check(dir.path(), &nginx, cmd, version, "sshd", &sshd.dest("root")).await;
+    }
+}
+
+/// `burrow ssh -G` for `host` with these `-o` options: (exit code, stdout, stderr).
+fn dump(options: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(burrow_bin());
+    cmd.args(["ssh", "-F", "/dev/null", "-G"]);
+    for o in options {
+        cmd.arg("-o").arg(o);
+    }
+    let out = cmd.arg("a.example").output().expect("run burrow ssh -G");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dump_shows_the_extension_and_a_bad_value_is_named() {
+    let (code, out, err) = dump(&["ProxyProtocol=v2"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.lines().any(|l| l == "proxyprotocol v2"), "{out}");
+    assert!(!err.contains("does not use this option"), "{err}");
+    // Unset: no line, so the output stays what ssh -G prints.
+    let (_, out, _) = dump(&[]);
+    assert!(!out.contains("proxyprotocol"), "{out}");
+    let (code, _, err) = dump(&["ProxyProtocol=v3"]);
+    assert_eq!(code, Some(255));
+    assert!(
+        err.contains("ProxyProtocol") && err.contains("\"v3\""),
+        "the error names the option and the value: {err}"
+    );
+}
