@@ -229,7 +229,10 @@ fn authorized_keys() -> Vec<String> {
          end means UTC; the zone is read at start and on SIGHUP). \
          Options for what the relay never offers (pty, agent-forwarding, x11-forwarding, \
          user-rc and their no- forms, command=, environment=, tunnel=) are accepted and change \
-         nothing; cert-authority, principals, touch-required and verify-required are refused. \
+         nothing; cert-authority and principals are refused. FIDO keys (sk-ssh-ed25519, \
+         sk-ecdsa-sha2-nistp256) need a signature made with a touch of the key unless the line \
+         has no-touch-required, and one the key verified the user for (PIN) with \
+         verify-required, as in sshd. \
          burrow's own: burrow-privileged-ports (may listen below port 1024), \
          burrow-max-listeners=\"N\" and burrow-max-channels=\"N\" (lower the limits for this \
          key). An unknown or unsupported option stops the load with the file and line."

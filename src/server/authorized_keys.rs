@@ -11,8 +11,10 @@
 //! `burrow-max-channels=N` (values quoted or not; OpenSSH's value options must be quoted),
 //! `burrow-permitremoteopen="host:port"` (repeatable; see [`super::socks_gate`]).
 //! Refused as unsupported, because accepting them would silently weaken them:
-//! `cert-authority`, `principals=` (sshd refuses it without `cert-authority` anyway),
-//! `touch-required`, `verify-required`.
+//! `cert-authority`, `principals=` (sshd refuses it without `cert-authority` anyway).
+//! FIDO keys follow sshd: a signature must show the user's touch unless the line has
+//! `no-touch-required`, and the key's verification of the user with `verify-required`
+//! ([`super::policy::security_key_problem`]).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -484,7 +486,7 @@ fn apply_option(o: &mut KeyOptions, raw: RawOption, zone: &TimeZone) -> Result<(
         "port-forwarding" => no_value(&raw).map(|()| o.port_forwarding = true),
         "no-port-forwarding" => no_value(&raw).map(|()| o.port_forwarding = false),
         "burrow-privileged-ports" => no_value(&raw).map(|()| o.privileged_ports = true),
-        // Session features a forwarding-only relay never offers; touch/verify only relax.
+        // Session features a forwarding-only relay never offers.
         "pty"
         | "no-pty"
         | "agent-forwarding"
@@ -492,13 +494,12 @@ fn apply_option(o: &mut KeyOptions, raw: RawOption, zone: &TimeZone) -> Result<(
         | "x11-forwarding"
         | "no-x11-forwarding"
         | "user-rc"
-        | "no-user-rc"
-        | "no-touch-required"
-        | "no-verify-required" => no_value(&raw),
-        "touch-required" | "verify-required" => Err(unsupported(
-            &raw,
-            "burrow does not check FIDO user presence/verification flags",
-        )),
+        | "no-user-rc" => no_value(&raw),
+        // FIDO flags, negatable as in sshd's auth-options.c.
+        "touch-required" => no_value(&raw).map(|()| o.touch_required = true),
+        "no-touch-required" => no_value(&raw).map(|()| o.touch_required = false),
+        "verify-required" => no_value(&raw).map(|()| o.verify_required = true),
+        "no-verify-required" => no_value(&raw).map(|()| o.verify_required = false),
         "cert-authority" => Err(unsupported(&raw, NO_CA)),
         "principals" => Err(unsupported(&raw, NO_CA)),
         "command" => set_once(&raw, &mut o.command, quoted(&raw)?),
@@ -835,7 +836,7 @@ mod tests {
             ..KeyOptions::default()
         };
         let sessiony = "no-pty,no-agent-forwarding,no-X11-forwarding,no-user-rc,pty,\
-            agent-forwarding,X11-forwarding,user-rc,no-touch-required";
+            agent-forwarding,X11-forwarding,user-rc";
         #[rustfmt::skip]
         let cases = [
             ("",                                      &default),
@@ -927,6 +928,27 @@ mod tests {
     }
 
     #[test]
+    fn fido_touch_and_verify_options_negate_as_in_sshd() {
+        let flags = |line: &str| {
+            let o = options(line).unwrap();
+            (o.touch_required, o.verify_required)
+        };
+        #[rustfmt::skip]
+        let cases = [
+            ("",                                      (true, false)),
+            ("restrict",                              (true, false)),
+            ("no-touch-required",                     (false, false)),
+            ("no-touch-required,touch-required",      (true, false)),
+            ("verify-required",                       (true, true)),
+            ("verify-required,no-verify-required",    (true, false)),
+            ("NO-TOUCH-REQUIRED,Verify-Required",     (false, true)),
+        ];
+        for (line, want) in cases {
+            assert_eq!(flags(line), want, "{line}");
+        }
+    }
+
+    #[test]
     fn option_errors_name_file_line_and_problem() {
         let at = |problem: &str| format!("{ORIGIN} line 1: {problem}");
         #[rustfmt::skip]
@@ -936,7 +958,7 @@ mod tests {
             ("no-restrict",                 at("unknown option \"no-restrict\"")),
             ("cert-authority",              at("option \"cert-authority\" is not supported: burrow authorizes plain keys only, not certificate authorities")),
             ("principals=\"alice\"",        at("option \"principals\" is not supported: burrow authorizes plain keys only, not certificate authorities")),
-            ("verify-required",             at("option \"verify-required\" is not supported: burrow does not check FIDO user presence/verification flags")),
+            ("verify-required=\"yes\"",     at("option \"verify-required\" takes no value")),
             ("permitopen=db:1",             at("option \"permitopen\" needs a quoted value, e.g. permitopen=\"...\"")),
             ("from",                        at("option \"from\" needs a quoted value, e.g. from=\"...\"")),
             ("restrict=\"yes\"",            at("option \"restrict\" takes no value")),

@@ -210,6 +210,15 @@ impl russh::server::Handler for SessionHandler {
     ) -> Result<Auth, Self::Error> {
         match self.authorize(key.public_key) {
             Ok(entry) => {
+                if let Some(why) = key.security_key.and_then(|sk| {
+                    policy::security_key_problem(
+                        &entry.options,
+                        sk.user_present(),
+                        sk.user_verified(),
+                    )
+                }) {
+                    return Ok(self.reject(key.public_key, why).await);
+                }
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
                 tracing::info!(session = self.id, user, fingerprint = %fp, comment = %entry.comment, "authenticated");
                 self.key = Some(Authenticated {

@@ -42,10 +42,17 @@ pub struct KeyOptions {
     /// -R listeners must be a SOCKS request for one of them (reverse dynamic forwarding,
     /// checked by the relay in [`super::socks_gate`]); empty means no such limit.
     pub remote_open: Vec<PermitOpen>,
-    /// `expiry-time="YYYYMMDD[HHMM[SS]]"`: refused after this instant. Always read as UTC
-    /// (sshd uses local time unless the value ends in `Z`/`UTC`; a relay should not depend
-    /// on its TZ). The earliest of several wins, as in sshd.
+    /// `expiry-time="YYYYMMDD[HHMM[SS]][Z]"`: refused after this instant. Read in the relay's
+    /// local time zone unless the value ends in `Z`/`UTC`, as sshd does. The earliest of
+    /// several wins, as in sshd.
     pub expiry: Option<SystemTime>,
+    /// A FIDO (`sk-*`) signature must show that the user touched the key; cleared by
+    /// `no-touch-required`. sshd's default, so a stolen or unattended security key cannot
+    /// sign logins silently.
+    pub touch_required: bool,
+    /// `verify-required`: a FIDO signature must show that the key verified the user (PIN or
+    /// biometrics).
+    pub verify_required: bool,
     /// `command="..."`, kept for completeness: the relay refuses sessions anyway.
     pub command: Option<String>,
 }
@@ -63,8 +70,27 @@ impl Default for KeyOptions {
             max_channels: None,
             remote_open: Vec::new(),
             expiry: None,
+            touch_required: true,
+            verify_required: false,
             command: None,
         }
+    }
+}
+
+/// Why a security-key (FIDO, `sk-*`) signature does not meet the key line's requirements, in
+/// sshd's words; `None` when it does. `user_present`/`user_verified` are the signed
+/// authenticator flags.
+pub fn security_key_problem(
+    options: &KeyOptions,
+    user_present: bool,
+    user_verified: bool,
+) -> Option<&'static str> {
+    if options.touch_required && !user_present {
+        Some("user presence (authenticator touch) requirement not met")
+    } else if options.verify_required && !user_verified {
+        Some("user verification requirement not met")
+    } else {
+        None
     }
 }
 
@@ -641,6 +667,39 @@ mod tests {
             permit_listen: listens(listen),
             privileged_ports: privileged,
             ..KeyOptions::default()
+        }
+    }
+
+    #[test]
+    fn security_key_signatures_need_touch_unless_waived_and_verification_when_asked() {
+        let default = KeyOptions::default();
+        let no_touch = KeyOptions {
+            touch_required: false,
+            ..KeyOptions::default()
+        };
+        let verify = KeyOptions {
+            verify_required: true,
+            ..KeyOptions::default()
+        };
+        let touch = Some("user presence (authenticator touch) requirement not met");
+        let uv = Some("user verification requirement not met");
+        #[rustfmt::skip]
+        let cases = [
+            // options,  present, verified, problem
+            (&default,   true,    false,    None),
+            (&default,   false,   false,    touch),
+            (&default,   false,   true,     touch),
+            (&no_touch,  false,   false,    None),
+            (&verify,    true,    false,    uv),
+            (&verify,    true,    true,     None),
+            (&verify,    false,   true,     touch),
+        ];
+        for (options, present, verified, want) in cases {
+            assert_eq!(
+                security_key_problem(options, present, verified),
+                want,
+                "{options:?} present={present} verified={verified}"
+            );
         }
     }
 
