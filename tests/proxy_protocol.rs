@@ -200,3 +200,201 @@ fn dump_shows_the_extension_and_a_bad_value_is_named() {
         "the error names the option and the value: {err}"
     );
 }
+
+/// A TCP relay between `burrow up` and `burrow serve` whose connections the test can cut, so
+/// the session drops while both processes live on (and resumable streams re-attach).
+struct Cuttable {
+    addr: SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    async fn start(target: SocketAddr) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind cuttable");
+        let addr = listener.local_addr().expect("cuttable address");
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                list.lock().unwrap().push(task);
+            }
+        });
+        Cuttable {
+            addr,
+            conns,
+            accept,
+        }
+    }
+
+    /// Drops every connection through it (both sides see them close).
+    fn cut(&self) {
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// A local service that records every byte of every connection it accepted.
+async fn recorder() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind recorder");
+    let port = listener.local_addr().expect("recorder address").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let index = {
+                let mut all = record.lock().unwrap();
+                all.push(Vec::new());
+                all.len() - 1
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    record.lock().unwrap()[index].extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (port, seen, task)
+}
+
+/// `burrow up` with `options = ["ProxyProtocol=v1"]` in tunnels.toml and resumable streams:
+/// the local service gets one header for its one connection, also after the session dropped
+/// and the stream re-attached on the next one (the local connection is kept, so no second
+/// header is written into it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burrow_up_sends_one_header_across_a_resume() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let serve = "[limits]\nresume_grace_secs = 60\nkeepalive_interval_secs = 1\n";
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(serve), &[]).await;
+    let cut = Cuttable::start(relay.addr).await;
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            cut.addr.port(),
+            public_key_line(&relay.host_key)
+        ),
+    )
+    .expect("known_hosts");
+    let (service, seen, _service_task) = recorder().await;
+    let published = free_port();
+    let file = dir.path().join("tunnels.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\n\
+             remote = [\"{published}:127.0.0.1:{service}\"]\nidentity = \"{}\"\n\
+             known_hosts = \"{}\"\nssh_config = \"none\"\nkeepalive_interval = 1\n\
+             keepalive_count = 3\nbackoff_initial = 1\nbackoff_max = 2\nresume_grace = 60\n\
+             options = [\"ProxyProtocol=v1\"]\n",
+            cut.addr.port(),
+            key.private.display(),
+            known_hosts.display()
+        ),
+    )
+    .expect("tunnels.toml");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(&file)
+        .arg("--control")
+        .arg(dir.path().join("up.sock"));
+    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let listener = SocketAddr::from((Ipv4Addr::LOCALHOST, published));
+    let mut ready = false;
+    for _ in 0..150 {
+        if wait_port(listener, Duration::from_millis(200)).await {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "-R listener never up:\n{}", up.stderr_text());
+    // wait_port's probes reached the service too (from 127.0.0.1): the visitor's connections
+    // are the ones with its bytes or its address.
+    let visitors = |all: &[Vec<u8>]| -> Vec<String> {
+        all.iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .filter(|c| c.contains("one;") || c.starts_with("PROXY TCP4 127.0.0.2 "))
+            .collect()
+    };
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::V4(SocketAddrV4::new(VISITOR, 0)))
+        .expect("bind 127.0.0.2");
+    let mut visitor = socket.connect(listener).await.expect("visitor connects");
+    let local = visitor.local_addr().expect("visitor address");
+    visitor.write_all(b"one;").await.expect("send one");
+    let header = format!(
+        "PROXY TCP4 127.0.0.2 127.0.0.1 {} {published}\r\n",
+        local.port()
+    );
+    let got = |want: String| {
+        let seen = seen.clone();
+        async move {
+            for _ in 0..300 {
+                let all = visitors(&seen.lock().unwrap());
+                if all.iter().any(|c| c.ends_with(&want)) {
+                    return Some(all);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        }
+    };
+    let first = got("one;".into()).await;
+    assert!(
+        first.is_some(),
+        "first bytes never arrived:\n{}",
+        up.stderr_text()
+    );
+
+    cut.cut();
+    visitor.write_all(b"two;").await.expect("send two");
+    let all = got("two;".into()).await.unwrap_or_else(|| {
+        panic!(
+            "the stream did not re-attach:\n{}\n{}",
+            up.stderr_text(),
+            relay.child.stderr_text()
+        )
+    });
+    assert_eq!(
+        all,
+        vec![format!("{header}one;two;")],
+        "one local connection: one header, then the stream's bytes"
+    );
+    // It was a re-attach on a new session, not a connection that never broke.
+    assert!(
+        up.stderr_text().contains("resumable stream re-attached"),
+        "no re-attach:\n{}",
+        up.stderr_text()
+    );
+}
