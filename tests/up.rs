@@ -370,3 +370,143 @@ async fn refused_key_backs_off_to_the_cap_and_exit_after_failures_gives_up() {
         "{err}"
     );
 }
+
+/// A tunnel on burrow up's default backoff (1 s doubling to 60 s) whose relay is away long enough
+/// for the pause to grow (before issue 19, 16 s down meant waiting 8-16 s more after the relay
+/// was back). Now the tunnel probes the relay every half second while it waits and starts the
+/// handshake as soon as one answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_is_back_within_a_probe_interval_after_a_long_relay_outage() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let mut relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let relay_addr = relay.addr;
+    let echo = echo_server().await;
+    let rport = free_port();
+    let file = dir.path().join("tunnels.toml");
+    let tunnels = format!(
+        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"{rport}:{}\"]\nbackoff_max = 60\n",
+        relay_addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &tunnels);
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    wait_status(&control, &up, "tunnel a up", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    until_echo_works(loopback(rport), Duration::from_secs(10)).await;
+
+    relay.child.kill();
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    relay = Relay::start_at(
+        dir.path(),
+        "relay",
+        &[&key.public_line],
+        None,
+        &[],
+        &relay_addr.to_string(),
+    )
+    .await;
+    let back = until_echo_works(loopback(rport), Duration::from_secs(45)).await;
+    println!(
+        "relay down 16 s (default backoff): end-to-end again {:.2} s after the relay was back",
+        back.as_secs_f64()
+    );
+    assert!(
+        back <= Duration::from_secs(2),
+        "the tunnel took {back:?} after the relay was back: it waited out a backoff pause\n{}",
+        up.stderr_text()
+    );
+    let handshakes = relay.child.stderr_text().matches("authenticated").count();
+    assert_eq!(
+        handshakes,
+        1,
+        "one handshake reached the relay that came back\n{}",
+        relay.child.stderr_text()
+    );
+}
+
+/// A relay frozen for a minute (SIGSTOP: its kernel still accepts TCP, its process sends no SSH
+/// banner) must not be hammered: while it is frozen the tunnel keeps one connection waiting for
+/// the banner (a new one per 10 s banner wait), so when it resumes the relay works through a
+/// backlog of a few connections and sees exactly one full handshake; and the tunnel is back
+/// within moments, on the connection that was waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_frozen_for_a_minute_sees_one_handshake_not_a_storm() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let echo = echo_server().await;
+    let rport = free_port();
+    let file = dir.path().join("tunnels.toml");
+    let tunnels = format!(
+        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"{rport}:{}\"]\nbackoff_max = 60\n",
+        relay.addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &tunnels);
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    wait_status(&control, &up, "tunnel a up", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    until_echo_works(loopback(rport), Duration::from_secs(10)).await;
+
+    let outage = Duration::from_secs(60);
+    let log_before = relay.child.stderr_text().len();
+    let frozen = Instant::now();
+    relay.child.freeze();
+    wait_status(&control, &up, "tunnel a noticing the frozen relay", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] != "up")
+    })
+    .await;
+    tokio::time::sleep(outage.saturating_sub(frozen.elapsed())).await;
+    relay.child.thaw();
+    let back = until_echo_works(loopback(rport), Duration::from_secs(45)).await;
+    // Let the relay finish with its backlog (each queued probe ends at once).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = relay.child.stderr_text();
+    let after = log.get(log_before..).unwrap_or_default();
+    let handshakes = after.matches("authenticated").count();
+    let connections = after
+        .split("session{id=")
+        .skip(1)
+        .filter_map(|r| {
+            r.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u64>()
+                .ok()
+        })
+        .collect::<std::collections::BTreeSet<u64>>()
+        .len();
+    println!(
+        "relay frozen {} s: end-to-end again {:.2} s after SIGCONT; the relay then saw \
+         {connections} connections and {handshakes} full handshake",
+        outage.as_secs(),
+        back.as_secs_f64()
+    );
+    assert_eq!(
+        handshakes,
+        1,
+        "one full handshake after a minute frozen\n{after}\n{}",
+        up.stderr_text()
+    );
+    let most = (outage.as_secs() / 10 + 3) as usize;
+    assert!(
+        connections <= most,
+        "{connections} connections queued at the frozen relay (at most {most}): the tunnel spins\n{after}"
+    );
+    assert!(
+        back <= Duration::from_secs(2),
+        "the tunnel took {back:?} after SIGCONT\n{}",
+        up.stderr_text()
+    );
+}
