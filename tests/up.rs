@@ -510,3 +510,214 @@ async fn a_relay_frozen_for_a_minute_sees_one_handshake_not_a_storm() {
         up.stderr_text()
     );
 }
+
+/// Datagrams a fake systemd receives on its NOTIFY_SOCKET (a unixgram socket the test binds),
+/// collected by a thread until dropped.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifySocket {
+    fn bind(path: std::path::PathBuf) -> NotifySocket {
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, s) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            // Bounded: stops when the test drops the socket (at most a few minutes of test).
+            for _ in 0..1_000_000 {
+                if s.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    g.lock().unwrap().push(text);
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until a message satisfies `check`; returns its index. Panics after `limit`.
+    async fn wait_for(&self, what: &str, from: usize, check: impl Fn(&str) -> bool) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(i) = self
+                .messages()
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, m)| check(m))
+                .map(|(i, _)| i)
+            {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {what} on NOTIFY_SOCKET; got {:#?}", self.messages());
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A `burrow up` this test started, killed (by its PID) and reaped on drop.
+struct UpProcess(std::process::Child);
+
+impl UpProcess {
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal burrow up");
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// systemd's view of `burrow up` (sd_notify(3), systemd.exec(5)): READY once the tunnels are up,
+/// a STATUS line that names the tunnel that is not up and why, RELOADING then READY around a
+/// reload, STOPPING on SIGTERM; no WATCHDOG pings when WATCHDOG_PID names another process, pings
+/// when it is unset. With JOURNAL_STREAM naming its stderr, every line starts with its syslog
+/// priority (`<4>` for warnings), which journald files as PRIORITY. (No journald runs here, so
+/// the lines are read from the file that stands in for the journal stream.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_reload_and_stop_and_the_journal_gets_priorities() {
+    use nix::sys::signal::Signal;
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let echo = echo_server().await;
+    let file = dir.path().join("tunnels.toml");
+    let one = format!(
+        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"0:{}\"]\n",
+        relay.addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &one);
+    let notify = NotifySocket::bind(dir.path().join("notify"));
+    let journal = dir.path().join("journal.log");
+    let stderr = std::fs::File::create(&journal).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(&file)
+        .arg("--control")
+        .arg(dir.path().join("up.sock"))
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("WATCHDOG_PID", "1")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    let up = UpProcess(cmd.spawn().expect("spawn burrow up"));
+
+    let ready = notify.wait_for("READY=1", 0, |m| m == "READY=1").await;
+    notify
+        .wait_for("STATUS with the tunnel up", 0, |m| {
+            m == "STATUS=1 of 1 tunnel up"
+        })
+        .await;
+
+    // A second tunnel to a port nothing listens on, by SIGHUP.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let two = format!(
+        "{one}\n[[tunnel]]\nname = \"gone\"\nserver = \"root@127.0.0.1:{dead}\"\nremote = [\"0:127.0.0.1:9\"]\n"
+    );
+    write_tunnels(&file, &key, &relay, &two);
+    up.signal(Signal::SIGHUP);
+    let reloading = notify
+        .wait_for("RELOADING=1", ready + 1, |m| {
+            m.starts_with("RELOADING=1\nMONOTONIC_USEC=")
+        })
+        .await;
+    notify
+        .wait_for("READY=1 after the reload", reloading + 1, |m| {
+            m == "READY=1"
+        })
+        .await;
+    let status = notify
+        .wait_for("STATUS naming the tunnel that is down", reloading, |m| {
+            m.starts_with("STATUS=1 of 2 tunnels up; gone: backoff ")
+                && m.contains("relay not answering")
+                && m.contains("Connection refused")
+        })
+        .await;
+    println!("systemd status line: {}", notify.messages()[status]);
+
+    up.signal(Signal::SIGTERM);
+    notify
+        .wait_for("STOPPING=1", status, |m| m == "STOPPING=1")
+        .await;
+    drop(up);
+    let all = notify.messages();
+    assert!(
+        !all.iter().any(|m| m.contains("WATCHDOG=1")),
+        "pinged the watchdog although WATCHDOG_PID names another process: {all:#?}"
+    );
+
+    // The journal stream: every line has a priority; the failure is a warning, the rest not.
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        lines.lines().all(|l| l.starts_with('<')),
+        "a line without a priority:\n{lines}"
+    );
+    let warning = lines
+        .lines()
+        .find(|l| l.contains("still waiting for the relay"))
+        .unwrap_or_else(|| panic!("no warning about the dead relay:\n{lines}"));
+    assert!(warning.starts_with("<4>"), "{warning}");
+    let info = lines
+        .lines()
+        .find(|l| l.contains("tunnel up"))
+        .unwrap_or_else(|| panic!("no tunnel up line:\n{lines}"));
+    assert!(info.starts_with("<6>"), "{info}");
+
+    // WATCHDOG_PID unset: the pings come (half of WATCHDOG_USEC).
+    let notify2 = NotifySocket::bind(dir.path().join("notify2"));
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(&file)
+        .arg("--control")
+        .arg(dir.path().join("up2.sock"))
+        .env("NOTIFY_SOCKET", &notify2.path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _up2 = UpProcess(cmd.spawn().expect("spawn burrow up"));
+    notify2
+        .wait_for("WATCHDOG=1", 0, |m| m == "WATCHDOG=1")
+        .await;
+}

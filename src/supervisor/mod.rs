@@ -135,6 +135,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     };
     sup.apply(file.tunnels);
     let result = supervise(&mut sup, &opts.file).await;
+    notify::notify("STOPPING=1");
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while sup.tasks.join_next().await.is_some() {}
@@ -153,18 +154,19 @@ async fn supervise(sup: &mut Supervisor, file: &Path) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut last_modified = modified(file);
     let mut poll = tokio::time::interval(FILE_POLL);
-    let mut watchdog =
-        tokio::time::interval(notify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let watchdog_every = notify::watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     let mut ready_sent = false;
     let mut readiness = tokio::time::interval(Duration::from_millis(200));
+    let mut last_status = String::new();
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(sup, file, "SIGHUP"),
+            _ = hup.recv() => reload(sup, file, "SIGHUP", ready_sent),
             _ = poll.tick() => {
                 let now = modified(file);
                 if now != last_modified {
                     last_modified = now;
-                    reload(sup, file, "file changed");
+                    reload(sup, file, "file changed", ready_sent);
                 }
             }
             _ = term.recv() => return Ok(()),
@@ -172,15 +174,21 @@ async fn supervise(sup: &mut Supervisor, file: &Path) -> anyhow::Result<()> {
             Some(done) = sup.tasks.join_next() => match done {
                 Ok((name, Err(gave_up))) => {
                     sup.running.remove(&name);
+                    notify::notify(&format!("STATUS={gave_up}"));
                     return Err(gave_up.into());
                 }
                 Ok((name, Ok(()))) => tracing::debug!(tunnel = %name, "tunnel task finished"),
                 Err(e) => tracing::error!(error = %e, "tunnel task failed"),
             },
-            _ = watchdog.tick() => notify::notify("WATCHDOG=1"),
-            _ = readiness.tick(), if !ready_sent => {
+            _ = watchdog.tick(), if watchdog_every.is_some() => notify::notify("WATCHDOG=1"),
+            _ = readiness.tick() => {
                 let all = sup.board.snapshot();
-                if !all.is_empty() && all.iter().all(|t| t.state == State::Up) {
+                let status = notify::status_line(&all, crate::observe::unix_secs());
+                if status != last_status {
+                    notify::notify(&format!("STATUS={status}"));
+                    last_status = status;
+                }
+                if !ready_sent && !all.is_empty() && all.iter().all(|t| t.state == State::Up) {
                     ready_sent = true;
                     tracing::info!(tunnels = all.len(), "all tunnels up");
                     notify::notify("READY=1");
@@ -190,7 +198,12 @@ async fn supervise(sup: &mut Supervisor, file: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn reload(sup: &mut Supervisor, file: &Path, why: &str) {
+/// Re-reads the tunnels file. Once startup is over (READY sent), systemd hears RELOADING before
+/// and READY after, so `systemctl reload` waits for it and `systemctl status` shows it.
+fn reload(sup: &mut Supervisor, file: &Path, why: &str, ready_sent: bool) {
+    if ready_sent {
+        notify::notify(&notify::reloading_message());
+    }
     match tunnels::load(file) {
         Ok(f) => {
             tracing::info!(reason = why, tunnels = f.tunnels.len(), "reloading tunnels");
@@ -199,5 +212,8 @@ fn reload(sup: &mut Supervisor, file: &Path, why: &str) {
         Err(e) => {
             tracing::error!(reason = why, error = %e, "reload failed; keeping the running tunnels")
         }
+    }
+    if ready_sent {
+        notify::notify("READY=1");
     }
 }

@@ -164,6 +164,7 @@ async fn wait(
                 let error = format!("relay not answering: {}", last_error.get());
                 tracing::warn!(tunnel = %spec.name, %error, "still waiting for the relay");
                 status.failed(&error);
+                status.set(State::Backoff);
                 if let Some(g) = gave_up(spec, status, &error) {
                     return Waited::GaveUp(g);
                 }
