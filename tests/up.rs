@@ -721,3 +721,77 @@ async fn systemd_hears_ready_status_reload_and_stop_and_the_journal_gets_priorit
         .wait_for("WATCHDOG=1", 0, |m| m == "WATCHDOG=1")
         .await;
 }
+
+/// A tunnel whose ssh_config Host block adds a LocalForward of its own: `burrow status --json`
+/// lists both forwards, each with its own label and its own bytes and connections. (Labels used
+/// to be paired with the tunnel's flags by position, so the Host block's forward took the -R
+/// label and counters, and the -R forward vanished from the list.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_block_forward_keeps_every_label_with_its_own_counters() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let echo = echo_server().await;
+    let (lport, rport) = (free_port(), free_port());
+    let ssh_config = dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        format!(
+            "Host 127.0.0.1\n    LocalForward {lport} {}\n",
+            echo.hostport()
+        ),
+    )
+    .unwrap();
+    let file = dir.path().join("tunnels.toml");
+    let tunnels = format!(
+        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"{rport}:{}\"]\nssh_config = \"{}\"\n",
+        relay.addr.port(),
+        echo.hostport(),
+        ssh_config.display()
+    );
+    write_tunnels(&file, &key, &relay, &tunnels);
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    wait_status(&control, &up, "tunnel a up", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    // Traffic through the -R forward only.
+    transfer_checked(loopback(rport), 1 << 20)
+        .await
+        .expect("echo through the -R forward");
+    let s = wait_status(&control, &up, "the -R forward's bytes counted", |s| {
+        tunnel(s, "a").is_some_and(|t| {
+            t["forwards"].as_array().is_some_and(|f| {
+                f.iter().any(|f| {
+                    f["spec"].as_str().unwrap_or("").starts_with("-R ")
+                        && f["bytes_out"].as_u64().unwrap_or(0) >= 1 << 20
+                })
+            })
+        })
+    })
+    .await;
+    let t = tunnel(&s, "a").unwrap();
+    let forwards = t["forwards"].as_array().unwrap();
+    assert_eq!(forwards.len(), 2, "both forwards listed: {t:#}");
+    let local = &forwards[0];
+    let remote = &forwards[1];
+    let echo_target = echo.hostport();
+    assert!(
+        local["spec"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("-L {lport}:{echo_target} (listening on ")),
+        "{t:#}"
+    );
+    assert_eq!(
+        remote["spec"].as_str().unwrap(),
+        format!("-R {rport}:{echo_target} (relay port {rport})"),
+        "{t:#}"
+    );
+    assert_eq!(local["connections_total"], 0, "{t:#}");
+    assert_eq!(local["bytes_out"], 0, "{t:#}");
+    assert!(remote["connections_total"].as_u64().unwrap() >= 1, "{t:#}");
+}

@@ -11,7 +11,7 @@ use super::backoff::Retry;
 use super::reach;
 use super::status::{State, TunnelStatus};
 use crate::client::{ClientError, Established, Session};
-use crate::config::options::{self, ConfigPaths};
+use crate::config::options::{self, ClientOptions, ConfigPaths};
 use crate::config::tunnels::TunnelSpec;
 use crate::resume::{Registry, ResumeConfig};
 
@@ -268,7 +268,7 @@ async fn connect(
         Ok(Ok(s)) => s,
     };
     match session.start_forwards(&opts).await {
-        Ok(up) => Ok((session, describe_forwards(&args, &up))),
+        Ok(up) => Ok((session, describe_forwards(&opts, &up))),
         Err(e) => {
             session.close().await;
             Err(Failure::Other(e.to_string()))
@@ -351,24 +351,27 @@ async fn hold(
     outcome
 }
 
-/// One line per forward for status and logs: the spec and where it is up. `up` is in the order
-/// `start_forwards` reports (local, dynamic, remote); every forward is in it, since tunnels run
-/// with ExitOnForwardFailure.
-fn describe_forwards(args: &crate::cli::SshArgs, up: &[Established]) -> Vec<String> {
-    let specs = args
-        .local
+/// One line per forward for status and logs: the forward and where it is up. Built from the
+/// resolved options, not the tunnel's own flags: a `LocalForward`/`RemoteForward`/
+/// `DynamicForward` in a matching ssh_config Host block is set up too, and pairing labels with
+/// the flags alone shifted every label (and its counters) after it. `up` and the session's
+/// per-forward counters are in `start_forwards`' order (local, dynamic, remote), with every
+/// forward in them, since tunnels run with ExitOnForwardFailure.
+fn describe_forwards(opts: &ClientOptions, up: &[Established]) -> Vec<String> {
+    let specs = opts
+        .local_forwards
         .iter()
-        .map(|s| ("-L", s))
-        .chain(args.dynamic.iter().map(|s| ("-D", s)))
-        .chain(args.remote.iter().map(|s| ("-R", s)));
+        .map(|f| format!("-L {f}"))
+        .chain(opts.dynamic_forwards.iter().map(|f| format!("-D {f}")))
+        .chain(opts.remote_forwards.iter().map(|f| format!("-R {f}")));
     specs
         .zip(up)
-        .map(|((flag, spec), e)| match e {
+        .map(|(spec, e)| match e {
             Established::Local { bound } => {
-                format!("{flag} {spec} (listening on {})", bound.join(", "))
+                format!("{spec} (listening on {})", bound.join(", "))
             }
-            Established::Remote { port: 0 } => format!("{flag} {spec}"),
-            Established::Remote { port } => format!("{flag} {spec} (relay port {port})"),
+            Established::Remote { port: 0 } => spec,
+            Established::Remote { port } => format!("{spec} (relay port {port})"),
         })
         .collect()
 }
