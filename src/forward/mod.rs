@@ -136,30 +136,15 @@ impl ForwardContext {
 }
 
 impl ForwardContext {
-    /// Serves a channel the peer opened towards `target` (-R on the client, -L/-D/-W on the
-    /// relay): dial first, then accept the channel and pump, or reject it with "connect failed"
-    /// as OpenSSH does. `guard` (e.g. a channel-cap slot) lives as long as the connection.
+    /// Serves a channel the peer opened (-R on the client, -L/-D/-W on the relay): dial where
+    /// `dial` says first, then accept the channel and pump, or reject it with "connect failed"
+    /// as OpenSSH does. On a session with resumable streams the channel is accepted at once
+    /// and the stream's hello decides ([`Self::accept_resumable`]). `guard` (e.g. a
+    /// channel-cap slot) lives as long as the connection.
     pub fn dial_then_pump<S, M, G>(
         &self,
         channel: russh::Channel<S>,
-        target: Endpoint,
-        reply: russh::ChannelOpenHandleInner<M>,
-        guard: G,
-    ) where
-        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
-        M: Send + 'static,
-        G: Send + 'static,
-    {
-        self.dial_then_pump_with(channel, target, None, reply, guard);
-    }
-
-    /// [`Self::dial_then_pump`], writing `preamble` (a PROXY protocol header) to the target
-    /// before any byte of the channel.
-    pub fn dial_then_pump_with<S, M, G>(
-        &self,
-        channel: russh::Channel<S>,
-        target: Endpoint,
-        preamble: Option<Vec<u8>>,
+        dial: Dial,
         reply: russh::ChannelOpenHandleInner<M>,
         guard: G,
     ) where
@@ -168,60 +153,20 @@ impl ForwardContext {
         G: Send + 'static,
     {
         if self.resume().is_some() {
-            self.accept_resumable(channel, Dial::Target(target, preamble), reply, guard);
+            self.accept_resumable(channel, dial, reply, guard);
             return;
         }
         let ctx = self.clone();
         self.tracker.spawn(async move {
             let _guard = guard;
-            match dial_target(&target, preamble.as_deref(), ctx.connect_timeout).await {
-                Ok(stream) => {
-                    reply.accept().await;
-                    ctx.pump(channel.into_stream(), stream, &target.to_string())
-                        .await;
-                }
-                Err(e) => {
-                    tracing::info!("connect_to {target}: failed: {}", io_reason(&e));
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                }
-            }
-        });
-    }
-}
-
-impl ForwardContext {
-    /// [`Self::dial_then_pump`] for a TCP target the caller has resolved and checked itself
-    /// (the relay's direct-tcpip): `addrs` are dialled in order and never looked up again, so
-    /// a name that resolves elsewhere a moment later (DNS rebinding) cannot change where the
-    /// connection goes. `label` names the target in logs.
-    pub fn dial_addrs_then_pump<S, M, G>(
-        &self,
-        channel: russh::Channel<S>,
-        label: String,
-        addrs: Vec<SocketAddr>,
-        reply: russh::ChannelOpenHandleInner<M>,
-        guard: G,
-    ) where
-        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
-        M: Send + 'static,
-        G: Send + 'static,
-    {
-        if self.resume().is_some() {
-            self.accept_resumable(channel, Dial::Addrs(label, addrs), reply, guard);
-            return;
-        }
-        let ctx = self.clone();
-        self.tracker.spawn(async move {
-            let _guard = guard;
-            match connect_addrs(&addrs, ctx.connect_timeout).await {
+            let label = dial.label();
+            // `connect` logs a failure with the target.
+            match dial.connect(&ctx).await {
                 Ok(stream) => {
                     reply.accept().await;
                     ctx.pump(channel.into_stream(), stream, &label).await;
                 }
-                Err(e) => {
-                    tracing::info!("connect_to {label}: failed: {}", io_reason(&e));
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
             }
         });
     }
@@ -274,6 +219,16 @@ pub enum Dial {
 }
 
 impl Dial {
+    /// What the connection is called in logs.
+    fn label(&self) -> String {
+        match self {
+            Dial::Target(target, _) => target.to_string(),
+            Dial::Socks(_) => "reverse SOCKS".to_string(),
+            Dial::Nowhere => "no forward".to_string(),
+            Dial::Addrs(label, _) => label.clone(),
+        }
+    }
+
     /// The local end of a new stream.
     async fn connect(self, ctx: &ForwardContext) -> io::Result<BoxedIo> {
         match self {

@@ -389,7 +389,7 @@ impl RemoteForwards {
                 drop(reply);
             }
             Some((Some(target), ctx)) => {
-                ctx.dial_then_pump_with(channel, target, preamble, reply, ())
+                ctx.dial_then_pump(channel, Dial::Target(target, preamble), reply, ())
             }
             Some((None, ctx)) => rdynamic::serve(channel, reply, &ctx, self.permit.clone()),
         }

@@ -17,7 +17,7 @@ use super::listeners::{SessionListeners, SessionRef};
 use super::policy::{self, Decision, Reach};
 use super::stats::{self, LiveSession, Refusal};
 use super::Relay;
-use crate::forward::ForwardContext;
+use crate::forward::{Dial, ForwardContext};
 use crate::pipe::Counters;
 use crate::resume;
 use crate::spec::Endpoint;
@@ -386,7 +386,7 @@ impl russh::server::Handler for SessionHandler {
             match direct::admit(&relay, reach, &host, port).await {
                 Ok(addrs) => {
                     let target = Endpoint::Tcp { host, port }.to_string();
-                    ctx.dial_addrs_then_pump(channel, target, addrs, reply, slot);
+                    ctx.dial_then_pump(channel, Dial::Addrs(target, addrs), reply, slot);
                 }
                 Err(Blocked::Policy(reason)) => {
                     tracing::warn!(fingerprint = %fp, request = %what, %reason, "forward refused");
