@@ -253,7 +253,11 @@ async fn expiry_time_is_read_in_the_relays_time_zone() {
         ),
     )
     .unwrap();
-    let mut cmd = serve(d, &home, &ak, None);
+    // The logins below are `-W` to a service on the relay's loopback: opt in to reaching it
+    // (by default forwards reach only listeners published through the relay).
+    let config = home.join("serve.toml");
+    std::fs::write(&config, common::burrow::PERMIT_OPEN_ANY).unwrap();
+    let mut cmd = serve(d, &home, &ak, Some(&config));
     cmd.env("TZ", "<+14>-14");
     let child = spawn_logged(cmd, d, "relay-plus14");
     let port = child

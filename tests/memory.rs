@@ -294,7 +294,15 @@ const UNREAD_STREAMS: usize = 100;
 async fn unread_streams_growth_kib(resume: bool) -> (u64, usize) {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    // The -L target is a source on the relay's loopback: opt in to reaching it.
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[&key.public_line],
+        Some(PERMIT_OPEN_ANY),
+        &[],
+    )
+    .await;
     let per_stream = 64 * MIB;
     let source = source_server(per_stream, 31).await;
     let lport = free_port();
