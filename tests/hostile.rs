@@ -184,6 +184,39 @@ async fn twenty_sessions_of_a_key_with_cap_one_get_exactly_one_listener() {
     assert_eq!(refusals(), 19, "{}", relay.child.stderr_text());
 }
 
+/// The takeover exemption is not a way around the cap: with burrow-max-listeners=1, a live
+/// session holds 127.0.0.1:P, and further sessions of the key ask for the same port P on other
+/// addresses (::1, 127.0.0.2, ...), which bind beside it without any takeover. Each used to be
+/// granted (the other session's listener on P did not count, as if it were to be replaced), so a
+/// key could hold one listener per session and address; now every one is refused at commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_port_on_other_addresses_does_not_get_around_the_listener_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-listeners=1 {}", key.public_line);
+    let flags = ["--gateway-ports", "clientspecified"];
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &flags).await;
+    let first = common::russh_client::connect_with_key(relay.addr, &key).await;
+    let port = tokio::time::timeout(UP_TIMEOUT, first.tcpip_forward("127.0.0.1", 0))
+        .await
+        .expect("the relay answers")
+        .expect("the first listener is within the cap");
+    let mut others = Vec::new();
+    for addr in ["::1", "127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+        let got = tokio::time::timeout(UP_TIMEOUT, session.tcpip_forward(addr, port))
+            .await
+            .expect("the relay answers");
+        assert!(got.is_err(), "{addr}:{port} granted beyond the cap of 1");
+        others.push(session);
+    }
+    // The live holder was probed, not evicted: its port still answers.
+    tokio::net::TcpStream::connect(("127.0.0.1", u16::try_from(port).unwrap()))
+        .await
+        .expect("the first listener is still there");
+    drop(first);
+}
+
 /// A key at its listener cap gets its own port back after its link silently died: the dead
 /// session's listener is what the takeover replaces, so it does not count against the cap
 /// (it used to: with burrow-max-listeners=1 the reconnecting client got "listener cap
