@@ -466,3 +466,51 @@ async fn socks_garbage_and_stalled_handshakes_cost_one_task_each_and_nothing_aft
         "{after:?} vs {base:?}"
     );
 }
+
+/// Session channels count against the key's channel cap like forwards do: a relay that only
+/// forwards has no use for more than a few, and each one the relay keeps costs memory. A key
+/// with burrow-max-channels=4 used to open session channels without end on one connection
+/// (20,000 grew the relay by tens of MB); now the fifth is refused, and a closed one frees
+/// its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_channels_count_against_the_channel_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-channels=4 {}", key.public_line);
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+    let before = common::procstat::rss_kib(relay.child.pid());
+    let mut open = Vec::new();
+    let mut refused = 0;
+    let tries = std::env::var("BURROW_SESSION_CHANNELS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50usize);
+    for _ in 0..tries {
+        match tokio::time::timeout(UP_TIMEOUT, session.channel_open_session())
+            .await
+            .expect("the relay answers")
+        {
+            Ok(ch) => open.push(ch),
+            Err(_) => refused += 1,
+        }
+    }
+    let after = common::procstat::rss_kib(relay.child.pid());
+    eprintln!(
+        "{} session channels open, {refused} refused; relay RSS {before} -> {after} KiB",
+        open.len()
+    );
+    assert_eq!(open.len(), 4, "session channels beyond the cap of 4");
+    // A closed session channel gives its slot back.
+    let first = open.remove(0);
+    first.close().await.expect("close");
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(ch) = session.channel_open_session().await {
+            reopened = Some(ch);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reopened.is_some(), "a closed session channel frees its slot");
+}
