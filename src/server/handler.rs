@@ -43,6 +43,8 @@ pub struct SessionHandler {
     /// Open session channels, each holding a slot of the key's channel cap until it closes:
     /// the relay keeps state for every one, so they must not be free.
     session_channels: HashMap<ChannelId, ChannelSlot>,
+    /// This session's slot of its key's `max_sessions_per_key`, held until the session ends.
+    session_slot: Option<ChannelSlot>,
 }
 
 /// The key a session authenticated with.
@@ -79,6 +81,7 @@ impl SessionHandler {
             resume_control: None,
             listeners: None,
             session_channels: HashMap::new(),
+            session_slot: None,
         }
     }
 
@@ -216,6 +219,22 @@ impl russh::server::Handler for SessionHandler {
         match self.authorize(key.public_key) {
             Ok(entry) => {
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+                let cap = self.relay.config.limits.max_sessions_per_key;
+                let Some(slot) = self.relay.session_slot(&fp, cap) else {
+                    // The key is right; the relay just will not hold more of its sessions.
+                    // Not a failure for the brute-force penalty.
+                    tracing::warn!(session = self.id, peer = %self.peer, fingerprint = %fp, cap, "login refused: session cap reached for this key");
+                    self.relay.stats.refused(
+                        Refusal::SessionCap,
+                        &format!("#{} {}", self.id, self.peer),
+                        &format!("{fp}: session cap ({cap}) reached for this key"),
+                    );
+                    return Ok(Auth::Reject {
+                        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+                        partial_success: false,
+                    });
+                };
+                self.session_slot = Some(slot);
                 tracing::info!(session = self.id, user, fingerprint = %fp, comment = %entry.comment, "authenticated");
                 self.key = Some(Authenticated {
                     entry,
