@@ -42,9 +42,9 @@ pub struct KeyOptions {
     /// -R listeners must be a SOCKS request for one of them (reverse dynamic forwarding,
     /// checked by the relay in [`super::socks_gate`]); empty means no such limit.
     pub remote_open: Vec<PermitOpen>,
-    /// `expiry-time="YYYYMMDD[HHMM[SS]]"`: refused after this instant. Always read as UTC
-    /// (sshd uses local time unless the value ends in `Z`/`UTC`; a relay should not depend
-    /// on its TZ). The earliest of several wins, as in sshd.
+    /// `expiry-time="YYYYMMDD[HHMM[SS]]"`: refused after this instant. Read in the relay's
+    /// local time zone unless the value ends in `Z`/`UTC`, as sshd reads it (see
+    /// `authorized_keys::parse_expiry`). The earliest of several wins, as in sshd.
     pub expiry: Option<SystemTime>,
     /// `command="..."`, kept for completeness: the relay refuses sessions anyway.
     pub command: Option<String>,
