@@ -253,7 +253,11 @@ async fn expiry_time_is_read_in_the_relays_time_zone() {
         ),
     )
     .unwrap();
-    let mut cmd = serve(d, &home, &ak, None);
+    // The logins below -W to an unpublished echo service: open it (the default reaches only
+    // published listeners, which would refuse both keys alike).
+    let config = d.join("serve.toml");
+    std::fs::write(&config, "permit_open = [\"any\"]\n").unwrap();
+    let mut cmd = serve(d, &home, &ak, Some(&config));
     cmd.env("TZ", "<+14>-14");
     let child = spawn_logged(cmd, d, "relay-plus14");
     let port = child
