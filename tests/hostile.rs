@@ -575,3 +575,44 @@ async fn a_key_is_held_to_its_session_cap() {
     }
     assert!(again.is_some(), "an ended session frees its slot");
 }
+
+/// A -R listener may not share a port with the relay's own SSH or metrics listener, on any
+/// address. With the relay on 127.0.0.1, `tcpip-forward ::1:PORT` used to succeed (the other
+/// family was free), so B's own `ssh -p PORT localhost` or a metrics scrape of
+/// `localhost:METRICS` with its bearer token, which try ::1 first, reached the key's client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_cannot_listen_on_the_relays_own_ports_on_another_address() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let flags = ["--metrics", "127.0.0.1:0"];
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &flags).await;
+    let metrics = relay
+        .child
+        .stderr()
+        .wait_until_async(UP_TIMEOUT, |log| {
+            log.lines()
+                .find_map(|l| l.split("metrics on http://").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        })
+        .await
+        .expect("metrics address in the log");
+    let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+    for port in [relay.addr.port(), metrics.port()] {
+        for addr in ["::1", "localhost", ""] {
+            let got =
+                tokio::time::timeout(UP_TIMEOUT, session.tcpip_forward(addr, u32::from(port)))
+                    .await
+                    .expect("the relay answers");
+            assert!(
+                got.is_err(),
+                "tcpip-forward {addr}:{port} (the relay's own port) granted"
+            );
+        }
+    }
+    // Other ports still work.
+    let got = tokio::time::timeout(UP_TIMEOUT, session.tcpip_forward("::1", 0))
+        .await
+        .expect("the relay answers");
+    assert!(got.is_ok(), "an allocated port: {got:?}");
+}

@@ -64,6 +64,15 @@ pub async fn admit(
     Ok(allowed)
 }
 
+/// True when the relay's own SSH or metrics listener uses `port` (on any address). A -R
+/// listener may not share it: bound to the other loopback family (`[::1]:2222` beside
+/// `127.0.0.1:2222`) it would catch what B's own users send to `localhost:2222` or
+/// `localhost:9180`, which tries ::1 first — an operator's `ssh -p 2222 localhost`, or a metrics
+/// scrape with its bearer token.
+pub fn is_own_port(relay: &Relay, port: u16) -> bool {
+    port != 0 && own_addresses(relay).iter().any(|a| a.port() == port)
+}
+
 /// Where the relay itself listens: its SSH address and, when on, its metrics address.
 fn own_addresses(relay: &Relay) -> Vec<SocketAddr> {
     let mut own = vec![relay.local_addr, relay.config.listen];

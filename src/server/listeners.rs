@@ -393,6 +393,15 @@ impl SessionListeners {
             relay: self.relay.clone(),
             id,
         };
+        let own_port = || {
+            Refused::new(
+                Refusal::Bind,
+                "the relay's own SSH or metrics port is not for -R listeners",
+            )
+        };
+        if super::direct::is_own_port(&self.relay, port) {
+            return Err(own_port());
+        }
         let target = policy::listen_addr(requested_addr, self.relay.config.policy.gateway_ports);
         let ips = bind_addrs(&target, port)
             .await
@@ -404,6 +413,10 @@ impl SessionListeners {
         let bound: Vec<String> = listeners.iter().map(Listener::describe).collect();
         let addrs: Vec<SocketAddr> = listeners.iter().filter_map(Listener::local_addr).collect();
         let actual = addrs.first().map_or(port, SocketAddr::port);
+        if super::direct::is_own_port(&self.relay, actual) {
+            // Port 0 on the other family can be handed the same number.
+            return Err(own_port());
+        }
         let stop = self.relay.stop_listening.child_token();
         let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
         let stats = ListenerStats {
