@@ -616,3 +616,31 @@ async fn a_key_cannot_listen_on_the_relays_own_ports_on_another_address() {
         .expect("the relay answers");
     assert!(got.is_ok(), "an allocated port: {got:?}");
 }
+
+/// Under the default (only published listeners are reachable) a destination port no listener
+/// is published on is refused before its name is looked up: a key cannot make the relay
+/// resolve names of its choosing for nothing. The empty name, which the resolver fails at
+/// once and without the network, shows it: refused as "administratively prohibited" (policy)
+/// where it used to get "connect failed" (the lookup's error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublished_ports_are_refused_before_any_name_lookup() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+    let port = u32::from(free_port());
+    let got = tokio::time::timeout(
+        UP_TIMEOUT,
+        session.channel_open_direct_tcpip("", port, "127.0.0.1", 40000),
+    )
+    .await
+    .expect("the relay answers");
+    match got {
+        Err(russh::Error::ChannelOpenFailure(reason)) => assert_eq!(
+            reason,
+            russh::ChannelOpenFailure::AdministrativelyProhibited,
+            "refused by policy, not by a failed lookup"
+        ),
+        other => panic!("direct-tcpip \"\":{port}: {:?}", other.map(|_| "opened")),
+    }
+}

@@ -37,13 +37,25 @@ pub async fn admit(
         Reach::Published(reason) => (true, false, reason),
         Reach::Granted { explicit } => (false, explicit, DenyReason::RelayAddress),
     };
+    // Under the default only a published listener's port can pass, whatever the name resolves
+    // to: refuse the others before asking the resolver, so a key cannot make the relay look
+    // up names of its choosing (slow ones hold a blocking thread each) for nothing.
+    let published = relay.registry.published();
+    if published_only && !published.iter().any(|p| p.port() == port) {
+        // The relay's own ports are never published: name them in the log.
+        let reason = if is_own_port(relay, port) {
+            DenyReason::RelayAddress
+        } else {
+            reason
+        };
+        return Err(Blocked::Policy(reason));
+    }
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| Blocked::Resolve(crate::forward::io_reason(&e)))?
         .map(|a| SocketAddr::new(kernel_destination(a.ip()), a.port()))
         .collect();
     let own = own_addresses(relay);
-    let published = relay.registry.published();
     let locals = Locals::default();
     let is_own = |dest: &SocketAddr| own.iter().any(|o| may_reach(*o, *dest, &locals));
     let hits_own = !explicit && resolved.iter().any(is_own);
