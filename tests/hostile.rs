@@ -184,6 +184,39 @@ async fn twenty_sessions_of_a_key_with_cap_one_get_exactly_one_listener() {
     assert_eq!(refusals(), 19, "{}", relay.child.stderr_text());
 }
 
+/// The takeover exemption is not a way around the cap: with burrow-max-listeners=1, a live
+/// session holds 127.0.0.1:P, and further sessions of the key ask for the same port P on other
+/// addresses (::1, 127.0.0.2, ...), which bind beside it without any takeover. Each used to be
+/// granted (the other session's listener on P did not count, as if it were to be replaced), so a
+/// key could hold one listener per session and address; now every one is refused at commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_port_on_other_addresses_does_not_get_around_the_listener_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-listeners=1 {}", key.public_line);
+    let flags = ["--gateway-ports", "clientspecified"];
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &flags).await;
+    let first = common::russh_client::connect_with_key(relay.addr, &key).await;
+    let port = tokio::time::timeout(UP_TIMEOUT, first.tcpip_forward("127.0.0.1", 0))
+        .await
+        .expect("the relay answers")
+        .expect("the first listener is within the cap");
+    let mut others = Vec::new();
+    for addr in ["::1", "127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+        let got = tokio::time::timeout(UP_TIMEOUT, session.tcpip_forward(addr, port))
+            .await
+            .expect("the relay answers");
+        assert!(got.is_err(), "{addr}:{port} granted beyond the cap of 1");
+        others.push(session);
+    }
+    // The live holder was probed, not evicted: its port still answers.
+    tokio::net::TcpStream::connect(("127.0.0.1", u16::try_from(port).unwrap()))
+        .await
+        .expect("the first listener is still there");
+    drop(first);
+}
+
 /// A key at its listener cap gets its own port back after its link silently died: the dead
 /// session's listener is what the takeover replaces, so it does not count against the cap
 /// (it used to: with burrow-max-listeners=1 the reconnecting client got "listener cap
@@ -432,4 +465,182 @@ async fn socks_garbage_and_stalled_handshakes_cost_one_task_each_and_nothing_aft
         after.tasks <= base.tasks && after.fds <= base.fds,
         "{after:?} vs {base:?}"
     );
+}
+
+/// Session channels count against the key's channel cap like forwards do: a relay that only
+/// forwards has no use for more than a few, and each one the relay keeps costs memory. A key
+/// with burrow-max-channels=4 used to open session channels without end on one connection
+/// (20,000 grew the relay by tens of MB); now the fifth is refused, and a closed one frees
+/// its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_channels_count_against_the_channel_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-channels=4 {}", key.public_line);
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+    let before = common::procstat::rss_kib(relay.child.pid());
+    let mut open = Vec::new();
+    let mut refused = 0;
+    let tries = std::env::var("BURROW_SESSION_CHANNELS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50usize);
+    for _ in 0..tries {
+        match tokio::time::timeout(UP_TIMEOUT, session.channel_open_session())
+            .await
+            .expect("the relay answers")
+        {
+            Ok(ch) => open.push(ch),
+            Err(_) => refused += 1,
+        }
+    }
+    let after = common::procstat::rss_kib(relay.child.pid());
+    eprintln!(
+        "{} session channels open, {refused} refused; relay RSS {before} -> {after} KiB",
+        open.len()
+    );
+    assert_eq!(open.len(), 4, "session channels beyond the cap of 4");
+    // A closed session channel gives its slot back.
+    let first = open.remove(0);
+    first.close().await.expect("close");
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(ch) = session.channel_open_session().await {
+            reopened = Some(ch);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "a closed session channel frees its slot"
+    );
+}
+
+/// Authenticated sessions are capped per key (`max_sessions_per_key`): each costs the relay
+/// memory (about 55 KB idle; 1000 sessions of one key grew it from 15 to 71 MB) whether it
+/// forwards or not, and nothing used to bound how many one key could hold. With a cap of 3,
+/// the fourth login is refused and logged; one ending frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_held_to_its_session_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let config = "[limits]\nmax_sessions_per_key = 3\n";
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(config), &[]).await;
+    let login = || async {
+        let mut session = common::russh_client::connect(relay.addr).await;
+        let private = russh::keys::load_secret_key(&key.private, None).expect("load key");
+        let auth = session
+            .authenticate_publickey(
+                "root",
+                russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(private), None),
+            )
+            .await
+            .expect("authentication exchange");
+        auth.success().then_some(session)
+    };
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(
+            login()
+                .await
+                .unwrap_or_else(|| panic!("login {i} within the cap")),
+        );
+    }
+    assert!(
+        login().await.is_none(),
+        "a fourth session beyond the cap of 3"
+    );
+    assert!(relay
+        .child
+        .stderr()
+        .wait_for_line_async("session cap reached", Duration::from_secs(5))
+        .await
+        .is_some());
+    // One session ends; its slot comes back.
+    let first = held.remove(0);
+    first
+        .disconnect(russh::Disconnect::ByApplication, "", "")
+        .await
+        .expect("disconnect");
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Some(s) = login().await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "an ended session frees its slot");
+}
+
+/// A -R listener may not share a port with the relay's own SSH or metrics listener, on any
+/// address. With the relay on 127.0.0.1, `tcpip-forward ::1:PORT` used to succeed (the other
+/// family was free), so B's own `ssh -p PORT localhost` or a metrics scrape of
+/// `localhost:METRICS` with its bearer token, which try ::1 first, reached the key's client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_cannot_listen_on_the_relays_own_ports_on_another_address() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let flags = ["--metrics", "127.0.0.1:0"];
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &flags).await;
+    let metrics = relay
+        .child
+        .stderr()
+        .wait_until_async(UP_TIMEOUT, |log| {
+            log.lines()
+                .find_map(|l| l.split("metrics on http://").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        })
+        .await
+        .expect("metrics address in the log");
+    let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+    for port in [relay.addr.port(), metrics.port()] {
+        for addr in ["::1", "localhost", ""] {
+            let got =
+                tokio::time::timeout(UP_TIMEOUT, session.tcpip_forward(addr, u32::from(port)))
+                    .await
+                    .expect("the relay answers");
+            assert!(
+                got.is_err(),
+                "tcpip-forward {addr}:{port} (the relay's own port) granted"
+            );
+        }
+    }
+    // Other ports still work.
+    let got = tokio::time::timeout(UP_TIMEOUT, session.tcpip_forward("::1", 0))
+        .await
+        .expect("the relay answers");
+    assert!(got.is_ok(), "an allocated port: {got:?}");
+}
+
+/// Under the default (only published listeners are reachable) a destination port no listener
+/// is published on is refused before its name is looked up: a key cannot make the relay
+/// resolve names of its choosing for nothing. The empty name, which the resolver fails at
+/// once and without the network, shows it: refused as "administratively prohibited" (policy)
+/// where it used to get "connect failed" (the lookup's error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublished_ports_are_refused_before_any_name_lookup() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+    let port = u32::from(free_port());
+    let got = tokio::time::timeout(
+        UP_TIMEOUT,
+        session.channel_open_direct_tcpip("", port, "127.0.0.1", 40000),
+    )
+    .await
+    .expect("the relay answers");
+    match got {
+        Err(russh::Error::ChannelOpenFailure(reason)) => assert_eq!(
+            reason,
+            russh::ChannelOpenFailure::AdministrativelyProhibited,
+            "refused by policy, not by a failed lookup"
+        ),
+        other => panic!("direct-tcpip \"\":{port}: {:?}", other.map(|_| "opened")),
+    }
 }

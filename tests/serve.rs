@@ -416,6 +416,49 @@ async fn by_default_forwards_reach_only_published_listeners_never_the_relay_itse
     );
 }
 
+/// The unspecified address as a destination: Linux connects `0.0.0.0` to 127.0.0.1 and `::` to
+/// ::1. A key that publishes a listener on one loopback family only (here `-R [::1]:P`, which
+/// the default gateway_ports binds as asked) must not thereby open `0.0.0.0:P` — that is B's
+/// own service on 127.0.0.1:P, which nobody published. It used to pass: the check matched a
+/// wildcard destination with any listener of this host on that port, whatever its family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unspecified_destination_reaches_only_the_published_loopback_family() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let inside = echo_server().await; // B's own service on 127.0.0.1:P, not published
+    let at_a = echo_server().await;
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let port = inside.addr.port();
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("[::1]:{port}:{}", at_a.hostport()))
+        .arg("root@127.0.0.1");
+    let mut a = spawn_logged(cmd, dir.path(), "ssh-A");
+    let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    wait_listening(&mut a, v6, UP_TIMEOUT)
+        .await
+        .expect("-R [::1] up");
+    for target in [format!("[::1]:{port}"), format!("[::]:{port}")] {
+        let (ok, _, err) = ssh_w(&relay, &key, dir.path(), &target);
+        assert!(ok, "-W {target} (published on ::1) failed: {err}");
+    }
+    for target in [format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}")] {
+        let (ok, out, err) = ssh_w(&relay, &key, dir.path(), &target);
+        assert!(
+            !ok && err.contains("administratively prohibited") && out.is_empty(),
+            "-W {target} reached B's unpublished 127.0.0.1:{port}: {err}{out}"
+        );
+    }
+    assert_eq!(
+        inside
+            .stats
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "B's own service was reached"
+    );
+}
+
 /// The line README, SECURITY.md, the man page and packaging/etc/authorized_keys recommend for a
 /// key that only publishes: the relay must start with it (it used to refuse: "expected
 /// host:port"), and the key may listen but open no -L/-W/-D at all.

@@ -155,6 +155,15 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
             d.max_channels_per_key.to_string(),
         )
         .help("Forwarded connections one key may have open across all its sessions."),
+        Key::new(
+            "max_sessions_per_key",
+            "integer",
+            d.max_sessions_per_key.to_string(),
+        )
+        .help(
+            "Authenticated connections one key may have at once; a login past it is refused. \
+             Each session costs the relay memory whether it forwards or not.",
+        ),
         Key::new("takeover_probe_secs", "seconds", secs(d.takeover_probe)).help(
             "When a key asks for a port still held by an earlier session of the same key, that \
              session gets a keepalive; if it does not answer within this time it is closed and \

@@ -105,6 +105,8 @@ pub struct LimitsFile {
     pub max_listeners_per_key: Option<u32>,
     /// Open channels one key may hold across its sessions.
     pub max_channels_per_key: Option<u32>,
+    /// Authenticated sessions (connections) one key may hold at once.
+    pub max_sessions_per_key: Option<u32>,
     /// Seconds to wait for an earlier session's answer before taking its port over.
     pub takeover_probe_secs: Option<u64>,
     /// Seconds between keepalives to clients (0 = off).
@@ -178,6 +180,8 @@ pub struct Limits {
     pub max_listeners_per_key: u32,
     /// Open channels per key.
     pub max_channels_per_key: u32,
+    /// Authenticated sessions per key: each costs the relay memory whether it forwards or not.
+    pub max_sessions_per_key: u32,
     /// Liveness probe deadline for stale-listener takeover.
     pub takeover_probe: Duration,
     /// Keepalive interval towards clients.
@@ -200,6 +204,7 @@ impl Default for Limits {
             max_startups: 100,
             max_listeners_per_key: 64,
             max_channels_per_key: 1024,
+            max_sessions_per_key: 1024,
             takeover_probe: Duration::from_secs(3),
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_count_max: 3,
@@ -430,6 +435,7 @@ fn limits(f: LimitsFile) -> Limits {
         max_startups: f.max_startups.unwrap_or(d.max_startups).max(1),
         max_listeners_per_key: f.max_listeners_per_key.unwrap_or(d.max_listeners_per_key),
         max_channels_per_key: f.max_channels_per_key.unwrap_or(d.max_channels_per_key),
+        max_sessions_per_key: f.max_sessions_per_key.unwrap_or(d.max_sessions_per_key),
         takeover_probe: f
             .takeover_probe_secs
             .map(Duration::from_secs)

@@ -37,15 +37,27 @@ pub async fn admit(
         Reach::Published(reason) => (true, false, reason),
         Reach::Granted { explicit } => (false, explicit, DenyReason::RelayAddress),
     };
+    // Under the default only a published listener's port can pass, whatever the name resolves
+    // to: refuse the others before asking the resolver, so a key cannot make the relay look
+    // up names of its choosing (slow ones hold a blocking thread each) for nothing.
+    let published = relay.registry.published();
+    if published_only && !published.iter().any(|p| p.port() == port) {
+        // The relay's own ports are never published: name them in the log.
+        let reason = if is_own_port(relay, port) {
+            DenyReason::RelayAddress
+        } else {
+            reason
+        };
+        return Err(Blocked::Policy(reason));
+    }
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| Blocked::Resolve(crate::forward::io_reason(&e)))?
-        .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+        .map(|a| SocketAddr::new(kernel_destination(a.ip()), a.port()))
         .collect();
     let own = own_addresses(relay);
-    let published = relay.registry.published();
     let locals = Locals::default();
-    let is_own = |dest: &SocketAddr| own.iter().any(|o| same_socket(*o, *dest, &locals));
+    let is_own = |dest: &SocketAddr| own.iter().any(|o| may_reach(*o, *dest, &locals));
     let hits_own = !explicit && resolved.iter().any(is_own);
     let allowed: Vec<SocketAddr> = resolved
         .into_iter()
@@ -64,6 +76,15 @@ pub async fn admit(
     Ok(allowed)
 }
 
+/// True when the relay's own SSH or metrics listener uses `port` (on any address). A -R
+/// listener may not share it: bound to the other loopback family (`[::1]:2222` beside
+/// `127.0.0.1:2222`) it would catch what B's own users send to `localhost:2222` or
+/// `localhost:9180`, which tries ::1 first — an operator's `ssh -p 2222 localhost`, or a metrics
+/// scrape with its bearer token.
+pub fn is_own_port(relay: &Relay, port: u16) -> bool {
+    port != 0 && own_addresses(relay).iter().any(|a| a.port() == port)
+}
+
 /// Where the relay itself listens: its SSH address and, when on, its metrics address.
 fn own_addresses(relay: &Relay) -> Vec<SocketAddr> {
     let mut own = vec![relay.local_addr, relay.config.listen];
@@ -77,9 +98,23 @@ fn own_addresses(relay: &Relay) -> Vec<SocketAddr> {
     own
 }
 
-/// Would a connection to `dest` reach a socket bound to `bound`? Same port, and the same
-/// address, or a wildcard bind and an address of this host, or a wildcard destination (which
-/// the kernel sends to this host) and a bind on this host.
+/// The address the kernel really connects to for `ip`: IPv4-mapped IPv6 is IPv4, and the
+/// unspecified address is the loopback of its family (Linux sends `0.0.0.0` to 127.0.0.1 and
+/// `::` to ::1). Checking and dialling this address, not the wildcard, keeps a destination
+/// `0.0.0.0:P` from passing as "some listener of this host on P" while it lands on another
+/// family's loopback service.
+fn kernel_destination(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// Would a connection to `dest` (already a [`kernel_destination`]) reach a -R listener bound
+/// to `bound`? Same port, and the same address, or a wildcard bind of the same family (-R
+/// listeners are IPv6-only sockets) and an address of this host. Errs towards "no": a yes
+/// lets the channel through.
 fn same_socket(bound: SocketAddr, dest: SocketAddr, locals: &Locals) -> bool {
     if bound.port() != dest.port() {
         return false;
@@ -88,10 +123,18 @@ fn same_socket(bound: SocketAddr, dest: SocketAddr, locals: &Locals) -> bool {
     if b == d {
         return true;
     }
-    if b.is_unspecified() {
-        return b.is_ipv4() == d.is_ipv4() && locals.contains(d);
+    b.is_unspecified() && b.is_ipv4() == d.is_ipv4() && locals.contains(d)
+}
+
+/// Might a connection to `dest` reach the relay's own socket bound to `bound`? Like
+/// [`same_socket`], but an IPv6 wildcard counts as dual-stack (the metrics listener is one):
+/// errs towards "yes", since a yes refuses the channel.
+fn may_reach(bound: SocketAddr, dest: SocketAddr, locals: &Locals) -> bool {
+    if same_socket(bound, dest, locals) {
+        return true;
     }
-    d.is_unspecified() && locals.contains(b)
+    let b = bound.ip().to_canonical();
+    bound.port() == dest.port() && b.is_unspecified() && b.is_ipv6() && locals.contains(dest.ip())
 }
 
 /// This host's addresses, read once per decision and only when a wildcard needs them.
@@ -145,10 +188,45 @@ mod tests {
             ("0.0.0.0:2222",   "192.0.2.77:2222",       false),
             ("127.0.0.1:2222", "0.0.0.0:2222",          true),
             ("127.0.0.1:2222", "127.0.0.2:2222",        false),
+            // The wildcard destination lands on its own family's loopback, nowhere else.
+            ("[::1]:8087",     "0.0.0.0:8087",          false),
+            ("127.0.0.1:8087", "[::]:8087",             false),
+            ("[::1]:8087",     "[::]:8087",             true),
+            ("[::]:8087",      "127.0.0.1:8087",        false),
         ];
         for (bound, dest, want) in cases {
+            let dest = a(dest);
+            let dest = SocketAddr::new(kernel_destination(dest.ip()), dest.port());
             assert_eq!(
-                same_socket(a(bound), a(dest), &locals),
+                same_socket(a(bound), dest, &locals),
+                want,
+                "{bound} <- {dest}"
+            );
+        }
+    }
+
+    /// The relay's own sockets: a `[::]` bind may be dual-stack (tokio's metrics listener is),
+    /// so it covers IPv4 destinations of this host too; `permit_open = ["any"]` with
+    /// `metrics = "[::]:9180"` used to let `127.0.0.1:9180` through.
+    #[test]
+    fn an_ipv6_wildcard_of_the_relay_covers_ipv4_too() {
+        let locals = Locals::default();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        #[rustfmt::skip]
+        let cases = [
+            ("[::]:9180",      "127.0.0.1:9180",   true),
+            ("[::]:9180",      "0.0.0.0:9180",     true),
+            ("[::]:9180",      "[::1]:9180",       true),
+            ("[::]:9180",      "192.0.2.77:9180",  false),
+            ("[::]:9180",      "127.0.0.1:9181",   false),
+            ("0.0.0.0:2222",   "[::1]:2222",       false),
+            ("127.0.0.1:2222", "0.0.0.0:2222",     true),
+        ];
+        for (bound, dest, want) in cases {
+            let dest = a(dest);
+            let dest = SocketAddr::new(kernel_destination(dest.ip()), dest.port());
+            assert_eq!(
+                may_reach(a(bound), dest, &locals),
                 want,
                 "{bound} <- {dest}"
             );

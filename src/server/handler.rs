@@ -1,6 +1,7 @@
 //! One relay session: public key authentication against authorized_keys, the forwarding policy,
 //! and refusal of everything that is not forwarding.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,7 +17,7 @@ use super::direct::{self, Blocked};
 use super::listeners::{SessionListeners, SessionRef};
 use super::policy::{self, Decision, Reach};
 use super::stats::{self, LiveSession, Refusal};
-use super::Relay;
+use super::{ChannelSlot, Relay};
 use crate::forward::{Dial, ForwardContext};
 use crate::pipe::Counters;
 use crate::resume;
@@ -39,6 +40,11 @@ pub struct SessionHandler {
     resume_control: Option<(ChannelId, Vec<u8>)>,
     /// This session's -R listeners, once authenticated.
     listeners: Option<SessionListeners>,
+    /// Open session channels, each holding a slot of the key's channel cap until it closes:
+    /// the relay keeps state for every one, so they must not be free.
+    session_channels: HashMap<ChannelId, ChannelSlot>,
+    /// This session's slot of its key's `max_sessions_per_key`, held until the session ends.
+    session_slot: Option<ChannelSlot>,
 }
 
 /// The key a session authenticated with.
@@ -74,6 +80,8 @@ impl SessionHandler {
             unauth_permit: Some(permit),
             resume_control: None,
             listeners: None,
+            session_channels: HashMap::new(),
+            session_slot: None,
         }
     }
 
@@ -220,6 +228,22 @@ impl russh::server::Handler for SessionHandler {
                     return Ok(self.reject(key.public_key, why).await);
                 }
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+                let cap = self.relay.config.limits.max_sessions_per_key;
+                let Some(slot) = self.relay.session_slot(&fp, cap) else {
+                    // The key is right; the relay just will not hold more of its sessions.
+                    // Not a failure for the brute-force penalty.
+                    tracing::warn!(session = self.id, peer = %self.peer, fingerprint = %fp, cap, "login refused: session cap reached for this key");
+                    self.relay.stats.refused(
+                        Refusal::SessionCap,
+                        &format!("#{} {}", self.id, self.peer),
+                        &format!("{fp}: session cap ({cap}) reached for this key"),
+                    );
+                    return Ok(Auth::Reject {
+                        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+                        partial_success: false,
+                    });
+                };
+                self.session_slot = Some(slot);
                 tracing::info!(session = self.id, user, fingerprint = %fp, comment = %entry.comment, "authenticated");
                 self.key = Some(Authenticated {
                     entry,
@@ -268,12 +292,39 @@ impl russh::server::Handler for SessionHandler {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let Some(key) = self.key.as_ref() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        // Counted like a forward: one connection could otherwise open channels without end.
+        let Some(slot) = self.relay.open_channel_slot(&key.fp, self.channel_cap()) else {
+            self.refuse(
+                "session channel",
+                Refusal::ChannelCap,
+                &"open channel cap reached for this key",
+            );
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        self.session_channels.insert(channel.id(), slot);
         // Accepted so that shell/exec requests can be refused with a readable message.
         reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A session channel gives its slot back; forwards hold theirs in their pumps.
+        self.session_channels.remove(&channel);
         Ok(())
     }
 

@@ -153,23 +153,46 @@ impl ListenerRegistry {
         Some(id)
     }
 
-    /// Turns reservation `id` into the listener now serving on `port`; false if the
-    /// reservation is gone (its session was ended meanwhile).
+    /// Turns reservation `id` into the listener now serving on `port`, if the key is still
+    /// within its `cap` counting every other entry of the key.
+    ///
+    /// The cap is checked again here because [`reserve`](Self::reserve) did not count the
+    /// key's listeners on the same port in other sessions: those are replaced only if a
+    /// takeover happened, which removed them by now. When the new listener bound beside them
+    /// instead (another address, same port) they are still here and count.
     fn commit(
         &self,
         id: u64,
         port: u16,
+        cap: u32,
         stop: CancellationToken,
         live: (ListenerStats, Vec<SocketAddr>),
-    ) -> bool {
+    ) -> Result<(), Refused> {
         let mut entries = self.lock();
+        let Some(key_fp) = entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.session.key_fp.clone())
+        else {
+            return Err(Refused::new(Refusal::Bind, "session ended while binding"));
+        };
+        let others = entries
+            .iter()
+            .filter(|e| e.id != id && e.session.key_fp == key_fp)
+            .count();
+        if others >= cap as usize {
+            return Err(Refused::new(
+                Refusal::ListenerCap,
+                "listener cap reached for this key",
+            ));
+        }
         let Some(e) = entries.iter_mut().find(|e| e.id == id) else {
-            return false;
+            return Err(Refused::new(Refusal::Bind, "session ended while binding"));
         };
         let (stats, addrs) = live;
         e.port = port;
         e.live = Some(Live { stop, stats, addrs });
-        true
+        Ok(())
     }
 
     /// Every address a -R listener of this relay is bound to now (any key's).
@@ -370,6 +393,15 @@ impl SessionListeners {
             relay: self.relay.clone(),
             id,
         };
+        let own_port = || {
+            Refused::new(
+                Refusal::Bind,
+                "the relay's own SSH or metrics port is not for -R listeners",
+            )
+        };
+        if super::direct::is_own_port(&self.relay, port) {
+            return Err(own_port());
+        }
         let target = policy::listen_addr(requested_addr, self.relay.config.policy.gateway_ports);
         let ips = bind_addrs(&target, port)
             .await
@@ -381,6 +413,10 @@ impl SessionListeners {
         let bound: Vec<String> = listeners.iter().map(Listener::describe).collect();
         let addrs: Vec<SocketAddr> = listeners.iter().filter_map(Listener::local_addr).collect();
         let actual = addrs.first().map_or(port, SocketAddr::port);
+        if super::direct::is_own_port(&self.relay, actual) {
+            // Port 0 on the other family can be handed the same number.
+            return Err(own_port());
+        }
         let stop = self.relay.stop_listening.child_token();
         let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
         let stats = ListenerStats {
@@ -388,13 +424,13 @@ impl SessionListeners {
             counters: counters.clone(),
             since: crate::observe::unix_secs(),
         };
-        if !self
-            .relay
-            .registry
-            .commit(reservation.id, actual, stop.clone(), (stats, addrs))
-        {
-            return Err(Refused::new(Refusal::Bind, "session ended while binding"));
-        }
+        self.relay.registry.commit(
+            reservation.id,
+            actual,
+            self.listener_cap,
+            stop.clone(),
+            (stats, addrs),
+        )?;
         tracing::info!(session = self.me.id, fingerprint = %fp, requested = %requested_addr, ?bound, port = actual, "remote forward listening");
         let mut ctx = self.ctx.clone();
         ctx.counters = counters;

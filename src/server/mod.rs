@@ -53,6 +53,8 @@ pub struct Relay {
     pub registry: ListenerRegistry,
     /// Open channels per key fingerprint.
     channels: Mutex<HashMap<String, u32>>,
+    /// Authenticated sessions per key fingerprint.
+    sessions: Mutex<HashMap<String, u32>>,
     /// Caps connections that have not authenticated yet.
     pub unauthenticated: Arc<Semaphore>,
     /// Failed authentications per source, for the brute-force delay.
@@ -104,7 +106,25 @@ impl Relay {
 
     /// Reserves a channel slot for a key; None when the key is at its cap.
     pub fn open_channel_slot(self: &Arc<Self>, fp: &str, cap: u32) -> Option<ChannelSlot> {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        self.take_slot(Counted::Channels, fp, cap)
+    }
+
+    /// Reserves a session slot for a key (`max_sessions_per_key`); None when the key is at
+    /// its cap.
+    pub fn session_slot(self: &Arc<Self>, fp: &str, cap: u32) -> Option<ChannelSlot> {
+        self.take_slot(Counted::Sessions, fp, cap)
+    }
+
+    fn counts(&self, what: Counted) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        let map = match what {
+            Counted::Channels => &self.channels,
+            Counted::Sessions => &self.sessions,
+        };
+        map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_slot(self: &Arc<Self>, what: Counted, fp: &str, cap: u32) -> Option<ChannelSlot> {
+        let mut map = self.counts(what);
         let n = map.entry(fp.to_string()).or_insert(0);
         if *n >= cap {
             return None;
@@ -112,24 +132,29 @@ impl Relay {
         *n += 1;
         Some(ChannelSlot {
             relay: self.clone(),
+            what,
             fp: fp.to_string(),
         })
     }
 }
 
-/// One open channel counted against its key's cap; released on drop.
+/// What a [`ChannelSlot`] counts.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    Channels,
+    Sessions,
+}
+
+/// One open channel (or session) counted against its key's cap; released on drop.
 pub struct ChannelSlot {
     relay: Arc<Relay>,
+    what: Counted,
     fp: String,
 }
 
 impl Drop for ChannelSlot {
     fn drop(&mut self) {
-        let mut map = self
-            .relay
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.relay.counts(self.what);
         if let Some(n) = map.get_mut(&self.fp) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -195,6 +220,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         keys: RwLock::new(Arc::new(keys)),
         registry: ListenerRegistry::default(),
         channels: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(HashMap::new()),
         stop_listening: CancellationToken::new(),
         kill,
         tracker: TaskTracker::new(),

@@ -36,11 +36,13 @@ pub enum Refusal {
     BadPort,
     /// Too many connections had not authenticated yet.
     Startups,
+    /// The key has as many sessions as it may.
+    SessionCap,
 }
 
 impl Refusal {
     /// Every reason, in the order metrics list them.
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::ForwardingDisabled,
         Refusal::KeyForwardingDisabled,
         Refusal::PermitOpen,
@@ -52,6 +54,7 @@ impl Refusal {
         Refusal::Resolve,
         Refusal::BadPort,
         Refusal::Startups,
+        Refusal::SessionCap,
     ];
 
     /// The metric label.
@@ -68,6 +71,7 @@ impl Refusal {
             Refusal::Resolve => "resolve",
             Refusal::BadPort => "bad_port",
             Refusal::Startups => "max_startups",
+            Refusal::SessionCap => "session_cap",
         }
     }
 
