@@ -9,6 +9,7 @@ pub mod config;
 pub mod direct;
 pub mod handler;
 pub mod listeners;
+pub mod liveness;
 pub mod penalty;
 pub mod policy;
 pub mod resume;
