@@ -272,6 +272,78 @@ async fn a_key_at_its_listener_cap_takes_over_its_own_stale_port() {
     first.thaw();
 }
 
+/// The relay pings every session once per keepalive interval. A holder that missed one of
+/// those pings (its answer overdue past the grace) is replaced at once, without the takeover
+/// probe; an idle but live holder answers every ping and keeps its port (no flap). The probe
+/// deadline is long here so the two paths are told apart by the relay's log line, not speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_missed_the_relays_keepalive_is_replaced_without_the_probe() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let config = "[limits]\nkeepalive_interval_secs = 1\nkeepalive_count_max = 60\ntakeover_probe_secs = 20\n";
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(config), &[]).await;
+    let (echo1, echo2) = (echo_server().await, echo_server().await);
+    let port = free_port();
+    let forward = |echo: &Service| {
+        let mut cmd = relay.ssh(&key);
+        cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+            .arg(format!("{port}:{}", echo.hostport()))
+            .arg("root@127.0.0.1");
+        cmd
+    };
+    let mut first = spawn_logged(forward(&echo1), dir.path(), "ssh-first");
+    wait_listening(&mut first, loopback(port), UP_TIMEOUT)
+        .await
+        .expect("first -R");
+    // Idle but live through several keepalive rounds: a second client must not get the port.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (st, _, err) = run_with_timeout(
+        forward(&echo2),
+        dir.path(),
+        "ssh-second-live",
+        Duration::from_secs(60),
+    );
+    assert_eq!(st.and_then(|s| s.code()), Some(255), "{err}");
+    assert!(first.try_status().is_none());
+    let log = relay.child.stderr_text();
+    assert!(
+        log.contains("port held by a live session of the same key"),
+        "{log}"
+    );
+    assert!(!log.contains("taking its port over"), "{log}");
+    // Frozen: the next relay keepalive (1 s) goes unanswered and is overdue 1 s later.
+    first.freeze();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut second = spawn_logged(forward(&echo2), dir.path(), "ssh-second");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            second.try_status().is_none(),
+            "second client exited: {}\nrelay: {}",
+            second.stderr_text(),
+            relay.child.stderr_text()
+        );
+        let before = Stats::get(&echo2.stats.connections);
+        if transfer_checked_within(loopback(port), 64 * 1024, 1, Duration::from_secs(5))
+            .await
+            .is_ok()
+            && Stats::get(&echo2.stats.connections) > before
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no takeover:\n{}",
+            relay.child.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = relay.child.stderr_text();
+    first.thaw();
+    assert!(log.contains("replaced at once: missed keepalives"), "{log}");
+    assert!(!log.contains("did not answer the takeover probe"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_held_by_another_key_is_never_taken_over_even_when_its_holder_is_dead() {
     let dir = test_dir();

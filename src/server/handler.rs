@@ -263,7 +263,16 @@ impl russh::server::Handler for SessionHandler {
                 key_fp: k.fp.clone(),
                 handle: session.handle(),
                 cancel: self.ctx.cancel.clone(),
+                liveness: Arc::default(),
             };
+            if let Some(every) = self.relay.config.limits.keepalive_interval {
+                super::liveness::watch(
+                    me.liveness.clone(),
+                    me.handle.clone(),
+                    every,
+                    self.ctx.cancel.clone(),
+                );
+            }
             self.listeners = Some(SessionListeners::new(
                 self.relay.clone(),
                 me,

@@ -35,6 +35,8 @@ pub struct SessionRef {
     pub handle: russh::server::Handle,
     /// Cancels everything the session owns (listeners, pumps).
     pub cancel: CancellationToken,
+    /// Whether it answers the relay's keepalives (see [`super::liveness`]).
+    pub liveness: Arc<super::liveness::Liveness>,
 }
 
 impl std::fmt::Debug for SessionRef {
@@ -502,7 +504,11 @@ impl SessionListeners {
         bind_tcp_all(ips, port).map_err(|e| e.to_string())
     }
 
-    /// Probes the sessions of the same key that hold `port`; if none answers, ends them.
+    /// Takes `port` over from the sessions of the same key that hold it, if they are all dead.
+    /// A holder that missed one of the relay's own keepalives (an answer overdue past its
+    /// grace, see [`super::liveness::Liveness::overdue`]) counts as dead at once; any other
+    /// holder, idle or with an answer merely in flight, is probed and keeps the port if it
+    /// answers within `takeover_probe_secs`, so two live clients of one key never flap.
     async fn take_over(&self, port: u16) -> bool {
         let registry = &self.relay.registry;
         let Conflict::SameKey(holders) = registry.conflict(port, self.me.id, &self.me.key_fp)
@@ -511,6 +517,15 @@ impl SessionListeners {
         };
         let deadline = self.relay.config.limits.takeover_probe;
         for holder in &holders {
+            if let Some(overdue) = holder.liveness.overdue(tokio::time::Instant::now()) {
+                tracing::warn!(
+                    port,
+                    holder = holder.id,
+                    overdue_ms = u64::try_from(overdue.as_millis()).unwrap_or(u64::MAX),
+                    "earlier session replaced at once: missed keepalives; closing it and taking its port over"
+                );
+                continue;
+            }
             if probe(&holder.handle, deadline).await {
                 tracing::info!(
                     port,
@@ -519,14 +534,14 @@ impl SessionListeners {
                 );
                 return false;
             }
-        }
-        for holder in holders {
-            self.relay.stats.took_over(&self.label, port, holder.id);
             tracing::warn!(
                 port,
                 holder = holder.id,
-                "earlier session did not answer a keepalive; closing it and taking its port over"
+                "earlier session did not answer the takeover probe; closing it and taking its port over"
             );
+        }
+        for holder in holders {
+            self.relay.stats.took_over(&self.label, port, holder.id);
             holder.cancel.cancel();
             registry.release_session(holder.id);
         }
