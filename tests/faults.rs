@@ -841,16 +841,25 @@ fn tunnels_toml(w: &World, ka: Keepalive, tuning: Tuning, echo_port: u16) -> Str
 // ---------------------------------------------------------------------------------------------
 
 /// How the relay let go of the session from `old_peer` (A's address and port): the line saying
-/// it ended, and whether it was taken over (its keepalive probe went unanswered) first.
-fn old_session_fate(relay_log: &str, old_peer: &str) -> Option<(String, bool)> {
+/// it ended, and how its port was taken over first, if it was: "at once (missed keepalives)"
+/// when the old session had already missed the relay's own keepalive, else "after the probe"
+/// (the takeover probe went unanswered for `takeover_probe_secs`).
+fn old_session_fate(relay_log: &str, old_peer: &str) -> Option<(String, Option<&'static str>)> {
     let tag = format!("peer={old_peer}}}");
     let ended = relay_log.lines().find(|l| {
         l.contains(&tag) && (l.contains("session closed") || l.contains("session ended"))
     })?;
-    let taken_over = relay_log
+    let takeover = relay_log
         .lines()
-        .any(|l| l.contains("taking its port over") && l.contains(&format!("port={PUBLISHED}")));
-    Some((ended.trim().to_owned(), taken_over))
+        .find(|l| l.contains("taking its port over") && l.contains(&format!("port={PUBLISHED}")))
+        .map(|l| {
+            if l.contains("replaced at once: missed keepalives") {
+                "at once (missed keepalives)"
+            } else {
+                "after the probe"
+            }
+        });
+    Some((ended.trim().to_owned(), takeover))
 }
 
 /// Recovery of one side after its fault ended.
@@ -986,8 +995,15 @@ fn assert_old_session_released(fault: &str, side: &Side, old_peer: &str) -> &'st
         "{fault}: the relay's session is still the old one\n{}",
         side.logs()
     );
-    let how = if taken_over { "taken over" } else { "closed" };
-    println!("{fault}: relay's old session from {old_peer} {how}: {line}; new session from {now}");
+    let how = if taken_over.is_some() {
+        "taken over"
+    } else {
+        "closed"
+    };
+    println!(
+        "{fault}: relay's old session from {old_peer} {how} {}: {line}; new session from {now}",
+        taken_over.unwrap_or("")
+    );
     how
 }
 
