@@ -72,10 +72,11 @@ const STALL: Duration = Duration::from_secs(40);
 /// waits out a backoff pause after the fault takes seconds more.
 const PROMPT: Duration = Duration::from_secs(2);
 /// The relay's stale-listener takeover (src/server): a new session asking for a port an earlier
-/// session of its key still holds waits up to 3 s for that holder to answer a keepalive. After
-/// an address change (and, when the dead session's FIN is still on its way, a black hole) that
-/// wait is part of the recovery until the relay replaces a holder that already missed its own
-/// keepalives at once (issue 19's relay-side part).
+/// session of its key still holds waits up to 3 s for that holder to answer a keepalive, unless
+/// the holder already missed one of the relay's own keepalives (then it is replaced at once; the
+/// report says which path was taken). The relay's keepalive runs every 15 s by default: in the
+/// black hole (30 s) one is always missed; in the 10 s address change here it is not sent
+/// during the outage, so the probe's wait is still part of that recovery.
 const TAKEOVER_PROBE: Duration = Duration::from_secs(3);
 /// How long after a fault ends the recovery is watched (both implementations).
 const OBSERVE: Duration = Duration::from_secs(60);
