@@ -174,7 +174,11 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
             "seconds",
             d.keepalive_interval.map_or("0".to_string(), secs),
         )
-        .help("Seconds between keepalives to a silent client; 0 turns them off."),
+        .help(
+            "Seconds between the relay's keepalives: to a silent client (ending a dead session) \
+             and on every session (a holder that missed one loses its port to the same key at \
+             once, see takeover_probe_secs); 0 turns both off.",
+        ),
         Key::new(
             "keepalive_count_max",
             "integer",
