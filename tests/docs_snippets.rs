@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burrow::server::authorized_keys::AuthorizedKeys;
+use burrow::server::authorized_keys::{AuthorizedKeys, KEY_TYPES};
 use burrow::server::config::{parse_file, ServeConfig, ServeOverrides};
 
 /// Real public keys (test keys, no private half anywhere) standing in for `AAAA...`.
@@ -31,17 +31,6 @@ const SAMPLE_KEYS: &[(&str, &str)] = &[
         "ssh-rsa",
         "AAAAB3NzaC1yc2EAAAADAQABAAAAgQDHu0lHV1i6xijomDm1fzpybojs2TFoG9WtJ1ajfZnFSkbQCxs2UaTt28HRLcwigajsCb87eokphojMZh8UMii1Aewdady2DqBNyIXxm2Cb9daPBOI1eY+4TAZ4KF1ZovtVT7BMy6igwoKiVuLKzkAqqDH05YdY3SYsFb7lLbzYyQ==",
     ),
-];
-
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ssh-dss",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
 ];
 
 /// Option names an inline option list in prose may start with.

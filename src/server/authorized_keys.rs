@@ -344,7 +344,9 @@ fn split_options_field(line: &str) -> (&str, &str) {
     (line, "")
 }
 
-const KEY_TYPES: &[&str] = &[
+/// The public key types a line may name (certificates are refused), so the docs test finds
+/// key lines by the same list the parser accepts.
+pub const KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
     "ssh-rsa",
     "ssh-dss",
