@@ -243,29 +243,7 @@ async fn a_key_at_its_listener_cap_takes_over_its_own_stale_port() {
     // The link dies silently: the first client's TCP connection stays, nothing answers.
     first.freeze();
     let mut second = start(&echo2, "ssh-second");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            second.try_status().is_none(),
-            "second client exited: {}\nrelay: {}",
-            second.stderr_text(),
-            relay.child.stderr_text()
-        );
-        let before = Stats::get(&echo2.stats.connections);
-        if transfer_checked_within(loopback(port), 64 * 1024, 1, Duration::from_secs(5))
-            .await
-            .is_ok()
-            && Stats::get(&echo2.stats.connections) > before
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no takeover:\n{}",
-            relay.child.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    relay.wait_port_moves_to(port, &echo2, &mut second).await;
     let log = relay.child.stderr_text();
     assert!(log.contains("taking its port over"), "{log}");
     assert!(!log.contains("listener cap reached"), "{log}");
@@ -315,29 +293,7 @@ async fn a_holder_that_missed_the_relays_keepalive_is_replaced_without_the_probe
     first.freeze();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut second = spawn_logged(forward(&echo2), dir.path(), "ssh-second");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            second.try_status().is_none(),
-            "second client exited: {}\nrelay: {}",
-            second.stderr_text(),
-            relay.child.stderr_text()
-        );
-        let before = Stats::get(&echo2.stats.connections);
-        if transfer_checked_within(loopback(port), 64 * 1024, 1, Duration::from_secs(5))
-            .await
-            .is_ok()
-            && Stats::get(&echo2.stats.connections) > before
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no takeover:\n{}",
-            relay.child.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    relay.wait_port_moves_to(port, &echo2, &mut second).await;
     let log = relay.child.stderr_text();
     first.thaw();
     assert!(log.contains("replaced at once: missed keepalives"), "{log}");

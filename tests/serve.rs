@@ -571,28 +571,7 @@ async fn stale_listener_is_taken_over_only_when_the_holder_is_dead() {
     let started = std::time::Instant::now();
     let mut second = spawn_logged(cmd, dir.path(), "ssh-second");
     // The port now leads to the second client's target.
-    let deadline = started + Duration::from_secs(30);
-    loop {
-        assert!(
-            second.try_status().is_none(),
-            "second client exited: {}",
-            second.stderr_text()
-        );
-        let before = Stats::get(&echo2.stats.connections);
-        if transfer_checked_within(loopback(port), 64 * 1024, 1, Duration::from_secs(5))
-            .await
-            .is_ok()
-            && Stats::get(&echo2.stats.connections) > before
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no takeover:\n{}",
-            relay.child.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    relay.wait_port_moves_to(port, &echo2, &mut second).await;
     println!("takeover after {:?}", started.elapsed());
     assert!(relay.child.stderr_text().contains("taking its port over"));
     first.thaw();

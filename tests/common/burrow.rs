@@ -132,6 +132,41 @@ pub struct Relay {
 pub const PERMIT_OPEN_ANY: &str = "permit_open = [\"any\"]\n";
 
 impl Relay {
+    /// Waits (30 s at most) until the relay's loopback `port` leads to `target`, a service that
+    /// `client` (a later session asking for a port another session holds) forwards to: a checked
+    /// 64 KiB echo gets through and `target` counts a new connection. Panics with the logs if
+    /// `client` exits or the port never moves.
+    pub async fn wait_port_moves_to(
+        &self,
+        port: u16,
+        target: &super::services::Service,
+        client: &mut ChildGuard,
+    ) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                client.try_status().is_none(),
+                "second client exited: {}\nrelay: {}",
+                client.stderr_text(),
+                self.child.stderr_text()
+            );
+            let before = super::services::Stats::get(&target.stats.connections);
+            let echoed =
+                super::data::transfer_checked_within(addr, 64 * 1024, 1, Duration::from_secs(5))
+                    .await;
+            if echoed.is_ok() && super::services::Stats::get(&target.stats.connections) > before {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no takeover:\n{}",
+                self.child.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Starts `burrow serve --listen 127.0.0.1:0` with these authorized_keys lines, an optional
     /// TOML config and extra flags; returns once it reported its port and accepts connections.
     pub async fn start<S: AsRef<str>>(
