@@ -24,6 +24,7 @@ pub mod logging;
 pub mod mux;
 pub mod observe;
 pub mod pipe;
+pub mod reason;
 pub mod resume;
 pub mod rlimit;
 pub mod server;

@@ -14,8 +14,8 @@ use crate::client::handler::{ClientHandler, SessionEvents};
 use crate::client::hostkey::HostKeyPolicy;
 use crate::client::ClientError;
 use crate::config::options::{AddressFamily, ClientOptions};
-use crate::forward::io_reason;
 use crate::forward::remote::SharedRemoteForwards;
+use crate::reason::io_reason;
 
 /// An authenticated session to the final server, and the hop sessions that carry it.
 pub struct Connected {
@@ -137,7 +137,7 @@ async fn open_via(
         .map_err(|e| ClientError::Jump {
             host: opts.hostname.clone(),
             port: opts.port,
-            reason: crate::forward::open_failure_text(&e),
+            reason: crate::reason::open_failure_text(&e),
         })?;
     handshake(opts, channel.into_stream(), remote).await
 }

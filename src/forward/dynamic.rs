@@ -11,7 +11,8 @@ use russh::ChannelOpenFailure;
 use tokio_util::sync::CancellationToken;
 
 use super::listen::{self, BindError, BindOptions, Peer};
-use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
+use super::{ClientHandle, ClientSession, ForwardContext, Stream};
+use crate::reason::open_failure_text;
 use crate::resume::OpenError;
 use crate::socks::{self, Failure, TargetAddr};
 use crate::spec::{DynamicForward, Endpoint};

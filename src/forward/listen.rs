@@ -10,7 +10,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::either::Either;
 
-use super::{io_reason, ForwardContext, Stream};
+use super::{ForwardContext, Stream};
+use crate::reason::io_reason;
 use crate::spec::{bind_target, BindTarget, Listen, StreamLocalBind};
 
 /// The client settings that decide where and how a local listener binds.

@@ -4,7 +4,8 @@
 use tokio_util::sync::CancellationToken;
 
 use super::listen::{self, BindError, BindOptions, Peer};
-use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext, Stream};
+use super::{ClientHandle, ClientSession, ForwardContext, Stream};
+use crate::reason::open_failure_text;
 use crate::resume::ChannelSpec;
 use crate::spec::{Endpoint, LocalForward};
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::pipe::{self, Counters};
+use crate::reason::io_reason;
 use crate::resume::{BoxedIo, ChannelSpec, Io, OpenError, Opened, Registry};
 use crate::spec::Endpoint;
 
@@ -211,7 +212,7 @@ pub enum Dial {
     /// it first: once per local connection, so a re-attach (which keeps it) sends none.
     Target(Endpoint, Option<Vec<u8>>),
     /// A reverse dynamic forward: the stream carries a SOCKS request, answered here.
-    Socks(remote::OpenCheck),
+    Socks(rdynamic::OpenCheck),
     /// A listener this session does not know (yet): only re-attaches are welcome.
     Nowhere,
     /// Addresses already resolved and checked (label for logs): dialled in order, no lookup.
@@ -330,27 +331,4 @@ async fn dial_target(
         stream.write_all(bytes).await?;
     }
     Ok(stream)
-}
-
-/// The text OpenSSH prints for a channel open failure reason ("connect failed", ...).
-pub fn open_failure_text(e: &russh::Error) -> String {
-    match e {
-        russh::Error::ChannelOpenFailure(reason) => match reason {
-            ChannelOpenFailure::AdministrativelyProhibited => "administratively prohibited".into(),
-            ChannelOpenFailure::ConnectFailed => "connect failed".into(),
-            ChannelOpenFailure::UnknownChannelType => "unknown channel type".into(),
-            ChannelOpenFailure::ResourceShortage => "resource shortage".into(),
-            ChannelOpenFailure::Other { reason, .. } => reason.clone(),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// An io error's message without Rust's " (os error N)" suffix, as C tools print it.
-pub fn io_reason(e: &io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s.get(..i).unwrap_or(&s).to_string(),
-        None => s,
-    }
 }

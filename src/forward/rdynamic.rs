@@ -7,14 +7,19 @@
 //! otherwise "not allowed" (PermitRemoteOpen) or the reason the connection failed. (ssh(1)
 //! answers success before connecting and closes the channel on failure.)
 
+use std::sync::Arc;
+
 use russh::client::Msg;
 use russh::Channel;
 
 use super::dynamic::{endpoint_of, HANDSHAKE_TIMEOUT};
-use super::remote::OpenCheck;
-use super::{connect_endpoint, io_reason, ForwardContext};
+use super::{connect_endpoint, ForwardContext};
+use crate::reason::io_reason;
 use crate::socks::{self, Failure};
 use crate::spec::Endpoint;
+
+/// Decides whether a reverse dynamic forward may connect to `host:port` (PermitRemoteOpen).
+pub type OpenCheck = Arc<dyn Fn(&str, u16) -> bool + Send + Sync>;
 
 /// Accepts the channel and serves one SOCKS request on it in a task of `ctx`.
 pub fn serve(

@@ -11,7 +11,8 @@ use russh::Channel;
 use tokio::sync::Notify;
 
 use super::proxy_header::ProxyProtocol;
-use super::{rdynamic, ClientHandle, ClientSession, Dial, ForwardContext};
+use super::rdynamic::{self, OpenCheck};
+use super::{ClientHandle, ClientSession, Dial, ForwardContext};
 use crate::pipe::Counters;
 use crate::spec::{Endpoint, Listen, RemoteForward};
 
@@ -31,9 +32,6 @@ pub enum RemoteForwardError {
     #[error("port not in permitted opens")]
     CancelRefused,
 }
-
-/// Decides whether a reverse dynamic forward may connect to `host:port` (PermitRemoteOpen).
-pub type OpenCheck = Arc<dyn Fn(&str, u16) -> bool + Send + Sync>;
 
 /// One active server-side listener and where its connections go.
 #[derive(Debug, Clone)]

@@ -1,7 +1,8 @@
 //! -W host:port: standard input and output become one `direct-tcpip` channel, so burrow can be an
 //! OpenSSH `ProxyCommand`. Nothing else may ever be written to stdout.
 
-use super::{open_failure_text, ClientHandle, ClientSession, ForwardContext};
+use super::{ClientHandle, ClientSession, ForwardContext};
+use crate::reason::open_failure_text;
 
 /// Why stdio forwarding failed (ssh(1) prints "stdio forwarding failed" and exits 255).
 #[derive(Debug, thiserror::Error)]

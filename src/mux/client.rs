@@ -254,7 +254,7 @@ fn connect_failed(path: &Path, e: &io::Error) -> u8 {
     fatal(&format!(
         "Control socket connect({}): {}",
         path.display(),
-        crate::forward::io_reason(e)
+        crate::reason::io_reason(e)
     ))
 }
 

@@ -135,7 +135,7 @@ impl Passenger<'_> {
         let channel = match channel {
             Ok(c) => c,
             Err(e) => {
-                let why = crate::forward::open_failure_text(&e);
+                let why = crate::reason::open_failure_text(&e);
                 tracing::info!("stdio forward to {host}:{port}: {why}");
                 let reply = Reply::Failure {
                     rid: self.rid,

@@ -63,7 +63,7 @@ async fn try_shared(opts: &ClientOptions) -> Option<u8> {
         Ok(Attempt::Connected(mux)) => Some(client::passenger(mux, opts).await),
         Ok(Attempt::NoMaster) => None,
         Err(e) => {
-            let reason = crate::forward::io_reason(&e);
+            let reason = crate::reason::io_reason(&e);
             tracing::error!("Control socket connect({}): {reason}", path.display());
             None
         }
@@ -144,7 +144,7 @@ async fn run_master(
             Ok(Some(socket)) => master.listen(socket),
             Ok(None) => {}
             Err(e) => {
-                let reason = crate::forward::io_reason(&e);
+                let reason = crate::reason::io_reason(&e);
                 return Err(ClientError::Forward(format!(
                     "unix_listener: cannot bind to path {}: {reason}",
                     path.display()

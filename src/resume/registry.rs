@@ -251,7 +251,7 @@ impl Registry {
                 }
             }
             Err(e) => {
-                let reason = crate::forward::io_reason(&e);
+                let reason = crate::reason::io_reason(&e);
                 let _ = channel
                     .write_all(&Reply::ConnectFailed(reason).encode())
                     .await;

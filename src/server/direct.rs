@@ -52,7 +52,7 @@ pub async fn admit(
     }
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| Blocked::Resolve(crate::forward::io_reason(&e)))?
+        .map_err(|e| Blocked::Resolve(crate::reason::io_reason(&e)))?
         .map(|a| SocketAddr::new(kernel_destination(a.ip()), a.port()))
         .collect();
     let own = own_addresses(relay);
