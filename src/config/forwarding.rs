@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::options::OptionsError;
+use super::error::OptionsError;
 use super::ssh_config::{self, HostOptions, Tokens};
 use crate::cli::SshArgs;
 use crate::spec::{

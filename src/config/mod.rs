@@ -2,6 +2,7 @@
 //! plus config into one typed [`options::ClientOptions`].
 
 pub mod dump;
+pub mod error;
 pub mod forwarding;
 pub mod options;
 pub mod session;

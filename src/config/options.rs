@@ -4,33 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::config::error::OptionsError;
+
 use crate::cli::SshArgs;
 use crate::config::forwarding::{self, PermitRemoteOpen};
 use crate::config::sharing::{self, ControlOptions, MuxCommand};
 use crate::config::ssh_config::{self, HostOptions, MatchContext, SshConfig, Tokens};
 use crate::forward::proxy_header::ProxyProtocol;
 use crate::spec::{self, DynamicForward, JumpHost, LocalForward, RemoteForward, StreamLocalBind};
-
-/// Why the effective configuration could not be built. Each message names the option and value.
-#[derive(Debug, thiserror::Error)]
-pub enum OptionsError {
-    /// A config file could not be read or parsed.
-    #[error(transparent)]
-    Config(#[from] ssh_config::ConfigError),
-    /// A forward/jump/destination spec is malformed.
-    #[error(transparent)]
-    Spec(#[from] spec::SpecError),
-    /// A value is not valid for its option.
-    #[error("{option}: invalid value \"{value}\": {reason}")]
-    Invalid {
-        /// The option's name as in ssh_config(5).
-        option: &'static str,
-        /// The value given.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-}
 
 /// StrictHostKeyChecking as in ssh_config(5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

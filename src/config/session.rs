@@ -1,7 +1,7 @@
 //! Options for the session channel (a shell or a command): RequestTTY / `-t` / `-T`,
 //! EscapeChar / `-e`, SendEnv and SetEnv, resolved with ssh(1)'s rules.
 
-use super::options::OptionsError;
+use super::error::OptionsError;
 use super::ssh_config::{match_pattern_list, HostOptions};
 use crate::cli::SshArgs;
 

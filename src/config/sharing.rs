@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::options::OptionsError;
+use super::error::OptionsError;
 use super::ssh_config::{self, HostOptions};
 
 /// `ControlMaster`: whether this client listens for others sharing its connection, and
