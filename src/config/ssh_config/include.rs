@@ -1,54 +1,11 @@
-//! `Include`: resolving globs, `~` and `${ENV}`, and parsing the included files.
+//! `Include`: which files one names (`~`, `${ENV}`, relative paths and glob(3) patterns).
+//! Reading and parsing them is [`super::parse`]'s, which recurses through them.
 
 use std::fs;
-use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::parse::parse_config;
 use super::patterns::wildmatch;
 use super::tokens::{expand_with, join_home, split_tilde};
-use super::{ConfigError, SshConfig, MAX_INCLUDE_DEPTH};
-
-/// Resolve and parse the files of one `Include` line. Globs that match nothing are fine
-/// (ssh only logs them); an existing file that cannot be read is an error.
-pub(super) fn include_files(
-    args: &[String],
-    origin: &Path,
-    lineno: usize,
-    include_base: &Path,
-    depth: usize,
-) -> Result<Vec<SshConfig>, ConfigError> {
-    let at = |problem: String| ConfigError::Line {
-        file: origin.to_path_buf(),
-        line: lineno,
-        problem,
-    };
-    if depth + 1 > MAX_INCLUDE_DEPTH {
-        return Err(at(format!(
-            "too many nested Include levels (more than {MAX_INCLUDE_DEPTH}); does a file include itself?"
-        )));
-    }
-    let mut files = Vec::new();
-    for arg in args {
-        let pattern = include_pattern(arg, include_base).map_err(at)?;
-        for path in glob(&pattern) {
-            let text = match fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(ConfigError::Include {
-                        file: origin.to_path_buf(),
-                        line: lineno,
-                        path,
-                        source,
-                    })
-                }
-            };
-            files.push(parse_config(&text, &path, include_base, depth + 1)?);
-        }
-    }
-    Ok(files)
-}
 
 /// Expand `~` and `${ENV}` in an `Include` argument and anchor relative paths at the base.
 pub(super) fn include_pattern(arg: &str, include_base: &Path) -> Result<PathBuf, String> {
@@ -69,7 +26,7 @@ pub(super) fn include_pattern(arg: &str, include_base: &Path) -> Result<PathBuf,
 
 /// Paths matching a glob (`*`, `?`, `[...]` per component), sorted like glob(3). Names
 /// starting with `.` only match a pattern that starts with `.`.
-fn glob(pattern: &Path) -> Vec<PathBuf> {
+pub(super) fn glob(pattern: &Path) -> Vec<PathBuf> {
     let mut found = vec![PathBuf::new()];
     for component in pattern.components() {
         let Component::Normal(name) = component else {

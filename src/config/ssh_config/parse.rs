@@ -1,13 +1,16 @@
 //! Parsing: configuration text into [`super::SshConfig`] items, as OpenSSH's `readconf.c`
 //! splits and checks each line.
 
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use super::checks::rule_for;
-use super::include::include_files;
+use super::include::{glob, include_pattern};
 use super::tokens::check_tokens;
 use super::{
-    ConfigError, Criterion, CriterionKind, Item, SshConfig, EXEC_TOKENS, KNOWN_KEYS, RAW_KEYS,
+    ConfigError, Criterion, CriterionKind, Item, SshConfig, EXEC_TOKENS, KNOWN_KEYS,
+    MAX_INCLUDE_DEPTH, RAW_KEYS,
 };
 
 /// One parsed line: lower-case key, the keyword's display name, and its arguments.
@@ -53,6 +56,47 @@ pub(super) fn parse_config(
         items.push(item);
     }
     Ok(SshConfig { items })
+}
+
+/// Resolve and parse the files of one `Include` line. Globs that match nothing are fine
+/// (ssh only logs them); an existing file that cannot be read is an error.
+fn include_files(
+    args: &[String],
+    origin: &Path,
+    lineno: usize,
+    include_base: &Path,
+    depth: usize,
+) -> Result<Vec<SshConfig>, ConfigError> {
+    let at = |problem: String| ConfigError::Line {
+        file: origin.to_path_buf(),
+        line: lineno,
+        problem,
+    };
+    if depth + 1 > MAX_INCLUDE_DEPTH {
+        return Err(at(format!(
+            "too many nested Include levels (more than {MAX_INCLUDE_DEPTH}); does a file include itself?"
+        )));
+    }
+    let mut files = Vec::new();
+    for arg in args {
+        let pattern = include_pattern(arg, include_base).map_err(at)?;
+        for path in glob(&pattern) {
+            let text = match fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(ConfigError::Include {
+                        file: origin.to_path_buf(),
+                        line: lineno,
+                        path,
+                        source,
+                    })
+                }
+            };
+            files.push(parse_config(&text, &path, include_base, depth + 1)?);
+        }
+    }
+    Ok(files)
 }
 
 /// Turn a line into a directive, or `None` for blank lines and comments. Errors are the
