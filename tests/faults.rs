@@ -46,15 +46,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::burrow::tunnel_status;
 use common::netns::*;
+use common::probe::{NetnsEcho, Prober};
 use common::*;
 
 /// The relay's SSH port (burrow serve) on B; OpenSSH's sshd listens on 22.
@@ -80,182 +77,6 @@ const PROMPT: Duration = Duration::from_secs(2);
 const TAKEOVER_PROBE: Duration = Duration::from_secs(3);
 /// How long after a fault ends the recovery is watched (both implementations).
 const OBSERVE: Duration = Duration::from_secs(60);
-/// Pause between two of C's probes.
-const PROBE_EVERY: Duration = Duration::from_millis(200);
-
-// ---------------------------------------------------------------------------------------------
-// A's echo service
-// ---------------------------------------------------------------------------------------------
-
-/// An echo server on 127.0.0.1 inside A's namespace (port chosen by the system); stopped, with
-/// its open connections, on drop.
-struct EchoOnA {
-    port: u16,
-    listener: socket2::Socket,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EchoOnA {
-    fn start(ns: &str) -> EchoOnA {
-        let listener: TcpListener = in_netns(ns, || TcpListener::bind(("127.0.0.1", 0)))
-            .unwrap_or_else(|e| panic!("bind an echo port in {ns}: {e}"));
-        let port = listener.local_addr().expect("echo address").port();
-        let stop = socket2::Socket::from(listener.try_clone().expect("clone listener"));
-        let conns = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
-        let c2 = conns.clone();
-        let thread = std::thread::spawn(move || {
-            // Ends when the listener is shut down (accept then fails).
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { break };
-                if let Ok(c) = conn.try_clone() {
-                    c2.lock().unwrap().push(c);
-                }
-                std::thread::spawn(move || echo(conn));
-            }
-        });
-        EchoOnA {
-            port,
-            listener: stop,
-            conns,
-            thread: Some(thread),
-        }
-    }
-}
-
-fn echo(mut conn: TcpStream) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut buf = [0u8; 4096];
-    // Bounded by the read timeout and by EOF; a probe sends a few bytes and closes.
-    for _ in 0..10_000 {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for EchoOnA {
-    fn drop(&mut self) {
-        // shutdown(2) on a listening socket wakes a blocked accept on Linux.
-        let _ = self.listener.shutdown(Shutdown::Both);
-        for c in self.conns.lock().unwrap().iter() {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// C's prober
-// ---------------------------------------------------------------------------------------------
-
-/// One end-to-end attempt from C.
-struct Probe {
-    end: Instant,
-    result: Result<(), String>,
-}
-
-/// A thread in C's namespace that keeps making end-to-end requests to B:8086 (connect, send a
-/// numbered line, read it back) and records each outcome, until dropped.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<Probe>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    fn start(ns: &str, addr: SocketAddr) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (s2, l2) = (stop.clone(), log.clone());
-        let thread = spawn_in_netns(ns, move || {
-            let started = Instant::now();
-            // Bounded in count and time (a test is killed after 120 s anyway).
-            for n in 0..5_000u32 {
-                if s2.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(170) {
-                    break;
-                }
-                let result = probe_once(addr, n);
-                l2.lock().unwrap().push(Probe {
-                    end: Instant::now(),
-                    result,
-                });
-                std::thread::sleep(PROBE_EVERY);
-            }
-        });
-        Prober {
-            stop,
-            log,
-            thread: Some(thread),
-        }
-    }
-
-    /// When the first probe that ended after `t` succeeded.
-    fn first_success_after(&self, t: Instant) -> Option<Instant> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|p| p.end >= t && p.result.is_ok())
-            .map(|p| p.end)
-    }
-
-    /// Failed probes that ended in `[from, to)`.
-    fn failures_between(&self, from: Instant, to: Instant) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.end >= from && p.end < to && p.result.is_err())
-            .count()
-    }
-
-    /// The outcome of the latest probe, for messages.
-    fn last(&self) -> String {
-        match self.log.lock().unwrap().last() {
-            None => "no probe yet".into(),
-            Some(Probe { result: Ok(()), .. }) => "ok".into(),
-            Some(Probe { result: Err(e), .. }) => e.clone(),
-        }
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn probe_once(addr: SocketAddr, n: u32) -> Result<(), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    let msg = format!("probe-{n:09}\n");
-    s.write_all(msg.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut got = vec![0u8; msg.len()];
-    s.read_exact(&mut got).map_err(|e| format!("read: {e}"))?;
-    if got != msg.as_bytes() {
-        return Err(format!(
-            "echo mismatch: {:?}",
-            String::from_utf8_lossy(&got)
-        ));
-    }
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------
 // One side of a comparison: burrow, or OpenSSH + autossh
@@ -317,7 +138,7 @@ struct Side {
     client: ChildGuard,
     server: ChildGuard,
     /// A's echo service (kept running until the side drops).
-    _echo: EchoOnA,
+    _echo: NetnsEcho,
     imp: Impl,
     /// burrow up's control socket (burrow only).
     control: PathBuf,
@@ -339,7 +160,7 @@ impl Side {
     fn start(test: &str, imp: Impl, ka: Keepalive, tuning: Tuning) -> Option<Side> {
         let w = World::new(&format!("{test} ({imp:?})"), None)?;
         let a = w.net.a.clone();
-        let echo = EchoOnA::start(&a);
+        let echo = NetnsEcho::start(&a);
         let (server, client, control) = match imp {
             Impl::Burrow => {
                 let (relay, key_r) = w.relay("relay", RELAY_PORT, "yes");
@@ -459,15 +280,7 @@ impl Side {
 
     /// Tunnel "a" in `burrow status --json` (None if status fails).
     fn status(&self) -> Option<serde_json::Value> {
-        let mut cmd = Command::new(burrow_bin());
-        cmd.args(["status", "--json", "--control"])
-            .arg(&self.control);
-        let (st, out, _) = run_with_timeout(cmd, self.w.path(), "status", Duration::from_secs(10));
-        if !st.is_some_and(|s| s.success()) {
-            return None;
-        }
-        let all: serde_json::Value = serde_json::from_str(&out).ok()?;
-        all.as_array()?.iter().find(|t| t["name"] == "a").cloned()
+        tunnel_status(&self.control, self.w.path(), "a")
     }
 
     /// Polls burrow status until `check` holds; panics with logs after `limit`.

@@ -10,14 +10,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::burrow::tunnel_status;
 use common::netns::*;
+use common::probe::NetnsEcho;
 use common::*;
 
 const RELAY_PORT: u16 = 2222;
@@ -27,58 +28,6 @@ const CHUNK: usize = 16 * 1024;
 const TICK: Duration = Duration::from_millis(20);
 /// Bound for every wait on the tunnel or the stream.
 const LIMIT: Duration = Duration::from_secs(40);
-
-/// An echo service in a namespace without read timeouts of its own: an outage of the tunnel
-/// must not look like an idle client. Each connection is bounded by a 120 s read timeout.
-struct EchoOnA {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl EchoOnA {
-    fn start(ns: &str) -> EchoOnA {
-        let listener: TcpListener =
-            in_netns(ns, || TcpListener::bind(("127.0.0.1", 0))).expect("bind A's echo service");
-        let port = listener.local_addr().expect("echo address").port();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        std::thread::spawn(move || echo(conn));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        EchoOnA { port, stop }
-    }
-}
-
-impl Drop for EchoOnA {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn echo(mut conn: TcpStream) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = conn.shutdown(Shutdown::Write);
-}
 
 /// C's application: writes a deterministic stream at a steady pace until told to finish, then
 /// half-closes; reads the echo back, checking every byte, until EOF.
@@ -199,7 +148,7 @@ struct Setup {
     up: ChildGuard,
     relay: ChildGuard,
     control: PathBuf,
-    _echo: EchoOnA,
+    _echo: NetnsEcho,
     w: World,
 }
 
@@ -234,7 +183,7 @@ impl Setup {
     ) -> Option<Setup> {
         let w = World::new(test, None)?;
         let (a, b) = (w.net.a.clone(), w.net.b.clone());
-        let echo = EchoOnA::start(&a);
+        let echo = NetnsEcho::start(&a);
         let extra = extra(&w);
         let (relay_child, server) = match relay {
             Relay::Burrow => {
@@ -299,15 +248,7 @@ impl Setup {
     }
 
     fn status(&self) -> Option<serde_json::Value> {
-        let mut cmd = Command::new(burrow_bin());
-        cmd.args(["status", "--json", "--control"])
-            .arg(&self.control);
-        let (st, out, _) = run_with_timeout(cmd, self.w.path(), "status", Duration::from_secs(10));
-        if !st.is_some_and(|s| s.success()) {
-            return None;
-        }
-        let all: serde_json::Value = serde_json::from_str(&out).ok()?;
-        all.as_array()?.iter().find(|t| t["name"] == "a").cloned()
+        tunnel_status(&self.control, self.w.path(), "a")
     }
 
     fn field(&self, name: &str) -> u64 {
@@ -566,7 +507,7 @@ fn local_and_dynamic_streams_survive_an_outage_exclusive() {
     const D_PORT: u16 = 9002;
     let mut echo_b_port = 0;
     let Some(s) = Setup::start_with("resume_l_d", Relay::Burrow, 60, |w| {
-        let echo = EchoOnA::start(&w.net.b);
+        let echo = NetnsEcho::start(&w.net.b);
         echo_b_port = echo.port;
         std::mem::forget(echo); // lives as long as B's namespace
         format!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::burrow_bin;
 use super::keys::Keypair;
 use super::openssh::parse_allocated_port;
-use super::process::{spawn_logged, ChildGuard};
+use super::process::{run_with_timeout, spawn_logged, ChildGuard};
 use super::sshd::Sshd;
 
 /// How long a burrow forward may take to come up in a debug build on a busy machine.
@@ -35,6 +35,19 @@ pub fn burrow_ssh(sshd: &Sshd, key: Option<&Keypair>) -> Command {
             .arg("IdentitiesOnly=yes");
     }
     cmd
+}
+
+/// Tunnel `name` in `burrow status --json` of the `burrow up` behind `control` (None if the
+/// status command fails within 10 s or the tunnel is not listed); its output is logged in `dir`.
+pub fn tunnel_status(control: &Path, dir: &Path, name: &str) -> Option<serde_json::Value> {
+    let mut cmd = Command::new(burrow_bin());
+    cmd.args(["status", "--json", "--control"]).arg(control);
+    let (st, out, _) = run_with_timeout(cmd, dir, "status", Duration::from_secs(10));
+    if !st.is_some_and(|s| s.success()) {
+        return None;
+    }
+    let all: serde_json::Value = serde_json::from_str(&out).ok()?;
+    all.as_array()?.iter().find(|t| t["name"] == name).cloned()
 }
 
 /// Waits for the `Allocated port N for <what>` line on `child`'s stderr and returns N; panics with

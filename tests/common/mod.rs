@@ -3,7 +3,8 @@
 //! Real peers only: OpenSSH `sshd`/`ssh`/`ssh-agent` started per test by guards that kill them by
 //! PID on drop ([`Sshd`], [`Agent`], [`ChildGuard`]), throwaway users ([`TestUser`]), and small
 //! tokio TCP services on 127.0.0.1:0 ([`echo_server`], [`source_server`], [`sink_server`],
-//! [`endless_writer_server`], [`http_server`]), and headless Chromium for rendered pages
+//! [`endless_writer_server`], [`http_server`]), an echo service and a prober across the test
+//! namespaces ([`probe`]), and headless Chromium for rendered pages
 //! ([`chromium`]). Rules it keeps: loopback only; ports come from binding port 0 (only sshd,
 //! which cannot report its port, gets a [`free_port`] with retry on EADDRINUSE); readiness is
 //! proven by connecting, never by sleeping; every loop is bounded in count and time; temp dirs
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod netns;
 pub mod openssh;
 pub mod output;
+pub mod probe;
 pub mod process;
 pub mod procstat;
 pub mod russh_client;
