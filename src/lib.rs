@@ -23,6 +23,7 @@ pub mod forward;
 pub mod logging;
 pub mod mux;
 pub mod observe;
+pub mod pattern;
 pub mod pipe;
 pub mod reason;
 pub mod resume;

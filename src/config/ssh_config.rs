@@ -9,13 +9,12 @@ mod checks;
 mod host_match;
 mod include;
 mod parse;
-mod patterns;
 #[cfg(test)]
 mod tests;
 mod tokens;
 
+pub use crate::pattern::match_pattern_list;
 pub use checks::parse_time;
-pub use patterns::match_pattern_list;
 pub use tokens::{dollar_expand, expand_tokens, percent_expand, Tokens};
 
 use host_match::{host_line_matches, match_line_matches};

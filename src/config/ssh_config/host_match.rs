@@ -2,9 +2,9 @@
 
 use std::process::{Command, Stdio};
 
-use super::patterns::{match_host_list, match_pattern, pattern_list};
 use super::tokens::{expand_with, Tokens};
 use super::{Criterion, CriterionKind, HostOptions, MatchContext};
+use crate::pattern::{match_host_list, match_pattern, pattern_list};
 
 /// A `Host` line applies when some pattern matches the typed host and no `!` pattern does.
 /// Unlike `Match host`, this is case-sensitive and commas are literal (as ssh; see tests).

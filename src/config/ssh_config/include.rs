@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use super::patterns::wildmatch;
 use super::tokens::{expand_with, join_home, split_tilde};
+use crate::pattern::wildmatch;
 
 /// Expand `~` and `${ENV}` in an `Include` argument and anchor relative paths at the base.
 pub(super) fn include_pattern(arg: &str, include_base: &Path) -> Result<PathBuf, String> {

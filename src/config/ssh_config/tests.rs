@@ -2,8 +2,8 @@
 
 use super::include::include_pattern;
 use super::parse::split_args;
-use super::patterns::{pattern_list, wildmatch, ListMatch};
 use super::*;
+use crate::pattern::{pattern_list, wildmatch, ListMatch};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 

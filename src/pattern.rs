@@ -1,9 +1,11 @@
-//! Patterns, as OpenSSH's `match.c`: `*`/`?` wildcards, comma lists with `!` negation, and
-//! the `[...]` classes of glob(3) for `Include`.
+//! OpenSSH's patterns (`match.c`): `*`/`?` wildcards, comma lists with `!` negation, and the
+//! `[...]` classes of glob(3) for `Include`. One home for both roles: the client's ssh_config
+//! (`Host`, `Match`, `Include`, `SendEnv`) and known_hosts, and the relay's permits
+//! (`PermitListen`, authorized_keys `permitlisten=`). Pure functions: no I/O.
 
 /// Result of matching a comma-separated pattern list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ListMatch {
+pub(crate) enum ListMatch {
     None,
     Positive,
     /// A `!pattern` matched: the list rejects the name whatever else matched.
@@ -11,7 +13,7 @@ pub(super) enum ListMatch {
 }
 
 impl ListMatch {
-    pub(super) fn is_hit(self) -> bool {
+    pub(crate) fn is_hit(self) -> bool {
         self == ListMatch::Positive
     }
 }
@@ -23,12 +25,12 @@ pub fn match_pattern_list(name: &str, patterns: &str) -> bool {
 }
 
 /// Host-name list match (OpenSSH `match_hostname`): both sides lower-cased.
-pub(super) fn match_host_list(name: &str, patterns: &str) -> bool {
+pub(crate) fn match_host_list(name: &str, patterns: &str) -> bool {
     pattern_list(&name.to_lowercase(), patterns, true).is_hit()
 }
 
 /// Match `name` against a comma-separated list, lower-casing the patterns if `fold`.
-pub(super) fn pattern_list(name: &str, patterns: &str, fold: bool) -> ListMatch {
+pub(crate) fn pattern_list(name: &str, patterns: &str, fold: bool) -> ListMatch {
     if patterns.is_empty() {
         return ListMatch::None;
     }
@@ -56,7 +58,8 @@ pub(super) fn pattern_list(name: &str, patterns: &str, fold: bool) -> ListMatch 
 }
 
 /// OpenSSH `match_pattern`: `*` matches any run, `?` any one character, all else literal.
-pub(super) fn match_pattern(s: &str, pattern: &str) -> bool {
+/// Case-sensitive: callers that ignore case lower-case both sides first.
+pub(crate) fn match_pattern(s: &str, pattern: &str) -> bool {
     let pat: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = s.chars().collect();
     wildmatch(&pat, &text, false)
@@ -64,7 +67,7 @@ pub(super) fn match_pattern(s: &str, pattern: &str) -> bool {
 
 /// Wildcard match with single-star backtracking (linear per star, no exponential blowup).
 /// With `classes`, `[...]` sets (ranges, `!`/`^` negation) are recognised as in glob(3).
-pub(super) fn wildmatch(pat: &[char], text: &[char], classes: bool) -> bool {
+pub(crate) fn wildmatch(pat: &[char], text: &[char], classes: bool) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while let Some(&c) = text.get(t) {
