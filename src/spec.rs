@@ -8,11 +8,13 @@
 mod dest;
 mod error;
 mod fields;
+mod permit;
 #[cfg(test)]
 mod tests;
 
 pub use dest::{parse_destination, parse_jump, JumpHost};
 pub use error::{Problem, SpecError, SpecKind};
+pub use permit::{split_permit, PermitProblem};
 
 use fields::{parse_port, split_fields, Field};
 

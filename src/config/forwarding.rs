@@ -12,8 +12,8 @@ use super::error::OptionsError;
 use super::ssh_config::{self, HostOptions, Tokens};
 use crate::cli::SshArgs;
 use crate::spec::{
-    self, DynamicForward, Endpoint, Listen, LocalForward, RemoteForward, StreamLocalBind,
-    DEFAULT_BIND_MASK,
+    self, DynamicForward, Endpoint, Listen, LocalForward, PermitProblem, RemoteForward,
+    StreamLocalBind, DEFAULT_BIND_MASK,
 };
 
 /// One `PermitRemoteOpen` entry: `host:port`, either part may be `*`. Hosts are compared
@@ -102,32 +102,19 @@ pub fn permit_remote_open(opts: &HostOptions) -> Result<PermitRemoteOpen, Option
     Ok(PermitRemoteOpen { allowed, written })
 }
 
-/// `host:port` or `[v6]:port` (misc.c `hpdelim` + `cleanhostname`); port is `*` or 1-65535.
+/// One entry, split by the rule the relay's permits use too ([`spec::split_permit`]).
 fn remote_open_entry(entry: &str) -> Result<RemoteOpen, OptionsError> {
-    let bad = |reason| OptionsError::Invalid {
-        option: "PermitRemoteOpen",
-        value: entry.to_string(),
-        reason,
-    };
-    let (host, port) = match entry.strip_prefix('[') {
-        Some(inner) => {
-            let (host, after) = inner.split_once(']').ok_or(bad("unclosed ["))?;
-            (host, after.strip_prefix(':').ok_or(bad("missing port"))?)
-        }
-        None => entry.split_once(':').ok_or(bad("missing port"))?,
-    };
-    if host.is_empty() {
-        return Err(bad("missing host"));
-    }
-    let port = match port {
-        "*" => None,
-        p => Some(
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or(bad("bad port number"))?,
-        ),
-    };
+    let (host, port) =
+        spec::split_permit(entry, false).map_err(|problem| OptionsError::Invalid {
+            option: "PermitRemoteOpen",
+            value: entry.to_string(),
+            reason: match problem {
+                PermitProblem::UnclosedBracket => "unclosed [",
+                PermitProblem::MissingPort => "missing port",
+                PermitProblem::EmptyHost => "missing host",
+                PermitProblem::BadPort => "bad port number",
+            },
+        })?;
     Ok(RemoteOpen {
         host: host.to_string(),
         port,
