@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod events;
 pub mod http;
+pub mod prometheus;
 pub mod rates;
 
 use std::net::SocketAddr;

@@ -2,7 +2,6 @@
 //! status page, both built from [`super::stats`], the listener registry and the byte counters.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
@@ -10,6 +9,7 @@ use serde::Serialize;
 use super::listeners::ListenerInfo;
 use super::Relay;
 use crate::observe::events::Event;
+use crate::observe::prometheus::Exposition;
 use crate::observe::rates::{Rates, Sample, Throughput};
 use crate::observe::Source;
 use crate::pipe::Counters;
@@ -267,7 +267,7 @@ impl Relay {
 
 /// Prometheus text for these totals.
 pub fn render_metrics(t: &Totals) -> String {
-    let mut out = String::new();
+    let mut out = Exposition::default();
     let plain: [(&str, &str, &str, u64); 16] = [
         (
             "burrow_relay_sessions",
@@ -367,20 +367,19 @@ pub fn render_metrics(t: &Totals) -> String {
         ),
     ];
     for (name, kind, help, value) in plain {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+        out.family(name, kind, help);
+        out.sample(name, &[], value);
     }
     let name = "burrow_relay_refusals_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} refused forwards and connections, by reason\n# TYPE {name} counter"
+    out.family(
+        name,
+        "counter",
+        "refused forwards and connections, by reason",
     );
     for (reason, n) in &t.refusals {
-        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+        out.sample(name, &[("reason", reason)], *n);
     }
-    out
+    out.finish()
 }
 
 impl Source for Relay {
