@@ -12,6 +12,7 @@ pub mod prompt;
 pub mod resume;
 pub mod session_channel;
 pub mod tty;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{self, Attempt, MuxClient};
 use super::master::{ControlSocket, Master};
-use crate::client::{background, forwards, session_channel, ClientError, Session, EXIT_FAILURE};
+use crate::client::work::{self, StopSignals};
+use crate::client::{background, forwards, ClientError, Session, EXIT_FAILURE};
 use crate::config::options::ClientOptions;
 use crate::config::sharing::{ControlMaster, ControlPersist};
 
@@ -169,13 +170,7 @@ async fn own_work(
     session: &Session,
     master: &Master,
 ) -> Result<u8, ClientError> {
-    let code = if let Some((host, port)) = &opts.stdio_forward {
-        session.stdio(host, *port).await?;
-        0
-    } else if !opts.no_command {
-        let request = crate::client::session_request(opts);
-        session_channel::run(session.handle(), request, session.counters()).await?
-    } else {
+    let Some(code) = work::own_work(session, opts).await? else {
         return Ok(serve_until_done(opts, session, master).await);
     };
     while master.client_count() > 0 {
@@ -192,25 +187,16 @@ async fn own_work(
 /// ends, a signal, `-O exit`, or — after `-O stop`, or with a ControlPersist time — until it
 /// has had no clients and no forwarded connections for that long. Exits 255, as ssh's does.
 async fn serve_until_done(opts: &ClientOptions, session: &Session, master: &Master) -> u8 {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut stop = StopSignals::install();
     let mut idle_since: Option<Instant> = None;
     let counters = session.counters();
     loop {
-        let sigterm = async {
-            match term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             reason = session.ended() => {
                 return crate::client::report_end(opts, reason);
             }
             () = master.terminated() => return EXIT_FAILURE,
-            _ = tokio::signal::ctrl_c() => return EXIT_FAILURE,
-            () = sigterm => return EXIT_FAILURE,
+            () = stop.recv() => return EXIT_FAILURE,
             () = tokio::time::sleep(IDLE_TICK) => {}
         }
         let limit = match opts.control.persist {
