@@ -1,6 +1,9 @@
-//! The one byte pump. Every forward kind (-L, -R, -D, -W) and the relay move bytes between an SSH
-//! channel and a socket through [`pipe`], so half-close, backpressure and byte counting behave the
-//! same everywhere.
+//! The one byte pump for plain channels. Every forward kind (-L, -R, -D, -W) and the relay move
+//! bytes between an SSH channel and a socket through [`pipe`], so half-close, backpressure and
+//! byte counting behave the same everywhere. A resumable stream is the one exception: its bytes
+//! must be framed, acknowledged and kept for replay, so [`crate::resume::stream`]'s engine
+//! carries them, keeping the same contract (half-close passed on, one chunk in flight per
+//! direction, every byte counted in the same [`Counters`]).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
