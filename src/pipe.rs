@@ -2,8 +2,8 @@
 //! bytes between an SSH channel and a socket through [`pipe`], so half-close, backpressure and
 //! byte counting behave the same everywhere. A resumable stream is the one exception: its bytes
 //! must be framed, acknowledged and kept for replay, so [`crate::resume::stream`]'s engine
-//! carries them, keeping the same contract (half-close passed on, one chunk in flight per
-//! direction, every byte counted in the same [`Counters`]).
+//! carries them, keeping the same contract (half-close passed on, backpressure within a bounded
+//! buffer per direction, every byte counted in the same [`Counters`]).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
