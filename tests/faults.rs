@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use common::burrow::tunnel_status;
 use common::netns::*;
-use common::probe::{NetnsEcho, Prober};
+use common::probe::{NetnsServer, Prober};
 use common::*;
 
 /// The relay's SSH port (burrow serve) on B; OpenSSH's sshd listens on 22.
@@ -138,7 +138,7 @@ struct Side {
     client: ChildGuard,
     server: ChildGuard,
     /// A's echo service (kept running until the side drops).
-    _echo: NetnsEcho,
+    _echo: NetnsServer,
     imp: Impl,
     /// burrow up's control socket (burrow only).
     control: PathBuf,
@@ -160,7 +160,7 @@ impl Side {
     fn start(test: &str, imp: Impl, ka: Keepalive, tuning: Tuning) -> Option<Side> {
         let w = World::new(&format!("{test} ({imp:?})"), None)?;
         let a = w.net.a.clone();
-        let echo = NetnsEcho::start(&a);
+        let echo = NetnsServer::echo(&a);
         let (server, client, control) = match imp {
             Impl::Burrow => {
                 let (relay, key_r) = w.relay("relay", RELAY_PORT, "yes");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::burrow::tunnel_status;
 use common::netns::*;
-use common::probe::NetnsEcho;
+use common::probe::NetnsServer;
 use common::*;
 
 const RELAY_PORT: u16 = 2222;
@@ -148,7 +148,7 @@ struct Setup {
     up: ChildGuard,
     relay: ChildGuard,
     control: PathBuf,
-    _echo: NetnsEcho,
+    _echo: NetnsServer,
     w: World,
 }
 
@@ -183,7 +183,7 @@ impl Setup {
     ) -> Option<Setup> {
         let w = World::new(test, None)?;
         let (a, b) = (w.net.a.clone(), w.net.b.clone());
-        let echo = NetnsEcho::start(&a);
+        let echo = NetnsServer::echo(&a);
         let extra = extra(&w);
         let (relay_child, server) = match relay {
             Relay::Burrow => {
@@ -507,7 +507,7 @@ fn local_and_dynamic_streams_survive_an_outage_exclusive() {
     const D_PORT: u16 = 9002;
     let mut echo_b_port = 0;
     let Some(s) = Setup::start_with("resume_l_d", Relay::Burrow, 60, |w| {
-        let echo = NetnsEcho::start(&w.net.b);
+        let echo = NetnsServer::echo(&w.net.b);
         echo_b_port = echo.port;
         std::mem::forget(echo); // lives as long as B's namespace
         format!(

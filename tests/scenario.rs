@@ -24,11 +24,11 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::netns::*;
+use common::probe::NetnsServer;
 use common::*;
 
 const MIB: u64 = 1024 * 1024;
@@ -191,65 +191,15 @@ fn text_sha256(len: u64) -> String {
 /// An HTTP/1.0-style server whose listening socket lives in A's namespace (0.0.0.0:PORT there),
 /// serving deterministic bodies: `GET /NAME` → a [`Body`] of `len` bytes. Records each client's
 /// address. Stopped (listener and open connections shut down) on drop.
-struct WebOnA {
-    listener: socket2::Socket,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    peers: Arc<Mutex<Vec<SocketAddr>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl WebOnA {
-    fn start(ns: &str, port: u16, files: &[(&str, Body, u64)]) -> WebOnA {
-        let listener: TcpListener = in_netns(ns, move || TcpListener::bind(("0.0.0.0", port)))
-            .unwrap_or_else(|e| panic!("bind 0.0.0.0:{port} in {ns}: {e}"));
-        let stop = socket2::Socket::from(listener.try_clone().expect("clone listener"));
-        let files: Vec<(String, Body, u64)> = files
-            .iter()
-            .map(|(n, s, l)| (format!("/{n}"), *s, *l))
-            .collect();
-        let conns = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
-        let peers = Arc::new(Mutex::new(Vec::new()));
-        let (c2, p2) = (conns.clone(), peers.clone());
-        let thread = std::thread::spawn(move || {
-            // Ends when the listener is shut down (accept then fails).
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { break };
-                if let Ok(peer) = conn.peer_addr() {
-                    p2.lock().unwrap().push(peer);
-                }
-                if let Ok(c) = conn.try_clone() {
-                    c2.lock().unwrap().push(c);
-                }
-                let files = files.clone();
-                std::thread::spawn(move || {
-                    let _ = serve_one(conn, &files);
-                });
-            }
-        });
-        WebOnA {
-            listener: stop,
-            conns,
-            peers,
-            thread: Some(thread),
-        }
-    }
-
-    fn peers(&self) -> Vec<SocketAddr> {
-        self.peers.lock().unwrap().clone()
-    }
-}
-
-impl Drop for WebOnA {
-    fn drop(&mut self) {
-        // shutdown(2) on a listening socket wakes a blocked accept on Linux.
-        let _ = self.listener.shutdown(Shutdown::Both);
-        for c in self.conns.lock().unwrap().iter() {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn web_on_a(ns: &str, port: u16, files: &[(&str, Body, u64)]) -> NetnsServer {
+    let files: Vec<(String, Body, u64)> = files
+        .iter()
+        .map(|(n, s, l)| (format!("/{n}"), *s, *l))
+        .collect();
+    let any = SocketAddr::from(([0, 0, 0, 0], port));
+    NetnsServer::start(ns, any, move |conn| {
+        let _ = serve_one(conn, &files);
+    })
 }
 
 fn serve_one(mut conn: TcpStream, files: &[(String, Body, u64)]) -> io::Result<()> {
@@ -374,7 +324,7 @@ fn burrow_relay_ssh_and_http() {
     let (mut relay_no, key_r_no) = w.relay("relay-gw-no", 2222, "no");
     let (mut relay_yes, key_r_yes) = w.relay("relay-gw-yes", 2223, "yes");
     let web_len = 4 * MIB;
-    let web = WebOnA::start(a, 8080, &[("file", Body::Random(3), web_len)]);
+    let web = web_on_a(a, 8080, &[("file", Body::Random(3), web_len)]);
     w.trust(&format!("[{B_INSIDE}]:2222"), &key_r_no);
     w.trust(&format!("[{B_INSIDE}]:2223"), &key_r_yes);
     w.trust("localhost", &key_b);
@@ -502,7 +452,7 @@ fn burrow_dynamic_socks_resolves_on_a() {
     w.net.assert_c_cannot_reach_a();
     let (mut relay, key_r) = w.relay("relay-gw-yes", 2223, "yes");
     let len = 2 * MIB;
-    let web = WebOnA::start(a, 8080, &[("file", Body::Random(4), len)]);
+    let web = web_on_a(a, 8080, &[("file", Body::Random(4), len)]);
     w.trust(&format!("[{B_INSIDE}]:2223"), &key_r);
     w.trust(&format!("[{B_PUBLIC}]:8089"), &key_a);
 
@@ -743,7 +693,7 @@ fn burrow_compressed_chain_256mib_exclusive() {
     w.net.assert_c_cannot_reach_a();
     let (mut relay, key_r) = w.relay("relay-gw-yes", 2223, "yes");
     let len = 256 * MIB;
-    let _web = WebOnA::start(
+    let _web = web_on_a(
         a,
         8080,
         &[
@@ -798,7 +748,7 @@ fn openssh_compressed_chain_256mib_reference_exclusive() {
     w.net.assert_c_cannot_reach_a();
     let (mut sshd_b, key_b) = w.sshd_with(b, "sshd-B", B_INSIDE, a, &["GatewayPorts yes"]);
     let len = 256 * MIB;
-    let _web = WebOnA::start(
+    let _web = web_on_a(
         a,
         8080,
         &[

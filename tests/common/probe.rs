@@ -1,6 +1,6 @@
-//! End to end across the test namespaces: [`NetnsEcho`], the service a tunnel publishes (the
-//! blocking, namespace-bound sibling of [`echo_server`](super::echo_server)), and [`Prober`], a
-//! client that keeps making requests to it and records each outcome with its time.
+//! End to end across the test namespaces: [`NetnsServer`], a service a tunnel publishes (the
+//! blocking, namespace-bound sibling of [`echo_server`](super::echo_server) and its kin), and
+//! [`Prober`], a client that keeps making requests to it and records each outcome with its time.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -18,50 +18,84 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(200);
 const ECHO_IDLE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
-// The echo service
+// Services in a namespace
 // ---------------------------------------------------------------------------------------------
 
-/// An echo server on 127.0.0.1 inside a namespace (port chosen by the system). Like
-/// [`echo_server`](super::echo_server) it half-closes after the client's EOF. Stopped, with its
+/// A threaded TCP server whose listening socket lives in a namespace: each connection is served
+/// by `serve` on a thread of its own, and each client's address is recorded. Stopped, with its
 /// open connections, on drop.
-pub struct NetnsEcho {
-    /// The port it listens on (127.0.0.1 in its namespace).
+pub struct NetnsServer {
+    /// The port it listens on (in its namespace).
     pub port: u16,
     listener: socket2::Socket,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl NetnsEcho {
-    /// Binds in namespace `ns` and starts serving.
-    pub fn start(ns: &str) -> NetnsEcho {
-        let listener: TcpListener = in_netns(ns, || TcpListener::bind(("127.0.0.1", 0)))
-            .unwrap_or_else(|e| panic!("bind an echo port in {ns}: {e}"));
-        let port = listener.local_addr().expect("echo address").port();
+impl NetnsServer {
+    /// Binds `addr` in namespace `ns` (port 0: the system chooses) and starts serving.
+    pub fn start<F>(ns: &str, addr: SocketAddr, serve: F) -> NetnsServer
+    where
+        F: Fn(TcpStream) + Clone + Send + 'static,
+    {
+        let listener: TcpListener = in_netns(ns, move || TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
+        let port = listener.local_addr().expect("listening address").port();
         let stop = socket2::Socket::from(listener.try_clone().expect("clone listener"));
         let conns = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
-        let c2 = conns.clone();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (c2, p2) = (conns.clone(), peers.clone());
         let thread = std::thread::spawn(move || {
             // Ends when the listener is shut down (accept then fails).
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { break };
+                if let Ok(peer) = conn.peer_addr() {
+                    p2.lock().unwrap().push(peer);
+                }
                 if let Ok(c) = conn.try_clone() {
                     c2.lock().unwrap().push(c);
                 }
-                std::thread::spawn(move || echo(conn));
+                let serve = serve.clone();
+                std::thread::spawn(move || serve(conn));
             }
         });
-        NetnsEcho {
+        NetnsServer {
             port,
             listener: stop,
             conns,
+            peers,
             thread: Some(thread),
+        }
+    }
+
+    /// An echo server on 127.0.0.1 in `ns` (port chosen by the system). Like
+    /// [`echo_server`](super::echo_server) it half-closes after the client's EOF.
+    pub fn echo(ns: &str) -> NetnsServer {
+        NetnsServer::start(ns, SocketAddr::from(([127, 0, 0, 1], 0)), echo)
+    }
+
+    /// The address of every client so far, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NetnsServer {
+    fn drop(&mut self) {
+        // shutdown(2) on a listening socket wakes a blocked accept on Linux.
+        let _ = self.listener.shutdown(Shutdown::Both);
+        for c in self.conns.lock().unwrap().iter() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
 /// Echoes until EOF (then half-closes) or an error; bounded by [`ECHO_IDLE`] per read and by
-/// the drop of its [`NetnsEcho`], which shuts the connection down.
+/// the drop of its [`NetnsServer`], which shuts the connection down.
 fn echo(mut conn: TcpStream) {
     let _ = conn.set_read_timeout(Some(ECHO_IDLE));
     let mut buf = vec![0u8; 64 * 1024];
@@ -76,19 +110,6 @@ fn echo(mut conn: TcpStream) {
         }
     }
     let _ = conn.shutdown(Shutdown::Write);
-}
-
-impl Drop for NetnsEcho {
-    fn drop(&mut self) {
-        // shutdown(2) on a listening socket wakes a blocked accept on Linux.
-        let _ = self.listener.shutdown(Shutdown::Both);
-        for c in self.conns.lock().unwrap().iter() {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
