@@ -16,6 +16,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::burrow::{allocated_port, Relay};
+
 use common::netns::*;
 use common::*;
 
@@ -191,18 +193,19 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
         visitor = visitor.public_line,
         stranger = stranger.public_line,
     );
-    let (mut relay, key_r) = relay(&w, &ak, "");
+    // gateway_ports = "yes" for the public-port form beside the aliases (its originator).
+    let (mut relay, key_r) = relay(&w, &ak, "gateway_ports = \"yes\"\n");
     w.trust(&format!("[{B_INSIDE}]:{RELAY_PORT}"), &key_r);
     w.trust(&format!("[{B_PUBLIC}]:{RELAY_PORT}"), &key_r);
     // C's ssh checks A's host key under the alias it asked for.
     w.trust("a-ssh", &key_a);
 
     // A publishes a-ssh with stock OpenSSH (-v: it logs each forwarded connection's
-    // originator) and a-web with burrow.
+    // originator), and its sshd on the public port 8022 the seed's way; a-web with burrow.
     let mut cmd = ssh(&w, a, &[&w.key.private]);
     cmd.args(["-v", "-N", "-o", "ExitOnForwardFailure=yes", "-p"])
         .arg(RELAY_PORT.to_string())
-        .args(["-R", "a-ssh:22:localhost:22"])
+        .args(["-R", "a-ssh:22:localhost:22", "-R", "8022:localhost:22"])
         .arg(format!("tunnel@{B_INSIDE}"));
     let mut pub_ssh = w.spawn(cmd, "A-ssh-R-alias");
     let mut cmd = burrow_ssh(&w, a, &[&w.key.private]);
@@ -219,12 +222,14 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
         pub_web.stderr_text()
     );
 
-    // No socket on B for either alias: only the relay's own port and its metrics port listen.
+    // No socket on B for either alias: only the relay's own port, its metrics port and the
+    // public port 8022 listen.
+    wait_ssh_banner(c, sa(B_PUBLIC, 8022), "A's -R 8022", &mut [&mut pub_ssh]);
     let ports = listening_ports(&w, b);
     for p in &ports {
         assert!(
-            [RELAY_PORT, 9180].contains(p),
-            "B listens on port {p}, which is not the relay's own (all: {ports:?})"
+            [RELAY_PORT, 9180, 8022].contains(p),
+            "B listens on port {p}, which is neither the relay's own nor 8022 (all: {ports:?})"
         );
     }
     for p in [22, 80] {
@@ -251,6 +256,16 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
     assert!(
         originator.is_some(),
         "A's ssh saw no forwarded connection from C's address {C_IP}:\n{}",
+        pub_ssh.stderr_text()
+    );
+
+    // The seed's public-port form says who connected too: the banner probe above came from C.
+    let originator = pub_ssh
+        .stderr()
+        .wait_for_line(&format!("port 8022, originator {C_IP} port"), UP);
+    assert!(
+        originator.is_some(),
+        "A's ssh saw no connection to port 8022 from C's address {C_IP}:\n{}",
         pub_ssh.stderr_text()
     );
 
@@ -352,7 +367,7 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
     let metrics = curl_in(&w, b, &format!("http://{METRICS}/metrics"));
     assert!(
         metrics.lines().any(|l| l == "burrow_relay_aliases 2")
-            && metrics.lines().any(|l| l == "burrow_relay_listeners 0"),
+            && metrics.lines().any(|l| l == "burrow_relay_listeners 1"),
         "metrics do not count the aliases:\n{metrics}"
     );
     let status = curl_in(&w, b, &format!("http://{METRICS}/api/status"));
@@ -378,6 +393,239 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
     );
 
     for g in [&mut relay, &mut pub_ssh, &mut pub_web, &mut sshd_a] {
+        assert!(
+            g.try_status().is_none(),
+            "{} died:\n{}",
+            g.name(),
+            g.stderr_text()
+        );
+    }
+}
+
+/// Same-key takeover works for an alias as for a port: while the publisher answers, a second
+/// session of its key is refused the alias; once the publisher is frozen (its TCP connection
+/// open, nothing answering), the second session takes the alias over after the probe, and a
+/// visitor's next connection reaches the new publisher's target. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_takes_over_a_dead_publishers_alias() {
+    let dir = test_dir();
+    let publisher = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
+    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[
+            publisher.public_line.clone(),
+            format!("permitopen=\"a-echo:7\" {}", visitor.public_line),
+        ],
+        Some("[limits]\ntakeover_probe_secs = 2\n"),
+        &[],
+    )
+    .await;
+    let (echo1, echo2) = (echo_server().await, echo_server().await);
+    let publish = |name: &str, echo: &common::services::Service| {
+        let mut cmd = relay.ssh(&publisher);
+        cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+            .arg(format!("a-echo:7:{}", echo.hostport()))
+            .arg("root@127.0.0.1");
+        spawn_logged(cmd, dir.path(), name)
+    };
+    let first = publish("publisher-first", &echo1);
+    relay
+        .child
+        .stderr()
+        .wait_for_line_async("alias=a-echo port=7", UP)
+        .await
+        .unwrap_or_else(|| panic!("no alias:\n{}", relay.child.stderr_text()));
+    let mut cmd = relay.burrow_ssh(&visitor);
+    cmd.args(["-N", "-L", "127.0.0.1:0:a-echo:7", "root@127.0.0.1"]);
+    let visit = spawn_logged(cmd, dir.path(), "visitor-L");
+    let port = allocated_port(&visit, "local forward to a-echo:7").await;
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    transfer_checked(local, 256 * 1024)
+        .await
+        .expect("the visitor reaches the first publisher");
+    assert_eq!(common::services::Stats::get(&echo1.stats.connections), 1);
+
+    // A live publisher keeps its alias.
+    let mut second_live = publish("publisher-second-live", &echo2);
+    let st = second_live.wait_timeout(Duration::from_secs(60));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(255),
+        "{}",
+        second_live.stderr_text()
+    );
+    assert!(
+        relay
+            .child
+            .stderr_text()
+            .contains("alias a-echo:7 is held by a live session of the same key"),
+        "{}",
+        relay.child.stderr_text()
+    );
+
+    first.freeze();
+    let mut second = publish("publisher-second", &echo2);
+    relay.wait_port_moves_to(port, &echo2, &mut second).await;
+    assert!(relay.child.stderr_text().contains("taking its port over"));
+    first.thaw();
+}
+
+/// A line echo service in A's namespace on 127.0.0.1 (port chosen by the kernel): echoes each
+/// line of each connection. Connections end on EOF or after a 120 s read timeout (an outage of
+/// the tunnel must not look like an idle client).
+fn line_echo_on_a(ns: &str) -> u16 {
+    let listener = in_netns(ns, || TcpListener::bind(("127.0.0.1", 0))).expect("bind echo");
+    let port = listener.local_addr().expect("echo address").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
+                let mut reader = BufReader::new(&conn);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if (&conn).write_all(line.as_bytes()).is_err() {
+                        break;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The tunnels.toml form (`remote = ["a-echo:7:127.0.0.1:PORT"]` under `burrow up`) publishes
+/// an alias, and a visitor's connection to it is a resumable stream on the publisher's side:
+/// it survives A's link to B going down for 10 s (the relay drops the dead session by its
+/// keepalives, the publisher reconnects, publishes its alias again and re-attaches the
+/// stream), with no reset and no line lost.
+#[test]
+fn alias_from_tunnels_toml_survives_the_publishers_outage() {
+    let Some(w) = World::new(
+        "alias_from_tunnels_toml_survives_the_publishers_outage",
+        None,
+    ) else {
+        return;
+    };
+    let (a, c) = (w.net.a.clone(), w.net.c.clone());
+    let echo = line_echo_on_a(&a);
+    let visitor = keygen(w.path(), "c-visitor", KeyKind::Ed25519, None);
+    let ak = format!(
+        "{}\npermitopen=\"a-echo:7\" {}\n",
+        w.key.public_line, visitor.public_line
+    );
+    let (mut relay, key_r) = relay(
+        &w,
+        &ak,
+        "[limits]\nresume_grace_secs = 60\nkeepalive_interval_secs = 1\nkeepalive_count_max = 3\n",
+    );
+    w.trust(&format!("[{B_INSIDE}]:{RELAY_PORT}"), &key_r);
+    w.trust(&format!("[{B_PUBLIC}]:{RELAY_PORT}"), &key_r);
+    let file = w.path().join("tunnels.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tunnel]]\nname = \"a\"\nserver = \"tunnel@{B_INSIDE}:{RELAY_PORT}\"\n\
+             remote = [\"a-echo:7:127.0.0.1:{echo}\"]\nidentity = \"{}\"\n\
+             known_hosts = \"{}\"\nssh_config = \"none\"\n\
+             keepalive_interval = 1\nkeepalive_count = 3\nbackoff_initial = 1\nbackoff_max = 2\n\
+             resume_grace = 60\n",
+            w.key.private.display(),
+            w.known_hosts.display()
+        ),
+    )
+    .expect("tunnels.toml");
+    let mut cmd = ns_cmd(&a, burrow_bin());
+    cmd.arg("up")
+        .arg(&file)
+        .arg("--control")
+        .arg(w.path().join("up.sock"));
+    let mut up = w.spawn(cmd, "A-burrow-up");
+    assert!(
+        wait_lines(&relay, "alias=a-echo port=7", 1),
+        "burrow up did not publish the alias:\n{}\n--- up ---\n{}",
+        relay.stderr_text(),
+        up.stderr_text()
+    );
+    let mut cmd = ssh(&w, &c, &[&visitor.private]);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-p"])
+        .arg(RELAY_PORT.to_string())
+        .args(["-L", "17007:a-echo:7"])
+        .arg(format!("c@{B_PUBLIC}"));
+    let mut l_echo = w.spawn(cmd, "C-ssh-L-alias");
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(mut s) = connect_from(&c, sa("127.0.0.1", 17007), Duration::from_secs(2)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+            let mut got = [0u8; 6];
+            if s.write_all(b"hello\n").is_ok() && s.read_exact(&mut got).is_ok() {
+                assert_eq!(&got, b"hello\n");
+                conn = Some(s);
+                break;
+            }
+        }
+        assert!(l_echo.try_status().is_none(), "{}", l_echo.stderr_text());
+        // A retry backoff while C's -L listener comes up, not a readiness guess.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut conn = conn.unwrap_or_else(|| {
+        panic!(
+            "no echo through a-echo:\n{}\n--- up ---\n{}",
+            relay.stderr_text(),
+            up.stderr_text()
+        )
+    });
+
+    // `burrow status` on A lists the alias like a port forward, with its traffic.
+    let mut cmd = Command::new(burrow_bin());
+    cmd.args(["status", "--json", "--control"])
+        .arg(w.path().join("up.sock"));
+    let (st, out, err) = run_with_timeout(cmd, w.path(), "status", CMD);
+    assert!(st.is_some_and(|s| s.success()), "burrow status: {err}");
+    let all: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    let fwd = all[0]["forwards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| {
+            f["spec"]
+                .as_str()
+                .is_some_and(|s| s.contains("-R a-echo:7:"))
+        })
+        .unwrap_or_else(|| panic!("no a-echo forward in burrow status: {out}"));
+    assert!(
+        fwd["bytes_in"].as_u64() >= Some(6),
+        "burrow status counted no bytes for the alias: {fwd}"
+    );
+    // A's link down for 10 s: written meanwhile, echoed once it is back.
+    ip(&["-n", &a, "link", "set", "toB", "down"]);
+    conn.write_all(b"during the outage\n")
+        .expect("write during the outage");
+    std::thread::sleep(Duration::from_secs(10));
+    ip(&["-n", &a, "link", "set", "toB", "up"]);
+    conn.write_all(b"after\n").expect("write after the outage");
+    let mut reader = BufReader::new(&conn);
+    let mut got = String::new();
+    for want in ["during the outage\n", "after\n"] {
+        got.clear();
+        reader.read_line(&mut got).unwrap_or_else(|e| {
+            panic!(
+                "the visitor's connection broke ({e}):\n{}\n--- up ---\n{}",
+                relay.stderr_text(),
+                up.stderr_text()
+            )
+        });
+        assert_eq!(got, want, "lost or garbled across the outage");
+    }
+    assert!(
+        relay.stderr_text().contains("resumable stream re-attached"),
+        "the stream was not re-attached:\n{}",
+        relay.stderr_text()
+    );
+    for g in [&mut relay, &mut up, &mut l_echo] {
         assert!(
             g.try_status().is_none(),
             "{} died:\n{}",
