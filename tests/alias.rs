@@ -67,12 +67,28 @@ fn burrow_ssh(w: &World, ns: &str, keys: &[&Path]) -> Command {
 /// `burrow serve` in B on 0.0.0.0:RELAY_PORT with `authorized_keys` as given and metrics on
 /// B's loopback; returns once A sees its banner, with its host key line.
 fn relay(w: &World, authorized_keys: &str, extra_toml: &str) -> (ChildGuard, String) {
-    let dir = w.path().join("relay");
+    let toml = format!("metrics = \"{METRICS}\"\n{extra_toml}");
+    let at = (w.net.b.as_str(), RELAY_PORT);
+    relay_in(w, "relay", at, (&w.net.a, B_INSIDE), authorized_keys, &toml)
+}
+
+/// `burrow serve` named `name` in namespace `at.0` on 0.0.0.0:`at.1` with this authorized_keys
+/// and serve.toml; returns once namespace `probe.0` sees its banner at `probe.1`, with its host
+/// key line.
+fn relay_in(
+    w: &World,
+    name: &str,
+    at: (&str, u16),
+    probe: (&str, &str),
+    authorized_keys: &str,
+    toml_text: &str,
+) -> (ChildGuard, String) {
+    let dir = w.path().join(name);
     std::fs::create_dir_all(&dir).expect("relay dir");
     let ak = dir.join("authorized_keys");
     std::fs::write(&ak, authorized_keys).expect("authorized_keys");
     let toml = dir.join("serve.toml");
-    std::fs::write(&toml, format!("metrics = \"{METRICS}\"\n{extra_toml}")).expect("serve.toml");
+    std::fs::write(&toml, toml_text).expect("serve.toml");
     {
         use std::os::unix::fs::PermissionsExt;
         for f in [&ak, &toml] {
@@ -80,11 +96,11 @@ fn relay(w: &World, authorized_keys: &str, extra_toml: &str) -> (ChildGuard, Str
         }
     }
     let host_key = dir.join("host_key");
-    let mut cmd = ns_cmd(&w.net.b, burrow_bin());
+    let mut cmd = ns_cmd(at.0, burrow_bin());
     cmd.args([
         "serve",
         "--listen",
-        &format!("0.0.0.0:{RELAY_PORT}"),
+        &format!("0.0.0.0:{}", at.1),
         "--config",
     ])
     .arg(&toml)
@@ -93,18 +109,13 @@ fn relay(w: &World, authorized_keys: &str, extra_toml: &str) -> (ChildGuard, Str
     .arg("--authorized-keys")
     .arg(&ak)
     .env("HOME", &dir);
-    let mut child = w.spawn(cmd, "relay");
+    let mut child = w.spawn(cmd, name);
     assert!(
         child.stderr().wait_for_line("listening on", UP).is_some(),
         "burrow serve did not start:\n{}",
         child.stderr_text()
     );
-    wait_ssh_banner(
-        &w.net.a,
-        sa(B_INSIDE, RELAY_PORT),
-        "relay",
-        &mut [&mut child],
-    );
+    wait_ssh_banner(probe.0, sa(probe.1, at.1), name, &mut [&mut child]);
     (child, common::keys::public_key_line(&host_key))
 }
 
@@ -633,4 +644,88 @@ fn alias_from_tunnels_toml_survives_the_publishers_outage() {
             g.stderr_text()
         );
     }
+}
+
+/// With aliases on, the relay never resolves a one-label name, so no key can reach (or, by
+/// publishing an alias, capture) a host of the relay's network by its short name, even under
+/// `permit_open = ["any"]`; `aliases = false` restores resolve-and-dial. The relay runs in A's
+/// namespace, whose /etc/hosts names `svc` (127.0.0.1), where a service listens.
+#[test]
+fn one_label_names_are_never_resolved_with_aliases_on() {
+    let hosts = "127.0.0.1 localhost\n127.0.0.1 svc\n";
+    let Some(w) = World::new(
+        "one_label_names_are_never_resolved_with_aliases_on",
+        Some(hosts),
+    ) else {
+        return;
+    };
+    let a = w.net.a.clone();
+    line_service_on_a(&a, 8080);
+    let ak = format!("{}\n", w.key.public_line);
+    let any = "permit_open = [\"any\"]\n";
+    let (mut on, key_on) = relay_in(&w, "relay-on", (&a, 2222), (&a, "127.0.0.1"), &ak, any);
+    let off_toml = format!("{any}aliases = false\n");
+    let (mut off, key_off) = relay_in(
+        &w,
+        "relay-off",
+        (&a, 2223),
+        (&a, "127.0.0.1"),
+        &ak,
+        &off_toml,
+    );
+    w.trust("[127.0.0.1]:2222", &key_on);
+    w.trust("[127.0.0.1]:2223", &key_off);
+    let try_w = |port: u16, name: &str| {
+        let mut cmd = ssh(&w, &a, &[&w.key.private]);
+        cmd.args(["-W", "svc:8080", "-p", &port.to_string(), "k@127.0.0.1"]);
+        run_with_timeout(cmd, w.path(), name, CMD)
+    };
+    let (st, out, err) = try_w(2223, "W-aliases-off");
+    assert!(
+        st.is_some_and(|s| s.success()) && out.starts_with("A got"),
+        "aliases = false: svc:8080 must resolve and connect ({st:?}):\n{out}\n{err}\n{}",
+        off.stderr_text()
+    );
+    let (st, out, err) = try_w(2222, "W-aliases-on");
+    assert!(
+        !st.is_some_and(|s| s.success()) && !out.contains("A got"),
+        "aliases on: svc:8080 was resolved and reached:\n{out}\n{err}"
+    );
+    assert!(
+        on.stderr()
+            .wait_for_line("direct-tcpip svc:8080", UP)
+            .is_some_and(|l| l.contains("a private alias")),
+        "the relay did not refuse svc:8080 as an alias:\n{}",
+        on.stderr_text()
+    );
+    for g in [&mut on, &mut off] {
+        assert!(g.try_status().is_none(), "{} died", g.name());
+    }
+}
+
+/// Aliases count toward the key's listener cap like ports: with `burrow-max-listeners=1` a
+/// second alias in the same session is refused. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_count_toward_the_listener_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[format!("burrow-max-listeners=\"1\" {}", key.public_line)],
+        None,
+        &[],
+    )
+    .await;
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes"])
+        .args(["-R", "a-one:1:127.0.0.1:9", "-R", "a-two:2:127.0.0.1:9"])
+        .arg("root@127.0.0.1");
+    let (st, _, err) = run_with_timeout(cmd, dir.path(), "two-aliases", CMD);
+    assert_eq!(st.and_then(|s| s.code()), Some(255), "{err}");
+    let log = relay.child.stderr_text();
+    assert!(
+        log.contains("alias published") && log.contains("listener cap reached for this key"),
+        "{log}"
+    );
 }
