@@ -64,6 +64,31 @@ fn burrow_ssh(w: &World, ns: &str, keys: &[&Path]) -> Command {
     c
 }
 
+/// `PROG -J USER@B:RELAY_PORT root@a-ssh hostname` from C (`prog` is [`ssh`] or
+/// [`burrow_ssh`]), offering `keys`; returns (status, stdout, stderr).
+fn jump_to_a_ssh(
+    w: &World,
+    prog: fn(&World, &str, &[&Path]) -> Command,
+    keys: &[&Path],
+    user: &str,
+    name: &str,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    let mut cmd = prog(w, &w.net.c, keys);
+    cmd.arg("-J")
+        .arg(format!("{user}@{B_PUBLIC}:{RELAY_PORT}"))
+        .args(["root@a-ssh", "hostname"]);
+    run_with_timeout(cmd, w.path(), name, CMD)
+}
+
+/// Asserts none of `guards` has exited.
+fn assert_running(guards: &mut [&mut ChildGuard]) {
+    for g in guards.iter_mut() {
+        if let Some(st) = g.try_status() {
+            panic!("{} died ({st}):\n{}", g.name(), g.stderr_text());
+        }
+    }
+}
+
 /// `burrow serve` in B on 0.0.0.0:RELAY_PORT with `authorized_keys` as given and metrics on
 /// B's loopback; returns once A sees its banner, with its host key line.
 fn relay(w: &World, authorized_keys: &str, extra_toml: &str) -> (ChildGuard, String) {
@@ -248,12 +273,8 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
     }
 
     // C logs in to A's sshd by name with stock ssh -J (C's key for the relay, w.key for A).
-    let mut cmd = ssh(&w, c, &[&visitor.private, &w.key.private]);
-    cmd.arg("-J")
-        .arg(format!("c@{B_PUBLIC}:{RELAY_PORT}"))
-        .arg("root@a-ssh")
-        .arg("hostname");
-    let (st, out, err) = run_with_timeout(cmd, w.path(), "C-ssh-J-alias", CMD);
+    let both = [visitor.private.as_path(), w.key.private.as_path()];
+    let (st, out, err) = jump_to_a_ssh(&w, ssh, &both, "c", "C-ssh-J-alias");
     assert!(
         st.is_some_and(|s| s.success()),
         "ssh -J c@B a-ssh from C failed ({st:?}):\n{out}\n{err}\n--- relay ---\n{}",
@@ -281,12 +302,7 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
     );
 
     // The same with burrow ssh -J.
-    let mut cmd = burrow_ssh(&w, c, &[&visitor.private, &w.key.private]);
-    cmd.arg("-J")
-        .arg(format!("c@{B_PUBLIC}:{RELAY_PORT}"))
-        .arg("root@a-ssh")
-        .arg("hostname");
-    let (st, out, err) = run_with_timeout(cmd, w.path(), "C-burrow-J-alias", CMD);
+    let (st, out, err) = jump_to_a_ssh(&w, burrow_ssh, &both, "c", "C-burrow-J-alias");
     assert!(
         st.is_some_and(|s| s.success()),
         "burrow ssh -J c@B a-ssh from C failed ({st:?}):\n{out}\n{err}\n--- relay ---\n{}",
@@ -319,12 +335,8 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
     );
 
     // A key without permitopen for the alias is refused, and the refusal is logged.
-    let mut cmd = ssh(&w, c, &[&stranger.private, &w.key.private]);
-    cmd.arg("-J")
-        .arg(format!("k@{B_PUBLIC}:{RELAY_PORT}"))
-        .arg("root@a-ssh")
-        .arg("hostname");
-    let (st, out, err) = run_with_timeout(cmd, w.path(), "C-stranger-J-alias", CMD);
+    let keys = [stranger.private.as_path(), w.key.private.as_path()];
+    let (st, out, err) = jump_to_a_ssh(&w, ssh, &keys, "k", "C-stranger-J-alias");
     assert!(
         !st.is_some_and(|s| s.success()),
         "a key without permitopen reached a-ssh:\n{out}\n{err}"
@@ -363,12 +375,7 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
         relay.stderr_text()
     );
     // ... and the owner's alias still works.
-    let mut cmd = ssh(&w, c, &[&visitor.private, &w.key.private]);
-    cmd.arg("-J")
-        .arg(format!("c@{B_PUBLIC}:{RELAY_PORT}"))
-        .arg("root@a-ssh")
-        .arg("hostname");
-    let (st, out, err) = run_with_timeout(cmd, w.path(), "C-ssh-J-alias-again", CMD);
+    let (st, out, err) = jump_to_a_ssh(&w, ssh, &both, "c", "C-ssh-J-alias-again");
     assert!(
         st.is_some_and(|s| s.success()) && out.trim() == *a,
         "a-ssh broke after the refused takeover ({st:?}):\n{out}\n{err}"
@@ -403,14 +410,7 @@ fn alias_reaches_a_by_name_privately_with_no_socket_on_b() {
         "no a-ssh alias on the status page: {status}"
     );
 
-    for g in [&mut relay, &mut pub_ssh, &mut pub_web, &mut sshd_a] {
-        assert!(
-            g.try_status().is_none(),
-            "{} died:\n{}",
-            g.name(),
-            g.stderr_text()
-        );
-    }
+    assert_running(&mut [&mut relay, &mut pub_ssh, &mut pub_web, &mut sshd_a]);
 }
 
 /// Same-key takeover works for an alias as for a port: while the publisher answers, a second
@@ -636,14 +636,7 @@ fn alias_from_tunnels_toml_survives_the_publishers_outage() {
         "the stream was not re-attached:\n{}",
         relay.stderr_text()
     );
-    for g in [&mut relay, &mut up, &mut l_echo] {
-        assert!(
-            g.try_status().is_none(),
-            "{} died:\n{}",
-            g.name(),
-            g.stderr_text()
-        );
-    }
+    assert_running(&mut [&mut relay, &mut up, &mut l_echo]);
 }
 
 /// With aliases on, the relay never resolves a one-label name, so no key can reach (or, by
@@ -698,9 +691,7 @@ fn one_label_names_are_never_resolved_with_aliases_on() {
         "the relay did not refuse svc:8080 as an alias:\n{}",
         on.stderr_text()
     );
-    for g in [&mut on, &mut off] {
-        assert!(g.try_status().is_none(), "{} died", g.name());
-    }
+    assert_running(&mut [&mut on, &mut off]);
 }
 
 /// Aliases count toward the key's listener cap like ports: with `burrow-max-listeners=1` a

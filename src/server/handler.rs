@@ -164,6 +164,20 @@ impl SessionHandler {
         let _ = session.close(channel);
     }
 
+    /// A slot of key `fp`'s channel cap for forward `what`; refused (logged and counted) at
+    /// the cap.
+    fn forward_slot(&self, fp: &str, what: &str) -> Option<ChannelSlot> {
+        let slot = self.relay.open_channel_slot(fp, self.channel_cap());
+        if slot.is_none() {
+            self.refuse(
+                what,
+                Refusal::ChannelCap,
+                &"open channel cap reached for this key",
+            );
+        }
+        slot
+    }
+
     /// `direct-tcpip` to alias `name:port`: refused unless the key may visit it (before saying
     /// whether it exists), "connect failed" when nobody publishes it, else carried to the
     /// publisher with this session's address as the originator.
@@ -190,12 +204,7 @@ impl SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return;
         };
-        let Some(slot) = self.relay.open_channel_slot(&key.fp, self.channel_cap()) else {
-            self.refuse(
-                &what,
-                Refusal::ChannelCap,
-                &"open channel cap reached for this key",
-            );
+        let Some(slot) = self.forward_slot(&key.fp, &what) else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return;
         };
@@ -471,12 +480,7 @@ impl russh::server::Handler for SessionHandler {
                 .await;
             return Ok(());
         }
-        let Some(slot) = self.relay.open_channel_slot(&key.fp, self.channel_cap()) else {
-            self.refuse(
-                &what,
-                Refusal::ChannelCap,
-                &"open channel cap reached for this key",
-            );
+        let Some(slot) = self.forward_slot(&key.fp, &what) else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };

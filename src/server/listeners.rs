@@ -165,18 +165,29 @@ impl ListenerRegistry {
         if held >= cap as usize {
             return None;
         }
+        Some(self.push_reservation(&mut entries, session, (requested_addr, port), false))
+    }
+
+    /// Adds a reservation for (`addr`, `port`) by `session` to the locked `entries`.
+    fn push_reservation(
+        &self,
+        entries: &mut Vec<Entry>,
+        session: &SessionRef,
+        (addr, port): (&str, u16),
+        alias: bool,
+    ) -> u64 {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         entries.push(Entry {
             id,
             port,
-            requested_addr: requested_addr.to_string(),
-            alias: false,
+            requested_addr: addr.to_string(),
+            alias,
             session: session.clone(),
             live: None,
         });
-        Some(id)
+        id
     }
 
     /// Takes one of the key's `cap` listener slots for alias `name:port`, in one step under the
@@ -234,17 +245,7 @@ impl ListenerRegistry {
                 "listener cap reached for this key",
             ));
         }
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        entries.push(Entry {
-            id,
-            port,
-            requested_addr: name.to_string(),
-            alias: true,
-            session: session.clone(),
-            live: None,
-        });
+        let id = self.push_reservation(&mut entries, session, (name, port), true);
         Ok((id, holders))
     }
 
