@@ -720,3 +720,57 @@ async fn aliases_count_toward_the_listener_cap() {
         "{log}"
     );
 }
+
+/// A visitor of an alias whose publisher stopped answering (frozen, its TCP connection open,
+/// the relay's keepalives off so nothing ends the session) gets "connect failed" once the
+/// relay's 30 s dial timeout passes, as for a target that does not answer, instead of waiting
+/// for ever. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
+    let dir = test_dir();
+    let publisher = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
+    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[
+            publisher.public_line.clone(),
+            format!("permitopen=\"a-echo:7\" {}", visitor.public_line),
+        ],
+        Some("[limits]\nkeepalive_interval_secs = 0\n"),
+        &[],
+    )
+    .await;
+    let echo = echo_server().await;
+    let mut cmd = relay.ssh(&publisher);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("a-echo:7:{}", echo.hostport()))
+        .arg("root@127.0.0.1");
+    let publisher_ssh = spawn_logged(cmd, dir.path(), "publisher");
+    relay
+        .child
+        .stderr()
+        .wait_for_line_async("alias=a-echo port=7", UP)
+        .await
+        .unwrap_or_else(|| panic!("no alias:\n{}", relay.child.stderr_text()));
+    publisher_ssh.freeze();
+    let mut cmd = relay.ssh(&visitor);
+    cmd.args(["-W", "a-echo:7", "root@127.0.0.1"]);
+    let started = std::time::Instant::now();
+    let logs = dir.path().to_owned();
+    let (st, _, err) = tokio::task::spawn_blocking(move || {
+        run_with_timeout(cmd, &logs, "visitor-W", Duration::from_secs(90))
+    })
+    .await
+    .expect("visitor task");
+    publisher_ssh.thaw();
+    assert!(
+        st.is_some_and(|s| !s.success()) && err.contains("connect failed"),
+        "the visit did not fail with connect failed within 90 s ({st:?}):\n{err}\n{}",
+        relay.child.stderr_text()
+    );
+    println!(
+        "visit to a frozen publisher failed after {:?}",
+        started.elapsed()
+    );
+}

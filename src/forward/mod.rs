@@ -258,9 +258,19 @@ impl Dial {
                 Ok(Box::new(near) as BoxedIo)
             }
             Dial::Nowhere => Err(io::Error::other("no such forward")),
-            Dial::Open(label, open) => open.await.inspect_err(|e| {
-                tracing::info!("connect_to {label}: failed: {}", io_reason(e));
-            }),
+            Dial::Open(label, open) => {
+                // Bounded like a dial: the far end may be a session that stopped answering.
+                let opened = match tokio::time::timeout(ctx.connect_timeout, open).await {
+                    Ok(r) => r,
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "Connection timed out",
+                    )),
+                };
+                opened.inspect_err(|e| {
+                    tracing::info!("connect_to {label}: failed: {}", io_reason(e));
+                })
+            }
             Dial::Addrs(label, addrs) => match connect_addrs(&addrs, ctx.connect_timeout).await {
                 Ok(stream) => Ok(Box::new(stream) as BoxedIo),
                 Err(e) => {
