@@ -131,3 +131,36 @@ fn match_class(pat: &[char], start: usize, c: char) -> Option<usize> {
     }
     (matched != negate).then_some(i + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The relay's permits (`PermitListen`, `permitlisten=`) use `match_pattern` too.
+    #[test]
+    fn match_pattern_wildcards() {
+        #[rustfmt::skip]
+        let cases = [
+            ("*",       "",         true),
+            ("*",       "abc",      true),
+            ("",        "",         true),
+            ("",        "a",        false),
+            ("a*c",     "abbbc",    true),
+            ("a*c",     "abbbd",    false),
+            ("a?c",     "abc",      true),
+            ("a?c",     "ac",       false),
+            ("*.*.*.1", "10.0.0.1", true),
+            ("*a*a*",   "banana",   true),
+            ("**",      "x",        true),
+            ("abc",     "abcd",     false),
+            ("abcd",    "abc",      false),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(
+                match_pattern(text, pattern),
+                want,
+                "{pattern:?} vs {text:?}"
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ mod tests;
 
 pub use dest::{parse_destination, parse_jump, JumpHost};
 pub use error::{Problem, SpecError, SpecKind};
-pub use permit::{split_permit, PermitProblem};
+pub use permit::{permit_port, split_permit, PermitProblem};
 
 use fields::{parse_port, split_fields, Field};
 

@@ -92,7 +92,7 @@ pub fn check_publish(
     let names = |p: &PermitListen| {
         p.port.is_none_or(|want| want == port)
             && p.host.as_deref().is_some_and(|pattern| {
-                super::policy::glob_match(&pattern.to_ascii_lowercase(), &name)
+                crate::pattern::match_pattern(&name, &pattern.to_ascii_lowercase())
             })
     };
     if !matches!(

@@ -25,8 +25,9 @@ use russh::keys::PublicKey;
 
 pub use super::policy::KeyOptions;
 use super::policy::{
-    add_key_permit_open, glob_match, parse_permit_listen, split_host_port, PermitListen, PermitOpen,
+    add_key_permit_open, parse_permit_listen, split_host_port, PermitListen, PermitOpen,
 };
+use crate::pattern::match_pattern;
 
 /// One authorized key with its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -701,7 +702,7 @@ pub fn from_allows(patterns: &str, peer: IpAddr) -> bool {
             return false;
         };
         let hit = net.is_some_and(|(addr, len)| in_network(peer, addr, len))
-            || glob_match(&pattern.to_ascii_lowercase(), &text);
+            || match_pattern(&text, &pattern.to_ascii_lowercase());
         if hit && negated {
             return false;
         }

@@ -16,7 +16,8 @@ use std::str::FromStr;
 
 use std::time::SystemTime;
 
-use crate::spec::BindTarget;
+use crate::pattern::match_pattern;
+use crate::spec::{self, BindTarget, PermitProblem};
 
 /// The options relevant to a forwarding-only server, after applying a line's option list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,38 +450,8 @@ fn listen_match(p: &PermitListen, addr: &str, port: u16) -> bool {
     let host_ok = p
         .host
         .as_deref()
-        .is_none_or(|pattern| glob_match(&pattern.to_ascii_lowercase(), addr));
+        .is_none_or(|pattern| match_pattern(addr, &pattern.to_ascii_lowercase()));
     port_ok && host_ok
-}
-
-/// OpenSSH `match_pattern`: `*` matches any run of characters, `?` exactly one.
-pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    // Where to resume after the last `*`: (pattern index after it, text index it covers up to).
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi + 1, ti));
-                pi += 1;
-            }
-            Some(&c) if c == b'?' || Some(&c) == t.get(ti) => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
 /// Parses one `PermitOpen` entry, `host:port` (`[v6]:port`; `*` for either part).
@@ -496,7 +467,7 @@ pub fn parse_permit_listen(s: &str) -> Result<PermitListen, PolicyError> {
     if !s.contains(':') {
         return Ok(PermitListen {
             host: None,
-            port: parse_port(s, s)?,
+            port: spec::permit_port(s).map_err(|_| PolicyError::BadPort(s.to_owned()))?,
         });
     }
     let (host, port) = split_host_port(s, false)?;
@@ -575,45 +546,21 @@ fn reject_keyword(s: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Splits `host:port` or `[host]:port` (misc.c `hpdelim2` + `cleanhostname`). With
-/// `allow_slash`, `host/port` is accepted too, as in authorized_keys `permitopen=`.
+/// Splits `host:port` or `[host]:port` by the rule the client's PermitRemoteOpen shares
+/// ([`spec::split_permit`]). With `allow_slash`, `host/port` is accepted too, as in
+/// authorized_keys `permitopen=`.
 pub(crate) fn split_host_port(
     s: &str,
     allow_slash: bool,
 ) -> Result<(String, Option<u16>), PolicyError> {
-    let missing = || PolicyError::MissingPort(s.to_owned());
-    let (host, rest) = if let Some(inner) = s.strip_prefix('[') {
-        let (host, after) = inner.split_once(']').ok_or_else(missing)?;
-        (host, after)
-    } else {
-        let cut = s
-            .find(|c| c == ':' || (allow_slash && c == '/'))
-            .ok_or_else(missing)?;
-        s.split_at(cut)
-    };
-    let port = rest
-        .strip_prefix(':')
-        .or_else(|| rest.strip_prefix('/').filter(|_| allow_slash))
-        .ok_or_else(missing)?;
-    if host.is_empty() {
-        return Err(PolicyError::EmptyHost(s.to_owned()));
-    }
-    Ok((host.to_owned(), parse_port(port, s)?))
-}
-
-/// `*` → `None`; 1..=65535 → `Some`. Service names are not looked up (sshd's `a2port` would).
-fn parse_port(port: &str, whole: &str) -> Result<Option<u16>, PolicyError> {
-    if port == "*" {
-        return Ok(None);
-    }
-    let bad = || PolicyError::BadPort(whole.to_owned());
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(bad()),
-        Ok(p) => Ok(Some(p)),
-    }
+    let (host, port) = spec::split_permit(s, allow_slash).map_err(|problem| match problem {
+        PermitProblem::UnclosedBracket | PermitProblem::MissingPort => {
+            PolicyError::MissingPort(s.to_owned())
+        }
+        PermitProblem::EmptyHost => PolicyError::EmptyHost(s.to_owned()),
+        PermitProblem::BadPort => PolicyError::BadPort(s.to_owned()),
+    })?;
+    Ok((host.to_owned(), port))
 }
 
 fn fmt_host(f: &mut fmt::Formatter<'_>, host: &str) -> fmt::Result {
@@ -1054,29 +1001,6 @@ mod tests {
         ];
         for (reason, text) in cases {
             assert_eq!(reason.to_string(), text);
-        }
-    }
-
-    #[test]
-    fn glob_matching() {
-        #[rustfmt::skip]
-        let cases = [
-            ("*",       "",         true),
-            ("*",       "abc",      true),
-            ("",        "",         true),
-            ("",        "a",        false),
-            ("a*c",     "abbbc",    true),
-            ("a*c",     "abbbd",    false),
-            ("a?c",     "abc",      true),
-            ("a?c",     "ac",       false),
-            ("*.*.*.1", "10.0.0.1", true),
-            ("*a*a*",   "banana",   true),
-            ("**",      "x",        true),
-            ("abc",     "abcd",     false),
-            ("abcd",    "abc",      false),
-        ];
-        for (pattern, text, want) in cases {
-            assert_eq!(glob_match(pattern, text), want, "{pattern:?} vs {text:?}");
         }
     }
 }

@@ -44,9 +44,9 @@ pub fn split_permit(s: &str, allow_slash: bool) -> Result<(&str, Option<u16>), P
     Ok((host, permit_port(port)?))
 }
 
-/// `*` → `None`; 1..=65535 in plain digits → `Some`. Service names are not looked up (sshd's
-/// `a2port` would).
-fn permit_port(port: &str) -> Result<Option<u16>, PermitProblem> {
+/// A permit's port: `*` → `None`; 1..=65535 in plain digits → `Some`. Service names are not
+/// looked up (sshd's `a2port` would).
+pub fn permit_port(port: &str) -> Result<Option<u16>, PermitProblem> {
     if port == "*" {
         return Ok(None);
     }
