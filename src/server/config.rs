@@ -317,35 +317,15 @@ impl ServeConfig {
             .clone()
             .or(file.gateway_ports)
             .unwrap_or_else(|| "no".to_string());
-        let gateway_ports = match gateway_text.to_ascii_lowercase().as_str() {
-            "no" => GatewayPorts::No,
-            "yes" => GatewayPorts::Yes,
-            "clientspecified" => GatewayPorts::ClientSpecified,
-            _ => {
-                return Err(invalid(
-                    "gateway_ports",
-                    format!("\"{gateway_text}\": expected no, yes or clientspecified"),
-                ))
-            }
-        };
-        let allow_tcp_forwarding = match file
+        let gateway_ports: GatewayPorts = gateway_text
+            .parse()
+            .map_err(|e: policy::PolicyError| invalid("gateway_ports", e.to_string()))?;
+        let allow_tcp_forwarding: AllowTcpForwarding = file
             .allow_tcp_forwarding
             .as_deref()
             .unwrap_or("yes")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "yes" | "all" => AllowTcpForwarding::Yes,
-            "no" => AllowTcpForwarding::No,
-            "local" => AllowTcpForwarding::Local,
-            "remote" => AllowTcpForwarding::Remote,
-            other => {
-                return Err(invalid(
-                    "allow_tcp_forwarding",
-                    format!("\"{other}\": expected yes, no, local or remote"),
-                ))
-            }
-        };
+            .parse()
+            .map_err(|e: policy::PolicyError| invalid("allow_tcp_forwarding", e.to_string()))?;
         let permit_open = file.permit_open.unwrap_or_default();
         let permit_listen = file.permit_listen.flatten();
         let metrics =
