@@ -2,11 +2,10 @@
 //! the status page's JSON. Both read the same snapshots as `burrow status`, so the three never
 //! disagree.
 
-use std::fmt::Write as _;
-
 use serde::Serialize;
 
 use crate::observe::events::Event;
+use crate::observe::prometheus::Exposition;
 use crate::observe::rates::{Rates, Sample, Throughput};
 use crate::observe::Source;
 use crate::supervisor::status::{State, StatusBoard, TunnelSnapshot};
@@ -21,7 +20,7 @@ type Metric = (
 
 /// The exposition text for these tunnels.
 pub fn render(tunnels: &[TunnelSnapshot]) -> String {
-    let mut out = String::new();
+    let mut out = Exposition::default();
     let metrics: [Metric; 10] = [
         (
             "burrow_tunnel_up",
@@ -85,18 +84,12 @@ pub fn render(tunnels: &[TunnelSnapshot]) -> String {
         ),
     ];
     for (name, kind, help, value) in metrics {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        out.family(name, kind, help);
         for t in tunnels {
-            let _ = writeln!(out, "{name}{{tunnel=\"{}\"}} {}", escape(&t.name), value(t));
+            out.sample(name, &[("tunnel", &t.name)], value(t));
         }
     }
-    out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    out.finish()
 }
 
 /// The `/api/status` document of `burrow up`.
