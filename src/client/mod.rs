@@ -320,18 +320,14 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
         session.ctx.cancel.clone(),
         session.ctx.counters.clone(),
     );
-    let code = if let Some((host, port)) = &opts.stdio_forward {
-        session.stdio(host, *port).await?;
-        0
-    } else if !opts.no_command {
+    // -W carries stdin/stdout alone: no forwards, as ssh(1).
+    if opts.stdio_forward.is_none() {
         session.start_forwards(&opts).await?;
         ready.signal();
-        let request = session_request(&opts);
-        session_channel::run(&session.handle, request, session.counters()).await?
-    } else {
-        session.start_forwards(&opts).await?;
-        ready.signal();
-        wait_for_end(&opts, &session).await
+    }
+    let code = match work::own_work(&session, &opts).await? {
+        Some(code) => code,
+        None => wait_for_end(&opts, &session).await,
     };
     session.close().await;
     Ok(code)
@@ -391,18 +387,9 @@ pub fn report_end(opts: &ClientOptions, reason: Option<EndReason>) -> u8 {
 
 /// Waits for the session to end or a signal; prints ssh(1)'s message and returns the status.
 async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let sigterm = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
+    let mut stop = work::StopSignals::install();
     tokio::select! {
         reason = session.ended() => report_end(opts, reason),
-        _ = tokio::signal::ctrl_c() => EXIT_FAILURE,
-        () = sigterm => EXIT_FAILURE,
+        () = stop.recv() => EXIT_FAILURE,
     }
 }
