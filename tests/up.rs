@@ -8,6 +8,8 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::burrow::Relay;
@@ -843,4 +845,135 @@ async fn a_host_block_forward_keeps_its_own_label_and_counters_in_status_and_met
         // The label the series carry is in the status too.
         assert_eq!(find(t, label).unwrap()["forward"], label.as_str(), "{t:#}");
     }
+}
+
+/// A TCP proxy to a target whose open connections can be turned into a black hole at once
+/// ([`FreezableProxy::freeze_open`]): their bytes go nowhere and their sockets stay open, while
+/// connections made later pass as before. A dropped link, on loopback.
+struct FreezableProxy {
+    addr: SocketAddr,
+    /// Connections numbered below this move no more bytes.
+    frozen_below: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(target: SocketAddr) -> FreezableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (frozen, count) = (frozen_below.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            // Bounded: a tunnel that spins is the test's failure, not an endless loop here.
+            for _ in 0..64 {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                let id = count.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (from_client, to_client) = inbound.into_split();
+                let (from_target, to_target) = outbound.into_split();
+                pumps.spawn(pump(from_client, to_target, id, frozen.clone()));
+                pumps.spawn(pump(from_target, to_client, id, frozen.clone()));
+            }
+            // The pumps live as long as the proxy.
+            std::future::pending::<()>().await;
+        });
+        FreezableProxy {
+            addr,
+            frozen_below,
+            accepted,
+            task,
+        }
+    }
+
+    /// Every connection open now stops moving bytes, for good.
+    fn freeze_open(&self) {
+        let open = self.accepted.load(Ordering::SeqCst);
+        self.frozen_below.store(open, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    frozen_below: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if id < frozen_below.load(Ordering::SeqCst) {
+            // Black hole: nothing is forwarded, nothing is closed.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// After its link to the relay silently dies, a `burrow up` tunnel gets its -R port back at
+/// once: the relay sees that the session holding the port serves the very client instance now
+/// asking for it (one stream registry, through resumable streams), so it neither probes nor
+/// waits. The relay's own keepalive is off in practice (600 s) and its takeover probe waits
+/// 60 s, so the port moving and the tunnel being up again within the test's deadlines shows
+/// the instant path; the relay's log says which path it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_takes_its_port_back_from_its_own_dead_session_at_once() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let config = "[limits]\nkeepalive_interval_secs = 600\ntakeover_probe_secs = 60\n";
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(config), &[]).await;
+    let proxy = FreezableProxy::start(relay.addr).await;
+    let echo = echo_server().await;
+    let rport = free_port();
+    let file = dir.path().join("tunnels.toml");
+    // The relay is reached through the proxy's port: its key is recorded on first contact.
+    let tunnels = format!(
+        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nhost_key_checking = \"accept-new\"\nremote = [\"{rport}:{}\"]\n",
+        proxy.addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &tunnels);
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    let mut up = spawn_logged(cmd, dir.path(), "burrow-up");
+    wait_status(&control, &up, "tunnel a up", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    transfer_checked(loopback(rport), 64 << 10)
+        .await
+        .expect("echo through the tunnel");
+    // The link dies silently; the tunnel's keepalive (1 s x 2) notices and it reconnects
+    // through the proxy, asking for its port again.
+    proxy.freeze_open();
+    wait_status(&control, &up, "tunnel a up again", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up" && t["reconnects"] == 1)
+    })
+    .await;
+    relay.wait_port_moves_to(rport, &echo, &mut up).await;
+    let log = relay.child.stderr_text();
+    assert!(
+        log.contains("replaced at once: same client instance"),
+        "{log}"
+    );
+    assert!(!log.contains("did not answer the takeover probe"), "{log}");
 }
