@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::SshArgs;
 use crate::config::options::{ConfigPaths, Fixed, OptionsError, StrictHostKeyChecking};
+use crate::forward::proxy_header::ProxyProtocol;
 
 pub use plan::{Forward, Plan, PlannedForward};
 
@@ -87,8 +88,8 @@ pub struct TunnelSpec {
     pub jump: Option<String>,
     /// `-L` specs, validated.
     pub local: Vec<String>,
-    /// `-R` specs, validated.
-    pub remote: Vec<String>,
+    /// `-R` forwards, validated, each with its own `proxy_protocol`.
+    pub remote: Vec<RemoteSpec>,
     /// `-D` specs, validated.
     pub dynamic: Vec<String>,
     /// Login user when the server entry has none; None = ssh_config's User or the local user.
@@ -121,6 +122,19 @@ pub struct TunnelSpec {
     pub ssh_config: Option<PathBuf>,
     /// Extra ssh_config options (`-o`), validated; none of them overrides a field above.
     pub options: Vec<String>,
+    /// The PROXY protocol header of the tunnel's -R connections, where a forward says nothing
+    /// itself: `Some(None)` = none; `None` = as `options` or ssh_config's ProxyProtocol say.
+    pub proxy_protocol: Option<Option<ProxyProtocol>>,
+}
+
+/// One `remote` forward of a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteSpec {
+    /// The `-R` spec as written, validated.
+    pub spec: String,
+    /// This forward's own `proxy_protocol` (`Some(None)` = none), which wins over the
+    /// tunnel's; `None` = as the tunnel.
+    pub proxy_protocol: Option<Option<ProxyProtocol>>,
 }
 
 impl TunnelSpec {
@@ -135,7 +149,7 @@ impl TunnelSpec {
             .or_else(|| self.servers.first());
         SshArgs {
             local: self.local.clone(),
-            remote: self.remote.clone(),
+            remote: self.remote.iter().map(|r| r.spec.clone()).collect(),
             dynamic: self.dynamic.clone(),
             jump: self.jump.clone(),
             no_command: true,
@@ -153,7 +167,8 @@ impl TunnelSpec {
     }
 
     /// What every tunnel fixes whatever ssh_config says: batch mode, ExitOnForwardFailure, its
-    /// keepalive, connect timeout, host key policy, compression and known_hosts file.
+    /// keepalive, connect timeout, host key policy, compression and known_hosts file, and its
+    /// `proxy_protocol` when set.
     pub fn fixed(&self) -> Fixed {
         Fixed {
             batch_mode: Some(true),
@@ -167,7 +182,7 @@ impl TunnelSpec {
             }),
             compression: Some(self.compression),
             user_known_hosts_file: self.known_hosts.clone(),
-            proxy_protocol: None,
+            proxy_protocol: self.proxy_protocol,
         }
     }
 

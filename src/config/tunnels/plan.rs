@@ -7,7 +7,8 @@ use std::fmt;
 use super::TunnelSpec;
 use crate::config::options::{self, ClientOptions, ConfigPaths, OptionsError};
 use crate::forward::proxy_header::ProxyProtocol;
-use crate::spec::{DynamicForward, LocalForward, RemoteForward};
+use crate::forward::remote::same_forward;
+use crate::spec::{self, DynamicForward, LocalForward, RemoteForward};
 
 /// One forward of a tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +60,21 @@ impl Plan {
         paths: &ConfigPaths,
     ) -> Result<Plan, OptionsError> {
         let opts = options::resolve_fixed(&spec.ssh_args(server_index), &spec.fixed(), paths)?;
-        let proxy = opts.proxy_protocol;
+        // Each of the tunnel's own -R forwards, typed, with its own proxy_protocol: matched to
+        // the resolved forwards by what they are, not by position.
+        let own_remote: Vec<(RemoteForward, Option<Option<ProxyProtocol>>)> = spec
+            .remote
+            .iter()
+            .filter_map(|r| Some((spec::parse_remote(&r.spec).ok()?, r.proxy_protocol)))
+            .collect();
+        // The tunnel's proxy_protocol is in opts already (Fixed), over ssh_config's.
+        let proxy = |f: &RemoteForward| {
+            own_remote
+                .iter()
+                .find(|(own, _)| same_forward(own, f))
+                .and_then(|(_, p)| *p)
+                .unwrap_or(opts.proxy_protocol)
+        };
         let forwards = opts
             .local_forwards
             .iter()
@@ -68,8 +83,8 @@ impl Plan {
             .chain(opts.dynamic_forwards.iter().cloned().map(Forward::Dynamic))
             .chain(opts.remote_forwards.iter().cloned().map(Forward::Remote))
             .map(|forward| PlannedForward {
-                proxy_protocol: match forward {
-                    Forward::Remote(_) => proxy,
+                proxy_protocol: match &forward {
+                    Forward::Remote(f) => proxy(f),
                     _ => None,
                 },
                 forward,

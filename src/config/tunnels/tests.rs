@@ -38,7 +38,7 @@ fn seed_entry_is_three_lines() {
             port: None
         }]
     );
-    assert_eq!(t.remote, vec!["8087:localhost:22"]);
+    assert_eq!(remote_specs(&t), vec!["8087:localhost:22"]);
     assert_eq!(t.host_key_checking, HostKeyChecking::Yes);
     assert_eq!(t.keepalive_interval, DEFAULT_KEEPALIVE_INTERVAL);
     assert_eq!(t.keepalive_count, DEFAULT_KEEPALIVE_COUNT);
@@ -656,9 +656,9 @@ fn example_tunnels_files_are_valid() {
         ]
     );
     let seed = &file.tunnels[0];
-    assert_eq!(seed.remote, vec!["8087:localhost:22"]);
+    assert_eq!(remote_specs(seed), vec!["8087:localhost:22"]);
     assert_eq!(
-        file.tunnels[1].remote,
+        remote_specs(&file.tunnels[1]),
         vec!["8086:localhost:22", "8088:localhost:8080"]
     );
     assert!(seed.compression && seed.ssh_args(0).compression);
@@ -698,4 +698,102 @@ fn plan_lists_host_block_forwards_each_with_its_own_label() {
         ]
     );
     assert!(plan.opts.batch_mode && plan.opts.exit_on_forward_failure);
+}
+
+/// The `-R` specs of a tunnel, as written.
+fn remote_specs(t: &TunnelSpec) -> Vec<&str> {
+    t.remote.iter().map(|r| r.spec.as_str()).collect()
+}
+
+/// `proxy_protocol` per tunnel (from `[defaults]` or its own) and per forward, where a remote
+/// entry written as a table says; the forward's value wins, and a Host block's -R forward
+/// takes the tunnel's.
+#[test]
+fn proxy_protocol_per_tunnel_and_per_forward() {
+    use crate::forward::proxy_header::ProxyProtocol::{V1, V2};
+    let text = r#"
+[defaults]
+proxy_protocol = "v2"
+
+[[tunnel]]
+name = "a"
+server = "relay"
+proxy_protocol = "v1"
+remote = [
+    "8080:localhost:80",
+    { forward = "8081:localhost:81", proxy_protocol = "v2" },
+    { forward = "8082:localhost:82", proxy_protocol = "none" },
+]
+
+[[tunnel]]
+name = "b"
+server = "relay"
+remote = ["8090:localhost:90"]
+"#;
+    let file = parse_with_home(text, Path::new("/etc/burrow/tunnels.toml"), Path::new(HOME))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (&file.tunnels[0], &file.tunnels[1]);
+    assert_eq!(a.proxy_protocol, Some(Some(V1)));
+    assert_eq!(b.proxy_protocol, Some(Some(V2)), "from [defaults]");
+    assert_eq!(
+        remote_specs(a),
+        [
+            "8080:localhost:80",
+            "8081:localhost:81",
+            "8082:localhost:82"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(&config, "Host relay\n    RemoteForward 9000 localhost:99\n").unwrap();
+    let paths = crate::config::options::ConfigPaths {
+        user: Some(config),
+        system: None,
+        home: PathBuf::from(HOME),
+    };
+    let plan = a.plan(0, &paths).unwrap();
+    let got: Vec<(String, Option<_>)> = plan
+        .forwards
+        .iter()
+        .map(|f| (f.forward.to_string(), f.proxy_protocol))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("-R 8080:localhost:80".to_string(), Some(V1)),
+            ("-R 8081:localhost:81".to_string(), Some(V2)),
+            ("-R 8082:localhost:82".to_string(), None),
+            ("-R 9000:localhost:99".to_string(), Some(V1)),
+        ]
+    );
+}
+
+/// A bad proxy_protocol, in a tunnel or in a remote entry, is named with its line and field;
+/// an unknown key in a remote entry is refused.
+#[test]
+fn bad_proxy_protocol_is_named() {
+    let e = parse(
+        "[[tunnel]]\nserver = \"b\"\nremote = [{ forward = \"80:l:80\", proxy_protocol = \"v3\" }]\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("remote[0]") && e.contains("\"v3\": expected"),
+        "{e}"
+    );
+    let e = parse(
+        "[[tunnel]]\nserver = \"b\"\nproxy_protocol = \"yes\"\nremote = [\"80:l:80\"]\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 3") && e.contains("proxy_protocol"), "{e}");
+    let e = parse(
+        "[[tunnel]]\nserver = \"b\"\nremote = [{ forward = \"80:l:80\", proxy = \"v1\" }]\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `proxy`"), "{e}");
 }
