@@ -283,6 +283,24 @@ async fn recorder() -> (
     (port, seen, task)
 }
 
+/// Starts `burrow up` on `file`; returns once the relay listens on loopback `port` for it.
+async fn start_up(dir: &Path, file: &Path, port: u16) -> ChildGuard {
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(file)
+        .arg("--control")
+        .arg(dir.join("up.sock"));
+    let up = spawn_logged(cmd, dir, "burrow-up");
+    let listener = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for _ in 0..150 {
+        if wait_port(listener, Duration::from_millis(200)).await {
+            return up;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("-R listener {port} never up:\n{}", up.stderr_text());
+}
+
 /// `burrow up` with `options = ["ProxyProtocol=v1"]` in tunnels.toml and resumable streams:
 /// the local service gets one header for its one connection, also after the session dropped
 /// and the stream re-attached on the next one (the local connection is kept, so no second
@@ -321,22 +339,8 @@ async fn burrow_up_sends_one_header_across_a_resume() {
         ),
     )
     .expect("tunnels.toml");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up")
-        .arg(&file)
-        .arg("--control")
-        .arg(dir.path().join("up.sock"));
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = start_up(dir.path(), &file, published).await;
     let listener = SocketAddr::from((Ipv4Addr::LOCALHOST, published));
-    let mut ready = false;
-    for _ in 0..150 {
-        if wait_port(listener, Duration::from_millis(200)).await {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "-R listener never up:\n{}", up.stderr_text());
     // wait_port's probes reached the service too (from 127.0.0.1): the visitor's connections
     // are the ones with its bytes or its address.
     let visitors = |all: &[Vec<u8>]| -> Vec<String> {
@@ -431,23 +435,8 @@ async fn burrow_up_sends_the_header_each_forward_asks_for() {
         ),
     )
     .expect("tunnels.toml");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up")
-        .arg(&file)
-        .arg("--control")
-        .arg(dir.path().join("up.sock"));
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
     // The last forward is requested last: once it listens, all do.
-    let last = SocketAddr::from((Ipv4Addr::LOCALHOST, plain));
-    let mut ready = false;
-    for _ in 0..150 {
-        if wait_port(last, Duration::from_millis(200)).await {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "-R listeners never up:\n{}", up.stderr_text());
+    let up = start_up(dir.path(), &file, plain).await;
 
     // The forward's own v2, to nginx.
     let reply = visit(to_nginx, "/up-v2").await;
