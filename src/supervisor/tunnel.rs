@@ -14,6 +14,7 @@ use crate::client::forwards::bind_options;
 use crate::client::{ClientError, Session};
 use crate::config::options::{ConfigPaths, OptionsError};
 use crate::config::tunnels::{Forward, Plan, TunnelSpec};
+use crate::pipe::Counters;
 use crate::resume::{Registry, ResumeConfig};
 
 /// How often a tunnel that fell back to a later relay checks whether the first one is back.
@@ -329,21 +330,20 @@ async fn start_forwards(session: &Session, plan: &Plan) -> Result<Vec<LiveForwar
     let mut up = Vec::with_capacity(plan.forwards.len());
     for planned in &plan.forwards {
         let forward = planned.forward.to_string();
+        let listening = |(bound, c): (Vec<String>, Arc<Counters>)| {
+            (format!("{forward} (listening on {})", bound.join(", ")), c)
+        };
         let (spec, counters) = match &planned.forward {
-            Forward::Local(f) => {
-                let (bound, c) = session
-                    .open_local(f, bind)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (format!("{forward} (listening on {})", bound.join(", ")), c)
-            }
-            Forward::Dynamic(f) => {
-                let (bound, c) = session
-                    .open_dynamic(f, bind)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (format!("{forward} (listening on {})", bound.join(", ")), c)
-            }
+            Forward::Local(f) => session
+                .open_local(f, bind)
+                .await
+                .map(listening)
+                .map_err(|e| e.to_string())?,
+            Forward::Dynamic(f) => session
+                .open_dynamic(f, bind)
+                .await
+                .map(listening)
+                .map_err(|e| e.to_string())?,
             Forward::Remote(f) => {
                 let (port, c) = session
                     .open_remote_proxied(f, planned.proxy_protocol)
