@@ -10,7 +10,8 @@
 //! - [`supervisor`]: `burrow up`, one task per tunnel of a tunnels file, kept up.
 //! - [`demo`]: `burrow demo`, the A/B/C scenario in one process on loopback.
 //! - [`mux`]: connection sharing (ControlMaster, `-O`), OpenSSH's mux protocol.
-//! - [`server`]: `burrow serve`, the forwarding-only relay: auth, policy, listeners, dialling.
+//! - [`server`]: `burrow serve`, the forwarding-only relay: auth, policy, listeners, aliases,
+//!   dialling.
 //! - [`client`]: `burrow ssh`, the OpenSSH-compatible client: connect, authenticate, forwards.
 //! - [`config`]: ssh_config, `-o` and the command line resolved into one set of options;
 //!   the tunnels file of `burrow up`.
