@@ -142,6 +142,9 @@ impl ForwardContext {
     /// as OpenSSH does. On a session with resumable streams the channel is accepted at once
     /// and the stream's hello decides ([`Self::accept_resumable`]). `guard` (e.g. a
     /// channel-cap slot) lives as long as the connection.
+    ///
+    /// Same signature as [`Self::accept_resumable`] on purpose: this is the entry that picks
+    /// between the plain pump and that one.
     pub fn dial_then_pump<S, M, G>(
         &self,
         channel: russh::Channel<S>,
@@ -176,6 +179,7 @@ impl ForwardContext {
 impl ForwardContext {
     /// A channel the peer opened on a session with resumable streams: accepted at once, then
     /// its hello decides: a new stream goes where `dial` says, a re-attach joins its stream.
+    /// Its signature is [`Self::dial_then_pump`]'s on purpose (that one delegates here).
     pub fn accept_resumable<S, M, G>(
         &self,
         channel: russh::Channel<S>,
