@@ -774,3 +774,47 @@ async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
         started.elapsed()
     );
 }
+
+/// A one-label host that is no valid alias name (all digits, `_`, too long) is refused like a
+/// bad alias, never handed to the resolver, even under `permit_open = ["any"]`: glibc reads
+/// `2130706433` as 127.0.0.1, so before this a key reached the relay's loopback by a one-label
+/// name SECURITY.md says is never resolved. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_label_names_that_are_no_alias_are_refused_not_resolved() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        std::slice::from_ref(&key.public_line),
+        Some("permit_open = [\"any\"]\n"),
+        &[],
+    )
+    .await;
+    let echo = echo_server().await;
+    // 127.0.0.1 as one 32-bit number: no dot, no letter, so not an alias name either.
+    let numeric = format!("2130706433:{}", echo.port());
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-W", &numeric, "root@127.0.0.1"]);
+    let logs = dir.path().to_owned();
+    let (st, _, err) =
+        tokio::task::spawn_blocking(move || run_with_timeout(cmd, &logs, "numeric-W", CMD))
+            .await
+            .expect("visitor task");
+    assert!(
+        st.is_some_and(|s| !s.success()) && err.contains("administratively prohibited"),
+        "{numeric} was resolved and dialled ({st:?}):\n{err}\n{}",
+        relay.child.stderr_text()
+    );
+    assert_eq!(
+        common::services::Stats::get(&echo.stats.connections),
+        0,
+        "the echo server was reached"
+    );
+    let log = relay.child.stderr_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("direct-tcpip 2130706433") && l.contains("at least one letter")),
+        "no refusal naming the rule:\n{log}"
+    );
+}
