@@ -818,3 +818,55 @@ async fn one_label_names_that_are_no_alias_are_refused_not_resolved() {
         "no refusal naming the rule:\n{log}"
     );
 }
+
+/// The documented visitor lines (README's `c-laptop`, the packaged authorized_keys' and the
+/// man page's) publish nothing, alias or port: before, C's key could
+/// publish any alias or port, so while A reconnected C could take the name `a-ssh` (A then
+/// refused, every other visitor carried to C's service). Each line is taken from the document
+/// itself, with a real key in place of `ssh-ed25519 AAAA...`. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_visitor_lines_publish_nothing() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("read doc");
+    let docs = [
+        ("README.md", read("README.md")),
+        (
+            "packaging/etc/authorized_keys",
+            read("packaging/etc/authorized_keys"),
+        ),
+        (
+            "doc/man/burrow-serve.toml.5",
+            read("doc/man/burrow-serve.toml.5").replace("\\-", "-"),
+        ),
+    ];
+    let dir = test_dir();
+    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    for (doc, text) in &docs {
+        let Some(line) = text
+            .lines()
+            .map(|l| l.trim().trim_start_matches('#').trim())
+            .find(|l| l.ends_with("ssh-ed25519 AAAA... c-laptop"))
+        else {
+            panic!("{doc}: no c-laptop line");
+        };
+        let line = line.replace("ssh-ed25519 AAAA... c-laptop", &visitor.public_line);
+        let relay = Relay::start(dir.path(), "relay", std::slice::from_ref(&line), None, &[]).await;
+        for spec in ["a-ssh:22:127.0.0.1:9", "8086:127.0.0.1:9"] {
+            let mut cmd = relay.ssh(&visitor);
+            cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R", spec])
+                .arg("root@127.0.0.1");
+            let logs = dir.path().to_owned();
+            let (st, _, err) = tokio::task::spawn_blocking(move || {
+                run_with_timeout(cmd, &logs, "visitor-R", Duration::from_secs(10))
+            })
+            .await
+            .expect("visitor task");
+            assert_eq!(
+                st.and_then(|s| s.code()),
+                Some(255),
+                "{doc}: the visitor line `{line}` published -R {spec}:\n{err}\n{}",
+                relay.child.stderr_text()
+            );
+        }
+    }
+}
