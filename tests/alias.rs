@@ -870,3 +870,91 @@ async fn documented_visitor_lines_publish_nothing() {
         }
     }
 }
+
+/// A publisher that answers a visit only after the visitor was told "connect failed" (frozen
+/// past the 30 s dial timeout, then thawed) gets that channel closed at once: before, the
+/// relay dropped its wait and left the late-confirmed channel open for the publisher's whole
+/// session, so A's service kept a connection nobody would ever use, and each such visit left
+/// one more channel the key's cap did not count. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_confirmed_after_the_visitor_gave_up_is_closed() {
+    let dir = test_dir();
+    let publisher = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
+    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[
+            publisher.public_line.clone(),
+            format!("permitopen=\"a-late:7\" {}", visitor.public_line),
+        ],
+        Some("[limits]\nkeepalive_interval_secs = 0\n"),
+        &[],
+    )
+    .await;
+    // A's service: accepts one connection and reports whether it ended (EOF or reset) within
+    // 15 s of being accepted.
+    let service = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let service_addr = service.local_addr().expect("addr");
+    service.set_nonblocking(true).expect("nonblocking");
+    let (ended_tx, ended_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            match service.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(15)));
+                    let mut buf = [0u8; 64];
+                    let ended = loop {
+                        match conn.read(&mut buf) {
+                            Ok(0) => break true,
+                            Ok(_) => continue,
+                            Err(e) => {
+                                break e.kind() != std::io::ErrorKind::WouldBlock
+                                    && e.kind() != std::io::ErrorKind::TimedOut
+                            }
+                        }
+                    };
+                    let _ = ended_tx.send(ended);
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+    let mut cmd = relay.ssh(&publisher);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("a-late:7:{service_addr}"))
+        .arg("root@127.0.0.1");
+    let publisher_ssh = spawn_logged(cmd, dir.path(), "publisher");
+    relay
+        .child
+        .stderr()
+        .wait_for_line_async("alias=a-late port=7", UP)
+        .await
+        .unwrap_or_else(|| panic!("no alias:\n{}", relay.child.stderr_text()));
+    publisher_ssh.freeze();
+    let mut cmd = relay.ssh(&visitor);
+    cmd.args(["-W", "a-late:7", "root@127.0.0.1"]);
+    let logs = dir.path().to_owned();
+    let (st, _, err) = tokio::task::spawn_blocking(move || {
+        run_with_timeout(cmd, &logs, "visitor-W", Duration::from_secs(90))
+    })
+    .await
+    .expect("visitor task");
+    publisher_ssh.thaw();
+    assert!(
+        st.is_some_and(|s| !s.success()) && err.contains("connect failed"),
+        "the visit did not fail with connect failed ({st:?}):\n{err}"
+    );
+    let ended = tokio::task::spawn_blocking(move || ended_rx.recv_timeout(Duration::from_secs(40)))
+        .await
+        .expect("service task");
+    assert_eq!(
+        ended,
+        Ok(true),
+        "A's service kept the late connection open (Ok(false)) or never got it (Err):\n{}",
+        relay.child.stderr_text()
+    );
+}
