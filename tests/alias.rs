@@ -958,3 +958,44 @@ async fn a_visit_confirmed_after_the_visitor_gave_up_is_closed() {
         relay.child.stderr_text()
     );
 }
+
+/// A grant that names a one-label host (`permitopen="db:5432"` on a key line, `permit_open`
+/// in serve.toml) means the alias once aliases are on, which any key allowed to publish may
+/// take: a relay upgraded with such a line used to dial B's host `db` and now carries the
+/// visitor to whoever publishes `db`. The relay says so at start, naming the line; grants by
+/// address stay quiet. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_label_grants_are_warned_about_at_start() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[format!("permitopen=\"db:5432\" {}", key.public_line)],
+        Some("permit_open = [\"cache:6379\", \"10.0.0.5:22\"]\n"),
+        &[],
+    )
+    .await;
+    let warned = |what: &str| {
+        relay
+            .child
+            .stderr_text()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(what) && l.contains("aliases = false"))
+    };
+    assert!(
+        warned("permitopen names the alias db") && warned("line=1"),
+        "no warning for permitopen=\"db:5432\":\n{}",
+        relay.child.stderr_text()
+    );
+    assert!(
+        warned("permit_open names the alias cache"),
+        "no warning for permit_open cache:6379:\n{}",
+        relay.child.stderr_text()
+    );
+    assert!(
+        !relay.child.stderr_text().contains("10.0.0.5:22"),
+        "an address grant was warned about:\n{}",
+        relay.child.stderr_text()
+    );
+}
