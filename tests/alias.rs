@@ -721,17 +721,18 @@ async fn aliases_count_toward_the_listener_cap() {
     );
 }
 
-/// A visitor of an alias whose publisher stopped answering (frozen, its TCP connection open,
-/// the relay's keepalives off so nothing ends the session) gets "connect failed" once the
-/// relay's 30 s dial timeout passes, as for a target that does not answer, instead of waiting
-/// for ever. Loopback only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
-    let dir = test_dir();
-    let publisher = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
-    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+/// A relay in `dir` whose publisher key publishes `a-echo:7` to `target` (OpenSSH `ssh -R`),
+/// keepalives off; the publisher is frozen while a visitor key (permitopen `a-echo:7`) runs
+/// `ssh -W a-echo:7` (90 s at most), then thawed. Returns the relay, the publisher (to keep it
+/// alive) and the visitor's status and stderr.
+async fn visit_a_frozen_publisher(
+    dir: &Path,
+    target: &str,
+) -> (Relay, ChildGuard, Option<std::process::ExitStatus>, String) {
+    let publisher = keygen(dir, "publisher", KeyKind::Ed25519, None);
+    let visitor = keygen(dir, "visitor", KeyKind::Ed25519, None);
     let relay = Relay::start(
-        dir.path(),
+        dir,
         "relay",
         &[
             publisher.public_line.clone(),
@@ -741,12 +742,11 @@ async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
         &[],
     )
     .await;
-    let echo = echo_server().await;
     let mut cmd = relay.ssh(&publisher);
     cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("a-echo:7:{}", echo.hostport()))
+        .arg(format!("a-echo:7:{target}"))
         .arg("root@127.0.0.1");
-    let publisher_ssh = spawn_logged(cmd, dir.path(), "publisher");
+    let publisher_ssh = spawn_logged(cmd, dir, "publisher");
     relay
         .child
         .stderr()
@@ -756,14 +756,26 @@ async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
     publisher_ssh.freeze();
     let mut cmd = relay.ssh(&visitor);
     cmd.args(["-W", "a-echo:7", "root@127.0.0.1"]);
-    let started = std::time::Instant::now();
-    let logs = dir.path().to_owned();
+    let logs = dir.to_owned();
     let (st, _, err) = tokio::task::spawn_blocking(move || {
         run_with_timeout(cmd, &logs, "visitor-W", Duration::from_secs(90))
     })
     .await
     .expect("visitor task");
     publisher_ssh.thaw();
+    (relay, publisher_ssh, st, err)
+}
+
+/// A visitor of an alias whose publisher stopped answering (frozen, its TCP connection open,
+/// the relay's keepalives off so nothing ends the session) gets "connect failed" once the
+/// relay's 30 s dial timeout passes, as for a target that does not answer, instead of waiting
+/// for ever. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
+    let dir = test_dir();
+    let echo = echo_server().await;
+    let started = std::time::Instant::now();
+    let (relay, _publisher, st, err) = visit_a_frozen_publisher(dir.path(), &echo.hostport()).await;
     assert!(
         st.is_some_and(|s| !s.success()) && err.contains("connect failed"),
         "the visit did not fail with connect failed within 90 s ({st:?}):\n{err}\n{}",
@@ -879,19 +891,6 @@ async fn documented_visitor_lines_publish_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visit_confirmed_after_the_visitor_gave_up_is_closed() {
     let dir = test_dir();
-    let publisher = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
-    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
-    let relay = Relay::start(
-        dir.path(),
-        "relay",
-        &[
-            publisher.public_line.clone(),
-            format!("permitopen=\"a-late:7\" {}", visitor.public_line),
-        ],
-        Some("[limits]\nkeepalive_interval_secs = 0\n"),
-        &[],
-    )
-    .await;
     // A's service: accepts one connection and reports whether it ended (EOF or reset) within
     // 15 s of being accepted.
     let service = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -923,27 +922,8 @@ async fn a_visit_confirmed_after_the_visitor_gave_up_is_closed() {
             }
         }
     });
-    let mut cmd = relay.ssh(&publisher);
-    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("a-late:7:{service_addr}"))
-        .arg("root@127.0.0.1");
-    let publisher_ssh = spawn_logged(cmd, dir.path(), "publisher");
-    relay
-        .child
-        .stderr()
-        .wait_for_line_async("alias=a-late port=7", UP)
-        .await
-        .unwrap_or_else(|| panic!("no alias:\n{}", relay.child.stderr_text()));
-    publisher_ssh.freeze();
-    let mut cmd = relay.ssh(&visitor);
-    cmd.args(["-W", "a-late:7", "root@127.0.0.1"]);
-    let logs = dir.path().to_owned();
-    let (st, _, err) = tokio::task::spawn_blocking(move || {
-        run_with_timeout(cmd, &logs, "visitor-W", Duration::from_secs(90))
-    })
-    .await
-    .expect("visitor task");
-    publisher_ssh.thaw();
+    let (relay, _publisher, st, err) =
+        visit_a_frozen_publisher(dir.path(), &service_addr.to_string()).await;
     assert!(
         st.is_some_and(|s| !s.success()) && err.contains("connect failed"),
         "the visit did not fail with connect failed ({st:?}):\n{err}"
