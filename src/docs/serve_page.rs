@@ -273,7 +273,8 @@ fn authorized_keys() -> Vec<String> {
         "  restrict,port-forwarding,permitlisten=\"a-ssh:22\",permitopen=\"none\" ssh-ed25519 \
          AAAA... tunnel-from-A"
             .to_string(),
-        "  restrict,port-forwarding,permitopen=\"a-ssh:22\" ssh-ed25519 AAAA... c-laptop"
+        "  restrict,port-forwarding,permitopen=\"a-ssh:22\",permitlisten=\"none\" ssh-ed25519 \
+         AAAA... c-laptop"
             .to_string(),
     ]
 }

@@ -463,9 +463,21 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
-        if let Target::Alias(name) = alias::classify(&self.relay.config.policy, host_to_connect) {
-            self.visit_alias(channel, &key, name, port, reply).await;
-            return Ok(());
+        match alias::classify(&self.relay.config.policy, host_to_connect) {
+            Target::Alias(name) => {
+                self.visit_alias(channel, &key, name, port, reply).await;
+                return Ok(());
+            }
+            // A one-label name that is no alias name is never resolved either: the resolver
+            // would read `2130706433` as 127.0.0.1 and search domains would complete the rest.
+            Target::BadName(why) => {
+                self.refuse(&what, Refusal::PermitOpen, &why);
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+            Target::Address => {}
         }
         let reach = policy::check_open(
             &self.relay.config.policy,

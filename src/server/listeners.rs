@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::policy::{self, PermitOpen};
 use super::socks_gate;
 use super::stats::Refusal;
-use super::Relay;
+use super::{ChannelSlot, Relay};
 use crate::forward::listen::{self, bind_addrs, bind_each, bind_tcp_all, Listener, Peer};
 use crate::forward::{Carrier, Dial, ForwardContext, Stream};
 use crate::pipe::Counters;
@@ -815,7 +815,12 @@ impl ListenerConnections {
     /// one end of an in-memory pipe whose other end (returned) the visitor's channel is pumped
     /// to. So the alias's counters count like a listener's, and the publisher's side is
     /// resumable exactly as for a port.
-    async fn visit(&self, visitor: SocketAddr) -> io::Result<BoxedIo> {
+    ///
+    /// The open runs in its own task, holding the publisher's channel slot until the
+    /// publisher answers: the visitor may give up first (the dial timeout drops this future),
+    /// and a channel the publisher confirms after that must be closed, not left open and
+    /// uncounted for the rest of its session.
+    async fn visit(self: Arc<Self>, visitor: SocketAddr) -> io::Result<BoxedIo> {
         let label = format!("{}:{}", self.addr, self.port);
         let Some(slot) = self.relay.open_channel_slot(&self.fp, self.channel_cap) else {
             tracing::warn!(fingerprint = %self.fp, alias = %label, "channel cap reached; refusing the alias's visitor");
@@ -828,6 +833,28 @@ impl ListenerConnections {
                 "the publisher's open channel cap is reached",
             ));
         };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let conn = self.clone();
+        self.ctx.tracker.spawn(async move {
+            let opened = conn.open_for_visitor(visitor, slot, label.clone()).await;
+            if let Err(Ok(late)) = tx.send(opened) {
+                // The visitor is gone: closing our end of the pipe ends the publisher's
+                // channel (EOF, then close) instead of leaving it open.
+                tracing::info!(alias = %label, "publisher answered after the visitor gave up; closing");
+                drop(late);
+            }
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("the relay is shutting down")))
+    }
+
+    /// The body of [`Self::visit`] once the publisher's slot is held.
+    async fn open_for_visitor(
+        &self,
+        visitor: SocketAddr,
+        slot: ChannelSlot,
+        label: String,
+    ) -> io::Result<BoxedIo> {
         let forwarded = Forwarded {
             handle: self.handle.clone(),
             addr: self.addr.clone(),

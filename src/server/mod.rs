@@ -37,6 +37,7 @@ use authorized_keys::AuthorizedKeys;
 use config::ServeConfig;
 use handler::SessionHandler;
 use listeners::ListenerRegistry;
+use policy::PermitOpen;
 use stats::{Refusal, RelayStats};
 
 /// How long transfers may continue after SIGTERM before sessions are cut.
@@ -193,6 +194,32 @@ fn ssh_config(config: &ServeConfig, host_key: russh::keys::PrivateKey) -> russh:
     }
 }
 
+/// Warns, once at start, about each permitopen/permit_open entry whose host is a one-label
+/// name while aliases are on: such a grant now means the alias, which any key allowed to
+/// publish may take, not a host of B's network as it did before aliases (an upgraded
+/// `permitopen="db:5432"` would carry the visitor to whoever publishes `db`).
+fn warn_one_label_grants(config: &ServeConfig, keys: &AuthorizedKeys) {
+    let policy = &config.policy;
+    let is_alias =
+        |p: &PermitOpen| matches!(alias::classify(policy, &p.host), alias::Target::Alias(_));
+    if let policy::ServerOpen::Only(list) = &policy.permit_open {
+        for p in list.iter().filter(|p| is_alias(p)) {
+            tracing::warn!(entry = %p, "permit_open names the alias {}: with aliases on a one-label name is never resolved, and any key that may publish can take it; use an address or a name with a dot for a host of this network, restrict publishers with permitlisten=, or set aliases = false", p.host);
+        }
+    }
+    for k in &keys.keys {
+        for p in k
+            .options
+            .permit_open
+            .iter()
+            .flatten()
+            .filter(|p| is_alias(p))
+        {
+            tracing::warn!(line = k.line, comment = %k.comment, entry = %p, file = %config.authorized_keys.display(), "permitopen names the alias {}: with aliases on a one-label name is never resolved, and any key that may publish can take it; use an address or a name with a dot for a host of this network, restrict publishers with permitlisten=, or set aliases = false", p.host);
+        }
+    }
+}
+
 /// Starts the relay on an already bound listener (tests hand in a port-0 listener).
 pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::Result<Arc<Relay>> {
     let (host_key, created) = config::load_or_create_host_key(&config.host_key)?;
@@ -206,6 +233,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
     let keys = AuthorizedKeys::load(&config.authorized_keys, config.strict_modes)
         .with_context(|| format!("loading {}", config.authorized_keys.display()))?;
     tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
+    warn_one_label_grants(&config, &keys);
     let ssh = Arc::new(ssh_config(&config, host_key));
     let local_addr = listener.local_addr().unwrap_or(config.listen);
     let kill = CancellationToken::new();
