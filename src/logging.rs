@@ -80,7 +80,7 @@ fn format() -> format::Format {
 /// systemd.exec(5)) names the same file as fd 2. Checking the file, not only the variable,
 /// keeps a child whose stderr was redirected (`burrow up 2>file` from a service's shell) from
 /// writing prefixes into the file.
-fn stderr_is_journal() -> bool {
+pub fn stderr_is_journal() -> bool {
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

@@ -15,6 +15,7 @@ use std::time::Duration;
 use russh::server::Msg;
 use tokio_util::sync::CancellationToken;
 
+use super::access_log::{self, ending, Metered, Track, Tracked};
 use super::policy::{self, PermitOpen};
 use super::socks_gate;
 use super::stats::Refusal;
@@ -446,6 +447,7 @@ impl SessionListeners {
             addr: requested_addr.to_string(),
             port: actual,
             ctx: ctx.clone(),
+            publisher: access_log::publisher(&self.relay, self.me.id, fp),
         });
         listen::serve_until(listeners, &ctx, stop, move |stream, peer| {
             let conn = conn.clone();
@@ -562,12 +564,16 @@ struct ListenerConnections {
     port: u16,
     /// The session's context with this listener's counters.
     ctx: ForwardContext,
+    /// The publishing session, as access log lines name it, and its address.
+    publisher: (access_log::Who, String),
 }
 
 impl ListenerConnections {
     /// One accepted connection: counted against the key's channel cap, then carried to the client.
     async fn accepted(&self, stream: Stream, peer: Peer) {
+        let (stream, tracked) = self.track(stream, &peer);
         let Some(slot) = self.relay.open_channel_slot(&self.fp, self.channel_cap) else {
+            tracked.ended(ending::CHANNEL_CAP);
             tracing::warn!(fingerprint = %self.fp, "channel cap reached; dropping forwarded connection");
             self.relay.stats.refused(
                 Refusal::ChannelCap,
@@ -586,8 +592,30 @@ impl ListenerConnections {
             peer,
         };
         forwarded
-            .serve(stream, &self.gate, &self.ctx, &self.fp, slot)
+            .serve(stream, &self.gate, &self.ctx, &self.fp, (slot, tracked))
             .await;
+    }
+
+    /// The access log's view of one accepted connection: its line is written when the
+    /// returned [`Tracked`] is dropped, with the bytes and end the stream saw.
+    fn track(&self, stream: Stream, peer: &Peer) -> (Metered<Stream>, Tracked) {
+        let meter = Arc::new(access_log::Meter::default());
+        let from = match peer {
+            Peer::Tcp(a) => *a,
+            Peer::Unix => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        };
+        let (who, to) = self.publisher.clone();
+        let tracked = self.relay.access.track(Track {
+            who,
+            kind: access_log::Kind::Forwarded,
+            from,
+            listener: format!("{}:{}", self.addr, self.port),
+            to,
+            bytes: access_log::Bytes::Meter(meter.clone()),
+            session: self.ctx.cancel.clone(),
+            shutdown: self.relay.stop_listening.clone(),
+        });
+        (Metered::new(stream, meter), tracked)
     }
 }
 
@@ -606,20 +634,24 @@ impl Forwarded {
     /// plain (not resumable): their SOCKS bytes go through the channel before any stream hello.
     async fn serve<G: Send + 'static>(
         self,
-        mut stream: Stream,
+        mut stream: Metered<Stream>,
         gate: &[policy::PermitOpen],
         ctx: &ForwardContext,
         fp: &str,
-        guard: G,
+        guard: (G, Tracked),
     ) {
         let label = format!("{}:{}", self.addr, self.port);
         if gate.is_empty() {
             let Some(ch) = self.open().await else {
+                guard.1.ended(ending::PUBLISHER_REFUSED);
                 return;
             };
             match ctx.carrier(ch, Some(self.spec())).await {
                 Ok(c) => ctx.carry(c, stream, &label, guard).await,
-                Err(e) => tracing::info!(error = %e, "forwarded connection failed"),
+                Err(e) => {
+                    guard.1.ended(ending::PUBLISHER_REFUSED);
+                    tracing::info!(error = %e, "forwarded connection failed");
+                }
             }
             return;
         }
@@ -627,6 +659,7 @@ impl Forwarded {
         match socks_gate::admit(&mut stream, gate, || self.open()).await {
             Ok(ch) => ctx.pump(ch, stream, &label).await,
             Err(e) => {
+                _guard.1.ended(ending::GATE_REFUSED);
                 tracing::info!(fingerprint = fp, listener = %label, error = %e, "reverse dynamic connection refused")
             }
         }
