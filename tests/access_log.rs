@@ -28,10 +28,6 @@ fn hostile_line(key: &Keypair) -> String {
     format!("{kind} {blob} {HOSTILE_COMMENT}")
 }
 
-fn config(log: &Path) -> String {
-    format!("access_log = \"{}\"\n", log.display())
-}
-
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -58,20 +54,35 @@ async fn wait_lines(files: &[&Path], n: usize, relay: &Relay) -> Vec<Vec<String>
     }
 }
 
-/// `ssh -N -R 127.0.0.1:0:TARGET` through the relay; returns the client and the port.
-/// Waits for the line of the readiness probe's connection, so a test's own lines follow it.
-async fn publish(
-    relay: &Relay,
-    key: &Keypair,
-    dir: &Path,
-    log: &Path,
-    target: &str,
-) -> (ChildGuard, u16) {
-    let mut cmd = relay.ssh(key);
+/// A relay (key with [`HOSTILE_COMMENT`], access log to `log` or stderr) and a publisher:
+/// stock `ssh -N -R 127.0.0.1:0:ECHO`.
+struct Setup {
+    dir: tempfile::TempDir,
+    key: Keypair,
+    echo: Service,
+    relay: Relay,
+    /// The access log file (unused for stderr).
+    log: PathBuf,
+    /// The -R listener's port.
+    port: u16,
+    _publisher: ChildGuard,
+}
+
+/// Starts a [`Setup`]; with a file, returns once the readiness probe's connection (from
+/// `wait_listening`) is logged, so the test's own lines follow it.
+async fn setup(to_file: bool) -> Setup {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let echo = echo_server().await;
+    let log = dir.path().join("access.log");
+    let config = to_file.then(|| format!("access_log = \"{}\"\n", log.display()));
+    let authorized = [hostile_line(&key)];
+    let relay = Relay::start(dir.path(), "relay", &authorized, config.as_deref(), &[]).await;
+    let mut cmd = relay.ssh(&key);
     cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("127.0.0.1:0:{target}"))
+        .arg(format!("127.0.0.1:0:{}", echo.hostport()))
         .arg("tunnel@127.0.0.1");
-    let mut child = spawn_logged(cmd, dir, "ssh-R");
+    let mut child = spawn_logged(cmd, dir.path(), "ssh-R");
     let line = child
         .stderr()
         .wait_for_line_async("Allocated port", UP_TIMEOUT)
@@ -84,9 +95,18 @@ async fn publish(
     wait_listening(&mut child, addr, UP_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("-R {addr}: {e}"));
-    // wait_listening's probe connection is logged too: one line before the test's own.
-    wait_lines(&[log], 1, relay).await;
-    (child, port)
+    if to_file {
+        wait_lines(&[&log], 1, &relay).await;
+    }
+    Setup {
+        dir,
+        key,
+        echo,
+        relay,
+        log,
+        port,
+        _publisher: child,
+    }
 }
 
 /// One visitor: sends `n` bytes through the -R port to the echo service, reads them back,
@@ -142,36 +162,70 @@ fn assert_close_line(line: &str, from: SocketAddr, port: u16, key: &Keypair, n: 
 /// both ways and why it ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_forwarded_connection_leaves_one_line_when_it_closes() {
-    let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let echo = echo_server().await;
-    let log = dir.path().join("access.log");
-    let relay = Relay::start(
-        dir.path(),
-        "relay",
-        &[hostile_line(&key)],
-        Some(&config(&log)),
-        &[],
-    )
-    .await;
-    let (_a, port) = publish(&relay, &key, dir.path(), &log, &echo.hostport()).await;
+    let s = setup(true).await;
+    let (key, relay, log, port) = (&s.key, &s.relay, s.log.as_path(), s.port);
     let first = visit(port, 1000).await;
     let second = visit(port, 70_000).await;
-    let got = wait_lines(&[&log], 3, &relay).await.remove(0);
+    let got = wait_lines(&[log], 3, relay).await.remove(0);
     assert_eq!(got.len(), 3, "{got:#?}");
     let line_of = |from: SocketAddr| {
         got.iter()
             .find(|l| l.contains(&format!(" port={} ", from.port())))
             .unwrap_or_else(|| panic!("no line for {from}: {got:#?}"))
     };
-    assert_close_line(line_of(first), first, port, &key, 1000);
-    assert_close_line(line_of(second), second, port, &key, 70_000);
+    assert_close_line(line_of(first), first, port, key, 1000);
+    assert_close_line(line_of(second), second, port, key, 70_000);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(log).unwrap().permissions().mode() & 0o777;
     assert_eq!(
         mode & 0o137,
         0,
         "created {mode:o}: no write for group, nothing for others"
+    );
+}
+
+/// Without `access_log` the lines go to stderr (the journal under systemd), whole, among the
+/// relay's other messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_file_the_lines_go_to_stderr() {
+    let s = setup(false).await;
+    let (key, relay, port) = (&s.key, &s.relay, s.port);
+    let from = visit(port, 300).await;
+    let want = format!(
+        " burrow-access: close from=127.0.0.1 port={} kind=forwarded ",
+        from.port()
+    );
+    let line = relay
+        .child
+        .stderr()
+        .wait_for_line_async(&want, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no {want} on stderr:\n{}", relay.child.stderr_text()));
+    assert_close_line(line.trim_end(), from, port, key, 300);
+}
+
+/// An access log the relay cannot open stops it at start, with the file named.
+#[test]
+fn an_access_log_that_cannot_be_opened_stops_the_relay() {
+    let dir = test_dir();
+    let config = dir.path().join("serve.toml");
+    let log = dir.path().join("missing-dir/access.log");
+    std::fs::write(&config, format!("access_log = \"{}\"\n", log.display())).unwrap();
+    let authorized = dir.path().join("authorized_keys");
+    std::fs::write(&authorized, "").unwrap();
+    let mut cmd = std::process::Command::new(burrow_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--host-key")
+        .arg(dir.path().join("host_key"))
+        .arg("--authorized-keys")
+        .arg(&authorized)
+        .env("HOME", dir.path());
+    let (status, _, err) = run_with_timeout(cmd, dir.path(), "relay", Duration::from_secs(20));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?} {err}");
+    assert!(
+        err.contains(&format!("cannot open access log {}", log.display())),
+        "{err}"
     );
 }
 
@@ -180,28 +234,17 @@ async fn each_forwarded_connection_leaves_one_line_when_it_closes() {
 /// connections closing all through the rotation no line is lost, doubled or split.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reopens_the_file_without_losing_or_splitting_a_line() {
-    let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let echo = echo_server().await;
-    let log = dir.path().join("access.log");
+    let s = setup(true).await;
+    let (dir, relay, log, port) = (&s.dir, &s.relay, s.log.as_path(), s.port);
     let rotated = dir.path().join("access.log.1");
-    let relay = Relay::start(
-        dir.path(),
-        "relay",
-        &[hostile_line(&key)],
-        Some(&config(&log)),
-        &[],
-    )
-    .await;
-    let (_a, port) = publish(&relay, &key, dir.path(), &log, &echo.hostport()).await;
     for _ in 0..3 {
         visit(port, 100).await;
     }
-    wait_lines(&[&log], 4, &relay).await;
-    std::fs::rename(&log, &rotated).unwrap();
+    wait_lines(&[log], 4, relay).await;
+    std::fs::rename(log, &rotated).unwrap();
     // Not reopened yet: the open file is the renamed one.
     visit(port, 100).await;
-    wait_lines(&[&rotated], 5, &relay).await;
+    wait_lines(&[&rotated], 5, relay).await;
     assert!(!log.exists(), "nothing reopened the file before SIGHUP");
     // Connections keep closing while the file is rotated.
     let busy = tokio::spawn(async move {
@@ -213,7 +256,7 @@ async fn sighup_reopens_the_file_without_losing_or_splitting_a_line() {
         n
     });
     // Signal in the middle of them.
-    wait_lines(&[&rotated], 5 + 10, &relay).await;
+    wait_lines(&[&rotated], 5 + 10, relay).await;
     let reloads = || {
         relay
             .child
@@ -231,7 +274,7 @@ async fn sighup_reopens_the_file_without_losing_or_splitting_a_line() {
     // Reopened: a connection that closes now lands in the new file.
     let last = visit(port, 100).await;
     let total = 5 + during + 1;
-    let got = wait_lines(&[&rotated, &log], total, &relay).await;
+    let got = wait_lines(&[&rotated, log], total, relay).await;
     let (old, new) = (&got[0], &got[1]);
     assert_eq!(old.len() + new.len(), total, "old {old:#?}\nnew {new:#?}");
     assert!(
@@ -257,28 +300,17 @@ async fn sighup_reopens_the_file_without_losing_or_splitting_a_line() {
 /// The README's fail2ban filter (read from the README itself), run by Debian's
 /// `fail2ban-regex` over a real access log: refused requests count against the address that
 /// made them — not against an address a key comment or a requested host name spells out —
-/// and close lines never count.
+/// and close lines and refused logins never count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_fail2ban_filter_matches_refusals_only() {
-    let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let echo = echo_server().await;
-    let log = dir.path().join("access.log");
-    let relay = Relay::start(
-        dir.path(),
-        "relay",
-        &[hostile_line(&key)],
-        Some(&config(&log)),
-        &[],
-    )
-    .await;
-    let (_a, port) = publish(&relay, &key, dir.path(), &log, &echo.hostport()).await;
+    let s = setup(true).await;
+    let (dir, key, relay, log, port) = (&s.dir, &s.key, &s.relay, s.log.as_path(), s.port);
     visit(port, 100).await;
-    wait_lines(&[&log], 2, &relay).await;
+    wait_lines(&[log], 2, relay).await;
     // Refusals as the relay writes them, with the hostile texts a peer controls.
     {
         use ::burrow::server::access_log::{AccessLog, Kind, Refused, Who};
-        let writer = AccessLog::open(Some(&log)).unwrap();
+        let writer = AccessLog::open(Some(log)).unwrap();
         let who = Who {
             session: 9,
             fingerprint: key.fingerprint(),
@@ -300,13 +332,25 @@ async fn the_documented_fail2ban_filter_matches_refusals_only() {
                 reason: "not in the key's permitopen",
             });
         }
+        // A refused login: logged, left to a second filter (an agent tries several keys).
+        writer.auth_refused(
+            "203.0.113.99:40003".parse().unwrap(),
+            "SHA256:x",
+            "not in authorized_keys",
+        );
     }
-    let (text, all) = fail2ban_regex(dir.path(), &log);
+    let (text, all) = fail2ban_regex(dir.path(), log);
     assert!(
         matched(&text, "203.0.113.5") && matched(&text, "2001:db8::7"),
         "{text}"
     );
-    for forged in ["192.0.2.66", "192.0.2.77", "192.0.2.78", "127.0.0.1"] {
+    for forged in [
+        "192.0.2.66",
+        "192.0.2.77",
+        "192.0.2.78",
+        "127.0.0.1",
+        "203.0.113.99",
+    ] {
         assert!(!matched(&text, forged), "{forged} must not match:\n{text}");
     }
     assert!(
@@ -392,31 +436,22 @@ async fn ssh_w(
 
 /// A -W connection (direct-tcpip) leaves a close line of its own beside the line of the -R
 /// connection it reached; a refused -W leaves a refused line whose `from=` is the client that
-/// asked, with the host name it asked for (spaces, quotes, `=`, CR, ESC) escaped; the
-/// documented fail2ban filter counts exactly those refusals, against 127.0.0.1, and nothing
-/// against the address the name spells.
+/// asked, with the host name it asked for (spaces, quotes, `=`, CR, ESC) escaped; a key the
+/// relay does not know leaves a refused `kind=auth` line; the documented fail2ban filter
+/// counts exactly the refused requests (not the login: see the README), against 127.0.0.1, and
+/// nothing against the addresses the names spell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the session handler's two calls into the access log (handler.rs: refuse() and \
             channel_open_direct_tcpip), which the alias branch owns this session"]
 async fn direct_tcpip_closes_and_refusals_are_logged_and_matched_by_fail2ban() {
-    let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let echo = echo_server().await;
-    let log = dir.path().join("access.log");
-    let relay = Relay::start(
-        dir.path(),
-        "relay",
-        &[hostile_line(&key)],
-        Some(&config(&log)),
-        &[],
-    )
-    .await;
-    let (_a, port) = publish(&relay, &key, dir.path(), &log, &echo.hostport()).await;
+    let s = setup(true).await;
+    let (dir, key, echo, relay, log, port) =
+        (&s.dir, &s.key, &s.echo, &s.relay, s.log.as_path(), s.port);
     let data = det_bytes(7, 5000);
-    let (ok, out, err) = ssh_w(&relay, &key, &format!("127.0.0.1:{port}"), &data).await;
+    let (ok, out, err) = ssh_w(relay, key, &format!("127.0.0.1:{port}"), &data).await;
     assert!(ok && out == data, "-W through the relay: {err}");
     // The probe, the -R connection the -W reached, the -W itself.
-    let got = wait_lines(&[&log], 3, &relay).await.remove(0);
+    let got = wait_lines(&[log], 3, relay).await.remove(0);
     let direct = got
         .iter()
         .find(|l| l.contains(" kind=direct-tcpip "))
@@ -444,17 +479,32 @@ async fn direct_tcpip_closes_and_refusals_are_logged_and_matched_by_fail2ban() {
         echo.hostport(),
     ];
     for target in &hostile {
-        let (ok, _, err) = ssh_w(&relay, &key, target, b"").await;
+        let (ok, _, err) = ssh_w(relay, key, target, b"").await;
         assert!(
             !ok && err.contains("administratively prohibited"),
             "{target}: {err}"
         );
     }
-    let got = wait_lines(&[&log], 3 + hostile.len(), &relay)
-        .await
-        .remove(0);
-    let refused: Vec<&String> = got.iter().filter(|l| l.contains(" refused ")).collect();
+    // A key the relay does not know: one refused authentication.
+    let stranger = keygen(dir.path(), "stranger", KeyKind::Ed25519, None);
+    let (ok, _, err) = ssh_w(relay, &stranger, &echo.hostport(), b"").await;
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let refusals = hostile.len() + 1;
+    let got = wait_lines(&[log], 3 + refusals, relay).await.remove(0);
+    let (auth, refused): (Vec<&String>, Vec<&String>) = got
+        .iter()
+        .filter(|l| l.contains(" burrow-access: refused from=127.0.0.1 port="))
+        .partition(|l| l.contains(" kind=auth "));
     assert_eq!(refused.len(), hostile.len(), "{got:#?}");
+    assert_eq!(auth.len(), 1, "{got:#?}");
+    assert!(
+        auth[0].contains(&format!(
+            " kind=auth key={} reason=",
+            stranger.fingerprint()
+        )),
+        "{}",
+        auth[0]
+    );
     for line in &refused {
         assert!(
             line.contains(" burrow-access: refused from=127.0.0.1 port=")
@@ -476,7 +526,7 @@ async fn direct_tcpip_closes_and_refusals_are_logged_and_matched_by_fail2ban() {
             .any(|l| l.contains(" to=\"x\\x0d\\x1bburrow-access: refused from\\x3d192.0.2.92 ")),
         "{refused:#?}"
     );
-    let (text, all) = fail2ban_regex(dir.path(), &log);
+    let (text, all) = fail2ban_regex(dir.path(), log);
     assert!(
         text.contains(&format!(
             "Lines: {all} lines, 0 ignored, {} matched, {} missed",

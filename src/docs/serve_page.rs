@@ -269,19 +269,24 @@ fn access_log() -> Vec<String> {
          relay refused: a UTC timestamp, burrow-access:, the event (close or refused), then \
          key=value fields in a fixed order: from= and port= (who opened the connection: the \
          visitor of a -R listener, the SSH client for -L, -W, -D and refusals), kind= \
-         (forwarded, direct-tcpip, tcpip-forward), session=, key= (the key's SHA256 \
+         (forwarded, direct-tcpip, tcpip-forward, session, auth), session=, key= (the key's SHA256 \
          fingerprint), comment=, listener= (the -R listener or alias), to= (the destination; \
          for -R the publishing client), up= and down= (bytes from the opener and back), secs= \
          and end= (closed, error:TEXT, session-ended, shutdown, aborted, publisher-refused, \
-         channel-cap, gate-refused); a refusal has to= and reason= instead."
+         connect-failed, channel-cap, gate-refused); a refusal has to= and reason= instead. A refused login \
+         is a refused line with kind=auth, key= (the fingerprint offered) and reason=; an agent \
+         offering several keys leaves one per key it tries, so the filter below leaves them \
+         out."
             .to_string(),
         "Text a peer chose (key comments, host names, bind addresses) comes after from=, in \
          double quotes, with the characters \" \\ = , control characters and non-ASCII bytes \
-         written as \\xNN: it can neither start a new line nor spell from=. A fail2ban \
+         written as \\xNN, and cut after 512 bytes (to=\"...\"+N: N bytes left out): it can \
+         neither start a new line nor spell from=. A fail2ban \
          filter for refused requests (the test suite runs it through fail2ban-regex):"
             .to_string(),
         "  [Definition]\n\
-         failregex = burrow-access: refused from=<HOST> port=\\d+\\b\n\
+         failregex = burrow-access: refused from=<HOST> port=\\d+ \
+         kind=(?:direct-tcpip|tcpip-forward)\\b\n\
          ignoreregex =\n\
          journalmatch = _SYSTEMD_UNIT=burrow-serve.service"
             .to_string(),

@@ -37,6 +37,9 @@ use crate::pipe::Counters;
 /// What every line carries after its timestamp; the fail2ban filter anchors on it.
 pub const TAG: &str = "burrow-access:";
 
+/// Bytes of one peer-chosen value kept in a line (an SSH string may be 32 KiB or more).
+pub const MAX_FIELD: usize = 512;
+
 /// Mode of a log file the relay creates: the operator's group (e.g. `adm`) may read it, as
 /// logrotate's `create 0640 root adm` makes it; nobody else may.
 pub const FILE_MODE: u32 = 0o640;
@@ -144,6 +147,16 @@ impl AccessLog {
         self.emit(NOTICE, line);
     }
 
+    /// Logs a refused public key authentication from `from` with the key `fingerprint` (the
+    /// brute-force case fail2ban is most often set up for).
+    pub fn auth_refused(&self, from: SocketAddr, fingerprint: &str, reason: &str) {
+        let mut line = Line::new("refused", from);
+        line.bare("kind", Kind::Auth.label());
+        line.bare("key", &escape(fingerprint, false));
+        line.quoted("reason", reason);
+        self.emit(NOTICE, line);
+    }
+
     /// Logs a refused request described the way the session handler names it
     /// (`direct-tcpip host:port`, `tcpip-forward addr:port`, `session channel`).
     pub fn refused_request(&self, who: Option<&Who>, from: SocketAddr, what: &str, reason: &str) {
@@ -212,9 +225,17 @@ impl Line {
         self.0.push_str(value);
     }
 
-    /// A field that may hold peer text: in quotes, escaped.
+    /// A field that may hold peer text: in quotes, escaped; past [`MAX_FIELD`] bytes cut, with
+    /// the number of bytes left out after the closing quote (`to="aaa…"+1234`), so one huge
+    /// host name cannot make a huge line.
     fn quoted(&mut self, key: &str, value: &str) {
-        self.bare(key, &format!("\"{}\"", escape(value, true)));
+        let bytes = value.as_bytes();
+        let kept = bytes.get(..MAX_FIELD).unwrap_or(bytes);
+        let mut text = format!("\"{}\"", escape_bytes(kept, true));
+        if kept.len() < bytes.len() {
+            text.push_str(&format!("+{}", bytes.len() - kept.len()));
+        }
+        self.bare(key, &text);
     }
 }
 
@@ -223,8 +244,14 @@ impl Line {
 /// one line, reads back unambiguously, and cannot hold `from=` even for a filter that does
 /// not anchor at the start of the line.
 pub fn escape(value: &str, spaces: bool) -> String {
+    escape_bytes(value.as_bytes(), spaces)
+}
+
+/// [`escape`] for bytes (a value cut at [`MAX_FIELD`] may end inside a UTF-8 sequence: every
+/// non-ASCII byte is escaped on its own anyway).
+fn escape_bytes(value: &[u8], spaces: bool) -> String {
     let mut out = String::with_capacity(value.len());
-    for &b in value.as_bytes() {
+    for &b in value {
         let special = matches!(b, b'"' | b'\\' | b'=');
         let plain = (b.is_ascii_graphic() && !special) || (spaces && b == b' ');
         if plain {
@@ -247,6 +274,8 @@ pub enum Kind {
     TcpipForward,
     /// A session channel (refused when the key is at its channel cap).
     Session,
+    /// A public key authentication attempt.
+    Auth,
 }
 
 impl Kind {
@@ -257,6 +286,7 @@ impl Kind {
             Kind::DirectTcpip => "direct-tcpip",
             Kind::TcpipForward => "tcpip-forward",
             Kind::Session => "session",
+            Kind::Auth => "auth",
         }
     }
 
@@ -698,6 +728,38 @@ mod tests {
         );
         // Every quote in the line opens or closes a value.
         assert_eq!(line.matches('"').count(), 6, "{line}");
+    }
+
+    #[test]
+    fn long_values_are_cut_and_say_how_much_was_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(Some(&path)).unwrap();
+        let host = format!("{}\u{e9}:22", "h".repeat(MAX_FIELD - 1));
+        log.refused_request(
+            None,
+            "127.0.0.1:9".parse().unwrap(),
+            &format!("direct-tcpip {host}"),
+            "no",
+        );
+        log.auth_refused(
+            "[2001:db8::1]:7".parse().unwrap(),
+            "SHA256:k",
+            "not in authorized_keys",
+        );
+        let lines = read_lines(&path);
+        let want = format!(" to=\"{}\\xc3\"+4 reason=\"no\"", "h".repeat(MAX_FIELD - 1));
+        assert!(lines[0].ends_with(&want), "{}", lines[0]);
+        assert!(
+            lines[0].contains(" kind=direct-tcpip key=- to="),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with(" burrow-access: refused from=2001:db8::1 port=7 kind=auth key=SHA256:k reason=\"not in authorized_keys\""),
+            "{}",
+            lines[1]
+        );
     }
 
     #[test]
