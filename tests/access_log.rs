@@ -568,3 +568,62 @@ fn matched(text: &str, ip: &str) -> bool {
             .starts_with(&format!("{ip} "))
     })
 }
+
+/// Resumable streams (`burrow up` publishing through the relay: burrow to burrow) are logged
+/// the same way when they close on the relay (their guard lives in the stream's own task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumable_stream_is_logged_when_it_closes() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let echo = echo_server().await;
+    let log = dir.path().join("access.log");
+    let config = format!("access_log = \"{}\"\n", log.display());
+    let authorized = [hostile_line(&key)];
+    let relay = Relay::start(dir.path(), "relay", &authorized, Some(&config), &[]).await;
+    let rport = free_port();
+    let tunnels = dir.path().join("tunnels.toml");
+    std::fs::write(
+        &tunnels,
+        format!(
+            "[defaults]\nidentity = \"{}\"\nknown_hosts = \"{}\"\nssh_config = \"none\"\n\n\
+             [[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"127.0.0.1:{rport}:{}\"]\n",
+            key.private.display(),
+            relay.known_hosts.display(),
+            relay.addr.port(),
+            echo.hostport()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(burrow_bin());
+    cmd.arg("up").arg(&tunnels);
+    let _up = spawn_logged(cmd, dir.path(), "burrow-up");
+    relay
+        .child
+        .stderr()
+        .wait_for_line_async("resumable streams on", UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("no resumable streams: {}", relay.child.stderr_text()));
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rport));
+    assert!(
+        wait_port(addr, UP_TIMEOUT).await,
+        "-R {addr} never listened"
+    );
+    let from = visit(rport, 3000).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let found = lines(&log)
+            .into_iter()
+            .find(|l| l.contains(&format!(" port={} ", from.port())));
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line for {from}: {:#?}\n{}",
+            lines(&log),
+            relay.child.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_close_line(&line, from, rport, &key, 3000);
+}
