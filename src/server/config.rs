@@ -89,6 +89,9 @@ pub struct ServeFile {
     /// Access log file (one line per forwarded connection and per refused request); stderr
     /// when unset. Reopened on SIGHUP.
     pub access_log: Option<PathBuf>,
+    /// Private services by name (default true); false restores sshd's resolve-and-bind for
+    /// names in -R and -L/-W/-D.
+    pub aliases: Option<bool>,
     /// Limits.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -405,6 +408,7 @@ impl ServeConfig {
                 allow_tcp_forwarding,
                 permit_open,
                 permit_listen,
+                aliases: file.aliases.unwrap_or(true),
             },
             limits,
             observe,

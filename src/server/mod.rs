@@ -5,6 +5,7 @@
 //! session per connection, each with a cancellation token that ends it from outside.
 
 pub mod access_log;
+pub mod alias;
 pub mod authorized_keys;
 pub mod config;
 pub mod direct;
