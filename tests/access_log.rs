@@ -627,3 +627,82 @@ async fn a_resumable_stream_is_logged_when_it_closes() {
     };
     assert_close_line(&line, from, rport, &key, 3000);
 }
+
+/// An alias (stock `ssh -R a-web:80:...`): a visit by a key whose permitopen= names it leaves
+/// the visitor's direct-tcpip line (to="a-web:80") and the publisher's forwarded line with the
+/// alias as its listener; a key without that permitopen= is refused and logged, and the
+/// documented filter counts that refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the session handler's calls into the access log (see the branch's report)"]
+async fn alias_visits_and_refused_visits_are_logged() {
+    let dir = test_dir();
+    let publisher = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
+    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let stranger = keygen(dir.path(), "stranger", KeyKind::Ed25519, None);
+    let echo = echo_server().await;
+    let log = dir.path().join("access.log");
+    let config = format!("access_log = \"{}\"\n", log.display());
+    let authorized = [
+        hostile_line(&publisher),
+        format!("permitopen=\"a-web:80\" {}", visitor.public_line),
+        stranger.public_line.clone(),
+    ];
+    let relay = Relay::start(dir.path(), "relay", &authorized, Some(&config), &[]).await;
+    let mut cmd = relay.ssh(&publisher);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("a-web:80:{}", echo.hostport()))
+        .arg("tunnel@127.0.0.1");
+    let _a = spawn_logged(cmd, dir.path(), "ssh-R-alias");
+    relay
+        .child
+        .stderr()
+        .wait_for_line_async("alias published", UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("no alias: {}", relay.child.stderr_text()));
+    let data = det_bytes(9, 4000);
+    let (ok, out, err) = ssh_w(&relay, &visitor, "a-web:80", &data).await;
+    assert!(ok && out == data, "-W a-web:80: {err}");
+    let (ok, _, err) = ssh_w(&relay, &stranger, "a-web:80", b"").await;
+    assert!(!ok && err.contains("administratively prohibited"), "{err}");
+    let got = wait_lines(&[&log], 3, &relay).await.remove(0);
+    let one = |event: &str, kind: &str| {
+        let (event, kind) = (format!(" {event} from="), format!(" kind={kind} "));
+        let hits: Vec<&String> = got
+            .iter()
+            .filter(|l| l.contains(&event) && l.contains(&kind))
+            .collect();
+        assert_eq!(hits.len(), 1, "{event} {kind}: {got:#?}");
+        hits[0].clone()
+    };
+    let direct = one("close", "direct-tcpip");
+    assert!(
+        direct.contains(&format!(" key={} ", visitor.fingerprint()))
+            && direct.contains(" listener=\"-\" to=\"a-web:80\" up=4000 down=4000 ")
+            && direct.ends_with(" end=closed"),
+        "{direct}"
+    );
+    let forwarded = one("close", "forwarded");
+    assert!(
+        forwarded.contains(&format!(
+            " key={} {ESCAPED_COMMENT} ",
+            publisher.fingerprint()
+        )) && forwarded.contains(" listener=\"a-web:80\" ")
+            && forwarded.contains(" up=4000 down=4000 ")
+            && forwarded.ends_with(" end=closed"),
+        "{forwarded}"
+    );
+    let refused = one("refused", "direct-tcpip");
+    assert!(
+        refused.contains(&format!(" key={} ", stranger.fingerprint()))
+            && refused.contains(" to=\"a-web:80\" reason="),
+        "{refused}"
+    );
+    let (text, all) = fail2ban_regex(dir.path(), &log);
+    assert!(
+        text.contains(&format!(
+            "Lines: {all} lines, 0 ignored, 1 matched, {} missed",
+            all - 1
+        )),
+        "{text}"
+    );
+}
