@@ -109,6 +109,21 @@ async fn setup(to_file: bool) -> Setup {
     }
 }
 
+/// Waits (at most [`UP_TIMEOUT`]) until the relay logs `what`.
+async fn relay_logs(relay: &Relay, what: &str) {
+    relay
+        .child
+        .stderr()
+        .wait_for_line_async(what, UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the relay never logged {what:?}:\n{}",
+                relay.child.stderr_text()
+            )
+        });
+}
+
 /// One visitor: sends `n` bytes through the -R port to the echo service, reads them back,
 /// closes. Returns its own address (the log's `from`).
 async fn visit(port: u16, n: usize) -> SocketAddr {
@@ -597,12 +612,7 @@ async fn a_resumable_stream_is_logged_when_it_closes() {
     let mut cmd = std::process::Command::new(burrow_bin());
     cmd.arg("up").arg(&tunnels);
     let _up = spawn_logged(cmd, dir.path(), "burrow-up");
-    relay
-        .child
-        .stderr()
-        .wait_for_line_async("resumable streams on", UP_TIMEOUT)
-        .await
-        .unwrap_or_else(|| panic!("no resumable streams: {}", relay.child.stderr_text()));
+    relay_logs(&relay, "resumable streams on").await;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rport));
     assert!(
         wait_port(addr, UP_TIMEOUT).await,
@@ -653,12 +663,7 @@ async fn alias_visits_and_refused_visits_are_logged() {
         .arg(format!("a-web:80:{}", echo.hostport()))
         .arg("tunnel@127.0.0.1");
     let _a = spawn_logged(cmd, dir.path(), "ssh-R-alias");
-    relay
-        .child
-        .stderr()
-        .wait_for_line_async("alias published", UP_TIMEOUT)
-        .await
-        .unwrap_or_else(|| panic!("no alias: {}", relay.child.stderr_text()));
+    relay_logs(&relay, "alias published").await;
     let data = det_bytes(9, 4000);
     let (ok, out, err) = ssh_w(&relay, &visitor, "a-web:80", &data).await;
     assert!(ok && out == data, "-W a-web:80: {err}");
