@@ -4,6 +4,7 @@
 //! The relay owns its accept loop (one failing accept never stops the server) and runs one russh
 //! session per connection, each with a cancellation token that ends it from outside.
 
+pub mod access_log;
 pub mod alias;
 pub mod authorized_keys;
 pub mod config;
@@ -77,6 +78,8 @@ pub struct Relay {
     /// Where the metrics endpoint really listens, once started: never reachable through a
     /// forward unless permit_open names it (see [`direct`]).
     pub metrics_addr: std::sync::OnceLock<SocketAddr>,
+    /// One line per forwarded connection and per refused request (see [`access_log`]).
+    pub access: Arc<access_log::AccessLog>,
     next_session: AtomicU64,
     ssh: Arc<russh::server::Config>,
 }
@@ -234,6 +237,10 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         .with_context(|| format!("loading {}", config.authorized_keys.display()))?;
     tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
     warn_one_label_grants(&config, &keys);
+    let access = access_log::AccessLog::open(config.access_log.as_deref())?;
+    if let Some(path) = access.path() {
+        tracing::info!(file = %path.display(), "access log");
+    }
     let ssh = Arc::new(ssh_config(&config, host_key));
     let local_addr = listener.local_addr().unwrap_or(config.listen);
     let kill = CancellationToken::new();
@@ -257,6 +264,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         counters: Arc::new(Counters::default()),
         stats: RelayStats::default(),
         metrics_addr: std::sync::OnceLock::new(),
+        access: Arc::new(access),
         next_session: AtomicU64::new(1),
         ssh,
     });
@@ -357,8 +365,8 @@ async fn serve_connection(relay: Arc<Relay>, socket: TcpStream, peer: SocketAddr
     }
 }
 
-/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys; SIGUSR1 logs
-/// [`crate::diagnostics`] stats. With `--metrics`, also serves metrics and the status page until
+/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys and reopens the
+/// access log file; SIGUSR1 logs [`crate::diagnostics`] stats. With `--metrics`, also serves metrics and the status page until
 /// the relay has shut down.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let listener = crate::forward::listen::bind_tcp(config.listen)
@@ -400,10 +408,16 @@ async fn wait_for_signals(relay: &Arc<Relay>) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = usr1.recv() => crate::diagnostics::log_snapshot(&relay.counters),
-            _ = hup.recv() => match relay.reload_keys() {
-                Ok(n) => tracing::info!(keys = n, "reloaded authorized keys"),
-                Err(e) => tracing::error!(error = %crate::logging::error_chain(&e), "reload failed; keeping the previous keys"),
-            },
+            _ = hup.recv() => {
+                match relay.reload_keys() {
+                    Ok(n) => tracing::info!(keys = n, "reloaded authorized keys"),
+                    Err(e) => tracing::error!(error = %crate::logging::error_chain(&e), "reload failed; keeping the previous keys"),
+                }
+                // logrotate moved the file away: later lines go to a new one by its name.
+                if let Err(e) = relay.access.reopen() {
+                    tracing::error!(error = %e, "access log not reopened; still writing to the previous file");
+                }
+            }
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
         }
