@@ -22,6 +22,7 @@ pub mod docs;
 pub mod forward;
 pub mod logging;
 pub mod mux;
+pub mod netwatch;
 pub mod observe;
 pub mod pipe;
 pub mod resume;

@@ -10,6 +10,7 @@ pub mod hostkey;
 pub mod known_hosts;
 pub mod prompt;
 pub mod resume;
+pub mod roam;
 pub mod session_channel;
 pub mod tty;
 
@@ -96,6 +97,10 @@ pub enum ClientError {
     /// The SSH layer failed.
     #[error("{0}")]
     Ssh(#[from] russh::Error),
+    /// A roaming invocation lost its stream: the relay stayed away, forgot it, or refused us
+    /// (see [`roam`]).
+    #[error(transparent)]
+    Roam(#[from] roam::RoamError),
 }
 
 /// One established client session with its forwards; the unit `burrow ssh`, `burrow demo` and
@@ -147,9 +152,23 @@ impl Session {
         shutdown: CancellationToken,
         resume: Option<Arc<crate::resume::Registry>>,
     ) -> Result<Self, ClientError> {
+        Self::establish_via(opts, shutdown, resume, None).await
+    }
+
+    /// [`Session::establish_resumable`] over `transport` when given (a stream that reaches the
+    /// destination already: see [`roam`]) instead of TCP and jump hosts.
+    pub(crate) async fn establish_via(
+        opts: &ClientOptions,
+        shutdown: CancellationToken,
+        resume: Option<Arc<crate::resume::Registry>>,
+        transport: Option<crate::resume::BoxedIo>,
+    ) -> Result<Self, ClientError> {
         let ctx = ForwardContext::new(shutdown.child_token());
         let remote = Arc::new(forwards::remote_registry(opts, &ctx));
-        let connected = connect::establish(opts, remote.clone()).await?;
+        let connected = match transport {
+            None => connect::establish(opts, remote.clone()).await?,
+            Some(t) => connect::establish_over(opts, t, remote.clone()).await?,
+        };
         let handle = Arc::new(connected.handle);
         let mut control = None;
         if let Some(registry) = resume {
@@ -312,8 +331,21 @@ impl Session {
 }
 
 /// Runs a `burrow ssh` invocation to the end; returns the exit status.
-pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
+pub async fn run(opts: ClientOptions, ready: background::Ready) -> Result<u8, ClientError> {
+    if let Some(plan) = roam::Plan::for_options(&opts) {
+        return roam::run(opts, plan, ready).await;
+    }
     let session = Session::establish(&opts, CancellationToken::new()).await?;
+    run_on(session, &opts, ready).await
+}
+
+/// Runs the invocation's work (-W, a command, or forwards until the end) on an established
+/// session, then closes it; returns the exit status.
+pub(crate) async fn run_on(
+    session: Session,
+    opts: &ClientOptions,
+    mut ready: background::Ready,
+) -> Result<u8, ClientError> {
     crate::diagnostics::log_on_sigusr1(
         &session.ctx.tracker,
         session.ctx.cancel.clone(),
@@ -323,14 +355,14 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
         session.stdio(host, *port).await?;
         0
     } else if !opts.no_command {
-        session.start_forwards(&opts).await?;
+        session.start_forwards(opts).await?;
         ready.signal();
-        let request = session_request(&opts);
+        let request = session_request(opts);
         session_channel::run(&session.handle, request, session.counters()).await?
     } else {
-        session.start_forwards(&opts).await?;
+        session.start_forwards(opts).await?;
         ready.signal();
-        wait_for_end(&opts, &session).await
+        wait_for_end(opts, &session).await
     };
     session.close().await;
     Ok(code)
