@@ -53,6 +53,11 @@ struct Setup {
 
 impl Setup {
     fn start(test: &str, relay: Relay) -> Option<Setup> {
+        Self::start_with_grace(test, relay, 60)
+    }
+
+    /// [`Setup::start`] with the burrow relay's `resume_grace_secs`.
+    fn start_with_grace(test: &str, relay: Relay, grace_secs: u64) -> Option<Setup> {
         let w = World::new(test, None)?;
         let (a, b, c) = (w.net.a.clone(), w.net.b.clone(), w.net.c.clone());
         // A's sshd is reached from B only (C has no route to it but through the relay).
@@ -64,7 +69,7 @@ impl Setup {
                 std::fs::write(
                     &cfg,
                     format!(
-                        "permit_open = [\"{A_IP}:22\"]\n[limits]\nresume_grace_secs = 60\n\
+                        "permit_open = [\"{A_IP}:22\"]\n[limits]\nresume_grace_secs = {grace_secs}\n\
                          keepalive_interval_secs = 1\nkeepalive_count_max = 3\n"
                     ),
                 )
@@ -247,6 +252,16 @@ fn wait_echoed(client: &mut ChildGuard, want: u64, what: &str, s: &Setup) {
     }
 }
 
+/// `ss`'s list of established TCP connections to the relay's port, in B.
+fn relay_peers(s: &Setup) -> String {
+    let mut cmd = ns_cmd(&s.w.net.b, "ss");
+    cmd.args(["-tnH", "state", "established"])
+        .arg(format!("( sport = :{} )", s.relay_port));
+    let (st, out, err) = run_with_timeout(cmd, s.w.path(), "ss", Duration::from_secs(10));
+    assert!(st.is_some_and(|st| st.success()), "ss failed: {err}");
+    out
+}
+
 fn logs(client: &ChildGuard, s: &Setup) -> String {
     format!(
         "--- {} stderr ---\n{}\n--- {} ---\n{}",
@@ -258,8 +273,9 @@ fn logs(client: &ChildGuard, s: &Setup) -> String {
 }
 
 /// The shared scenario: the counter flows, C's address changes for 20 s, the counter flows
-/// again, the session ends normally with every line back once and in order.
-fn survives_address_change(s: &Setup, cmd: Command, name: &str) {
+/// again, the session ends normally with every line back once and in order. `roamer` is the
+/// `burrow ssh` that roams when it is not the client itself (`-N -L`).
+fn survives_address_change(s: &Setup, cmd: Command, name: &str, roamer: Option<&ChildGuard>) {
     let mut client = spawn_with_stdin(cmd, s.w.path(), name);
     let counter = Counter::start(client.take_stdin().expect("stdin"));
     wait_echoed(&mut client, 20, "before the change", s);
@@ -275,6 +291,13 @@ fn survives_address_change(s: &Setup, cmd: Command, name: &str) {
         before,
         after - before,
         t0.elapsed().as_secs_f64()
+    );
+    // The relay's connection from C now comes from C's new address.
+    let established = relay_peers(s);
+    assert!(
+        established.contains(&format!("{C_NEW_IP}:")),
+        "{name}: no connection from C's new address {C_NEW_IP} at the relay:\n{established}\n{}",
+        logs(&client, s)
     );
     let sent = counter
         .finish()
@@ -299,17 +322,9 @@ fn survives_address_change(s: &Setup, cmd: Command, name: &str) {
         "{name}: the relay never saw the stream re-attach\n{}",
         logs(&client, s)
     );
-    // The relay names a session's peer when it ends: the one C came back on ends now.
+    let roamer_log = roamer.unwrap_or(&client).stderr_text();
     assert!(
-        s.relay
-            .stderr()
-            .wait_for_line(&format!("peer={C_NEW_IP}:"), Duration::from_secs(10))
-            .is_some(),
-        "{name}: the relay never saw C's new address {C_NEW_IP}\n{}",
-        logs(&client, s)
-    );
-    assert!(
-        client.stderr_text().contains("reconnected to the relay"),
+        roamer_log.contains("reconnected to the relay"),
         "{name}: burrow never said it reconnected\n{}",
         logs(&client, s)
     );
@@ -324,7 +339,7 @@ fn burrow_ssh_jump_survives_an_address_change_exclusive() {
         return;
     };
     let cmd = s.burrow_jump(&[]);
-    survives_address_change(&s, cmd, "burrow-ssh-J");
+    survives_address_change(&s, cmd, "burrow-ssh-J", None);
 }
 
 /// Stock OpenSSH with `ProxyCommand burrow ssh -W %h:%p c@B`: ssh's session to A's sshd runs
@@ -335,7 +350,89 @@ fn stock_ssh_with_proxy_command_survives_an_address_change_exclusive() {
         return;
     };
     let cmd = s.ssh_proxy_command();
-    survives_address_change(&s, cmd, "ssh-ProxyCommand");
+    survives_address_change(&s, cmd, "ssh-ProxyCommand", None);
+}
+
+/// `burrow ssh -N -L PORT:a-host:22 c@B`: stock ssh logs in to A through the -L port; that
+/// forwarded connection is a resumable stream and survives the same change (the listener is
+/// set up again on the new session).
+#[test]
+fn local_forward_connections_survive_an_address_change_exclusive() {
+    const L_PORT: u16 = 2022;
+    let Some(s) = Setup::start("roam_local", Relay::Burrow) else {
+        return;
+    };
+    let mut cmd = ns_cmd(&s.w.net.c, burrow_bin());
+    cmd.arg("ssh")
+        .arg("-F")
+        .arg(&s.config)
+        .args(["-N", "-p", &s.relay_port.to_string(), "-L"])
+        .arg(format!("127.0.0.1:{L_PORT}:{A_IP}:22"))
+        .arg(&s.relay_dest);
+    let mut forward = s.w.spawn(cmd, "burrow-ssh-N-L");
+    wait_ssh_banner(
+        &s.w.net.c,
+        sa("127.0.0.1", L_PORT),
+        "-L to A's sshd",
+        &mut [&mut forward],
+    );
+    let mut ssh = ns_cmd(&s.w.net.c, "ssh");
+    ssh.arg("-F")
+        .arg(&s.config)
+        .args(["-p", &L_PORT.to_string(), "-o"])
+        .arg(format!("HostKeyAlias={A_IP}"))
+        .arg("root@127.0.0.1")
+        .arg("cat");
+    survives_address_change(&s, ssh, "ssh-through-L", Some(&forward));
+    assert!(
+        forward.try_status().is_none(),
+        "burrow ssh -N ended:\n{}",
+        forward.stderr_text()
+    );
+}
+
+/// A relay that comes back after its own resume grace has expired the stream: burrow ssh -J
+/// ends at once with an error that names the relay and the destination, status 255, no hang.
+#[test]
+fn past_the_relays_grace_the_session_ends_with_a_named_error_exclusive() {
+    let Some(s) = Setup::start_with_grace("roam_expired", Relay::Burrow, 3) else {
+        return;
+    };
+    let mut client = spawn_with_stdin(s.burrow_jump(&[]), s.w.path(), "burrow-ssh-J-expired");
+    let counter = Counter::start(client.take_stdin().expect("stdin"));
+    wait_echoed(&mut client, 20, "before the outage", &s);
+    let c = s.w.net.c.clone();
+    ip(&["-n", &c, "link", "set", "toB", "down"]);
+    // The relay drops the session after 3 missed keepalives, then the stream 3 s later.
+    assert!(
+        s.relay
+            .stderr()
+            .wait_for_line("resumable stream expired", LIMIT)
+            .is_some(),
+        "the relay never expired the stream\n{}",
+        logs(&client, &s)
+    );
+    ip(&["-n", &c, "link", "set", "toB", "up"]);
+    let t0 = Instant::now();
+    let status = client.wait_timeout(LIMIT);
+    let _ = counter.finish();
+    assert_eq!(
+        status.and_then(|st| st.code()),
+        Some(255),
+        "burrow ssh should end with 255 once the relay has forgotten the stream\n{}",
+        logs(&client, &s)
+    );
+    let err = client.stderr_text();
+    let want =
+        format!("relay root@{B_PUBLIC}:{RELAY_PORT}: it no longer holds the stream to {A_IP}:22");
+    assert!(err.contains(&want), "expected {want:?} in\n{err}");
+    println!(
+        "past the relay's grace: ended {:.1} s after the link came back: {}",
+        t0.elapsed().as_secs_f64(),
+        err.lines()
+            .rfind(|l| l.contains("no longer holds"))
+            .unwrap_or("")
+    );
 }
 
 /// With OpenSSH's sshd as B nothing is negotiated and nothing changes: the session works, and

@@ -422,6 +422,14 @@ pub fn report_end(opts: &ClientOptions, reason: Option<EndReason>) -> u8 {
 
 /// Waits for the session to end or a signal; prints ssh(1)'s message and returns the status.
 async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
+    tokio::select! {
+        reason = session.ended() => report_end(opts, reason),
+        () = interrupted() => EXIT_FAILURE,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM: the end of a `-N` invocation.
+pub(crate) async fn interrupted() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
         match term.as_mut() {
@@ -432,8 +440,7 @@ async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
         }
     };
     tokio::select! {
-        reason = session.ended() => report_end(opts, reason),
-        _ = tokio::signal::ctrl_c() => EXIT_FAILURE,
-        () = sigterm => EXIT_FAILURE,
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
     }
 }

@@ -7,7 +7,9 @@
 //! - `-W host:port` ([`Plan::Stdio`]): stdin/stdout is the stream's application end, so
 //!   `ssh -o ProxyCommand='burrow ssh -W %h:%p c@relay' a-host` roams;
 //! - `-J relay dest` ([`Plan::Jump`]): the last jump hop's channel to the destination; the
-//!   destination session runs over an in-memory pipe whose far end the stream carries.
+//!   destination session runs over an in-memory pipe whose far end the stream carries;
+//! - `-N` with -L, -D or -R ([`Plan::Forwards`]): each forwarded connection, as under
+//!   `burrow up`; the forwards are set up again on every new session.
 //!
 //! When the link breaks (the session ends, keepalives or our own probes go unanswered, or a
 //! netlink address/route change finds the relay silent) burrow reconnects to the relay with
@@ -17,8 +19,9 @@
 //!
 //! A relay that stays unreachable for longer than [`GRACE`] ends the invocation with
 //! [`RoamError::RelayGone`]; a relay that comes back but has expired the stream on its own
-//! clock (its `resume_grace_secs`) ends it with [`RoamError::Forgotten`] at once. Either way
-//! the exit status is 255 and nothing hangs: the stream's application end is closed too.
+//! clock (its `resume_grace_secs`) ends -W and -J with [`RoamError::Forgotten`] at once (with
+//! -N only that connection ends). Either way the exit status is 255 and nothing hangs: the
+//! stream's application end is closed too.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -60,6 +63,8 @@ pub enum Plan {
     Stdio,
     /// `-J`: the destination session's transport through the last jump host (the relay).
     Jump,
+    /// `-N` with forwards: every forwarded connection through the destination (the relay).
+    Forwards,
 }
 
 impl Plan {
@@ -69,6 +74,12 @@ impl Plan {
             Some(Plan::Stdio)
         } else if !opts.jump_hosts.is_empty() {
             Some(Plan::Jump)
+        } else if opts.no_command
+            && !(opts.local_forwards.is_empty()
+                && opts.dynamic_forwards.is_empty()
+                && opts.remote_forwards.is_empty())
+        {
+            Some(Plan::Forwards)
         } else {
             None
         }
@@ -80,8 +91,8 @@ impl Plan {
 pub enum RoamError {
     /// The relay could not be reached again within the grace period.
     #[error(
-        "relay {relay}: unreachable for longer than the resume grace ({grace_s} s); the \
-         connection to {target} is lost (last error: {last})"
+        "relay {relay}: unreachable for longer than the resume grace ({grace_s} s); lost \
+         {target} (last error: {last})"
     )]
     RelayGone {
         /// The relay, `user@host:port`.
@@ -95,8 +106,8 @@ pub enum RoamError {
     },
     /// The relay came back without the stream: it expired there first.
     #[error(
-        "relay {relay}: it no longer holds the stream to {target} (it was away longer than the \
-         relay's resume grace); the connection is lost"
+        "relay {relay}: it no longer holds {target} (we were away longer than the relay's \
+         resume grace); the connection is lost"
     )]
     Forgotten {
         /// The relay.
@@ -106,7 +117,7 @@ pub enum RoamError {
     },
     /// The relay refused us on reconnect (authentication, host key) or stopped offering
     /// resumable streams.
-    #[error("relay {relay}: reconnect refused: {reason}; the connection to {target} is lost")]
+    #[error("relay {relay}: reconnect refused: {reason}; lost {target}")]
     Refused {
         /// The relay.
         relay: String,
@@ -126,6 +137,7 @@ pub async fn run(
     match plan {
         Plan::Stdio => stdio(opts, ready).await,
         Plan::Jump => jump(opts, ready).await,
+        Plan::Forwards => forwards(opts, ready).await,
     }
 }
 
@@ -134,7 +146,7 @@ async fn stdio(opts: ClientOptions, ready: background::Ready) -> Result<u8, Clie
     let Some((host, port)) = opts.stdio_forward.clone() else {
         return Err(ClientError::Unsupported("-W without a target".into()));
     };
-    let link = Link::connect(&opts, format!("{host}:{port}")).await?;
+    let link = Link::connect(&opts, format!("the stream to {host}:{port}")).await?;
     if !link.resumable() {
         return run_on(link.into_session()?, &opts, ready).await;
     }
@@ -150,7 +162,7 @@ async fn stdio(opts: ClientOptions, ready: background::Ready) -> Result<u8, Clie
 /// `-J`: the last jump host is the relay; the destination session runs over its stream.
 async fn jump(opts: ClientOptions, ready: background::Ready) -> Result<u8, ClientError> {
     let (relay, dest) = split_last_hop(&opts);
-    let target = format!("{}:{}", dest.hostname, dest.port);
+    let target = format!("the stream to {}:{}", dest.hostname, dest.port);
     let link = Link::connect(&relay, target).await?;
     if !link.resumable() {
         // ssh(1)'s -J: the destination's transport is the hop's channel, and dies with it.
@@ -178,6 +190,23 @@ async fn jump(opts: ClientOptions, ready: background::Ready) -> Result<u8, Clien
     .await
 }
 
+/// `-N` with forwards: the relay is the destination; each forwarded connection is a stream
+/// (see [`crate::forward`]), and the forwards are set up again on each new session.
+async fn forwards(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
+    let mut link = Link::connect(&opts, "the forwarded connections".into()).await?;
+    if !link.resumable() {
+        return run_on(link.into_session()?, &opts, ready).await;
+    }
+    link.session()?.start_forwards(&opts).await?;
+    link.forwards = true;
+    ready.signal();
+    link.carry(async {
+        super::interrupted().await;
+        Ok(super::EXIT_FAILURE)
+    })
+    .await
+}
+
 /// The options for the relay (the last jump host, reached through the hops before it) and for
 /// the destination (no hops of its own: its transport is the relay's stream).
 fn split_last_hop(opts: &ClientOptions) -> (ClientOptions, ClientOptions) {
@@ -200,6 +229,9 @@ struct Link {
     relay: String,
     /// What the stream carries, for messages.
     target: String,
+    /// The invocation's forwards are set up on every new session, and a stream the relay
+    /// forgot ends only its own connection.
+    forwards: bool,
 }
 
 impl Link {
@@ -222,6 +254,7 @@ impl Link {
             session: Some(session),
             relay: format!("{}@{}:{}", opts.user, opts.hostname, opts.port),
             target,
+            forwards: false,
         })
     }
 
@@ -301,7 +334,9 @@ impl Link {
             e = self.keep(net) => Err(e.into()),
         };
         let stats = &self.registry.stats;
-        let lost = if stats.forgotten.load(Ordering::Relaxed) > 0 {
+        let lost = if self.forwards {
+            None
+        } else if stats.forgotten.load(Ordering::Relaxed) > 0 {
             Some(RoamError::Forgotten {
                 relay: self.relay.clone(),
                 target: self.target.clone(),
@@ -357,7 +392,7 @@ impl Link {
         let deadline = Instant::now() + GRACE;
         let mut delay = RETRY_FIRST;
         loop {
-            if self.registry.stats.forgotten.load(Ordering::Relaxed) > 0 {
+            if !self.forwards && self.registry.stats.forgotten.load(Ordering::Relaxed) > 0 {
                 return Err(RoamError::Forgotten {
                     relay: self.relay.clone(),
                     target: self.target.clone(),
@@ -378,7 +413,18 @@ impl Link {
                 Some(self.registry.clone()),
             );
             match tokio::time::timeout(ATTEMPT_LIMIT.min(left), attempt).await {
-                Ok(Ok(session)) if session.resumable() => return Ok(session),
+                Ok(Ok(session)) if session.resumable() => {
+                    if !self.forwards {
+                        return Ok(session);
+                    }
+                    match session.start_forwards(&self.opts).await {
+                        Ok(_) => return Ok(session),
+                        Err(e) => {
+                            session.close().await;
+                            return Err(self.refused(format!("forwards: {e}")));
+                        }
+                    }
+                }
                 Ok(Ok(session)) => {
                     session.close().await;
                     return Err(self.refused("it no longer offers resumable streams".into()));
