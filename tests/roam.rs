@@ -252,6 +252,29 @@ fn wait_echoed(client: &mut ChildGuard, want: u64, what: &str, s: &Setup) {
     }
 }
 
+/// After the session's end the relay's side of the stream ended too (FIN or ABORT): it is not
+/// left suspended, holding A's sshd connection until its grace runs out. A negative check,
+/// watched for a bounded 3 s.
+fn relay_stream_ends_cleanly(s: &Setup, name: &str, client: &ChildGuard) {
+    let suspended_after_reattach = || {
+        let log = s.relay.stderr_text();
+        let tail = log
+            .rsplit("resumable stream re-attached")
+            .next()
+            .unwrap_or("");
+        tail.contains("resumable stream suspended")
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        assert!(
+            !suspended_after_reattach(),
+            "{name}: the relay's stream was left suspended after the session ended\n{}",
+            logs(client, s)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `ss`'s list of established TCP connections to the relay's port, in B.
 fn relay_peers(s: &Setup) -> String {
     let mut cmd = ns_cmd(&s.w.net.b, "ss");
@@ -328,6 +351,7 @@ fn survives_address_change(s: &Setup, cmd: Command, name: &str, roamer: Option<&
         "{name}: burrow never said it reconnected\n{}",
         logs(&client, s)
     );
+    relay_stream_ends_cleanly(s, name, &client);
     println!("{name}: {sent} lines each way across C's address change, in order, no gap, exit 0");
 }
 

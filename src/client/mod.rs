@@ -303,6 +303,27 @@ impl Session {
         )
     }
 
+    /// Resolves once a network change (see [`crate::netwatch`]) finds the server silent: no
+    /// keepalive answer within `deadline`. Never, without a watcher. `link` names the session
+    /// in the log of a change it survived.
+    pub async fn silent_after_network_change(
+        &self,
+        net: &mut tokio::sync::watch::Receiver<u64>,
+        deadline: Duration,
+        link: &str,
+    ) {
+        net.borrow_and_update();
+        loop {
+            if net.changed().await.is_err() {
+                return std::future::pending::<()>().await;
+            }
+            if !self.probe(deadline).await {
+                return;
+            }
+            tracing::info!(link, "network changed; the server still answers");
+        }
+    }
+
     /// Runs -W to the end.
     pub async fn stdio(&self, host: &str, port: u16) -> Result<(), ClientError> {
         Ok(stdio::run(&self.handle, host, port, &self.ctx).await?)

@@ -151,12 +151,38 @@ async fn stdio(opts: ClientOptions, ready: background::Ready) -> Result<u8, Clie
         return run_on(link.into_session()?, &opts, ready).await;
     }
     let local = Box::new(tokio::io::join(tokio::io::stdin(), tokio::io::stdout()));
-    let ended = link.open(&host, port, local).await?;
+    let mut ended = link.open(&host, port, local).await?;
     link.carry(async {
-        let _ = ended.await;
+        tokio::select! {
+            _ = &mut ended => {}
+            () = hangup() => {
+                // ssh(1) sends its ProxyCommand SIGHUP as it exits, just before our stdin and
+                // stdout close: let the stream finish (FIN, or ABORT for what can no longer be
+                // delivered) so the relay closes its end now instead of after its grace.
+                let _ = tokio::time::timeout(DRAIN, &mut ended).await;
+            }
+        }
         Ok(0)
     })
     .await
+}
+
+/// Resolves on SIGHUP or SIGTERM (never, if neither can be watched).
+async fn hangup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::select! {
+        () = one_signal(signal(SignalKind::hangup()).ok()) => {}
+        () = one_signal(signal(SignalKind::terminate()).ok()) => {}
+    }
+}
+
+async fn one_signal(signal: Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(mut s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 /// `-J`: the last jump host is the relay; the destination session runs over its stream.
@@ -364,7 +390,15 @@ impl Link {
     async fn keep(&mut self, mut net: watch::Receiver<u64>) -> RoamError {
         loop {
             let why = match &self.session {
-                Some(session) => lost(session, &mut net, self.opts.server_alive_interval).await,
+                Some(session) => {
+                    lost(
+                        session,
+                        &mut net,
+                        self.opts.server_alive_interval,
+                        &self.relay,
+                    )
+                    .await
+                }
                 None => "no session".into(),
             };
             tracing::info!(relay = %self.relay, reason = %why, "link to the relay lost; reconnecting");
@@ -471,19 +505,9 @@ async fn lost(
     session: &Session,
     net: &mut watch::Receiver<u64>,
     server_alive: Option<Duration>,
+    relay: &str,
 ) -> String {
-    net.borrow_and_update();
-    let network = async {
-        loop {
-            if net.changed().await.is_err() {
-                return std::future::pending::<()>().await;
-            }
-            if !session.probe(CHANGE_PROBE).await {
-                return;
-            }
-            tracing::debug!("network changed; relay still answers");
-        }
-    };
+    let network = session.silent_after_network_change(net, CHANGE_PROBE, relay);
     let silent = async {
         if server_alive.is_some_and(|d| !d.is_zero()) {
             // russh's keepalives end the session: `ended` reports it.
