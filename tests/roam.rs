@@ -43,6 +43,8 @@ enum Relay {
 /// jump hop) reads: the test key, strict known_hosts with A's and B's host keys.
 struct Setup {
     _sshd_a: ChildGuard,
+    /// A's sshd host key line.
+    a_key: String,
     relay: ChildGuard,
     config: PathBuf,
     /// `user@host` (and `-p` port) of the relay as C reaches it.
@@ -69,7 +71,7 @@ impl Setup {
                 std::fs::write(
                     &cfg,
                     format!(
-                        "permit_open = [\"{A_IP}:22\"]\n[limits]\nresume_grace_secs = {grace_secs}\n\
+                        "permit_open = [\"{A_IP}:22\", \"{A_IP}:23\", \"a-ssh:22\"]\n[limits]\nresume_grace_secs = {grace_secs}\n\
                          keepalive_interval_secs = 1\nkeepalive_count_max = 3\n"
                     ),
                 )
@@ -77,6 +79,7 @@ impl Setup {
                 let cfg = cfg.to_string_lossy().into_owned();
                 let (child, key) = w.relay_with("relay", RELAY_PORT, "no", &["--config", &cfg]);
                 w.trust(&format!("[{B_PUBLIC}]:{RELAY_PORT}"), &key);
+                w.trust(&format!("[{B_INSIDE}]:{RELAY_PORT}"), &key);
                 (child, RELAY_PORT)
             }
             Relay::OpenSsh => {
@@ -105,6 +108,7 @@ impl Setup {
         .expect("ssh_config");
         Some(Setup {
             _sshd_a: sshd_a,
+            a_key,
             relay: relay_child,
             config,
             relay_dest: format!("root@{B_PUBLIC}"),
@@ -366,6 +370,43 @@ fn burrow_ssh_jump_survives_an_address_change_exclusive() {
     survives_address_change(&s, cmd, "burrow-ssh-J", None);
 }
 
+/// The issue's recommended form: A publishes its sshd by name (stock `ssh -R a-ssh:22:...`, no
+/// socket on B) and C logs in with `burrow ssh -J c@B a-ssh`: the same change leaves that
+/// session whole too.
+#[test]
+fn burrow_ssh_jump_to_an_alias_survives_an_address_change_exclusive() {
+    let Some(s) = Setup::start("roam_alias", Relay::Burrow) else {
+        return;
+    };
+    let mut cmd = ns_cmd(&s.w.net.a, "ssh");
+    cmd.arg("-F")
+        .arg(&s.config)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-p"])
+        .arg(RELAY_PORT.to_string())
+        .args(["-R", "a-ssh:22:localhost:22"])
+        .arg(format!("root@{B_INSIDE}"));
+    let mut publisher = s.w.spawn(cmd, "A-ssh-R-alias");
+    assert!(
+        s.relay
+            .stderr()
+            .wait_for_line("alias published", UP)
+            .is_some(),
+        "the relay did not publish a-ssh:\n{}\n--- A ---\n{}",
+        s.relay.stderr_text(),
+        publisher.stderr_text()
+    );
+    s.w.trust("a-ssh", &s.a_key);
+    let mut cmd = ns_cmd(&s.w.net.c, burrow_bin());
+    cmd.arg("ssh")
+        .arg("-F")
+        .arg(&s.config)
+        .arg("-J")
+        .arg(format!("{}:{}", s.relay_dest, s.relay_port))
+        .args(["root@a-ssh", "cat"]);
+    survives_address_change(&s, cmd, "burrow-ssh-J-alias", None);
+    assert!(publisher.try_status().is_none(), "A's ssh -R ended");
+}
+
 /// Stock OpenSSH with `ProxyCommand burrow ssh -W %h:%p c@B`: ssh's session to A's sshd runs
 /// over burrow's resumable -W stream and survives the same change.
 #[test]
@@ -456,6 +497,29 @@ fn past_the_relays_grace_the_session_ends_with_a_named_error_exclusive() {
         err.lines()
             .rfind(|l| l.contains("no longer holds"))
             .unwrap_or("")
+    );
+}
+
+/// A -W target the relay cannot reach (nothing listens on A:23) is reported in ssh's words,
+/// status 255, also when the stream would have been resumable.
+#[test]
+fn an_unreachable_w_target_fails_as_with_ssh_exclusive() {
+    let Some(s) = Setup::start("roam_w_refused", Relay::Burrow) else {
+        return;
+    };
+    let mut cmd = ns_cmd(&s.w.net.c, burrow_bin());
+    cmd.arg("ssh")
+        .arg("-F")
+        .arg(&s.config)
+        .args(["-p", &s.relay_port.to_string(), "-W"])
+        .arg(format!("{A_IP}:23"))
+        .arg(&s.relay_dest);
+    let (st, _, err) = run_with_timeout(cmd, s.w.path(), "burrow-ssh-W-refused", LIMIT);
+    assert_eq!(st.and_then(|st| st.code()), Some(255), "{err}");
+    let want = format!("channel 0: open failed: connect failed: Connection refused: {A_IP}:23");
+    assert!(
+        err.contains(&want) && err.contains("stdio forwarding failed"),
+        "expected ssh's message {want:?}, got:\n{err}"
     );
 }
 

@@ -151,7 +151,11 @@ async fn stdio(opts: ClientOptions, ready: background::Ready) -> Result<u8, Clie
         return run_on(link.into_session()?, &opts, ready).await;
     }
     let local = Box::new(tokio::io::join(tokio::io::stdin(), tokio::io::stdout()));
-    let mut ended = link.open(&host, port, local).await?;
+    // ssh(1)'s words for a -W target the server cannot reach.
+    let mut ended = link
+        .open(&host, port, local)
+        .await
+        .map_err(|e| ClientError::Forward(format!("{e}\nstdio forwarding failed")))?;
     link.carry(async {
         tokio::select! {
             _ = &mut ended => {}
