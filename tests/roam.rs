@@ -500,6 +500,46 @@ fn past_the_relays_grace_the_session_ends_with_a_named_error_exclusive() {
     );
 }
 
+/// A relay unreachable for longer than burrow ssh's grace (60 s; the relay's own is longer
+/// here): burrow ssh -J gives up with an error naming the relay and the stream, status 255,
+/// soon after the grace, instead of hanging.
+#[test]
+fn a_relay_away_past_the_grace_ends_the_session_with_a_named_error_exclusive() {
+    let Some(s) = Setup::start_with_grace("roam_gone", Relay::Burrow, 300) else {
+        return;
+    };
+    let mut client = spawn_with_stdin(s.burrow_jump(&[]), s.w.path(), "burrow-ssh-J-gone");
+    let counter = Counter::start(client.take_stdin().expect("stdin"));
+    wait_echoed(&mut client, 20, "before the outage", &s);
+    let c = s.w.net.c.clone();
+    ip(&["-n", &c, "link", "set", "toB", "down"]);
+    let t0 = Instant::now();
+    let status = client.wait_timeout(Duration::from_secs(120));
+    let waited = t0.elapsed();
+    ip(&["-n", &c, "link", "set", "toB", "up"]);
+    let _ = counter.finish();
+    assert_eq!(
+        status.and_then(|st| st.code()),
+        Some(255),
+        "burrow ssh should give up with 255 past its grace\n{}",
+        logs(&client, &s)
+    );
+    let err = client.stderr_text();
+    let want = format!(
+        "relay root@{B_PUBLIC}:{RELAY_PORT}: unreachable for longer than the resume grace (60 s); \
+         lost the stream to {A_IP}:22"
+    );
+    assert!(err.contains(&want), "expected {want:?} in\n{err}");
+    assert!(
+        waited >= Duration::from_secs(60),
+        "gave up after {waited:?}, before the grace"
+    );
+    println!(
+        "relay away: burrow ssh gave up {:.1} s after the link went down",
+        waited.as_secs_f64()
+    );
+}
+
 /// A -W target the relay cannot reach (nothing listens on A:23) is reported in ssh's words,
 /// status 255, also when the stream would have been resumable.
 #[test]
