@@ -5,8 +5,10 @@
 //!
 //! Takeover: when a key asks for a port still held by an earlier session of the same key, the
 //! earlier session is probed; if it does not answer within a short deadline it is closed and the
-//! port handed over at once. (OpenSSH keeps such a port until TCP gives up on the dead session,
-//! which can take many minutes.)
+//! port handed over at once. No probe is needed when the earlier session is one the asking
+//! client has left (same client instance, known through resumable streams) or one that already
+//! missed the relay's keepalive: it is replaced at once. (OpenSSH keeps such a port until TCP
+//! gives up on the dead session, which can take many minutes.)
 //!
 //! Aliases ([`super::alias`]) live in the same registry and obey the same cap and takeover, but
 //! bind nothing: a name belongs to the first key that publishes it until that key's last alias
@@ -66,6 +68,9 @@ struct Entry {
     /// An alias (`requested_addr` is its name): no socket, its own namespace of ports.
     alias: bool,
     session: SessionRef,
+    /// The session's forward context: once resumable streams are on, its stream registry
+    /// names the client instance the session serves (see [`ListenerRegistry::same_instance`]).
+    ctx: ForwardContext,
     /// `None` while reserved; set once the listener is bound and serving.
     live: Option<Live>,
 }
@@ -146,6 +151,7 @@ impl ListenerRegistry {
     fn reserve(
         &self,
         session: &SessionRef,
+        ctx: &ForwardContext,
         requested_addr: &str,
         port: u16,
         cap: u32,
@@ -165,14 +171,14 @@ impl ListenerRegistry {
         if held >= cap as usize {
             return None;
         }
-        Some(self.push_reservation(&mut entries, session, (requested_addr, port), false))
+        Some(self.push_reservation(&mut entries, (session, ctx), (requested_addr, port), false))
     }
 
     /// Adds a reservation for (`addr`, `port`) by `session` to the locked `entries`.
     fn push_reservation(
         &self,
         entries: &mut Vec<Entry>,
-        session: &SessionRef,
+        (session, ctx): (&SessionRef, &ForwardContext),
         (addr, port): (&str, u16),
         alias: bool,
     ) -> u64 {
@@ -185,6 +191,7 @@ impl ListenerRegistry {
             requested_addr: addr.to_string(),
             alias,
             session: session.clone(),
+            ctx: ctx.clone(),
             live: None,
         });
         id
@@ -198,6 +205,7 @@ impl ListenerRegistry {
     fn reserve_alias(
         &self,
         session: &SessionRef,
+        ctx: &ForwardContext,
         name: &str,
         port: u16,
         cap: u32,
@@ -245,7 +253,7 @@ impl ListenerRegistry {
                 "listener cap reached for this key",
             ));
         }
-        let id = self.push_reservation(&mut entries, session, (name, port), true);
+        let id = self.push_reservation(&mut entries, (session, ctx), (name, port), true);
         Ok((id, holders))
     }
 
@@ -347,6 +355,21 @@ impl ListenerRegistry {
             .iter()
             .filter(|e| e.session.key_fp == key_fp)
             .count()
+    }
+
+    /// Whether session `holder` serves the same client instance as the session whose context
+    /// is `mine`: both have resumable streams on with one stream registry, which the relay
+    /// keeps per key and client instance id ([`super::resume::Instances`]). A client runs one
+    /// session per instance at a time (a `burrow up` tunnel), so a holder that shares the
+    /// asking session's instance is one the client has already left; two clients of one key
+    /// have instances of their own and never match.
+    pub fn same_instance(&self, holder: u64, mine: &ForwardContext) -> bool {
+        let Some(mine) = mine.resume() else {
+            return false;
+        };
+        self.lock()
+            .iter()
+            .any(|e| e.session.id == holder && e.ctx.resume().is_some_and(|r| Arc::ptr_eq(r, mine)))
     }
 
     /// Who else holds `port`, seen from session `me` of key `key_fp`. Only serving listeners
@@ -487,11 +510,13 @@ impl SessionListeners {
     /// the port it listens on (the allocated one for port 0).
     pub async fn listen(&self, requested_addr: &str, port: u16) -> Result<u16, Refused> {
         let fp = &self.me.key_fp;
-        let Some(id) =
-            self.relay
-                .registry
-                .reserve(&self.me, requested_addr, port, self.listener_cap)
-        else {
+        let Some(id) = self.relay.registry.reserve(
+            &self.me,
+            &self.ctx,
+            requested_addr,
+            port,
+            self.listener_cap,
+        ) else {
             return Err(Refused::new(
                 Refusal::ListenerCap,
                 "listener cap reached for this key",
@@ -585,10 +610,13 @@ impl SessionListeners {
                 format!("alias {name}: keys with burrow-permitremoteopen publish ports only"),
             ));
         }
-        let (id, holders) =
-            self.relay
-                .registry
-                .reserve_alias(&self.me, name, port, self.listener_cap)?;
+        let (id, holders) = self.relay.registry.reserve_alias(
+            &self.me,
+            &self.ctx,
+            name,
+            port,
+            self.listener_cap,
+        )?;
         let reservation = Reservation {
             relay: self.relay.clone(),
             id,
@@ -678,8 +706,10 @@ impl SessionListeners {
     }
 
     /// Takes `port` over from the sessions of the same key that hold it, if they are all dead.
-    /// A holder that missed one of the relay's own keepalives (an answer overdue past its
-    /// grace, see [`super::liveness::Liveness::overdue`]) counts as dead at once; any other
+    /// A holder that serves the asking client's own instance ([`ListenerRegistry::
+    /// same_instance`]: the client has moved on to this session, typically after its address
+    /// changed) or that missed one of the relay's own keepalives (an answer overdue past its
+    /// grace, see [`super::liveness::Liveness::overdue`]) is replaced at once; any other
     /// holder, idle or with an answer merely in flight, is probed and keeps the port if it
     /// answers within `takeover_probe_secs`, so two live clients of one key never flap.
     async fn take_over(&self, port: u16) -> bool {
@@ -697,6 +727,14 @@ impl SessionListeners {
         let registry = &self.relay.registry;
         let deadline = self.relay.config.limits.takeover_probe;
         for holder in &holders {
+            if registry.same_instance(holder.id, &self.ctx) {
+                tracing::warn!(
+                    port,
+                    holder = holder.id,
+                    "earlier session replaced at once: same client instance, which has moved on to this session; closing it and taking its port over"
+                );
+                continue;
+            }
             if let Some(overdue) = holder.liveness.overdue(tokio::time::Instant::now()) {
                 tracing::warn!(
                     port,
