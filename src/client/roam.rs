@@ -496,7 +496,14 @@ impl Link {
     async fn close(mut self) {
         self.cancel.cancel();
         let _ = tokio::time::timeout(DRAIN, self.registry.wait()).await;
+        let resumable = self.resumable();
         if let Some(session) = self.session.take() {
+            if resumable {
+                // A stream's last frame (its final ACK) may still be queued on the session:
+                // one answered keepalive means the relay has read it, so its side of the
+                // stream ends now instead of waiting out its grace.
+                session.probe(DRAIN).await;
+            }
             session.close().await;
         }
     }
