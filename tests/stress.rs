@@ -147,15 +147,15 @@ async fn one_stream(addr: SocketAddr, way: Way, seed: u64, bytes: u64) -> Result
     Ok(())
 }
 
-/// `n` uploads and `n` downloads at once through `addr`, `total` bytes each way; panics with
-/// both logs on any error, on the deadline, or if a burrow process died.
+/// `n` uploads and `n` downloads at once through `addr`, `total` bytes each way; panics on any
+/// error, on the deadline, or if `client` died, with its log and `server_log()`.
 async fn phase(
     name: &str,
     addr: SocketAddr,
     n: usize,
     total: u64,
     client: &mut ChildGuard,
-    relay: &mut ChildGuard,
+    server_log: &mut dyn FnMut() -> (bool, String),
 ) {
     let per = total / n as u64;
     let start = Instant::now();
@@ -178,24 +178,53 @@ async fn phase(
         }
     }
     let took = start.elapsed();
-    let alive = (client.try_status().is_none(), relay.try_status().is_none());
+    let client_alive = client.try_status().is_none();
+    let (server_alive, log) = server_log();
     assert!(
-        errors.is_empty() && alive == (true, true),
+        errors.is_empty() && client_alive && server_alive,
         "{name}, {n} streams each way: {} of {} failed after {took:.1?}: {:?}\n\
-         (burrow ssh alive: {}, burrow serve alive: {})\nburrow ssh:\n{}\nburrow serve:\n{}",
+         (burrow ssh alive: {client_alive}, server alive: {server_alive})\nburrow ssh:\n{}\n\
+         server:\n{log}",
         errors.len(),
         2 * n,
         &errors[..errors.len().min(8)],
-        alive.0,
-        alive.1,
         client.stderr_text(),
-        relay.stderr_text()
     );
     println!(
         "{name}, {n} streams each way: 2 x {} MiB checked in {took:.1?} ({:.0} MiB/s each way)",
         (per * n as u64) >> 20,
         (per * n as u64) as f64 / 1048576.0 / took.as_secs_f64().max(1e-3)
     );
+}
+
+/// Adds `-o Ciphers=CIPHER -N -L 127.0.0.1:0:TARGET -R 127.0.0.1:0:TARGET root@127.0.0.1` to
+/// `cmd` (a `burrow ssh` for some server), starts it and returns it with the two forwards'
+/// addresses once both accept.
+async fn forward_both_ways(
+    mut cmd: std::process::Command,
+    cipher: &str,
+    target: SocketAddr,
+    dir: &std::path::Path,
+) -> (ChildGuard, SocketAddr, SocketAddr) {
+    cmd.arg("-o")
+        .arg(format!("Ciphers={cipher}"))
+        .args(["-N", "-L"])
+        .arg(format!("127.0.0.1:0:{target}"))
+        .arg("-R")
+        .arg(format!("127.0.0.1:0:{target}"))
+        .arg("root@127.0.0.1");
+    let client = spawn_logged(cmd, dir, "burrow-LR");
+    let lport = allocated_port(&client, &format!("local forward to {target}")).await;
+    let rport = allocated_port(&client, &format!("remote forward to {target}")).await;
+    let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for port in [lport, rport] {
+        assert!(
+            wait_port(loopback(port), UP_TIMEOUT).await,
+            "port {port} never accepted:\n{}",
+            client.stderr_text(),
+        );
+    }
+    (client, loopback(lport), loopback(rport))
 }
 
 /// Starts a relay and `burrow ssh -c CIPHER -L ... -R ...` to the checker, runs every phase, and
@@ -212,39 +241,17 @@ async fn stress(cipher: &str) {
         &[],
     )
     .await;
-    let mut cmd = relay.burrow_ssh(&key);
-    cmd.arg("-o")
-        .arg(format!("Ciphers={cipher}"))
-        .args(["-N", "-L"])
-        .arg(format!("127.0.0.1:0:{target}"))
-        .arg("-R")
-        .arg(format!("127.0.0.1:0:{target}"))
-        .arg("root@127.0.0.1");
-    let mut client = spawn_logged(cmd, dir.path(), "burrow-LR");
-    let lport = allocated_port(&client, &format!("local forward to {target}")).await;
-    let rport = allocated_port(&client, &format!("remote forward to {target}")).await;
-    let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    for port in [lport, rport] {
-        assert!(
-            wait_port(loopback(port), UP_TIMEOUT).await,
-            "port {port} never accepted:\n{}\n{}",
-            client.stderr_text(),
-            relay.child.stderr_text()
-        );
-    }
+    let (mut client, l, r) =
+        forward_both_ways(relay.burrow_ssh(&key), cipher, target, dir.path()).await;
     let total = phase_bytes();
-    for (fwd, port) in [("-L", lport), ("-R", rport)] {
+    for (fwd, addr) in [("-L", l), ("-R", r)] {
         for n in STREAMS {
             let name = format!("{cipher} {fwd}");
-            phase(
-                &name,
-                loopback(port),
-                n,
-                total,
-                &mut client,
-                &mut relay.child,
-            )
-            .await;
+            let mut relay_state = || {
+                let alive = relay.child.try_status().is_none();
+                (alive, relay.child.stderr_text())
+            };
+            phase(&name, addr, n, total, &mut client, &mut relay_state).await;
         }
     }
     let (client_log, relay_log) = (client.stderr_text(), relay.child.stderr_text());
@@ -367,6 +374,47 @@ async fn rekey_while_many_channels_stream_to_the_initiator_keeps_the_session_exc
         REKEY_READ_LIMIT >> 20,
         took
     );
+}
+
+/// sshd's rekey limit in the OpenSSH test below.
+const SSHD_REKEY_LIMIT: &str = "RekeyLimit 8M";
+/// What each phase moves each way there: sshd rekeys a dozen times per phase.
+const SSHD_PHASE_BYTES: u64 = 64 << 20;
+
+/// Key exchanges started by OpenSSH while 8 streams flow each way through burrow ssh's `-L` and
+/// `-R`, both ciphers: sshd (`RekeyLimit 8M`) rekeys every few MiB, burrow ssh must take the
+/// data still on its way, answer, switch keys (strict kex resets sequence numbers) and lose
+/// nothing. Guards the read path against changes that would break rekeying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_rekeying_every_few_mib_under_streams_both_ways_loses_nothing_exclusive() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let (target, _checker) = checker().await;
+    let sshd = Sshd::start(SshdOptions::with_keys(&[&key]).config(SSHD_REKEY_LIMIT));
+    for cipher in ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"] {
+        let cmd = common::burrow::burrow_ssh(&sshd, Some(&key));
+        let (mut client, l, r) = forward_both_ways(cmd, cipher, target, dir.path()).await;
+        for (fwd, addr) in [("-L", l), ("-R", r)] {
+            let name = format!("{cipher} {fwd} to sshd");
+            let mut sshd_state = || (true, sshd.log());
+            phase(
+                &name,
+                addr,
+                8,
+                SSHD_PHASE_BYTES,
+                &mut client,
+                &mut sshd_state,
+            )
+            .await;
+        }
+        let rekeys = sshd.log().matches("SSH2_MSG_KEXINIT sent").count();
+        println!("{cipher}: sshd has sent {rekeys} KEXINITs so far");
+        assert!(
+            rekeys > 4,
+            "sshd with {SSHD_REKEY_LIMIT} rekeyed only {rekeys} times:\n{}",
+            sshd.log()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
