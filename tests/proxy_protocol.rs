@@ -283,6 +283,24 @@ async fn recorder() -> (
     (port, seen, task)
 }
 
+/// Starts `burrow up` on `file`; returns once the relay listens on loopback `port` for it.
+async fn start_up(dir: &Path, file: &Path, port: u16) -> ChildGuard {
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(file)
+        .arg("--control")
+        .arg(dir.join("up.sock"));
+    let up = spawn_logged(cmd, dir, "burrow-up");
+    let listener = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for _ in 0..150 {
+        if wait_port(listener, Duration::from_millis(200)).await {
+            return up;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("-R listener {port} never up:\n{}", up.stderr_text());
+}
+
 /// `burrow up` with `options = ["ProxyProtocol=v1"]` in tunnels.toml and resumable streams:
 /// the local service gets one header for its one connection, also after the session dropped
 /// and the stream re-attached on the next one (the local connection is kept, so no second
@@ -321,22 +339,8 @@ async fn burrow_up_sends_one_header_across_a_resume() {
         ),
     )
     .expect("tunnels.toml");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up")
-        .arg(&file)
-        .arg("--control")
-        .arg(dir.path().join("up.sock"));
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = start_up(dir.path(), &file, published).await;
     let listener = SocketAddr::from((Ipv4Addr::LOCALHOST, published));
-    let mut ready = false;
-    for _ in 0..150 {
-        if wait_port(listener, Duration::from_millis(200)).await {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "-R listener never up:\n{}", up.stderr_text());
     // wait_port's probes reached the service too (from 127.0.0.1): the visitor's connections
     // are the ones with its bytes or its address.
     let visitors = |all: &[Vec<u8>]| -> Vec<String> {
@@ -397,4 +401,85 @@ async fn burrow_up_sends_one_header_across_a_resume() {
         "no re-attach:\n{}",
         up.stderr_text()
     );
+}
+
+/// tunnels.toml's `proxy_protocol`, per tunnel and per forward (the forward's wins), through
+/// `burrow up` and a burrow relay: nginx behind a forward whose own value is v2 logs the
+/// visitor's address; a forward that inherits the tunnel's v1 (over `[defaults]`' v2) starts
+/// with a v1 line; a forward whose own value is none gets the visitor's bytes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burrow_up_sends_the_header_each_forward_asks_for() {
+    let dir = test_dir();
+    let Some(nginx) = Nginx::start(dir.path()).await else {
+        eprintln!("SKIP: nginx is not installed (scripts/test installs nginx-light)");
+        return;
+    };
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let (service, seen, _service_task) = recorder().await;
+    let (to_nginx, inherits, plain) = (free_port(), free_port(), free_port());
+    let file = dir.path().join("tunnels.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\nproxy_protocol = \"v2\"\n\n[[tunnel]]\nname = \"a\"\n\
+             server = \"root@127.0.0.1:{}\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\n\
+             ssh_config = \"none\"\nproxy_protocol = \"v1\"\nremote = [\n\
+             {{ forward = \"{to_nginx}:127.0.0.1:{}\", proxy_protocol = \"v2\" }},\n\
+             \"{inherits}:127.0.0.1:{service}\",\n\
+             {{ forward = \"{plain}:127.0.0.1:{service}\", proxy_protocol = \"none\" }},\n]\n",
+            relay.addr.port(),
+            key.private.display(),
+            relay.known_hosts.display(),
+            nginx.port,
+        ),
+    )
+    .expect("tunnels.toml");
+    // The last forward is requested last: once it listens, all do.
+    let up = start_up(dir.path(), &file, plain).await;
+
+    // The forward's own v2, to nginx.
+    let reply = visit(to_nginx, "/up-v2").await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("hello\n"),
+        "nginx did not accept the connection: {reply:?}\n{}",
+        up.stderr_text()
+    );
+    let line = nginx.log_line("/up-v2").await;
+    assert!(
+        line.starts_with("pp=127.0.0.2:")
+            && line.contains(&format!(" server=127.0.0.1:{to_nginx} ")),
+        "nginx did not log the visitor's address: {line}"
+    );
+
+    // The tunnel's v1, and none, to the recorder.
+    for (port, payload) in [(inherits, "inherits;"), (plain, "plain;")] {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::V4(SocketAddrV4::new(VISITOR, 0)))
+            .expect("bind 127.0.0.2");
+        let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut visitor = socket.connect(to).await.expect("visitor connects");
+        let from = visitor.local_addr().expect("visitor address").port();
+        visitor.write_all(payload.as_bytes()).await.expect("send");
+        let want = match payload {
+            "inherits;" => format!("PROXY TCP4 127.0.0.2 127.0.0.1 {from} {port}\r\n{payload}"),
+            _ => payload.to_string(),
+        };
+        let mut got = None;
+        for _ in 0..100 {
+            let all = seen.lock().unwrap().clone();
+            if let Some(c) = all.iter().find(|c| c.ends_with(payload.as_bytes())) {
+                got = Some(String::from_utf8_lossy(c).into_owned());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            got.as_deref(),
+            Some(want.as_str()),
+            "forward {port}:\n{}",
+            up.stderr_text()
+        );
+    }
 }

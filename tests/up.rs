@@ -8,6 +8,8 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::burrow::Relay;
@@ -167,19 +169,7 @@ async fn tunnel_recovers_from_relay_restart_and_freeze_and_reload_keeps_it() {
     );
 
     // Metrics read the same counters.
-    let metrics_addr: SocketAddr = up
-        .stderr()
-        .wait_until(Duration::from_secs(5), |log| {
-            log.lines().find_map(|l| {
-                l.split("metrics on http://")
-                    .nth(1)?
-                    .split('/')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
-        .expect("metrics address logged");
+    let metrics_addr = metrics_address(&up).await;
     let text = http_metrics(metrics_addr);
     assert!(text.contains("burrow_tunnel_up{tunnel=\"a\"} 1"), "{text}");
     assert!(
@@ -722,76 +712,268 @@ async fn systemd_hears_ready_status_reload_and_stop_and_the_journal_gets_priorit
         .await;
 }
 
-/// A tunnel whose ssh_config Host block adds a LocalForward of its own: `burrow status --json`
-/// lists both forwards, each with its own label and its own bytes and connections. (Labels used
-/// to be paired with the tunnel's flags by position, so the Host block's forward took the -R
-/// label and counters, and the -R forward vanished from the list.)
+/// The metrics endpoint `burrow up` logged ("metrics on http://ADDR/").
+async fn metrics_address(up: &ChildGuard) -> SocketAddr {
+    up.stderr()
+        .wait_until(Duration::from_secs(5), |log| {
+            log.lines().find_map(|l| {
+                l.split("metrics on http://")
+                    .nth(1)?
+                    .split('/')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .expect("metrics address logged")
+}
+
+/// A tunnel to OpenSSH's sshd whose ssh_config Host block adds a LocalForward of its own next to
+/// the tunnel's -R: `burrow status --json` and /metrics show each forward under its own label
+/// with its own bytes and connections. (Labels were paired with forwards by position, so the
+/// Host block's forward took the -R label and counters; /metrics had no per-forward series.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_block_forward_keeps_every_label_with_its_own_counters() {
+async fn a_host_block_forward_keeps_its_own_label_and_counters_in_status_and_metrics() {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let sshd = Sshd::start(SshdOptions::with_keys(&[&key]));
     let echo = echo_server().await;
     let (lport, rport) = (free_port(), free_port());
+    let echo_target = echo.hostport();
     let ssh_config = dir.path().join("ssh_config");
     std::fs::write(
         &ssh_config,
-        format!(
-            "Host 127.0.0.1\n    LocalForward {lport} {}\n",
-            echo.hostport()
-        ),
+        format!("Host 127.0.0.1\n    LocalForward {lport} {echo_target}\n"),
     )
     .unwrap();
     let file = dir.path().join("tunnels.toml");
-    let tunnels = format!(
-        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nremote = [\"{rport}:{}\"]\nssh_config = \"{}\"\n",
-        relay.addr.port(),
-        echo.hostport(),
-        ssh_config.display()
-    );
-    write_tunnels(&file, &key, &relay, &tunnels);
+    std::fs::write(
+        &file,
+        format!(
+            "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nidentity = \"{}\"\n\
+             known_hosts = \"{}\"\nssh_config = \"{}\"\nkeepalive_interval = 1\n\
+             remote = [\"{rport}:{echo_target}\"]\n",
+            sshd.port,
+            key.private.display(),
+            sshd.known_hosts.display(),
+            ssh_config.display()
+        ),
+    )
+    .unwrap();
     let control = dir.path().join("up.sock");
     let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    cmd.arg("up")
+        .arg(&file)
+        .arg("--control")
+        .arg(&control)
+        .args(["--metrics", "127.0.0.1:0"]);
     let up = spawn_logged(cmd, dir.path(), "burrow-up");
     wait_status(&control, &up, "tunnel a up", |s| {
         tunnel(s, "a").is_some_and(|t| t["state"] == "up")
     })
     .await;
-    // Traffic through the -R forward only.
-    transfer_checked(loopback(rport), 1 << 20)
+    // Different traffic through each: one 1 MiB echo through the -R forward, two 64 KiB ones
+    // through the Host block's -L forward.
+    const REMOTE_BYTES: u64 = 1 << 20;
+    const LOCAL_BYTES: u64 = 64 << 10;
+    transfer_checked(loopback(rport), REMOTE_BYTES)
         .await
         .expect("echo through the -R forward");
-    let s = wait_status(&control, &up, "the -R forward's bytes counted", |s| {
-        tunnel(s, "a").is_some_and(|t| {
-            t["forwards"].as_array().is_some_and(|f| {
-                f.iter().any(|f| {
-                    f["spec"].as_str().unwrap_or("").starts_with("-R ")
-                        && f["bytes_out"].as_u64().unwrap_or(0) >= 1 << 20
-                })
+    for _ in 0..2 {
+        transfer_checked(loopback(lport), LOCAL_BYTES)
+            .await
+            .expect("echo through the Host block's -L forward");
+    }
+    let local_label = format!("-L {lport}:{echo_target}");
+    let remote_label = format!("-R {rport}:{echo_target}");
+    let find = |t: &serde_json::Value, label: &str| -> Option<serde_json::Value> {
+        t["forwards"]
+            .as_array()?
+            .iter()
+            .find(|f| {
+                f["spec"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&format!("{label} (")))
             })
+            .cloned()
+    };
+    let s = wait_status(&control, &up, "both forwards' traffic counted", |s| {
+        tunnel(s, "a").is_some_and(|t| {
+            let counted = |label: &str, bytes: u64, conns: u64| {
+                find(t, label).is_some_and(|f| {
+                    f["bytes_out"] == bytes
+                        && f["bytes_in"] == bytes
+                        && f["connections_total"] == conns
+                        && f["connections_active"] == 0
+                })
+            };
+            counted(&local_label, 2 * LOCAL_BYTES, 2) && counted(&remote_label, REMOTE_BYTES, 1)
         })
     })
     .await;
     let t = tunnel(&s, "a").unwrap();
     let forwards = t["forwards"].as_array().unwrap();
     assert_eq!(forwards.len(), 2, "both forwards listed: {t:#}");
-    let local = &forwards[0];
-    let remote = &forwards[1];
-    let echo_target = echo.hostport();
     assert!(
-        local["spec"]
+        find(t, &local_label).unwrap()["spec"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("-L {lport}:{echo_target} (listening on ")),
+            .starts_with(&format!("{local_label} (listening on ")),
         "{t:#}"
     );
     assert_eq!(
-        remote["spec"].as_str().unwrap(),
-        format!("-R {rport}:{echo_target} (relay port {rport})"),
+        find(t, &remote_label).unwrap()["spec"],
+        format!("{remote_label} (relay port {rport})"),
         "{t:#}"
     );
-    assert_eq!(local["connections_total"], 0, "{t:#}");
-    assert_eq!(local["bytes_out"], 0, "{t:#}");
-    assert!(remote["connections_total"].as_u64().unwrap() >= 1, "{t:#}");
+
+    // /metrics: one series per forward and family, with the same numbers.
+    let text = http_metrics(metrics_address(&up).await);
+    for (label, bytes, conns) in [
+        (&local_label, 2 * LOCAL_BYTES, 2),
+        (&remote_label, REMOTE_BYTES, 1),
+    ] {
+        for (family, value) in [
+            ("burrow_forward_sent_bytes_total", bytes),
+            ("burrow_forward_received_bytes_total", bytes),
+            ("burrow_forward_connections_total", conns),
+            ("burrow_forward_connections_active", 0),
+        ] {
+            let line = format!("{family}{{tunnel=\"a\",forward=\"{label}\"}} {value}");
+            assert!(text.lines().any(|l| l == line), "want {line:?} in\n{text}");
+        }
+        // The label the series carry is in the status too.
+        assert_eq!(find(t, label).unwrap()["forward"], label.as_str(), "{t:#}");
+    }
+}
+
+/// A TCP proxy to a target whose open connections can be turned into a black hole at once
+/// ([`FreezableProxy::freeze_open`]): their bytes go nowhere and their sockets stay open, while
+/// connections made later pass as before. A dropped link, on loopback.
+struct FreezableProxy {
+    addr: SocketAddr,
+    /// Connections numbered below this move no more bytes.
+    frozen_below: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(target: SocketAddr) -> FreezableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (frozen, count) = (frozen_below.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            // Bounded: a tunnel that spins is the test's failure, not an endless loop here.
+            for _ in 0..64 {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                let id = count.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (from_client, to_client) = inbound.into_split();
+                let (from_target, to_target) = outbound.into_split();
+                pumps.spawn(pump(from_client, to_target, id, frozen.clone()));
+                pumps.spawn(pump(from_target, to_client, id, frozen.clone()));
+            }
+            // The pumps live as long as the proxy.
+            std::future::pending::<()>().await;
+        });
+        FreezableProxy {
+            addr,
+            frozen_below,
+            accepted,
+            task,
+        }
+    }
+
+    /// Every connection open now stops moving bytes, for good.
+    fn freeze_open(&self) {
+        let open = self.accepted.load(Ordering::SeqCst);
+        self.frozen_below.store(open, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    frozen_below: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if id < frozen_below.load(Ordering::SeqCst) {
+            // Black hole: nothing is forwarded, nothing is closed.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// After its link to the relay silently dies, a `burrow up` tunnel gets its -R port back at
+/// once: the relay sees that the session holding the port serves the very client instance now
+/// asking for it (one stream registry, through resumable streams), so it neither probes nor
+/// waits. The relay's own keepalive is off in practice (600 s) and its takeover probe waits
+/// 60 s, so the port moving and the tunnel being up again within the test's deadlines shows
+/// the instant path; the relay's log says which path it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_takes_its_port_back_from_its_own_dead_session_at_once() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let config = "[limits]\nkeepalive_interval_secs = 600\ntakeover_probe_secs = 60\n";
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], Some(config), &[]).await;
+    let proxy = FreezableProxy::start(relay.addr).await;
+    let echo = echo_server().await;
+    let rport = free_port();
+    let file = dir.path().join("tunnels.toml");
+    // The relay is reached through the proxy's port: its key is recorded on first contact.
+    let tunnels = format!(
+        "[[tunnel]]\nname = \"a\"\nserver = \"root@127.0.0.1:{}\"\nhost_key_checking = \"accept-new\"\nremote = [\"{rport}:{}\"]\n",
+        proxy.addr.port(),
+        echo.hostport()
+    );
+    write_tunnels(&file, &key, &relay, &tunnels);
+    let control = dir.path().join("up.sock");
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up").arg(&file).arg("--control").arg(&control);
+    let mut up = spawn_logged(cmd, dir.path(), "burrow-up");
+    wait_status(&control, &up, "tunnel a up", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up")
+    })
+    .await;
+    transfer_checked(loopback(rport), 64 << 10)
+        .await
+        .expect("echo through the tunnel");
+    // The link dies silently; the tunnel's keepalive (1 s x 2) notices and it reconnects
+    // through the proxy, asking for its port again.
+    proxy.freeze_open();
+    wait_status(&control, &up, "tunnel a up again", |s| {
+        tunnel(s, "a").is_some_and(|t| t["state"] == "up" && t["reconnects"] == 1)
+    })
+    .await;
+    relay.wait_port_moves_to(rport, &echo, &mut up).await;
+    let log = relay.child.stderr_text();
+    assert!(
+        log.contains("replaced at once: same client instance"),
+        "{log}"
+    );
+    assert!(!log.contains("did not answer the takeover probe"), "{log}");
 }

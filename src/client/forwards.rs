@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Session, SshHandle};
 use crate::config::options::ClientOptions;
 use crate::forward::listen::{BindError, BindOptions};
+use crate::forward::proxy_header::ProxyProtocol;
 use crate::forward::remote::{RemoteForwardError, RemoteForwards};
 use crate::forward::{dynamic, local, ForwardContext};
 use crate::pipe::Counters;
@@ -138,6 +139,19 @@ impl Session {
             .request_with(&self.handle, fwd, false)
             .await
             .map(|(port, _)| port)
+    }
+
+    /// Requests a -R forward whose connections start with `proxy_protocol`'s header (none for
+    /// None), whatever the session's ProxyProtocol; returns the port the server listens on and
+    /// the forward's own counters. For `burrow up`, where each forward may say.
+    pub async fn open_remote_proxied(
+        &self,
+        fwd: &RemoteForward,
+        proxy_protocol: Option<ProxyProtocol>,
+    ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
+        self.remote
+            .request_proxied(&self.handle, fwd, proxy_protocol)
+            .await
     }
 
     /// The server-side port of an active -R forward, if it is up.

@@ -108,8 +108,6 @@ pub struct Session {
     remote: Arc<RemoteForwards>,
     listeners: forwards::LocalListeners,
     shutdown: CancellationToken,
-    /// Counters of each forward that is up, in the order `start_forwards` reports them.
-    forward_counters: std::sync::Mutex<Vec<Arc<crate::pipe::Counters>>>,
     /// Open while resumable streams are on (dropping it would tell the server otherwise).
     _resume_control: Option<russh::Channel<russh::client::Msg>>,
 }
@@ -176,7 +174,6 @@ impl Session {
             remote,
             listeners: forwards::LocalListeners::default(),
             shutdown,
-            forward_counters: std::sync::Mutex::default(),
             _resume_control: control,
         })
     }
@@ -194,11 +191,9 @@ impl Session {
     ) -> Result<Vec<Established>, ClientError> {
         let mut up = Vec::new();
         let mut local_failed = 0;
-        let mut counters = Vec::new();
         for fwd in &opts.local_forwards {
             match self.open_local(fwd, forwards::bind_options(opts)).await {
-                Ok((bound, c)) => {
-                    counters.push(c);
+                Ok((bound, _)) => {
                     tracing::debug!(?bound, target = %fwd.target, "local forward listening");
                     report_allocated(
                         &fwd.listen,
@@ -219,8 +214,7 @@ impl Session {
         }
         for fwd in &opts.dynamic_forwards {
             match self.open_dynamic(fwd, forwards::bind_options(opts)).await {
-                Ok((bound, c)) => {
-                    counters.push(c);
+                Ok((bound, _)) => {
                     tracing::debug!(?bound, "dynamic forward listening");
                     report_allocated(&fwd.listen, &bound, "dynamic forward");
                     up.push(Established::Local { bound });
@@ -244,30 +238,14 @@ impl Session {
         }
         for fwd in &opts.remote_forwards {
             match self.remote.request(&self.handle, fwd).await {
-                Ok((port, c)) => {
-                    counters.push(c);
-                    up.push(Established::Remote { port });
-                }
+                Ok((port, _)) => up.push(Established::Remote { port }),
                 Err(e) if opts.exit_on_forward_failure => {
                     return Err(ClientError::Forward(format!("Error: {e}")))
                 }
                 Err(e) => tracing::warn!("Warning: {e}"),
             }
         }
-        *self
-            .forward_counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = counters;
         Ok(up)
-    }
-
-    /// Per-forward counters, one for each forward `start_forwards` reported up, in its order
-    /// (their counts are also in [`Session::counters`]).
-    pub fn forward_counters(&self) -> Vec<Arc<crate::pipe::Counters>> {
-        self.forward_counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// Bytes and connections through this session's forwards (a_to_b = sent towards the server).

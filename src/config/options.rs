@@ -247,6 +247,78 @@ pub fn host_options(
     Ok(merged)
 }
 
+/// Settings a program fixes for itself rather than reading them from a command line (`burrow
+/// up`'s tunnels), as typed values: each one set takes the place of the command-line `-o` that
+/// would say the same, so it wins over ssh_config as that would, without being written out as
+/// text and parsed back. `None` leaves the option as the command line and ssh_config say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fixed {
+    /// BatchMode.
+    pub batch_mode: Option<bool>,
+    /// ExitOnForwardFailure.
+    pub exit_on_forward_failure: Option<bool>,
+    /// ServerAliveInterval (`Some(None)` = off).
+    pub server_alive_interval: Option<Option<Duration>>,
+    /// ServerAliveCountMax.
+    pub server_alive_count_max: Option<u32>,
+    /// ConnectTimeout (`Some(None)` = none).
+    pub connect_timeout: Option<Option<Duration>>,
+    /// StrictHostKeyChecking.
+    pub strict_host_key_checking: Option<StrictHostKeyChecking>,
+    /// Compression.
+    pub compression: Option<bool>,
+    /// UserKnownHostsFile: this one file, taken literally (no `%` tokens).
+    pub user_known_hosts_file: Option<PathBuf>,
+    /// ProxyProtocol (`Some(None)` = none).
+    pub proxy_protocol: Option<Option<ProxyProtocol>>,
+}
+
+impl Fixed {
+    /// Puts every value that is set into `o`.
+    fn apply(&self, o: &mut ClientOptions) {
+        if let Some(v) = self.batch_mode {
+            o.batch_mode = v;
+        }
+        if let Some(v) = self.exit_on_forward_failure {
+            o.exit_on_forward_failure = v;
+        }
+        if let Some(v) = self.server_alive_interval {
+            o.server_alive_interval = v.filter(|d| !d.is_zero());
+        }
+        if let Some(v) = self.server_alive_count_max {
+            o.server_alive_count_max = v;
+        }
+        if let Some(v) = self.connect_timeout {
+            o.connect_timeout = v.filter(|d| !d.is_zero());
+        }
+        if let Some(v) = self.strict_host_key_checking {
+            o.strict_host_key_checking = v;
+        }
+        if let Some(v) = self.compression {
+            o.compression = v;
+        }
+        if let Some(v) = &self.user_known_hosts_file {
+            o.user_known_hosts_files = vec![v.clone()];
+        }
+        if let Some(v) = self.proxy_protocol {
+            o.proxy_protocol = v;
+        }
+    }
+}
+
+/// [`resolve`] with `fixed` on top: what `burrow up` builds each tunnel's options with. A value
+/// in `fixed` wins over ssh_config like a command-line `-o`; unlike one, ssh_config's own value
+/// for that option is still read (a malformed one is an error, as it is for `ssh` to that host).
+pub fn resolve_fixed(
+    args: &SshArgs,
+    fixed: &Fixed,
+    paths: &ConfigPaths,
+) -> Result<ClientOptions, OptionsError> {
+    let mut resolved = resolve(args, paths)?;
+    fixed.apply(&mut resolved);
+    Ok(resolved)
+}
+
 /// Resolves `burrow ssh` arguments into effective options.
 pub fn resolve(args: &SshArgs, paths: &ConfigPaths) -> Result<ClientOptions, OptionsError> {
     resolve_with_config(args, paths).map(|(resolved, _)| resolved)

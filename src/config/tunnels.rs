@@ -2,16 +2,18 @@
 //! TOML (see `examples/tunnels.toml`), validated once with errors that name the file, line,
 //! tunnel and field.
 //!
-//! A tunnel is `burrow ssh -N` with its flags written down: [`TunnelSpec::ssh_args`] turns it
-//! back into [`SshArgs`], so the supervisor resolves it exactly as the command line would,
-//! `~/.ssh/config` included. The file only adds what a daemon needs: batch mode, keepalives
-//! that notice a dead link in seconds, host key checking that never prompts, and backoff.
+//! A tunnel is `burrow ssh -N` with its flags written down: [`TunnelSpec::plan`] resolves it
+//! once into the same typed options the command line gets, `~/.ssh/config` included, plus the
+//! list of its forwards, each carrying its own label. The file only adds what a daemon needs
+//! (typed, in [`TunnelSpec::fixed`], never as `-o` text): batch mode, keepalives that notice a
+//! dead link in seconds, host key checking that never prompts, and backoff.
 //!
 //! Precedence, highest first: the tunnel's own keys (`user@` in `server` before `user`), then
 //! `[defaults]`, then ssh_config for what neither sets (user, identity, jump), then the
 //! built-in defaults below. A list (`identity`, `options`) set in a tunnel replaces the one in
 //! `[defaults]`. `~` means `$HOME`; relative paths are relative to the tunnels file.
 
+mod plan;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -25,6 +27,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::cli::SshArgs;
+use crate::config::options::{ConfigPaths, Fixed, OptionsError, StrictHostKeyChecking};
+use crate::forward::proxy_header::ProxyProtocol;
+
+pub use plan::{Forward, Plan, PlannedForward};
 
 /// Keepalive interval when none is set. As with ssh's ServerAliveInterval/CountMax, a dead link
 /// is noticed (count + 1) x interval after the last sign of life (the first interval passes
@@ -82,8 +88,8 @@ pub struct TunnelSpec {
     pub jump: Option<String>,
     /// `-L` specs, validated.
     pub local: Vec<String>,
-    /// `-R` specs, validated.
-    pub remote: Vec<String>,
+    /// `-R` forwards, validated, each with its own `proxy_protocol`.
+    pub remote: Vec<RemoteSpec>,
     /// `-D` specs, validated.
     pub dynamic: Vec<String>,
     /// Login user when the server entry has none; None = ssh_config's User or the local user.
@@ -116,38 +122,34 @@ pub struct TunnelSpec {
     pub ssh_config: Option<PathBuf>,
     /// Extra ssh_config options (`-o`), validated; none of them overrides a field above.
     pub options: Vec<String>,
+    /// The PROXY protocol header of the tunnel's -R connections, where a forward says nothing
+    /// itself: `Some(None)` = none; `None` = as `options` or ssh_config's ProxyProtocol say.
+    pub proxy_protocol: Option<Option<ProxyProtocol>>,
+}
+
+/// One `remote` forward of a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteSpec {
+    /// The `-R` spec as written, validated.
+    pub spec: String,
+    /// This forward's own `proxy_protocol` (`Some(None)` = none), which wins over the
+    /// tunnel's; `None` = as the tunnel.
+    pub proxy_protocol: Option<Option<ProxyProtocol>>,
 }
 
 impl TunnelSpec {
     /// The `burrow ssh` arguments for connecting to `servers[server_index]` (an index past the
     /// end means the first server): `-N`, `-p`, `-l`, `-i`, `-J`, `-C`, `-F`, `-L`/`-R`/`-D`,
-    /// and `-o` for BatchMode, ExitOnForwardFailure, ServerAliveInterval/CountMax,
-    /// ConnectTimeout, StrictHostKeyChecking, Compression=no (unless `-C`),
-    /// UserKnownHostsFile (if set), then `options`. Command-line values win over ssh_config,
-    /// so these hold whatever the config file says.
+    /// and the tunnel's own `options` as `-o`. What a daemon fixes for itself is not in here
+    /// but typed, in [`TunnelSpec::fixed`]; [`TunnelSpec::plan`] resolves the two together.
     pub fn ssh_args(&self, server_index: usize) -> SshArgs {
         let server = self
             .servers
             .get(server_index)
             .or_else(|| self.servers.first());
-        let mut options = vec![
-            "BatchMode=yes".to_string(),
-            "ExitOnForwardFailure=yes".to_string(),
-            format!("ServerAliveInterval={}", self.keepalive_interval.as_secs()),
-            format!("ServerAliveCountMax={}", self.keepalive_count),
-            format!("ConnectTimeout={}", self.connect_timeout.as_secs()),
-            format!("StrictHostKeyChecking={}", self.host_key_checking),
-        ];
-        if !self.compression {
-            options.push("Compression=no".to_string());
-        }
-        if let Some(file) = &self.known_hosts {
-            options.push(format!("UserKnownHostsFile={}", option_arg(file)));
-        }
-        options.extend(self.options.iter().cloned());
         SshArgs {
             local: self.local.clone(),
-            remote: self.remote.clone(),
+            remote: self.remote.iter().map(|r| r.spec.clone()).collect(),
             dynamic: self.dynamic.clone(),
             jump: self.jump.clone(),
             no_command: true,
@@ -158,10 +160,37 @@ impl TunnelSpec {
                 .or_else(|| self.user.clone()),
             identity: self.identity.clone(),
             config_file: self.ssh_config.clone(),
-            options,
+            options: self.options.clone(),
             destination: server.map(|s| s.host.clone()).unwrap_or_default(),
             ..SshArgs::default()
         }
+    }
+
+    /// What every tunnel fixes whatever ssh_config says: batch mode, ExitOnForwardFailure, its
+    /// keepalive, connect timeout, host key policy, compression and known_hosts file, and its
+    /// `proxy_protocol` when set.
+    pub fn fixed(&self) -> Fixed {
+        Fixed {
+            batch_mode: Some(true),
+            exit_on_forward_failure: Some(true),
+            server_alive_interval: Some(Some(self.keepalive_interval)),
+            server_alive_count_max: Some(self.keepalive_count),
+            connect_timeout: Some(Some(self.connect_timeout)),
+            strict_host_key_checking: Some(match self.host_key_checking {
+                HostKeyChecking::Yes => StrictHostKeyChecking::Yes,
+                HostKeyChecking::AcceptNew => StrictHostKeyChecking::AcceptNew,
+            }),
+            compression: Some(self.compression),
+            user_known_hosts_file: self.known_hosts.clone(),
+            proxy_protocol: self.proxy_protocol,
+        }
+    }
+
+    /// Resolves the tunnel for `servers[server_index]` once, as `burrow ssh` would resolve its
+    /// command line (ssh_config included), into typed options and the list of forwards to set
+    /// up, each with its own label.
+    pub fn plan(&self, server_index: usize, paths: &ConfigPaths) -> Result<Plan, OptionsError> {
+        Plan::resolve(self, server_index, paths)
     }
 
     /// A stable digest of everything but the name, so a reload keeps a tunnel running when
@@ -175,16 +204,6 @@ impl TunnelSpec {
         let digest = Sha256::digest(format!("{unnamed:?}").as_bytes());
         data_encoding::HEXLOWER.encode(digest.get(..16).unwrap_or_default())
     }
-}
-
-/// A path as one ssh_config argument: quoted, with `%` escaped from token expansion.
-fn option_arg(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('%', "%%");
-    format!("\"{escaped}\"")
 }
 
 impl fmt::Display for ServerAddr {

@@ -123,6 +123,19 @@ fn top_keys() -> Vec<Key> {
              address; \"any\" or \"none\" stand alone. A key's permitlisten= option narrows it \
              further.",
         ),
+        Key::new("aliases", "true | false", "true").help(
+            "Private services by name. On, a -R bind address that is a one-label name other \
+             than localhost (letters, digits and '-', at least one letter: ssh -R \
+             a-ssh:22:localhost:22) publishes an alias: no socket is bound, and a -L, -J or -W \
+             to a-ssh:22 through this relay is carried to the publisher. An alias is private: \
+             only keys whose permitopen= names it (a-ssh:22 or a-ssh:*), or every key when a \
+             permit_open entry here names it, may connect; \"*\" hosts and \"any\" grant no \
+             alias. A name belongs to the key that published it first; a publisher whose line \
+             has permitlisten= needs an entry whose host matches the name. With aliases on, a \
+             one-label name is never resolved or bound by the relay: reach hosts of the \
+             relay's network by address or by a name with a dot. false restores sshd's \
+             resolve-and-bind for names.",
+        ),
         Key::bare("metrics", "\"addr:port\"").help(
             "Serve Prometheus metrics (/metrics), a JSON status API (/api/status) and a live \
              status page (/) on this address, as --metrics. Off when absent.",
@@ -253,6 +266,14 @@ fn authorized_keys() -> Vec<String> {
         "For example, to let a key publish only port 8086 and open nothing else:".to_string(),
         "  restrict,port-forwarding,permitlisten=\"8086\",permitopen=\"none\" ssh-ed25519 AAAA... \
          tunnel-from-A"
+            .to_string(),
+        "Or to let A publish its sshd only as the private alias a-ssh (no port on the relay), \
+         and C reach that alias and nothing else (see aliases above):"
+            .to_string(),
+        "  restrict,port-forwarding,permitlisten=\"a-ssh:22\",permitopen=\"none\" ssh-ed25519 \
+         AAAA... tunnel-from-A"
+            .to_string(),
+        "  restrict,port-forwarding,permitopen=\"a-ssh:22\" ssh-ed25519 AAAA... c-laptop"
             .to_string(),
     ]
 }

@@ -103,11 +103,19 @@ fn tunnel_keys() -> Vec<Key> {
              local_socket:remote_socket. Port 0 picks a free port. No two forwards of the file \
              may listen on the same local address.",
         ),
-        Key::new("remote", "[\"spec\", ...]", "[]").help(
+        Key::new(
+            "remote",
+            "[\"spec\" | { forward = \"spec\", ... }, ...]",
+            "[]",
+        )
+        .help(
             "Remote forwards, as ssh -R: [bind_address:]port:host:hostport or \
              remote_socket:host:hostport. Port 0 lets the relay choose a port, which is logged \
              as \"Allocated port N for remote forward to host:port\". A target is required \
-             (reverse dynamic forwarding is not supported yet).",
+             (reverse dynamic forwarding is not supported yet). An entry may be a table with \
+             settings of that forward alone: { forward = \"8080:localhost:80\", \
+             proxy_protocol = \"v2\" } (proxy_protocol is the only one so far; it wins over the \
+             tunnel's).",
         ),
         Key::new("dynamic", "[\"[bind_address:]port\", ...]", "[]")
             .help("SOCKS4/4a/5 proxies, as ssh -D, whose connections leave from the relay."),
@@ -185,6 +193,14 @@ fn setting_keys() -> Vec<Key> {
         ),
         Key::bare("jump", "\"[user@]host[:port][,...]\" | \"none\"")
             .help("Jump hosts, as ssh -J; \"none\" overrides a ProxyJump in ssh_config."),
+        Key::new("proxy_protocol", "\"v1\" | \"v2\" | \"none\"", "\"none\"").help(
+            "Start every connection of the tunnel's remote forwards to its target with a PROXY \
+             protocol header (v1 text, v2 binary) carrying the visitor's address as the relay \
+             reports it, for a service that reads one (nginx listen ... proxy_protocol, HAProxy \
+             accept-proxy). A remote entry's own proxy_protocol wins over this; this wins over \
+             ProxyProtocol in options or ssh_config, which otherwise applies (burrow ssh -o \
+             ProxyProtocol). Remote forwards from an ssh_config Host block take this value too.",
+        ),
         Key::new("options", "[\"Key=value\", ...]", "[]").help(
             "More ssh_config options, as ssh -o (e.g. \"Ciphers=aes128-gcm@openssh.com\"). \
              Unknown keys are refused, and so are those the tunnel sets itself, each with the \
@@ -208,12 +224,15 @@ fn precedence() -> Vec<String> {
 
 fn adds() -> Vec<String> {
     vec![
-        "Each tunnel runs as burrow ssh -N with its keys as flags, plus -o BatchMode=yes \
-         (nobody is there to type a password), ExitOnForwardFailure=yes (a forward that cannot \
-         be set up fails the attempt and is retried), ServerAliveInterval, \
-         ServerAliveCountMax, ConnectTimeout and StrictHostKeyChecking from the settings, and \
-         Compression=no unless compression is true. These command-line values win over \
-         ssh_config."
+        "Each tunnel runs as burrow ssh -N with its keys as flags, resolved once when the \
+         tunnel starts (ssh_config is read then), plus, as typed values that win over \
+         ssh_config like ssh -o would: BatchMode=yes (nobody is there to type a password), \
+         ExitOnForwardFailure=yes (a forward that cannot be set up fails the attempt and is \
+         retried), ServerAliveInterval, ServerAliveCountMax, ConnectTimeout, \
+         StrictHostKeyChecking, UserKnownHostsFile and ProxyProtocol from the settings, and \
+         Compression=no unless compression is true. Forwards that a matching Host block adds \
+         (LocalForward, RemoteForward, DynamicForward) are set up too, and burrow status and \
+         the metrics list each forward under its own spec."
             .to_string(),
     ]
 }

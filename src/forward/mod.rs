@@ -216,7 +216,14 @@ pub enum Dial {
     Nowhere,
     /// Addresses already resolved and checked (label for logs): dialled in order, no lookup.
     Addrs(String, Vec<SocketAddr>),
+    /// A stream made by the caller's own future (label for logs): the relay's channel to an
+    /// alias's publisher.
+    Open(String, OpenFuture),
 }
+
+/// The future behind [`Dial::Open`].
+pub type OpenFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<BoxedIo>> + Send>>;
 
 impl Dial {
     /// What the connection is called in logs.
@@ -225,7 +232,7 @@ impl Dial {
             Dial::Target(target, _) => target.to_string(),
             Dial::Socks(_) => "reverse SOCKS".to_string(),
             Dial::Nowhere => "no forward".to_string(),
-            Dial::Addrs(label, _) => label.clone(),
+            Dial::Addrs(label, _) | Dial::Open(label, _) => label.clone(),
         }
     }
 
@@ -251,6 +258,19 @@ impl Dial {
                 Ok(Box::new(near) as BoxedIo)
             }
             Dial::Nowhere => Err(io::Error::other("no such forward")),
+            Dial::Open(label, open) => {
+                // Bounded like a dial: the far end may be a session that stopped answering.
+                let opened = match tokio::time::timeout(ctx.connect_timeout, open).await {
+                    Ok(r) => r,
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "Connection timed out",
+                    )),
+                };
+                opened.inspect_err(|e| {
+                    tracing::info!("connect_to {label}: failed: {}", io_reason(e));
+                })
+            }
             Dial::Addrs(label, addrs) => match connect_addrs(&addrs, ctx.connect_timeout).await {
                 Ok(stream) => Ok(Box::new(stream) as BoxedIo),
                 Err(e) => {

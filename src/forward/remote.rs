@@ -46,18 +46,27 @@ struct Active {
     listen_port: u32,
     /// Where this forward's connections run and are counted.
     ctx: ForwardContext,
+    /// The PROXY protocol header its connections to a target start with, if any.
+    proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// How long a channel for a listener we do not know yet waits for a request in flight to be
 /// answered and registered.
 const PENDING_WAIT: Duration = Duration::from_secs(5);
 
-/// Where a connection on one of our listeners goes: the target (none for reverse dynamic) and
-/// the context of the forward it belongs to.
-type Route = (Option<Endpoint>, ForwardContext);
+/// Where a connection on one of our listeners goes: the target (none for reverse dynamic), the
+/// context of the forward it belongs to, and that forward's PROXY protocol version.
+type Route = (Option<Endpoint>, ForwardContext, Option<ProxyProtocol>);
 
 /// Bytes written to a connection's target before the stream (a PROXY protocol header).
 type Preamble = Option<Vec<u8>>;
+
+/// Who connected to which of our TCP listeners, as the server reported it: what a PROXY
+/// protocol header says.
+struct Visitor {
+    originator: (String, u32),
+    listener: (String, u32),
+}
 
 /// The live -R forwards of one session. The SSH handler consults it for every channel the server
 /// opens, so only listeners we asked for are ever connected anywhere.
@@ -71,7 +80,8 @@ pub struct RemoteForwards {
     registered: Notify,
     ctx: ForwardContext,
     permit: OpenCheck,
-    /// The PROXY protocol header -R connections to a target start with, if any.
+    /// The PROXY protocol header -R connections to a target start with, unless their forward
+    /// says otherwise.
     proxy_protocol: Option<ProxyProtocol>,
     /// Set once a visitor address that is not an IP literal has been logged.
     unknown_logged: AtomicBool,
@@ -130,15 +140,18 @@ impl RemoteForwards {
     }
 
     /// Makes every -R connection to a target start with a PROXY protocol header carrying the
-    /// visitor's address (`ProxyProtocol`).
+    /// visitor's address (`ProxyProtocol`), unless its forward was requested with a version of
+    /// its own ([`Self::request_proxied`]).
     pub fn with_proxy_protocol(mut self, version: Option<ProxyProtocol>) -> Self {
         self.proxy_protocol = version;
         self
     }
 
-    /// The PROXY protocol header for a connection from `originator` on listener `host:port`.
-    fn preamble(&self, originator: (&str, u32), host: &str, port: u32) -> Preamble {
-        let version = self.proxy_protocol?;
+    /// The `version` PROXY protocol header for `visitor`'s connection.
+    fn preamble(&self, version: Option<ProxyProtocol>, visitor: &Visitor) -> Preamble {
+        let version = version?;
+        let (host, port) = (visitor.listener.0.as_str(), visitor.listener.1);
+        let originator = (visitor.originator.0.as_str(), visitor.originator.1);
         let header = version.header(originator, (host, port));
         if !header.known && !self.unknown_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -183,6 +196,28 @@ impl RemoteForwards {
         fwd: &RemoteForward,
         announce: bool,
     ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
+        self.request_inner(handle, fwd, announce, self.proxy_protocol)
+            .await
+    }
+
+    /// [`Self::request`] with this forward's own PROXY protocol version (`burrow up`'s
+    /// per-forward `proxy_protocol`), whatever the registry's is.
+    pub async fn request_proxied<H: ClientSession>(
+        &self,
+        handle: &ClientHandle<H>,
+        fwd: &RemoteForward,
+        proxy_protocol: Option<ProxyProtocol>,
+    ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
+        self.request_inner(handle, fwd, true, proxy_protocol).await
+    }
+
+    async fn request_inner<H: ClientSession>(
+        &self,
+        handle: &ClientHandle<H>,
+        fwd: &RemoteForward,
+        announce: bool,
+        proxy_protocol: Option<ProxyProtocol>,
+    ) -> Result<(u32, Arc<Counters>), RemoteForwardError> {
         let _in_flight = InFlight::new(self);
         let ctx = self.ctx.for_forward();
         let counters = ctx.counters.clone();
@@ -202,6 +237,7 @@ impl RemoteForwards {
                     listen_host: host,
                     listen_port,
                     ctx,
+                    proxy_protocol,
                 });
                 if asked == 0 {
                     let to = target_text(&fwd.target);
@@ -226,6 +262,7 @@ impl RemoteForwards {
                     listen_host: p,
                     listen_port: 0,
                     ctx,
+                    proxy_protocol,
                 });
                 Ok((0, counters))
             }
@@ -279,14 +316,14 @@ impl RemoteForwards {
             .iter()
             .find(|a| a.listen_host == host)
             .or(same_port.first())
-            .map(|a| (a.spec.target.clone(), a.ctx.clone()))
+            .map(|a| (a.spec.target.clone(), a.ctx.clone(), a.proxy_protocol))
     }
 
     fn target_for_path(&self, path: &str) -> Option<Route> {
         self.lock()
             .iter()
             .find(|a| matches!(a.spec.listen, Listen::Unix(_)) && a.listen_host == path)
-            .map(|a| (a.spec.target.clone(), a.ctx.clone()))
+            .map(|a| (a.spec.target.clone(), a.ctx.clone(), a.proxy_protocol))
     }
 
     /// Handles a `forwarded-tcpip` channel: dial the target in a task, then accept the channel
@@ -301,10 +338,13 @@ impl RemoteForwards {
         originator: (&str, u32),
         reply: russh::client::ChannelOpenHandle,
     ) {
-        let preamble = self.preamble(originator, host, port);
+        let visitor = Visitor {
+            originator: (originator.0.to_string(), originator.1),
+            listener: (host.to_string(), port),
+        };
         let (me, host) = (self.clone(), host.to_string());
         let listener = format!("{host}:{port}");
-        self.route(channel, reply, listener, preamble, move || {
+        self.route(channel, reply, listener, Some(visitor), move || {
             me.target_for(&host, port)
         });
     }
@@ -328,12 +368,12 @@ impl RemoteForwards {
         channel: Channel<Msg>,
         reply: russh::client::ChannelOpenHandle,
         listener: String,
-        preamble: Preamble,
+        visitor: Option<Visitor>,
         find: impl Fn() -> Option<Route> + Send + Sync + 'static,
     ) {
         let found = find();
         if found.is_some() || self.pending.load(Ordering::SeqCst) == 0 {
-            self.serve(channel, reply, &listener, found, preamble);
+            self.serve(channel, reply, &listener, found, visitor);
             return;
         }
         let me = self.clone();
@@ -342,7 +382,7 @@ impl RemoteForwards {
                 .await
                 .ok()
                 .flatten();
-            me.serve(channel, reply, &listener, found, preamble);
+            me.serve(channel, reply, &listener, found, visitor);
         });
     }
 
@@ -371,13 +411,17 @@ impl RemoteForwards {
         reply: russh::client::ChannelOpenHandle,
         listener: &str,
         found: Option<Route>,
-        preamble: Preamble,
+        visitor: Option<Visitor>,
     ) {
+        let preamble = match (&found, &visitor) {
+            (Some((Some(_), _, version)), Some(visitor)) => self.preamble(*version, visitor),
+            _ => None,
+        };
         if self.ctx.resume().is_some() {
             // A re-attaching stream may arrive before this session re-requested its listener.
             let (dial, ctx) = match found {
-                Some((Some(target), ctx)) => (Dial::Target(target, preamble), ctx),
-                Some((None, ctx)) => (Dial::Socks(self.permit.clone()), ctx),
+                Some((Some(target), ctx, _)) => (Dial::Target(target, preamble), ctx),
+                Some((None, ctx, _)) => (Dial::Socks(self.permit.clone()), ctx),
                 None => (Dial::Nowhere, self.ctx.clone()),
             };
             ctx.accept_resumable(channel, dial, reply, ());
@@ -388,10 +432,10 @@ impl RemoteForwards {
                 tracing::warn!("rejected forwarded connection for unknown listener {listener}");
                 drop(reply);
             }
-            Some((Some(target), ctx)) => {
+            Some((Some(target), ctx, _)) => {
                 ctx.dial_then_pump(channel, Dial::Target(target, preamble), reply, ())
             }
-            Some((None, ctx)) => rdynamic::serve(channel, reply, &ctx, self.permit.clone()),
+            Some((None, ctx, _)) => rdynamic::serve(channel, reply, &ctx, self.permit.clone()),
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct ServeFile {
     pub metrics_token_file: Option<PathBuf>,
     /// sshd's StrictModes for authorized_keys (default true).
     pub strict_modes: Option<bool>,
+    /// Private services by name (default true); false restores sshd's resolve-and-bind for
+    /// names in -R and -L/-W/-D.
+    pub aliases: Option<bool>,
     /// Limits.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -391,6 +394,7 @@ impl ServeConfig {
                 allow_tcp_forwarding,
                 permit_open,
                 permit_listen,
+                aliases: file.aliases.unwrap_or(true),
             },
             limits,
             observe,

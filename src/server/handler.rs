@@ -12,6 +12,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use super::alias::{self, Target};
 use super::authorized_keys::AuthorizedKey;
 use super::direct::{self, Blocked};
 use super::listeners::{SessionListeners, SessionRef};
@@ -161,6 +162,55 @@ impl SessionHandler {
         let _ = session.exit_status_request(channel, 1);
         let _ = session.eof(channel);
         let _ = session.close(channel);
+    }
+
+    /// A slot of key `fp`'s channel cap for forward `what`; refused (logged and counted) at
+    /// the cap.
+    fn forward_slot(&self, fp: &str, what: &str) -> Option<ChannelSlot> {
+        let slot = self.relay.open_channel_slot(fp, self.channel_cap());
+        if slot.is_none() {
+            self.refuse(
+                what,
+                Refusal::ChannelCap,
+                &"open channel cap reached for this key",
+            );
+        }
+        slot
+    }
+
+    /// `direct-tcpip` to alias `name:port`: refused unless the key may visit it (before saying
+    /// whether it exists), "connect failed" when nobody publishes it, else carried to the
+    /// publisher with this session's address as the originator.
+    async fn visit_alias(
+        &self,
+        channel: Channel<Msg>,
+        key: &Authenticated,
+        name: &str,
+        port: u16,
+        reply: russh::server::ChannelOpenHandle,
+    ) {
+        let what = format!("direct-tcpip {name}:{port}");
+        if let Err(reason) =
+            alias::check_visit(&self.relay.config.policy, &key.entry.options, name, port)
+        {
+            self.refuse(&what, reason.into(), &reason);
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        let Some(target) = self.relay.registry.alias(name, port) else {
+            tracing::info!(session = self.id, fingerprint = %key.fp, alias = %name, port, "connect_to {name}:{port}: no such alias published");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        };
+        let Some(slot) = self.forward_slot(&key.fp, &what) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return;
+        };
+        tracing::info!(session = self.id, fingerprint = %key.fp, alias = %name, port, visitor = %self.peer, "visiting alias");
+        self.ctx
+            .dial_then_pump(channel, target.dial(self.peer), reply, slot);
     }
 
     /// The resume control channel: the client's instance id binds this session to its streams
@@ -413,6 +463,10 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
+        if let Target::Alias(name) = alias::classify(&self.relay.config.policy, host_to_connect) {
+            self.visit_alias(channel, &key, name, port, reply).await;
+            return Ok(());
+        }
         let reach = policy::check_open(
             &self.relay.config.policy,
             &key.entry.options,
@@ -426,12 +480,7 @@ impl russh::server::Handler for SessionHandler {
                 .await;
             return Ok(());
         }
-        let Some(slot) = self.relay.open_channel_slot(&key.fp, self.channel_cap()) else {
-            self.refuse(
-                &what,
-                Refusal::ChannelCap,
-                &"open channel cap reached for this key",
-            );
+        let Some(slot) = self.forward_slot(&key.fp, &what) else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
@@ -480,19 +529,34 @@ impl russh::server::Handler for SessionHandler {
             self.refuse(&what, Refusal::BadPort, &"port out of range");
             return Ok(false);
         };
-        if let Decision::Deny(reason) = policy::check_listen(
-            &self.relay.config.policy,
-            &key.entry.options,
-            address,
-            requested,
-        ) {
+        let policy = &self.relay.config.policy;
+        let name = match alias::classify(policy, address) {
+            Target::Address => None,
+            Target::Alias(name) => Some(name),
+            Target::BadName(why) => {
+                self.refuse(&what, Refusal::Bind, &why);
+                return Ok(false);
+            }
+        };
+        if let Some(name) = name {
+            if let Err(reason) = alias::check_publish(policy, &key.entry.options, name, requested) {
+                self.refuse(&what, reason.into(), &reason);
+                return Ok(false);
+            }
+        } else if let Decision::Deny(reason) =
+            policy::check_listen(policy, &key.entry.options, address, requested)
+        {
             self.refuse(&what, reason.into(), &reason);
             return Ok(false);
         }
         let Some(listeners) = &self.listeners else {
             return Ok(false);
         };
-        match listeners.listen(address, requested).await {
+        let result = match name {
+            Some(name) => listeners.publish_alias(name, requested).await,
+            None => listeners.listen(address, requested).await,
+        };
+        match result {
             Ok(actual) => {
                 *port = u32::from(actual);
                 Ok(true)

@@ -5,9 +5,17 @@
 //!
 //! Takeover: when a key asks for a port still held by an earlier session of the same key, the
 //! earlier session is probed; if it does not answer within a short deadline it is closed and the
-//! port handed over at once. (OpenSSH keeps such a port until TCP gives up on the dead session,
-//! which can take many minutes.)
+//! port handed over at once. No probe is needed when the earlier session is one the asking
+//! client has left (same client instance, known through resumable streams) or one that already
+//! missed the relay's keepalive: it is replaced at once. (OpenSSH keeps such a port until TCP
+//! gives up on the dead session, which can take many minutes.)
+//!
+//! Aliases ([`super::alias`]) live in the same registry and obey the same cap and takeover, but
+//! bind nothing: a name belongs to the first key that publishes it until that key's last alias
+//! of the name is gone, and a visitor's `direct-tcpip` to it becomes a `forwarded-tcpip`
+//! channel on the publisher's session ([`AliasTarget::dial`]).
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,9 +28,9 @@ use super::socks_gate;
 use super::stats::Refusal;
 use super::Relay;
 use crate::forward::listen::{self, bind_addrs, bind_each, bind_tcp_all, Listener, Peer};
-use crate::forward::{ForwardContext, Stream};
+use crate::forward::{Carrier, Dial, ForwardContext, Stream};
 use crate::pipe::Counters;
-use crate::resume::ChannelSpec;
+use crate::resume::{BoxedIo, ChannelSpec};
 
 /// A session that holds listeners, as the registry sees it.
 #[derive(Clone)]
@@ -57,9 +65,21 @@ struct Entry {
     /// The requested port while reserved (0: to be allocated), then the bound one.
     port: u16,
     requested_addr: String,
+    /// An alias (`requested_addr` is its name): no socket, its own namespace of ports.
+    alias: bool,
     session: SessionRef,
+    /// The session's forward context: once resumable streams are on, its stream registry
+    /// names the client instance the session serves (see [`ListenerRegistry::same_instance`]).
+    ctx: ForwardContext,
     /// `None` while reserved; set once the listener is bound and serving.
     live: Option<Live>,
+}
+
+impl Entry {
+    /// Is this entry alias `name` (any port)?
+    fn is_alias_named(&self, name: &str) -> bool {
+        self.alias && self.requested_addr.eq_ignore_ascii_case(name)
+    }
 }
 
 /// What a serving listener has besides its reservation.
@@ -68,8 +88,10 @@ struct Live {
     /// Stops this one listener (cancel-tcpip-forward).
     stop: CancellationToken,
     stats: ListenerStats,
-    /// The addresses it really bound: what -L/-W/-D may reach by default.
+    /// The addresses it really bound: what -L/-W/-D may reach by default (none for an alias).
     addrs: Vec<SocketAddr>,
+    /// Where an alias's visitors go.
+    alias: Option<AliasTarget>,
 }
 
 /// What the status page shows about a listener besides its port.
@@ -90,8 +112,10 @@ pub struct ListenerInfo {
     pub session: u64,
     /// The port it listens on.
     pub port: u16,
-    /// The bind address the client asked for ("" = all, "localhost", ...).
+    /// The bind address the client asked for ("" = all, "localhost", ...), or the alias name.
     pub requested_addr: String,
+    /// An alias: nothing bound, reached by name through the relay.
+    pub alias: bool,
     /// Bound addresses, counters, start time.
     pub stats: ListenerStats,
 }
@@ -127,13 +151,18 @@ impl ListenerRegistry {
     fn reserve(
         &self,
         session: &SessionRef,
+        ctx: &ForwardContext,
         requested_addr: &str,
         port: u16,
         cap: u32,
     ) -> Option<u64> {
         let mut entries = self.lock();
         let replaceable = |e: &Entry| {
-            port != 0 && e.port == port && e.live.is_some() && e.session.id != session.id
+            port != 0
+                && !e.alias
+                && e.port == port
+                && e.live.is_some()
+                && e.session.id != session.id
         };
         let held = entries
             .iter()
@@ -142,17 +171,99 @@ impl ListenerRegistry {
         if held >= cap as usize {
             return None;
         }
+        Some(self.push_reservation(&mut entries, (session, ctx), (requested_addr, port), false))
+    }
+
+    /// Adds a reservation for (`addr`, `port`) by `session` to the locked `entries`.
+    fn push_reservation(
+        &self,
+        entries: &mut Vec<Entry>,
+        (session, ctx): (&SessionRef, &ForwardContext),
+        (addr, port): (&str, u16),
+        alias: bool,
+    ) -> u64 {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         entries.push(Entry {
             id,
             port,
-            requested_addr: requested_addr.to_string(),
+            requested_addr: addr.to_string(),
+            alias,
             session: session.clone(),
+            ctx: ctx.clone(),
             live: None,
         });
-        Some(id)
+        id
+    }
+
+    /// Takes one of the key's `cap` listener slots for alias `name:port`, in one step under the
+    /// lock; also returns the earlier sessions of the same key that serve this very alias (to
+    /// take over). Refused when another key holds the name (any port, even only reserved: the
+    /// name is the key's), when this session has it already, or when a request of another
+    /// session for it is in flight.
+    fn reserve_alias(
+        &self,
+        session: &SessionRef,
+        ctx: &ForwardContext,
+        name: &str,
+        port: u16,
+        cap: u32,
+    ) -> Result<(u64, Vec<SessionRef>), Refused> {
+        let mut entries = self.lock();
+        if entries
+            .iter()
+            .any(|e| e.is_alias_named(name) && e.session.key_fp != session.key_fp)
+        {
+            return Err(Refused::new(
+                Refusal::Bind,
+                format!("alias {name} is held by another key"),
+            ));
+        }
+        let same: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.is_alias_named(name) && e.port == port)
+            .collect();
+        if same.iter().any(|e| e.session.id == session.id) {
+            return Err(Refused::new(
+                Refusal::Bind,
+                format!("alias {name}:{port} is already published by this session"),
+            ));
+        }
+        if same.iter().any(|e| e.live.is_none()) {
+            return Err(Refused::new(
+                Refusal::Bind,
+                format!("alias {name}:{port}: another request for it is in flight"),
+            ));
+        }
+        let mut holders: Vec<SessionRef> = Vec::new();
+        for e in &same {
+            if !holders.iter().any(|s| s.id == e.session.id) {
+                holders.push(e.session.clone());
+            }
+        }
+        let held = entries
+            .iter()
+            .filter(|e| e.session.key_fp == session.key_fp)
+            .filter(|e| !(e.is_alias_named(name) && e.port == port))
+            .count();
+        if held >= cap as usize {
+            return Err(Refused::new(
+                Refusal::ListenerCap,
+                "listener cap reached for this key",
+            ));
+        }
+        let id = self.push_reservation(&mut entries, (session, ctx), (name, port), true);
+        Ok((id, holders))
+    }
+
+    /// Where a visitor of alias `name:port` goes, if it is published and serving.
+    pub fn alias(&self, name: &str, port: u16) -> Option<AliasTarget> {
+        self.lock()
+            .iter()
+            .filter(|e| e.is_alias_named(name) && e.port == port)
+            .filter_map(|e| e.live.as_ref()?.alias.clone())
+            .find(|t| !t.stop.is_cancelled())
     }
 
     /// Turns reservation `id` into the listener now serving on `port`, if the key is still
@@ -162,14 +273,7 @@ impl ListenerRegistry {
     /// key's listeners on the same port in other sessions: those are replaced only if a
     /// takeover happened, which removed them by now. When the new listener bound beside them
     /// instead (another address, same port) they are still here and count.
-    fn commit(
-        &self,
-        id: u64,
-        port: u16,
-        cap: u32,
-        stop: CancellationToken,
-        live: (ListenerStats, Vec<SocketAddr>),
-    ) -> Result<(), Refused> {
+    fn commit(&self, id: u64, port: u16, cap: u32, live: Live) -> Result<(), Refused> {
         let mut entries = self.lock();
         let Some(key_fp) = entries
             .iter()
@@ -191,9 +295,8 @@ impl ListenerRegistry {
         let Some(e) = entries.iter_mut().find(|e| e.id == id) else {
             return Err(Refused::new(Refusal::Bind, "session ended while binding"));
         };
-        let (stats, addrs) = live;
         e.port = port;
-        e.live = Some(Live { stop, stats, addrs });
+        e.live = Some(live);
         Ok(())
     }
 
@@ -221,6 +324,7 @@ impl ListenerRegistry {
                     session: e.session.id,
                     port: e.port,
                     requested_addr: e.requested_addr.clone(),
+                    alias: e.alias,
                     stats: live.stats.clone(),
                 })
             })
@@ -230,6 +334,14 @@ impl ListenerRegistry {
     /// How many listeners the relay holds.
     pub fn len(&self) -> usize {
         self.lock().iter().filter(|e| e.live.is_some()).count()
+    }
+
+    /// How many of them are aliases.
+    pub fn aliases(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|e| e.alias && e.live.is_some())
+            .count()
     }
 
     /// True when no session holds a listener.
@@ -245,13 +357,28 @@ impl ListenerRegistry {
             .count()
     }
 
+    /// Whether session `holder` serves the same client instance as the session whose context
+    /// is `mine`: both have resumable streams on with one stream registry, which the relay
+    /// keeps per key and client instance id ([`super::resume::Instances`]). A client runs one
+    /// session per instance at a time (a `burrow up` tunnel), so a holder that shares the
+    /// asking session's instance is one the client has already left; two clients of one key
+    /// have instances of their own and never match.
+    pub fn same_instance(&self, holder: u64, mine: &ForwardContext) -> bool {
+        let Some(mine) = mine.resume() else {
+            return false;
+        };
+        self.lock()
+            .iter()
+            .any(|e| e.session.id == holder && e.ctx.resume().is_some_and(|r| Arc::ptr_eq(r, mine)))
+    }
+
     /// Who else holds `port`, seen from session `me` of key `key_fp`. Only serving listeners
     /// count: a reservation of another session means a request in flight, never a stale one.
     pub fn conflict(&self, port: u16, me: u64, key_fp: &str) -> Conflict {
         let entries = self.lock();
         let holders: Vec<&Entry> = entries
             .iter()
-            .filter(|e| e.port == port && e.session.id != me)
+            .filter(|e| !e.alias && e.port == port && e.session.id != me)
             .collect();
         if holders.is_empty()
             || holders
@@ -277,6 +404,8 @@ impl ListenerRegistry {
             let Some(live) = &e.live else {
                 return true;
             };
+            // Port listeners and aliases never share a requested address: aliases on, a name is
+            // an alias; off, there are none.
             let hit =
                 e.session.id == session && e.port == port && e.requested_addr == requested_addr;
             if hit {
@@ -381,11 +510,13 @@ impl SessionListeners {
     /// the port it listens on (the allocated one for port 0).
     pub async fn listen(&self, requested_addr: &str, port: u16) -> Result<u16, Refused> {
         let fp = &self.me.key_fp;
-        let Some(id) =
-            self.relay
-                .registry
-                .reserve(&self.me, requested_addr, port, self.listener_cap)
-        else {
+        let Some(id) = self.relay.registry.reserve(
+            &self.me,
+            &self.ctx,
+            requested_addr,
+            port,
+            self.listener_cap,
+        ) else {
             return Err(Refused::new(
                 Refusal::ListenerCap,
                 "listener cap reached for this key",
@@ -430,28 +561,98 @@ impl SessionListeners {
             reservation.id,
             actual,
             self.listener_cap,
-            stop.clone(),
-            (stats, addrs),
+            Live {
+                stop: stop.clone(),
+                stats,
+                addrs,
+                alias: None,
+            },
         )?;
         tracing::info!(session = self.me.id, fingerprint = %fp, requested = %requested_addr, ?bound, port = actual, "remote forward listening");
         let mut ctx = self.ctx.clone();
         ctx.counters = counters;
-        let conn = Arc::new(ListenerConnections {
-            relay: self.relay.clone(),
-            handle: self.me.handle.clone(),
-            fp: fp.clone(),
-            label: self.label.clone(),
-            channel_cap: self.channel_cap,
-            gate: self.gate.clone(),
-            addr: requested_addr.to_string(),
-            port: actual,
-            ctx: ctx.clone(),
-        });
+        let conn = Arc::new(self.connections(requested_addr, actual, ctx.clone()));
         listen::serve_until(listeners, &ctx, stop, move |stream, peer| {
             let conn = conn.clone();
             async move { conn.accepted(stream, peer).await }
         });
         Ok(actual)
+    }
+
+    /// What every connection to (`addr`, `port`) needs, counted in `ctx`.
+    fn connections(&self, addr: &str, port: u16, ctx: ForwardContext) -> ListenerConnections {
+        ListenerConnections {
+            relay: self.relay.clone(),
+            handle: self.me.handle.clone(),
+            fp: self.me.key_fp.clone(),
+            label: self.label.clone(),
+            channel_cap: self.channel_cap,
+            gate: self.gate.clone(),
+            addr: addr.to_string(),
+            port,
+            ctx,
+        }
+    }
+
+    /// Publishes alias `name:port` for this session's key after the policy allowed it: binds
+    /// nothing, takes over from earlier unresponsive sessions of the same key as for a port.
+    pub async fn publish_alias(&self, name: &str, port: u16) -> Result<u16, Refused> {
+        if port == 0 {
+            return Err(Refused::new(
+                Refusal::BadPort,
+                format!("alias {name}: needs a port (0 allocates ports, not names)"),
+            ));
+        }
+        if !self.gate.is_empty() {
+            // The SOCKS gate reads a request off an accepted socket; an alias has none.
+            return Err(Refused::new(
+                Refusal::Bind,
+                format!("alias {name}: keys with burrow-permitremoteopen publish ports only"),
+            ));
+        }
+        let (id, holders) = self.relay.registry.reserve_alias(
+            &self.me,
+            &self.ctx,
+            name,
+            port,
+            self.listener_cap,
+        )?;
+        let reservation = Reservation {
+            relay: self.relay.clone(),
+            id,
+        };
+        if !holders.is_empty() && !self.evict(holders, port).await {
+            return Err(Refused::new(
+                Refusal::Bind,
+                format!("alias {name}:{port} is held by a live session of the same key"),
+            ));
+        }
+        let stop = self.relay.stop_listening.child_token();
+        let counters = Arc::new(Counters::child_of(self.relay.counters.clone()));
+        let stats = ListenerStats {
+            bound: Vec::new(),
+            counters: counters.clone(),
+            since: crate::observe::unix_secs(),
+        };
+        let mut ctx = self.ctx.clone();
+        ctx.counters = counters;
+        let target = AliasTarget {
+            conn: Arc::new(self.connections(name, port, ctx)),
+            stop: stop.clone(),
+        };
+        self.relay.registry.commit(
+            reservation.id,
+            port,
+            self.listener_cap,
+            Live {
+                stop,
+                stats,
+                addrs: Vec::new(),
+                alias: Some(target),
+            },
+        )?;
+        tracing::info!(session = self.me.id, fingerprint = %self.me.key_fp, alias = %name, port, "alias published (no socket bound)");
+        Ok(port)
     }
 
     /// Stops one listener of this session (cancel-tcpip-forward); true if it was there.
@@ -505,8 +706,10 @@ impl SessionListeners {
     }
 
     /// Takes `port` over from the sessions of the same key that hold it, if they are all dead.
-    /// A holder that missed one of the relay's own keepalives (an answer overdue past its
-    /// grace, see [`super::liveness::Liveness::overdue`]) counts as dead at once; any other
+    /// A holder that serves the asking client's own instance ([`ListenerRegistry::
+    /// same_instance`]: the client has moved on to this session, typically after its address
+    /// changed) or that missed one of the relay's own keepalives (an answer overdue past its
+    /// grace, see [`super::liveness::Liveness::overdue`]) is replaced at once; any other
     /// holder, idle or with an answer merely in flight, is probed and keeps the port if it
     /// answers within `takeover_probe_secs`, so two live clients of one key never flap.
     async fn take_over(&self, port: u16) -> bool {
@@ -515,8 +718,23 @@ impl SessionListeners {
         else {
             return false;
         };
+        self.evict(holders, port).await
+    }
+
+    /// Closes `holders` (earlier sessions of this key holding what this one asks for, `port`
+    /// for the log) if they are all dead, by the rules of [`Self::take_over`].
+    async fn evict(&self, holders: Vec<SessionRef>, port: u16) -> bool {
+        let registry = &self.relay.registry;
         let deadline = self.relay.config.limits.takeover_probe;
         for holder in &holders {
+            if registry.same_instance(holder.id, &self.ctx) {
+                tracing::warn!(
+                    port,
+                    holder = holder.id,
+                    "earlier session replaced at once: same client instance, which has moved on to this session; closing it and taking its port over"
+                );
+                continue;
+            }
             if let Some(overdue) = holder.liveness.overdue(tokio::time::Instant::now()) {
                 tracing::warn!(
                     port,
@@ -588,6 +806,88 @@ impl ListenerConnections {
         forwarded
             .serve(stream, &self.gate, &self.ctx, &self.fp, slot)
             .await;
+    }
+}
+
+impl ListenerConnections {
+    /// One visitor of an alias (`visitor`: its session's address): a `forwarded-tcpip` channel
+    /// on the publisher's session, counted against the publisher's channel cap, pumped from
+    /// one end of an in-memory pipe whose other end (returned) the visitor's channel is pumped
+    /// to. So the alias's counters count like a listener's, and the publisher's side is
+    /// resumable exactly as for a port.
+    async fn visit(&self, visitor: SocketAddr) -> io::Result<BoxedIo> {
+        let label = format!("{}:{}", self.addr, self.port);
+        let Some(slot) = self.relay.open_channel_slot(&self.fp, self.channel_cap) else {
+            tracing::warn!(fingerprint = %self.fp, alias = %label, "channel cap reached; refusing the alias's visitor");
+            self.relay.stats.refused(
+                Refusal::ChannelCap,
+                &self.label,
+                &format!("visitor of alias {label}: open channel cap reached for this key"),
+            );
+            return Err(io::Error::other(
+                "the publisher's open channel cap is reached",
+            ));
+        };
+        let forwarded = Forwarded {
+            handle: self.handle.clone(),
+            addr: self.addr.clone(),
+            port: self.port,
+            peer: Peer::Tcp(visitor),
+        };
+        let Some(channel) = forwarded.open().await else {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("the publisher of {label} refused the connection"),
+            ));
+        };
+        let carrier = self
+            .ctx
+            .carrier(channel, Some(forwarded.spec()))
+            .await
+            .map_err(|e| io::Error::other(format!("alias {label}: {e}")))?;
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        match carrier {
+            Carrier::Plain(channel) => {
+                let ctx = self.ctx.clone();
+                self.ctx.tracker.spawn(async move {
+                    let _slot = slot;
+                    ctx.pump(channel, far, &label).await;
+                });
+            }
+            Carrier::Resumable(opened) => {
+                opened.run(Box::new(far), self.ctx.counters.clone(), slot)
+            }
+        }
+        Ok(Box::new(near))
+    }
+}
+
+/// Where the visitors of one alias go; cheap to clone.
+#[derive(Clone)]
+pub struct AliasTarget {
+    conn: Arc<ListenerConnections>,
+    /// Cancelled when the alias is withdrawn or the relay shuts down: no new visitors.
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for AliasTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AliasTarget")
+            .field("alias", &self.conn.addr)
+            .field("port", &self.conn.port)
+            .finish()
+    }
+}
+
+impl AliasTarget {
+    /// How a visitor's channel from `visitor` reaches the publisher: a [`Dial`] for the
+    /// visitor's session, so the channel is answered as for any -L target (accepted once the
+    /// publisher took the connection, "connect failed" otherwise; resumable on the visitor's
+    /// side too when that session has resumable streams).
+    pub fn dial(&self, visitor: SocketAddr) -> Dial {
+        let conn = self.conn.clone();
+        let label = format!("alias {}:{}", conn.addr, conn.port);
+        Dial::Open(label, Box::pin(async move { conn.visit(visitor).await }))
     }
 }
 

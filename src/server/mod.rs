@@ -4,6 +4,7 @@
 //! The relay owns its accept loop (one failing accept never stops the server) and runs one russh
 //! session per connection, each with a cancellation token that ends it from outside.
 
+pub mod alias;
 pub mod authorized_keys;
 pub mod config;
 pub mod direct;

@@ -177,7 +177,7 @@ pub enum ServerOpen {
 }
 
 /// Server-wide forwarding settings, the sshd_config subset that matters to a relay.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerPolicy {
     /// `GatewayPorts`.
     pub gateway_ports: GatewayPorts,
@@ -187,6 +187,22 @@ pub struct ServerPolicy {
     pub permit_open: ServerOpen,
     /// `PermitListen`: `None` = any (the default), `Some(empty)` = none.
     pub permit_listen: Option<Vec<PermitListen>>,
+    /// `aliases` (default on): a one-label name is a private alias, never bound or resolved
+    /// (see [`super::alias`]); off restores sshd's resolve-and-bind.
+    pub aliases: bool,
+}
+
+impl Default for ServerPolicy {
+    /// sshd's defaults, with aliases on.
+    fn default() -> Self {
+        Self {
+            gateway_ports: GatewayPorts::default(),
+            allow_tcp_forwarding: AllowTcpForwarding::default(),
+            permit_open: ServerOpen::default(),
+            permit_listen: None,
+            aliases: true,
+        }
+    }
 }
 
 /// The answer to "may this key do this forward?".
@@ -230,6 +246,9 @@ pub enum DenyReason {
         "the relay's own SSH or metrics address (only an explicit permit_open entry opens it)"
     )]
     RelayAddress,
+    /// An alias that neither the key's `permitopen=` nor the server's `permit_open` names.
+    #[error("a private alias: not named in the key's permitopen or in permit_open")]
+    AliasNotPermitted,
 }
 
 /// A malformed `PermitOpen`/`PermitListen`/`GatewayPorts`/`AllowTcpForwarding` value.
@@ -657,6 +676,7 @@ mod tests {
             allow_tcp_forwarding: allow,
             permit_open: open.map_or(ServerOpen::Unset, |o| ServerOpen::Only(opens(o))),
             permit_listen: listen.map(listens),
+            aliases: true,
         }
     }
 

@@ -88,7 +88,8 @@ impl From<DenyReason> for Refusal {
             DenyReason::NotInPermitOpen
             | DenyReason::NotInKeyPermitOpen
             | DenyReason::NotPublished
-            | DenyReason::RelayAddress => Refusal::PermitOpen,
+            | DenyReason::RelayAddress
+            | DenyReason::AliasNotPermitted => Refusal::PermitOpen,
             DenyReason::NotInPermitListen | DenyReason::NotInKeyPermitListen => {
                 Refusal::PermitListen
             }

@@ -44,8 +44,10 @@ pub struct Totals {
     pub sessions_total: u64,
     /// Connections not authenticated yet.
     pub unauthenticated: u64,
-    /// -R listeners now.
+    /// -R listeners now (sockets).
     pub listeners: u64,
+    /// Aliases published now (-R by name, no socket).
+    pub aliases: u64,
     /// Forwarding channels open now.
     pub channels: u64,
     /// Forwarded connections since start.
@@ -101,7 +103,7 @@ pub struct SessionView {
 pub struct ForwardView {
     /// Stable id (also the rate series).
     pub id: String,
-    /// "remote" (-R listener) or "direct" (-L/-D/-W channels).
+    /// "remote" (-R listener), "alias" (-R by name, no socket) or "direct" (-L/-D/-W channels).
     pub kind: &'static str,
     /// What the client asked for: `[addr]:port` for -R, `direct-tcpip` otherwise.
     pub bind: String,
@@ -182,11 +184,13 @@ impl Relay {
             .limits
             .max_startups
             .saturating_sub(self.unauthenticated.available_permits());
+        let aliases = self.registry.aliases();
         Totals {
             sessions: st.live_sessions().len() as u64,
             sessions_total: st.sessions_total.load(Ordering::Relaxed),
             unauthenticated: unauthenticated as u64,
-            listeners: self.registry.len() as u64,
+            listeners: self.registry.len().saturating_sub(aliases) as u64,
+            aliases: aliases as u64,
             channels: self.open_channels(),
             channels_total: c.opened.load(Ordering::Relaxed),
             sent_bytes: c.a_to_b.load(Ordering::Relaxed),
@@ -223,7 +227,7 @@ impl Relay {
                         let c = &l.stats.counters;
                         forward(
                             listener_id(l),
-                            "remote",
+                            if l.alias { "alias" } else { "remote" },
                             bind_label(l),
                             l.stats.bound.clone(),
                             c,
@@ -268,7 +272,7 @@ impl Relay {
 /// Prometheus text for these totals.
 pub fn render_metrics(t: &Totals) -> String {
     let mut out = String::new();
-    let plain: [(&str, &str, &str, u64); 16] = [
+    let plain: [(&str, &str, &str, u64); 17] = [
         (
             "burrow_relay_sessions",
             "gauge",
@@ -292,6 +296,12 @@ pub fn render_metrics(t: &Totals) -> String {
             "gauge",
             "remote forward (-R) listeners now",
             t.listeners,
+        ),
+        (
+            "burrow_relay_aliases",
+            "gauge",
+            "aliases published now (-R by name: private, no socket)",
+            t.aliases,
         ),
         (
             "burrow_relay_channels",
@@ -415,6 +425,7 @@ mod tests {
             sessions_total: 5,
             unauthenticated: 1,
             listeners: 3,
+            aliases: 1,
             channels: 4,
             channels_total: 9,
             sent_bytes: 1000,
@@ -435,6 +446,7 @@ mod tests {
             "burrow_relay_sessions 2",
             "burrow_relay_sessions_total 5",
             "burrow_relay_listeners 3",
+            "burrow_relay_aliases 1",
             "burrow_relay_channels 4",
             "burrow_relay_sent_bytes_total 1000",
             "burrow_relay_received_bytes_total 2000",

@@ -186,6 +186,12 @@ fn remote_accepts_forward_and_reverse_dynamic() {
             at(Some("*"), 0),
             Some(tcp("localhost", 22)),
         ),
+        // An alias on a burrow relay (`remote = ["a-ssh:22:localhost:22"]` in tunnels.toml).
+        (
+            "a-ssh:22:localhost:22",
+            at(Some("a-ssh"), 22),
+            Some(tcp("localhost", 22)),
+        ),
         (
             "[::1]:8080:[fe80::1]:80",
             at(Some("::1"), 8080),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::observe::events::Event;
 use crate::observe::rates::{Rates, Sample, Throughput};
 use crate::observe::Source;
-use crate::supervisor::status::{State, StatusBoard, TunnelSnapshot};
+use crate::supervisor::status::{ForwardSnapshot, State, StatusBoard, TunnelSnapshot};
 
 /// One metric family: name, type, help, and how to read it from a snapshot.
 type Metric = (
@@ -18,6 +18,44 @@ type Metric = (
     &'static str,
     fn(&TunnelSnapshot) -> u64,
 );
+
+/// One per-forward metric family, read from a forward's snapshot.
+type ForwardMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ForwardSnapshot) -> u64,
+);
+
+/// Each forward's series, labelled with its tunnel and the forward as configured
+/// (`-R 8087:localhost:22`). They count the tunnel's current session, as `burrow status` does,
+/// so they start again from 0 after a reconnect (a counter reset to Prometheus).
+const FORWARD_METRICS: [ForwardMetric; 4] = [
+    (
+        "burrow_forward_connections_active",
+        "gauge",
+        "connections open now through this forward",
+        |f| f.connections_active,
+    ),
+    (
+        "burrow_forward_connections_total",
+        "counter",
+        "connections through this forward in the tunnel's current session",
+        |f| f.connections_total,
+    ),
+    (
+        "burrow_forward_sent_bytes_total",
+        "counter",
+        "bytes this forward sent towards the relay in the tunnel's current session",
+        |f| f.bytes_out,
+    ),
+    (
+        "burrow_forward_received_bytes_total",
+        "counter",
+        "bytes this forward received from the relay in the tunnel's current session",
+        |f| f.bytes_in,
+    ),
+];
 
 /// The exposition text for these tunnels.
 pub fn render(tunnels: &[TunnelSnapshot]) -> String {
@@ -88,6 +126,25 @@ pub fn render(tunnels: &[TunnelSnapshot]) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for t in tunnels {
             let _ = writeln!(out, "{name}{{tunnel=\"{}\"}} {}", escape(&t.name), value(t));
+        }
+    }
+    for (name, kind, help, value) in FORWARD_METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for t in tunnels {
+            for f in &t.forwards {
+                let forward = if f.forward.is_empty() {
+                    &f.spec
+                } else {
+                    &f.forward
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{tunnel=\"{}\",forward=\"{}\"}} {}",
+                    escape(&t.name),
+                    escape(forward),
+                    value(f)
+                );
+            }
         }
     }
     out
@@ -196,7 +253,14 @@ mod tests {
             connections_total: 3,
             bytes_out: 10,
             bytes_in: 20,
-            forwards: Vec::new(),
+            forwards: vec![ForwardSnapshot {
+                forward: "-L 8080:web:80".into(),
+                spec: "-L 8080:web:80 (listening on 127.0.0.1:8080)".into(),
+                connections_active: 0,
+                connections_total: 2,
+                bytes_out: 7,
+                bytes_in: 9,
+            }],
             streams_resumable: 1,
             streams_resumed: 4,
             streams_expired: 0,
@@ -209,6 +273,13 @@ mod tests {
         assert!(text.contains("burrow_tunnel_reconnects_total{tunnel=\"a\\\"b\"} 2"));
         assert!(text.contains("# TYPE burrow_tunnel_received_bytes_total counter"));
         assert!(text.contains("burrow_tunnel_streams_resumed_total{tunnel=\"a\\\"b\"} 4"));
+        assert!(
+            text.contains(
+                "burrow_forward_sent_bytes_total{tunnel=\"a\\\"b\",forward=\"-L 8080:web:80\"} 7"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE burrow_forward_connections_total counter"));
     }
 
     #[test]
@@ -220,7 +291,11 @@ mod tests {
         let forward = std::sync::Arc::new(crate::pipe::Counters::child_of(session.clone()));
         t.up(
             session,
-            vec![("-R 80:localhost:8080 (relay port 80)".into(), forward)],
+            vec![crate::supervisor::status::LiveForward {
+                forward: "-R 80:localhost:8080".into(),
+                spec: "-R 80:localhost:8080 (relay port 80)".into(),
+                counters: forward,
+            }],
         );
         let doc: serde_json::Value =
             serde_json::from_slice(&Source::status(&board, &Rates::default()).unwrap()).unwrap();

@@ -74,6 +74,10 @@ pub struct TunnelSnapshot {
 /// One forward of a tunnel's current (or last) session; its counts start with that session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardSnapshot {
+    /// The forward as configured, e.g. `-R 8087:localhost:22`: the same in every session, so
+    /// metrics label its series with it.
+    #[serde(default)]
+    pub forward: String,
     /// The forward and where it is up, e.g. `-R 8087:localhost:22 (relay port 8087)`.
     pub spec: String,
     /// Connections open now.
@@ -86,10 +90,23 @@ pub struct ForwardSnapshot {
     pub bytes_in: u64,
 }
 
+/// A forward that is up, as its tunnel reports it: label and counters travel together.
+#[derive(Debug, Clone)]
+pub struct LiveForward {
+    /// The forward as configured (`-R 8087:localhost:22`).
+    pub forward: String,
+    /// The forward and where it is up (`-R 8087:localhost:22 (relay port 8087)`).
+    pub spec: String,
+    /// Its connections and bytes (also counted in the session's counters).
+    pub counters: Arc<Counters>,
+}
+
 impl ForwardSnapshot {
-    fn read(spec: &str, c: &Counters) -> Self {
+    fn read(f: &LiveForward) -> Self {
+        let c = &f.counters;
         Self {
-            spec: spec.to_string(),
+            forward: f.forward.clone(),
+            spec: f.spec.clone(),
             connections_active: c.active.load(Ordering::Relaxed),
             connections_total: c.opened.load(Ordering::Relaxed),
             bytes_out: c.a_to_b.load(Ordering::Relaxed),
@@ -109,7 +126,7 @@ struct Inner {
     ever_up: bool,
     current: Option<Arc<Counters>>,
     past: (u64, u64, u64),
-    forwards: Vec<(String, Arc<Counters>)>,
+    forwards: Vec<LiveForward>,
 }
 
 /// The live status of one tunnel, updated by its task.
@@ -182,9 +199,8 @@ impl TunnelStatus {
         self.set(State::Connecting);
     }
 
-    /// Up with these `forwards` (description and counters each), counting through `counters`;
-    /// a reconnect if it was up before.
-    pub fn up(&self, counters: Arc<Counters>, forwards: Vec<(String, Arc<Counters>)>) {
+    /// Up with these `forwards`, counting through `counters`; a reconnect if it was up before.
+    pub fn up(&self, counters: Arc<Counters>, forwards: Vec<LiveForward>) {
         let mut i = self.lock();
         if i.ever_up {
             i.reconnects += 1;
@@ -263,11 +279,7 @@ impl TunnelStatus {
             connections_total: i.past.2 + opened_now,
             bytes_out: i.past.0 + out_now,
             bytes_in: i.past.1 + in_now,
-            forwards: i
-                .forwards
-                .iter()
-                .map(|(spec, c)| ForwardSnapshot::read(spec, c))
-                .collect(),
+            forwards: i.forwards.iter().map(ForwardSnapshot::read).collect(),
             streams_resumable: self.resume.streams.load(Ordering::Relaxed),
             streams_resumed: self.resume.resumed.load(Ordering::Relaxed),
             streams_expired: self.resume.expired.load(Ordering::Relaxed),
@@ -497,14 +509,19 @@ mod tests {
         let c2 = Arc::new(Counters::default());
         c2.a_to_b.store(5, Ordering::Relaxed);
         let f = Arc::new(Counters::child_of(c2.clone()));
-        t.up(c2.clone(), vec![("-L x".into(), f.clone())]);
+        let live = LiveForward {
+            forward: "-L x".into(),
+            spec: "-L x (listening on y)".into(),
+            counters: f.clone(),
+        };
+        t.up(c2.clone(), vec![live]);
         f.b_to_a.store(7, Ordering::Relaxed);
         let s = t.snapshot();
         assert_eq!((s.bytes_out, s.reconnects, s.state), (15, 1, State::Up));
         assert_eq!(s.last_error.as_deref(), Some("link dropped"));
         assert_eq!(s.forwards.len(), 1);
         assert_eq!(
-            (s.forwards[0].spec.as_str(), s.forwards[0].bytes_in),
+            (s.forwards[0].forward.as_str(), s.forwards[0].bytes_in),
             ("-L x", 7)
         );
         let kinds: Vec<EventKind> = t.events.recent().iter().map(|e| e.kind).collect();

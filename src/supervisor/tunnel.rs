@@ -9,10 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Retry;
 use super::reach;
-use super::status::{State, TunnelStatus};
-use crate::client::{ClientError, Established, Session};
-use crate::config::options::{self, ClientOptions, ConfigPaths};
-use crate::config::tunnels::TunnelSpec;
+use super::status::{LiveForward, State, TunnelStatus};
+use crate::client::forwards::bind_options;
+use crate::client::{ClientError, Session};
+use crate::config::options::{ConfigPaths, OptionsError};
+use crate::config::tunnels::{Forward, Plan, TunnelSpec};
+use crate::pipe::Counters;
 use crate::resume::{Registry, ResumeConfig};
 
 /// How often a tunnel that fell back to a later relay checks whether the first one is back.
@@ -70,18 +72,30 @@ pub async fn run(
         };
         Registry::with_stats(config, cancel.child_token(), status.resume_stats())
     });
+    let mut plans = Plans::new(&spec);
     let mut pause = Duration::ZERO;
     loop {
-        let outcome = match wait(&spec, &status, &cancel, &mut net, &mut retry, pause).await {
+        let waited = wait(
+            &spec, &mut plans, &status, &cancel, &mut net, &mut retry, pause,
+        )
+        .await;
+        let outcome = match waited {
             Waited::Cancelled => Attempt::Cancelled,
             Waited::GaveUp(g) => return Err(g),
             Waited::Refused(error) => Attempt::Failed {
                 error,
                 permanent: false,
             },
-            Waited::Go(index) => {
-                attempt(&spec, index, &status, &cancel, &mut net, resume.as_ref()).await
-            }
+            Waited::Go(index) => match plans.get(index) {
+                Ok(plan) => {
+                    let resume = resume.as_ref();
+                    attempt(&spec, index, &plan, &status, &cancel, &mut net, resume).await
+                }
+                Err(e) => Attempt::Failed {
+                    error: e.to_string(),
+                    permanent: true,
+                },
+            },
         };
         pause = match outcome {
             Attempt::Cancelled => {
@@ -120,11 +134,44 @@ fn gave_up(spec: &TunnelSpec, status: &TunnelStatus, error: &str) -> Option<Gave
     None
 }
 
+/// The tunnel resolved for each relay, once: a relay's [`Plan`] is built the first time it is
+/// needed and kept for the tunnel's life (a reload that changes the tunnel starts it afresh),
+/// so no attempt parses options again. A relay whose resolution failed (a broken ssh_config,
+/// say) is resolved again the next time, so fixing the file is enough.
+struct Plans<'a> {
+    spec: &'a TunnelSpec,
+    paths: ConfigPaths,
+    resolved: Vec<Option<Arc<Plan>>>,
+}
+
+impl<'a> Plans<'a> {
+    fn new(spec: &'a TunnelSpec) -> Self {
+        Self {
+            spec,
+            paths: ConfigPaths::for_args(spec.ssh_config.as_deref()),
+            resolved: vec![None; spec.servers.len()],
+        }
+    }
+
+    /// Relay `index`'s plan.
+    fn get(&mut self, index: usize) -> Result<Arc<Plan>, OptionsError> {
+        if let Some(Some(plan)) = self.resolved.get(index) {
+            return Ok(plan.clone());
+        }
+        let plan = Arc::new(self.spec.plan(index, &self.paths)?);
+        if let Some(slot) = self.resolved.get_mut(index) {
+            *slot = Some(plan.clone());
+        }
+        Ok(plan)
+    }
+}
+
 /// Waits `pause` (a network change cuts it short), then probes the relays until one answers
 /// with its SSH banner (see [`reach`]). Each backoff step without an answer counts as a failed
 /// attempt, so `burrow status` and `exit_after_failures` see an unreachable relay as before.
 async fn wait(
     spec: &TunnelSpec,
+    plans: &mut Plans<'_>,
     status: &TunnelStatus,
     cancel: &CancellationToken,
     net: &mut watch::Receiver<u64>,
@@ -141,7 +188,7 @@ async fn wait(
         }
     }
     let targets: Vec<(String, u16)> = (0..spec.servers.len())
-        .map(|i| first_hop(spec, i))
+        .map(|i| first_hop(spec, plans, i))
         .collect();
     let dial_targets = targets.clone();
     let mut prober = reach::Prober::new(
@@ -185,12 +232,11 @@ async fn wait(
 /// Where a connection to relay `index` starts: the first jump host, or the relay itself, as
 /// ssh_config resolves it (HostName, Port, ProxyJump). The relay as written if resolving fails
 /// (the attempt then reports why).
-fn first_hop(spec: &TunnelSpec, index: usize) -> (String, u16) {
-    let args = spec.ssh_args(index);
-    let paths = ConfigPaths::for_args(args.config_file.as_deref());
-    match options::resolve(&args, &paths) {
-        Ok(opts) => {
-            let hop = opts.jump_hosts.first().unwrap_or(&opts);
+fn first_hop(spec: &TunnelSpec, plans: &mut Plans<'_>, index: usize) -> (String, u16) {
+    match plans.get(index) {
+        Ok(plan) => {
+            let opts = &plan.opts;
+            let hop = opts.jump_hosts.first().unwrap_or(opts);
             (hop.hostname.clone(), hop.port)
         }
         Err(_) => {
@@ -207,6 +253,7 @@ fn first_hop(spec: &TunnelSpec, index: usize) -> (String, u16) {
 async fn attempt(
     spec: &TunnelSpec,
     index: usize,
+    plan: &Plan,
     status: &TunnelStatus,
     cancel: &CancellationToken,
     net: &mut watch::Receiver<u64>,
@@ -215,7 +262,7 @@ async fn attempt(
     let server = server_label(spec, index);
     status.connecting(&server);
     let connected = tokio::select! {
-        r = connect(spec, index, resume.cloned()) => r,
+        r = connect(spec, plan, resume.cloned()) => r,
         () = cancel.cancelled() => return Attempt::Cancelled,
     };
     match connected {
@@ -250,16 +297,14 @@ impl Failure {
 
 async fn connect(
     spec: &TunnelSpec,
-    index: usize,
+    plan: &Plan,
     resume: Option<Arc<Registry>>,
-) -> Result<(Session, Vec<String>), Failure> {
-    let args = spec.ssh_args(index);
-    let paths = ConfigPaths::for_args(args.config_file.as_deref());
-    let opts = options::resolve(&args, &paths).map_err(|e| Failure::Refused(e.to_string()))?;
+) -> Result<(Session, Vec<LiveForward>), Failure> {
+    let opts = &plan.opts;
     let deadline = spec.connect_timeout.saturating_mul(3) + Duration::from_secs(5);
     let session = match tokio::time::timeout(
         deadline,
-        Session::establish_resumable(&opts, CancellationToken::new(), resume),
+        Session::establish_resumable(opts, CancellationToken::new(), resume),
     )
     .await
     {
@@ -267,13 +312,56 @@ async fn connect(
         Ok(Err(e)) => return Err(classify(e)),
         Ok(Ok(s)) => s,
     };
-    match session.start_forwards(&opts).await {
-        Ok(up) => Ok((session, describe_forwards(&opts, &up))),
+    match start_forwards(&session, plan).await {
+        Ok(up) => Ok((session, up)),
         Err(e) => {
             session.close().await;
-            Err(Failure::Other(e.to_string()))
+            Err(Failure::Other(e))
         }
     }
+}
+
+/// Sets up every forward of `plan`, each reported with its own label and counters (a tunnel
+/// runs with ExitOnForwardFailure: the first that fails ends the attempt). The label travels
+/// with the forward, so a `LocalForward`/`RemoteForward`/`DynamicForward` that a matching
+/// ssh_config Host block adds never shifts another forward's label or counters.
+async fn start_forwards(session: &Session, plan: &Plan) -> Result<Vec<LiveForward>, String> {
+    let bind = bind_options(&plan.opts);
+    let mut up = Vec::with_capacity(plan.forwards.len());
+    for planned in &plan.forwards {
+        let forward = planned.forward.to_string();
+        let listening = |(bound, c): (Vec<String>, Arc<Counters>)| {
+            (format!("{forward} (listening on {})", bound.join(", ")), c)
+        };
+        let (spec, counters) = match &planned.forward {
+            Forward::Local(f) => session
+                .open_local(f, bind)
+                .await
+                .map(listening)
+                .map_err(|e| e.to_string())?,
+            Forward::Dynamic(f) => session
+                .open_dynamic(f, bind)
+                .await
+                .map(listening)
+                .map_err(|e| e.to_string())?,
+            Forward::Remote(f) => {
+                let (port, c) = session
+                    .open_remote_proxied(f, planned.proxy_protocol)
+                    .await
+                    .map_err(|e| format!("Error: {e}"))?;
+                match port {
+                    0 => (forward.clone(), c),
+                    port => (format!("{forward} (relay port {port})"), c),
+                }
+            }
+        };
+        up.push(LiveForward {
+            forward,
+            spec,
+            counters,
+        });
+    }
+    Ok(up)
 }
 
 fn classify(e: ClientError) -> Failure {
@@ -291,18 +379,14 @@ fn classify(e: ClientError) -> Failure {
 async fn hold(
     spec: &TunnelSpec,
     index: usize,
-    (session, forwards): (Session, Vec<String>),
+    (session, forwards): (Session, Vec<LiveForward>),
     status: &TunnelStatus,
     cancel: &CancellationToken,
     net: &mut watch::Receiver<u64>,
 ) -> Attempt {
-    tracing::info!(tunnel = %spec.name, server = %server_label(spec, index), ?forwards, "tunnel up");
-    let per_forward = forwards
-        .iter()
-        .cloned()
-        .zip(session.forward_counters())
-        .collect();
-    status.up(session.counters(), per_forward);
+    let labels: Vec<&str> = forwards.iter().map(|f| f.spec.as_str()).collect();
+    tracing::info!(tunnel = %spec.name, server = %server_label(spec, index), forwards = ?labels, "tunnel up");
+    status.up(session.counters(), forwards);
     let started = Instant::now();
     let primary_back = async {
         if index == 0 {
@@ -350,31 +434,6 @@ async fn hold(
     };
     session.close().await;
     outcome
-}
-
-/// One line per forward for status and logs: the forward and where it is up. Built from the
-/// resolved options, not the tunnel's own flags: a `LocalForward`/`RemoteForward`/
-/// `DynamicForward` in a matching ssh_config Host block is set up too, and pairing labels with
-/// the flags alone shifted every label (and its counters) after it. `up` and the session's
-/// per-forward counters are in `start_forwards`' order (local, dynamic, remote), with every
-/// forward in them, since tunnels run with ExitOnForwardFailure.
-fn describe_forwards(opts: &ClientOptions, up: &[Established]) -> Vec<String> {
-    let specs = opts
-        .local_forwards
-        .iter()
-        .map(|f| format!("-L {f}"))
-        .chain(opts.dynamic_forwards.iter().map(|f| format!("-D {f}")))
-        .chain(opts.remote_forwards.iter().map(|f| format!("-R {f}")));
-    specs
-        .zip(up)
-        .map(|(spec, e)| match e {
-            Established::Local { bound } => {
-                format!("{spec} (listening on {})", bound.join(", "))
-            }
-            Established::Remote { port: 0 } => spec,
-            Established::Remote { port } => format!("{spec} (relay port {port})"),
-        })
-        .collect()
 }
 
 /// `user@host:port` of relay `index`, for status and logs.

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -39,6 +39,7 @@ pub(super) struct RawSettings {
     pub ssh_config: Option<Spanned<String>>,
     pub jump: Option<Spanned<String>>,
     pub options: Option<Vec<Spanned<String>>>,
+    pub proxy_protocol: Option<Spanned<String>>,
 }
 
 /// One `[[tunnel]]`: what it connects to and forwards, plus any setting of `[defaults]`.
@@ -55,7 +56,7 @@ pub(super) struct RawTunnel {
     #[serde(default)]
     pub local: Vec<Spanned<String>>,
     #[serde(default)]
-    pub remote: Vec<Spanned<String>>,
+    pub remote: Vec<Spanned<RemoteItem>>,
     #[serde(default)]
     pub dynamic: Vec<Spanned<String>>,
 
@@ -75,6 +76,7 @@ pub(super) struct RawTunnel {
     pub ssh_config: Option<Spanned<String>>,
     pub jump: Option<Spanned<String>>,
     pub options: Option<Vec<Spanned<String>>>,
+    pub proxy_protocol: Option<Spanned<String>>,
 }
 
 /// The tunnel-only keys of a [`RawTunnel`].
@@ -83,7 +85,7 @@ pub(super) struct RawTarget {
     pub server: Option<Spanned<String>>,
     pub servers: Option<Spanned<Vec<Spanned<String>>>>,
     pub local: Vec<Spanned<String>>,
-    pub remote: Vec<Spanned<String>>,
+    pub remote: Vec<Spanned<RemoteItem>>,
     pub dynamic: Vec<Spanned<String>>,
 }
 
@@ -115,10 +117,68 @@ impl RawTunnel {
             ssh_config: self.ssh_config,
             jump: self.jump,
             options: self.options,
+            proxy_protocol: self.proxy_protocol,
         };
         (target, settings)
     }
 }
+
+/// One `remote` entry: a spec (`"8080:localhost:80"`), or a table with the spec and settings
+/// of that forward alone (`{ forward = "8080:localhost:80", proxy_protocol = "v2" }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RemoteItem {
+    /// The -R spec.
+    pub forward: String,
+    /// This forward's `proxy_protocol` as written, if set.
+    pub proxy_protocol: Option<String>,
+}
+
+impl AsRef<str> for RemoteItem {
+    fn as_ref(&self) -> &str {
+        &self.forward
+    }
+}
+
+impl<'de> Deserialize<'de> for RemoteItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = RemoteItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a remote forward spec, or a table { forward = \"spec\", proxy_protocol = \"v1\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RemoteItem, E> {
+                Ok(RemoteItem {
+                    forward: v.to_owned(),
+                    proxy_protocol: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RemoteItem, A::Error> {
+                let (mut forward, mut proxy_protocol) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "forward" if forward.is_none() => forward = Some(map.next_value()?),
+                        "proxy_protocol" if proxy_protocol.is_none() => {
+                            proxy_protocol = Some(map.next_value()?)
+                        }
+                        "forward" | "proxy_protocol" => {
+                            return Err(de::Error::duplicate_field("forward or proxy_protocol"))
+                        }
+                        other => return Err(de::Error::unknown_field(other, REMOTE_ITEM_KEYS)),
+                    }
+                }
+                Ok(RemoteItem {
+                    forward: forward.ok_or_else(|| de::Error::missing_field("forward"))?,
+                    proxy_protocol,
+                })
+            }
+        }
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+/// The keys of a `remote` entry written as a table.
+pub(super) const REMOTE_ITEM_KEYS: &[&str] = &["forward", "proxy_protocol"];
 
 /// A time as written: an integer (seconds) or an OpenSSH time string (`"5s"`, `"1h30m"`).
 /// Kept as text; the validation pass parses it so the error can name the tunnel.

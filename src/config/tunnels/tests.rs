@@ -38,7 +38,7 @@ fn seed_entry_is_three_lines() {
             port: None
         }]
     );
-    assert_eq!(t.remote, vec!["8087:localhost:22"]);
+    assert_eq!(remote_specs(&t), vec!["8087:localhost:22"]);
     assert_eq!(t.host_key_checking, HostKeyChecking::Yes);
     assert_eq!(t.keepalive_interval, DEFAULT_KEEPALIVE_INTERVAL);
     assert_eq!(t.keepalive_count, DEFAULT_KEEPALIVE_COUNT);
@@ -507,17 +507,23 @@ options = ["Ciphers=aes128-gcm@openssh.com"]
     assert!(a.command.is_empty());
     assert_eq!(
         a.options,
-        vec![
-            "BatchMode=yes",
-            "ExitOnForwardFailure=yes",
-            "ServerAliveInterval=5",
-            "ServerAliveCountMax=3",
-            "ConnectTimeout=60",
-            "StrictHostKeyChecking=accept-new",
-            "Compression=no",
-            "UserKnownHostsFile=\"/var/lib/burrow/known hosts %%x\"",
-            "Ciphers=aes128-gcm@openssh.com",
-        ]
+        vec!["Ciphers=aes128-gcm@openssh.com"],
+        "only the tunnel's own options are text"
+    );
+    use crate::config::options::{Fixed, StrictHostKeyChecking};
+    assert_eq!(
+        t.fixed(),
+        Fixed {
+            batch_mode: Some(true),
+            exit_on_forward_failure: Some(true),
+            server_alive_interval: Some(Some(Duration::from_secs(5))),
+            server_alive_count_max: Some(3),
+            connect_timeout: Some(Some(Duration::from_secs(60))),
+            strict_host_key_checking: Some(StrictHostKeyChecking::AcceptNew),
+            compression: Some(false),
+            user_known_hosts_file: Some(PathBuf::from("/var/lib/burrow/known hosts %x")),
+            proxy_protocol: None,
+        }
     );
 
     let b = t.ssh_args(1);
@@ -531,30 +537,18 @@ options = ["Ciphers=aes128-gcm@openssh.com"]
     );
 }
 
-/// The options ssh_args produces mean what they say to the `-o` parser, quoting included.
+/// A known_hosts path with quotes and `%` is used as written: no `-o` quoting, no tokens.
 #[test]
-fn ssh_args_options_parse_back() {
+fn plan_takes_paths_literally() {
     let t = one(&tunnel(
         "known_hosts = \"/tmp/a \\\"b\\\" c%d\"\ncompression = true\n",
     ));
-    let a = t.ssh_args(0);
-    assert!(a.compression);
-    assert!(!a.options.iter().any(|o| o.starts_with("Compression")));
-    let known = a
-        .options
-        .iter()
-        .find(|o| o.starts_with("UserKnownHostsFile"))
-        .unwrap();
-    let (key, args) = crate::config::ssh_config::parse_option_line(known).unwrap();
-    assert_eq!(key, "userknownhostsfile");
+    let o = resolve(&t, 0);
+    assert!(o.compression);
     assert_eq!(
-        args,
-        vec!["/tmp/a \"b\" c%%d"],
-        "one argument, %% left for tokens"
+        o.user_known_hosts_files,
+        vec![PathBuf::from("/tmp/a \"b\" c%d")]
     );
-    for o in &a.options {
-        crate::config::ssh_config::parse_option_line(o).unwrap();
-    }
 }
 
 #[test]
@@ -597,8 +591,9 @@ fn resolve(t: &TunnelSpec, server: usize) -> crate::config::options::ClientOptio
         system: None,
         home: PathBuf::from(HOME),
     };
-    crate::config::options::resolve(&t.ssh_args(server), &paths)
+    t.plan(server, &paths)
         .unwrap_or_else(|e| panic!("{}: {e}", t.name))
+        .opts
 }
 
 #[test]
@@ -661,12 +656,144 @@ fn example_tunnels_files_are_valid() {
         ]
     );
     let seed = &file.tunnels[0];
-    assert_eq!(seed.remote, vec!["8087:localhost:22"]);
+    assert_eq!(remote_specs(seed), vec!["8087:localhost:22"]);
     assert_eq!(
-        file.tunnels[1].remote,
+        remote_specs(&file.tunnels[1]),
         vec!["8086:localhost:22", "8088:localhost:8080"]
     );
     assert!(seed.compression && seed.ssh_args(0).compression);
     assert_eq!(file.tunnels[2].servers.len(), 2);
     assert_eq!(file.tunnels[3].dynamic, vec!["1080"]);
+}
+
+/// The plan lists every forward, the tunnel's and those a matching Host block adds, each with
+/// its own label, in the order they are set up (local, dynamic, remote).
+#[test]
+fn plan_lists_host_block_forwards_each_with_its_own_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        "Host relay\n    LocalForward 9000 db:5432\n    RemoteForward 9001 localhost:80\n",
+    )
+    .unwrap();
+    let t = one("[[tunnel]]\nserver = \"relay\"\nremote = [\"8087:localhost:22\"]\n");
+    let paths = crate::config::options::ConfigPaths {
+        user: Some(config),
+        system: None,
+        home: PathBuf::from(HOME),
+    };
+    let plan = t.plan(0, &paths).unwrap();
+    let labels: Vec<String> = plan
+        .forwards
+        .iter()
+        .map(|f| f.forward.to_string())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "-L 9000:db:5432",
+            "-R 8087:localhost:22",
+            "-R 9001:localhost:80"
+        ]
+    );
+    assert!(plan.opts.batch_mode && plan.opts.exit_on_forward_failure);
+}
+
+/// The `-R` specs of a tunnel, as written.
+fn remote_specs(t: &TunnelSpec) -> Vec<&str> {
+    t.remote.iter().map(|r| r.spec.as_str()).collect()
+}
+
+/// `proxy_protocol` per tunnel (from `[defaults]` or its own) and per forward, where a remote
+/// entry written as a table says; the forward's value wins, and a Host block's -R forward
+/// takes the tunnel's.
+#[test]
+fn proxy_protocol_per_tunnel_and_per_forward() {
+    use crate::forward::proxy_header::ProxyProtocol::{V1, V2};
+    let text = r#"
+[defaults]
+proxy_protocol = "v2"
+
+[[tunnel]]
+name = "a"
+server = "relay"
+proxy_protocol = "v1"
+remote = [
+    "8080:localhost:80",
+    { forward = "8081:localhost:81", proxy_protocol = "v2" },
+    { forward = "8082:localhost:82", proxy_protocol = "none" },
+]
+
+[[tunnel]]
+name = "b"
+server = "relay"
+remote = ["8090:localhost:90"]
+"#;
+    let file = parse_with_home(text, Path::new("/etc/burrow/tunnels.toml"), Path::new(HOME))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (&file.tunnels[0], &file.tunnels[1]);
+    assert_eq!(a.proxy_protocol, Some(Some(V1)));
+    assert_eq!(b.proxy_protocol, Some(Some(V2)), "from [defaults]");
+    assert_eq!(
+        remote_specs(a),
+        [
+            "8080:localhost:80",
+            "8081:localhost:81",
+            "8082:localhost:82"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(&config, "Host relay\n    RemoteForward 9000 localhost:99\n").unwrap();
+    let paths = crate::config::options::ConfigPaths {
+        user: Some(config),
+        system: None,
+        home: PathBuf::from(HOME),
+    };
+    let plan = a.plan(0, &paths).unwrap();
+    let got: Vec<(String, Option<_>)> = plan
+        .forwards
+        .iter()
+        .map(|f| (f.forward.to_string(), f.proxy_protocol))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("-R 8080:localhost:80".to_string(), Some(V1)),
+            ("-R 8081:localhost:81".to_string(), Some(V2)),
+            ("-R 8082:localhost:82".to_string(), None),
+            ("-R 9000:localhost:99".to_string(), Some(V1)),
+        ]
+    );
+}
+
+/// A bad proxy_protocol, in a tunnel or in a remote entry, is named with its line and field;
+/// an unknown key in a remote entry is refused.
+#[test]
+fn bad_proxy_protocol_is_named() {
+    let e = parse(
+        "[[tunnel]]\nserver = \"b\"\nremote = [{ forward = \"80:l:80\", proxy_protocol = \"v3\" }]\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("remote[0]") && e.contains("\"v3\": expected"),
+        "{e}"
+    );
+    let e = parse(
+        "[[tunnel]]\nserver = \"b\"\nproxy_protocol = \"yes\"\nremote = [\"80:l:80\"]\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 3") && e.contains("proxy_protocol"), "{e}");
+    let e = parse(
+        "[[tunnel]]\nserver = \"b\"\nremote = [{ forward = \"80:l:80\", proxy = \"v1\" }]\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `proxy`"), "{e}");
 }

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawFile, RawSettings, RawTarget, RawTunnel};
+use super::raw::{RawFile, RawSettings, RawTarget, RawTunnel, RemoteItem};
 use super::values::{self, PathRules};
 use super::{
-    HostKeyChecking, Invalid, ServerAddr, TunnelSpec, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_RESUME_GRACE,
+    HostKeyChecking, Invalid, RemoteSpec, ServerAddr, TunnelSpec, DEFAULT_BACKOFF_INITIAL,
+    DEFAULT_BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_RESUME_GRACE,
 };
+use crate::forward::proxy_header::ProxyProtocol;
 use crate::spec::Listen;
 
 /// Validates a parsed file. `home` replaces a leading `~`; relative paths are taken from the
@@ -100,6 +101,7 @@ struct Settings {
     ssh_config: Option<PathBuf>,
     jump: Option<String>,
     options: Option<Vec<String>>,
+    proxy_protocol: Option<Option<ProxyProtocol>>,
 }
 
 impl Settings {
@@ -123,6 +125,7 @@ impl Settings {
             ssh_config: self.ssh_config.or(f.ssh_config),
             jump: self.jump.or(f.jump),
             options: self.options.or(f.options),
+            proxy_protocol: self.proxy_protocol.or(f.proxy_protocol),
         }
     }
 }
@@ -243,6 +246,9 @@ impl Checker<'_> {
                 Some(list) => self.list(scope, "options", list, |o| values::option(o)),
                 None => None,
             },
+            proxy_protocol: self.opt(scope, "proxy_protocol", &raw.proxy_protocol, |v| {
+                values::proxy_protocol(v)
+            }),
         };
         self.backoff_order(scope, &raw, &own, inherited);
         own
@@ -295,9 +301,19 @@ impl Checker<'_> {
         let before = self.problems.len();
         self.opt(&label, "name", &target.name, |n| values::name(n));
         let servers = self.servers(&label, line, &target);
-        let local = self.forwards(&label, "local", &target.local, values::local_spec);
-        let remote = self.forwards(&label, "remote", &target.remote, values::remote_spec);
-        let dynamic = self.forwards(&label, "dynamic", &target.dynamic, values::dynamic_spec);
+        let local = self.forwards(&label, "local", &target.local, |s: &String| {
+            values::local_spec(s)
+        });
+        let remote = self.forwards(&label, "remote", &target.remote, |r: &RemoteItem| {
+            values::remote_spec(&r.forward)?;
+            r.proxy_protocol
+                .as_deref()
+                .map(values::proxy_protocol)
+                .transpose()
+        });
+        let dynamic = self.forwards(&label, "dynamic", &target.dynamic, |s: &String| {
+            values::dynamic_spec(s)
+        });
         if target.local.is_empty() && target.remote.is_empty() && target.dynamic.is_empty() {
             let message = "no forwards: set at least one of local, remote, dynamic".to_string();
             self.report(Some(line), Some(&label), None, message);
@@ -318,7 +334,13 @@ impl Checker<'_> {
             servers,
             jump: s.jump,
             local: local.into_iter().map(|f| f.text).collect(),
-            remote: remote.into_iter().map(|f| f.text).collect(),
+            remote: remote
+                .into_iter()
+                .map(|f| RemoteSpec {
+                    spec: f.text,
+                    proxy_protocol: f.parsed,
+                })
+                .collect(),
             dynamic: dynamic.into_iter().map(|f| f.text).collect(),
             user: s.user,
             identity: s.identity.unwrap_or_default(),
@@ -335,6 +357,7 @@ impl Checker<'_> {
             resume_grace: s.resume_grace.unwrap_or(DEFAULT_RESUME_GRACE),
             ssh_config: s.ssh_config,
             options: s.options.unwrap_or_default(),
+            proxy_protocol: s.proxy_protocol,
         };
         Some(Checked {
             spec,
@@ -376,12 +399,12 @@ impl Checker<'_> {
     }
 
     /// Validates each spec of one forward list; the valid ones are returned.
-    fn forwards<L>(
+    fn forwards<T: AsRef<str>, L>(
         &mut self,
         label: &str,
         field: &str,
-        specs: &[Spanned<String>],
-        parse: impl Fn(&str) -> Result<L, String>,
+        specs: &[Spanned<T>],
+        parse: impl Fn(&T) -> Result<L, String>,
     ) -> Vec<Forward<L>> {
         specs
             .iter()
@@ -390,7 +413,7 @@ impl Checker<'_> {
                 let field = format!("{field}[{i}]");
                 let parsed = self.check(label, &field, v, |s| parse(s))?;
                 Some(Forward {
-                    text: v.get_ref().clone(),
+                    text: v.get_ref().as_ref().to_string(),
                     field,
                     line: self.line(v.span()),
                     parsed,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::raw::RawTarget;
 use super::{HostKeyChecking, ServerAddr};
 use crate::config::ssh_config::{self, ConfigError};
+use crate::forward::proxy_header::ProxyProtocol;
 use crate::spec::{self, Listen};
 
 /// How `~` and relative paths in the file are resolved.
@@ -171,6 +172,12 @@ pub(super) fn remote_spec(s: &str) -> Result<(), String> {
     }
 }
 
+/// A `proxy_protocol` value: `"v1"`, `"v2"` or `"none"` (also `1`, `2`, `no`, as the
+/// ProxyProtocol option takes them).
+pub(super) fn proxy_protocol(v: &str) -> Result<Option<ProxyProtocol>, String> {
+    ProxyProtocol::parse(v).ok_or_else(|| format!("{v:?}: expected \"v1\", \"v2\" or \"none\""))
+}
+
 /// A `-D` spec; returns its listener.
 pub(super) fn dynamic_spec(s: &str) -> Result<Listen, String> {
     spec::parse_dynamic(s)
@@ -182,9 +189,15 @@ pub(super) fn dynamic_spec(s: &str) -> Result<Listen, String> {
 /// dynamic): readable in logs and `burrow status`, and free of spaces.
 pub(super) fn derived_name(servers: &[ServerAddr], t: &RawTarget) -> String {
     let host = servers.first().map_or("", |s| s.host.as_str());
-    let first = [("R", &t.remote), ("L", &t.local), ("D", &t.dynamic)]
-        .into_iter()
-        .find_map(|(flag, list)| list.first().map(|s| format!("{flag}{}", s.get_ref())));
+    let first = t
+        .remote
+        .first()
+        .map(|r| format!("R{}", r.get_ref().forward))
+        .or_else(|| {
+            [("L", &t.local), ("D", &t.dynamic)]
+                .into_iter()
+                .find_map(|(flag, list)| list.first().map(|s| format!("{flag}{}", s.get_ref())))
+        });
     format!("{host}/{}", first.unwrap_or_default())
 }
 

@@ -119,7 +119,7 @@ function renderServe(d) {
       class: "forward", "data-session": s.id, "data-forward": f.id, "data-kind": f.kind,
       "data-bind": f.bind, "data-sent": f.sent_bytes, "data-received": f.received_bytes,
     },
-      el("td", {}, el("span", { class: "mono" }, f.kind === "remote" ? `-R ${f.bind}` : "-L/-D/-W channels")),
+      el("td", {}, el("span", { class: "mono" }, f.kind === "remote" ? `-R ${f.bind}` : f.kind === "alias" ? `alias ${f.bind}` : "-L/-D/-W channels")),
       el("td", { class: "mono muted" }, f.bound.join(", ") || "—"),
       el("td", { class: "num" }, `${f.connections_active} / ${f.connections_total}`),
       el("td", { class: "num sent" }, bytes(f.sent_bytes)),
