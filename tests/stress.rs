@@ -27,6 +27,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::burrow::{allocated_port, Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
+use common::russh_client;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -227,20 +228,31 @@ async fn forward_both_ways(
     (client, loopback(lport), loopback(rport))
 }
 
-/// Starts a relay and `burrow ssh -c CIPHER -L ... -R ...` to the checker, runs every phase, and
-/// checks both logs.
-async fn stress(cipher: &str) {
+/// A test's temp dir, a key in it, and a [`checker`] (its address and tasks).
+async fn setup() -> (tempfile::TempDir, Keypair, SocketAddr, JoinSet<()>) {
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let (target, _checker) = checker().await;
-    let mut relay = Relay::start(
-        dir.path(),
+    let (target, checker) = checker().await;
+    (dir, key, target, checker)
+}
+
+/// A relay in `dir` that accepts `key` and lets it reach the checker (`permit_open` any).
+async fn relay_for(dir: &std::path::Path, key: &Keypair) -> Relay {
+    Relay::start(
+        dir,
         "relay",
         std::slice::from_ref(&key.public_line),
         Some(PERMIT_OPEN_ANY),
         &[],
     )
-    .await;
+    .await
+}
+
+/// Starts a relay and `burrow ssh -c CIPHER -L ... -R ...` to the checker, runs every phase, and
+/// checks both logs.
+async fn stress(cipher: &str) {
+    let (dir, key, target, _checker) = setup().await;
+    let mut relay = relay_for(dir.path(), &key).await;
     let (mut client, l, r) =
         forward_both_ways(relay.burrow_ssh(&key), cipher, target, dir.path()).await;
     let total = phase_bytes();
@@ -292,49 +304,20 @@ const REKEY_READ_LIMIT: usize = 8 << 20;
 /// from burrow serve, every byte checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekey_while_many_channels_stream_to_the_initiator_keeps_the_session_exclusive() {
-    let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let (target, _checker) = checker().await;
-    let relay = Relay::start(
-        dir.path(),
-        "relay",
-        std::slice::from_ref(&key.public_line),
-        Some(PERMIT_OPEN_ANY),
-        &[],
-    )
-    .await;
+    let (dir, key, target, _checker) = setup().await;
+    let relay = relay_for(dir.path(), &key).await;
     let config = russh::client::Config {
         limits: russh::Limits::new(1 << 30, REKEY_READ_LIMIT, Duration::from_secs(3600)),
         ..Default::default()
     };
-    let mut session = russh::client::connect(
-        std::sync::Arc::new(config),
-        relay.addr,
-        common::russh_client::TrustAll,
+    let session = russh_client::authenticate(
+        russh_client::connect_with_config(relay.addr, config).await,
+        &key,
     )
-    .await
-    .expect("connect to the relay");
-    let private = russh::keys::load_secret_key(&key.private, None).expect("load key");
-    let auth = session
-        .authenticate_publickey(
-            "root",
-            russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(private), None),
-        )
-        .await
-        .expect("authentication exchange");
-    assert!(auth.success(), "the relay accepts the key");
+    .await;
     let mut channels = Vec::new();
     for _ in 0..REKEY_STREAMS {
-        let channel = session
-            .channel_open_direct_tcpip(
-                target.ip().to_string(),
-                u32::from(target.port()),
-                "127.0.0.1",
-                0,
-            )
-            .await
-            .expect("open a direct-tcpip channel through the relay");
-        channels.push(channel);
+        channels.push(russh_client::open_direct(&session, target).await);
     }
     let start = Instant::now();
     let mut tasks = JoinSet::new();
@@ -387,9 +370,7 @@ const SSHD_PHASE_BYTES: u64 = 64 << 20;
 /// nothing. Guards the read path against changes that would break rekeying.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssh_rekeying_every_few_mib_under_streams_both_ways_loses_nothing_exclusive() {
-    let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let (target, _checker) = checker().await;
+    let (dir, key, target, _checker) = setup().await;
     let sshd = Sshd::start(SshdOptions::with_keys(&[&key]).config(SSHD_REKEY_LIMIT));
     for cipher in ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"] {
         let cmd = common::burrow::burrow_ssh(&sshd, Some(&key));
