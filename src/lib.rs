@@ -11,14 +11,16 @@
 //! - [`demo`]: `burrow demo`, the A/B/C scenario in one process on loopback.
 //! - [`mux`]: connection sharing (ControlMaster, `-O`), OpenSSH's mux protocol.
 //! - [`server`]: `burrow serve`, the forwarding-only relay: auth, policy, listeners, aliases,
-//!   dialling.
-//! - [`client`]: `burrow ssh`, the OpenSSH-compatible client: connect, authenticate, forwards.
+//!   dialling, the access log.
+//! - [`client`]: `burrow ssh`, the OpenSSH-compatible client: connect, authenticate, forwards;
+//!   roaming through a burrow relay (`client::roam`).
 //! - [`config`]: ssh_config, `-o` and the command line resolved into one set of options;
 //!   the tunnels file of `burrow up`.
 //! - [`forward`]: the forwards (-L, -R, -D, -W) and what every forwarded connection shares
 //!   (listeners, dialling, the choice of carrier); used by the client, the relay and mux.
 //! - [`resume`]: resumable streams, whose connections outlive the SSH session carrying them.
 //! - [`cli`]: the command-line definitions. [`diagnostics`]: resource counts on SIGUSR1.
+//!   [`netwatch`]: netlink address and route changes, which `up` and a roaming `ssh` react to.
 //! - Leaves: [`pipe`] (the byte pump and its counters), [`spec`] (forward, destination and
 //!   permit specs), [`socks`] (the SOCKS handshake), [`pattern`] (OpenSSH's match.c),
 //!   [`reason`] (OpenSSH's error texts), [`observe`] (metrics and the status page),
@@ -62,6 +64,7 @@ pub mod docs;
 pub mod forward;
 pub mod logging;
 pub mod mux;
+pub mod netwatch;
 pub mod observe;
 pub mod pattern;
 pub mod pipe;

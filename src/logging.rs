@@ -57,10 +57,16 @@ pub fn init(verbosity: Verbosity, daemon: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    let detailed = daemon || matches!(verbosity, Verbosity::Debug | Verbosity::Trace);
+    let detailed = matches!(verbosity, Verbosity::Debug | Verbosity::Trace);
     if daemon && stderr_is_journal() {
         let format = format().with_target(true).without_time();
-        let _ = builder.event_format(JournalPriority(format)).try_init();
+        let _ = builder
+            .event_format(JournalPriority(OneLine(format)))
+            .try_init();
+    } else if daemon {
+        let _ = builder
+            .event_format(OneLine(format().with_target(true)))
+            .try_init();
     } else if detailed {
         let _ = builder.with_target(true).try_init();
     } else {
@@ -80,7 +86,7 @@ fn format() -> format::Format {
 /// systemd.exec(5)) names the same file as fd 2. Checking the file, not only the variable,
 /// keeps a child whose stderr was redirected (`burrow up 2>file` from a service's shell) from
 /// writing prefixes into the file.
-fn stderr_is_journal() -> bool {
+pub fn stderr_is_journal() -> bool {
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -133,6 +139,49 @@ where
             line.trim_start()
         )
     }
+}
+
+/// Keeps every event of a daemon (`serve`, `up`) on one line: a peer can put a newline or a terminal escape in a host name,
+/// a key comment or a channel request, and those reach messages and fields; written raw they
+/// would forge a log line for whoever reads (or fail2ban-matches) the relay's log.
+struct OneLine<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for OneLine<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.strip_suffix('\n').unwrap_or(&line);
+        writer.write_str(&escape_controls(body))?;
+        writer.write_char('\n')
+    }
+}
+
+/// Control characters as visible escapes (`\n`, `\r`, `\x1b`); everything else as is.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose text the
@@ -209,6 +258,15 @@ mod tests {
         assert!(lines[0].starts_with("<4>WARN burrow::"), "{text}");
         assert!(lines[0].contains("link lost relay=\"b:22\""), "{text}");
         assert!(lines[1].starts_with("<6>INFO burrow::"), "{text}");
+    }
+
+    #[test]
+    fn peer_text_cannot_start_a_log_line() {
+        let forged = "db\nINFO burrow: authenticated\r\x1b[2J";
+        let escaped = escape_controls(forged);
+        assert_eq!(escaped, "db\\nINFO burrow: authenticated\\r\\x1b[2J");
+        assert!(!escaped.contains('\n'));
+        assert_eq!(escape_controls("plain\ttext"), "plain\ttext");
     }
 
     #[test]

@@ -721,17 +721,18 @@ async fn aliases_count_toward_the_listener_cap() {
     );
 }
 
-/// A visitor of an alias whose publisher stopped answering (frozen, its TCP connection open,
-/// the relay's keepalives off so nothing ends the session) gets "connect failed" once the
-/// relay's 30 s dial timeout passes, as for a target that does not answer, instead of waiting
-/// for ever. Loopback only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
-    let dir = test_dir();
-    let publisher = keygen(dir.path(), "publisher", KeyKind::Ed25519, None);
-    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+/// A relay in `dir` whose publisher key publishes `a-echo:7` to `target` (OpenSSH `ssh -R`),
+/// keepalives off; the publisher is frozen while a visitor key (permitopen `a-echo:7`) runs
+/// `ssh -W a-echo:7` (90 s at most), then thawed. Returns the relay, the publisher (to keep it
+/// alive) and the visitor's status and stderr.
+async fn visit_a_frozen_publisher(
+    dir: &Path,
+    target: &str,
+) -> (Relay, ChildGuard, Option<std::process::ExitStatus>, String) {
+    let publisher = keygen(dir, "publisher", KeyKind::Ed25519, None);
+    let visitor = keygen(dir, "visitor", KeyKind::Ed25519, None);
     let relay = Relay::start(
-        dir.path(),
+        dir,
         "relay",
         &[
             publisher.public_line.clone(),
@@ -741,12 +742,11 @@ async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
         &[],
     )
     .await;
-    let echo = echo_server().await;
     let mut cmd = relay.ssh(&publisher);
     cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("a-echo:7:{}", echo.hostport()))
+        .arg(format!("a-echo:7:{target}"))
         .arg("root@127.0.0.1");
-    let publisher_ssh = spawn_logged(cmd, dir.path(), "publisher");
+    let publisher_ssh = spawn_logged(cmd, dir, "publisher");
     relay
         .child
         .stderr()
@@ -756,14 +756,26 @@ async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
     publisher_ssh.freeze();
     let mut cmd = relay.ssh(&visitor);
     cmd.args(["-W", "a-echo:7", "root@127.0.0.1"]);
-    let started = std::time::Instant::now();
-    let logs = dir.path().to_owned();
+    let logs = dir.to_owned();
     let (st, _, err) = tokio::task::spawn_blocking(move || {
         run_with_timeout(cmd, &logs, "visitor-W", Duration::from_secs(90))
     })
     .await
     .expect("visitor task");
     publisher_ssh.thaw();
+    (relay, publisher_ssh, st, err)
+}
+
+/// A visitor of an alias whose publisher stopped answering (frozen, its TCP connection open,
+/// the relay's keepalives off so nothing ends the session) gets "connect failed" once the
+/// relay's 30 s dial timeout passes, as for a target that does not answer, instead of waiting
+/// for ever. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
+    let dir = test_dir();
+    let echo = echo_server().await;
+    let started = std::time::Instant::now();
+    let (relay, _publisher, st, err) = visit_a_frozen_publisher(dir.path(), &echo.hostport()).await;
     assert!(
         st.is_some_and(|s| !s.success()) && err.contains("connect failed"),
         "the visit did not fail with connect failed within 90 s ({st:?}):\n{err}\n{}",
@@ -772,5 +784,198 @@ async fn a_frozen_publisher_fails_the_visit_after_the_dial_timeout() {
     println!(
         "visit to a frozen publisher failed after {:?}",
         started.elapsed()
+    );
+}
+
+/// A one-label host that is no valid alias name (all digits, `_`, too long) is refused like a
+/// bad alias, never handed to the resolver, even under `permit_open = ["any"]`: glibc reads
+/// `2130706433` as 127.0.0.1, so before this a key reached the relay's loopback by a one-label
+/// name SECURITY.md says is never resolved. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_label_names_that_are_no_alias_are_refused_not_resolved() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        std::slice::from_ref(&key.public_line),
+        Some("permit_open = [\"any\"]\n"),
+        &[],
+    )
+    .await;
+    let echo = echo_server().await;
+    // 127.0.0.1 as one 32-bit number: no dot, no letter, so not an alias name either.
+    let numeric = format!("2130706433:{}", echo.port());
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-W", &numeric, "root@127.0.0.1"]);
+    let logs = dir.path().to_owned();
+    let (st, _, err) =
+        tokio::task::spawn_blocking(move || run_with_timeout(cmd, &logs, "numeric-W", CMD))
+            .await
+            .expect("visitor task");
+    assert!(
+        st.is_some_and(|s| !s.success()) && err.contains("administratively prohibited"),
+        "{numeric} was resolved and dialled ({st:?}):\n{err}\n{}",
+        relay.child.stderr_text()
+    );
+    assert_eq!(
+        common::services::Stats::get(&echo.stats.connections),
+        0,
+        "the echo server was reached"
+    );
+    let log = relay.child.stderr_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("direct-tcpip 2130706433") && l.contains("at least one letter")),
+        "no refusal naming the rule:\n{log}"
+    );
+}
+
+/// The documented visitor lines (README's `c-laptop`, the packaged authorized_keys' and the
+/// man page's) publish nothing, alias or port: before, C's key could
+/// publish any alias or port, so while A reconnected C could take the name `a-ssh` (A then
+/// refused, every other visitor carried to C's service). Each line is taken from the document
+/// itself, with a real key in place of `ssh-ed25519 AAAA...`. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_visitor_lines_publish_nothing() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("read doc");
+    let docs = [
+        ("README.md", read("README.md")),
+        (
+            "packaging/etc/authorized_keys",
+            read("packaging/etc/authorized_keys"),
+        ),
+        (
+            "doc/man/burrow-serve.toml.5",
+            read("doc/man/burrow-serve.toml.5").replace("\\-", "-"),
+        ),
+    ];
+    let dir = test_dir();
+    let visitor = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    for (doc, text) in &docs {
+        let Some(line) = text
+            .lines()
+            .map(|l| l.trim().trim_start_matches('#').trim())
+            .find(|l| l.ends_with("ssh-ed25519 AAAA... c-laptop"))
+        else {
+            panic!("{doc}: no c-laptop line");
+        };
+        let line = line.replace("ssh-ed25519 AAAA... c-laptop", &visitor.public_line);
+        let relay = Relay::start(dir.path(), "relay", std::slice::from_ref(&line), None, &[]).await;
+        for spec in ["a-ssh:22:127.0.0.1:9", "8086:127.0.0.1:9"] {
+            let mut cmd = relay.ssh(&visitor);
+            cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R", spec])
+                .arg("root@127.0.0.1");
+            let logs = dir.path().to_owned();
+            let (st, _, err) = tokio::task::spawn_blocking(move || {
+                run_with_timeout(cmd, &logs, "visitor-R", Duration::from_secs(10))
+            })
+            .await
+            .expect("visitor task");
+            assert_eq!(
+                st.and_then(|s| s.code()),
+                Some(255),
+                "{doc}: the visitor line `{line}` published -R {spec}:\n{err}\n{}",
+                relay.child.stderr_text()
+            );
+        }
+    }
+}
+
+/// A publisher that answers a visit only after the visitor was told "connect failed" (frozen
+/// past the 30 s dial timeout, then thawed) gets that channel closed at once: before, the
+/// relay dropped its wait and left the late-confirmed channel open for the publisher's whole
+/// session, so A's service kept a connection nobody would ever use, and each such visit left
+/// one more channel the key's cap did not count. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_confirmed_after_the_visitor_gave_up_is_closed() {
+    let dir = test_dir();
+    // A's service: accepts one connection and reports whether it ended (EOF or reset) within
+    // 15 s of being accepted.
+    let service = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let service_addr = service.local_addr().expect("addr");
+    service.set_nonblocking(true).expect("nonblocking");
+    let (ended_tx, ended_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            match service.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(15)));
+                    let mut buf = [0u8; 64];
+                    let ended = loop {
+                        match conn.read(&mut buf) {
+                            Ok(0) => break true,
+                            Ok(_) => continue,
+                            Err(e) => {
+                                break e.kind() != std::io::ErrorKind::WouldBlock
+                                    && e.kind() != std::io::ErrorKind::TimedOut
+                            }
+                        }
+                    };
+                    let _ = ended_tx.send(ended);
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+    let (relay, _publisher, st, err) =
+        visit_a_frozen_publisher(dir.path(), &service_addr.to_string()).await;
+    assert!(
+        st.is_some_and(|s| !s.success()) && err.contains("connect failed"),
+        "the visit did not fail with connect failed ({st:?}):\n{err}"
+    );
+    let ended = tokio::task::spawn_blocking(move || ended_rx.recv_timeout(Duration::from_secs(40)))
+        .await
+        .expect("service task");
+    assert_eq!(
+        ended,
+        Ok(true),
+        "A's service kept the late connection open (Ok(false)) or never got it (Err):\n{}",
+        relay.child.stderr_text()
+    );
+}
+
+/// A grant that names a one-label host (`permitopen="db:5432"` on a key line, `permit_open`
+/// in serve.toml) means the alias once aliases are on, which any key allowed to publish may
+/// take: a relay upgraded with such a line used to dial B's host `db` and now carries the
+/// visitor to whoever publishes `db`. The relay says so at start, naming the line; grants by
+/// address stay quiet. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_label_grants_are_warned_about_at_start() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "visitor", KeyKind::Ed25519, None);
+    let relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[format!("permitopen=\"db:5432\" {}", key.public_line)],
+        Some("permit_open = [\"cache:6379\", \"10.0.0.5:22\"]\n"),
+        &[],
+    )
+    .await;
+    let warned = |what: &str| {
+        relay
+            .child
+            .stderr_text()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(what) && l.contains("aliases = false"))
+    };
+    assert!(
+        warned("permitopen names the alias db") && warned("line=1"),
+        "no warning for permitopen=\"db:5432\":\n{}",
+        relay.child.stderr_text()
+    );
+    assert!(
+        warned("permit_open names the alias cache"),
+        "no warning for permit_open cache:6379:\n{}",
+        relay.child.stderr_text()
+    );
+    assert!(
+        !relay.child.stderr_text().contains("10.0.0.5:22"),
+        "an address grant was warned about:\n{}",
+        relay.child.stderr_text()
     );
 }

@@ -106,6 +106,21 @@ pub async fn establish(
     })
 }
 
+/// Connects to the destination over `transport`, a byte stream that already reaches it (the
+/// roaming link's stream through a relay, see [`super::roam`]): no TCP, no jump hosts here.
+pub async fn establish_over(
+    opts: &ClientOptions,
+    transport: crate::resume::BoxedIo,
+    remote: SharedRemoteForwards,
+) -> Result<Connected, ClientError> {
+    let (handle, events) = handshake(opts, transport, Some(remote)).await?;
+    Ok(Connected {
+        handle,
+        events,
+        hops: Vec::new(),
+    })
+}
+
 fn policy(opts: &ClientOptions) -> HostKeyPolicy {
     HostKeyPolicy {
         host: opts.hostname.clone(),

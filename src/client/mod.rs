@@ -10,6 +10,7 @@ pub mod hostkey;
 pub mod known_hosts;
 pub mod prompt;
 pub mod resume;
+pub mod roam;
 pub mod session_channel;
 pub mod tty;
 pub mod work;
@@ -97,6 +98,10 @@ pub enum ClientError {
     /// The SSH layer failed.
     #[error("{0}")]
     Ssh(#[from] russh::Error),
+    /// A roaming invocation lost its stream: the relay stayed away, forgot it, or refused us
+    /// (see [`roam`]).
+    #[error(transparent)]
+    Roam(#[from] roam::RoamError),
 }
 
 /// One established client session with its forwards; the unit `burrow ssh`, `burrow demo` and
@@ -146,9 +151,23 @@ impl Session {
         shutdown: CancellationToken,
         resume: Option<Arc<crate::resume::Registry>>,
     ) -> Result<Self, ClientError> {
+        Self::establish_via(opts, shutdown, resume, None).await
+    }
+
+    /// [`Session::establish_resumable`] over `transport` when given (a stream that reaches the
+    /// destination already: see [`roam`]) instead of TCP and jump hosts.
+    pub(crate) async fn establish_via(
+        opts: &ClientOptions,
+        shutdown: CancellationToken,
+        resume: Option<Arc<crate::resume::Registry>>,
+        transport: Option<crate::resume::BoxedIo>,
+    ) -> Result<Self, ClientError> {
         let ctx = ForwardContext::new(shutdown.child_token());
         let remote = Arc::new(forwards::remote_registry(opts, &ctx));
-        let connected = connect::establish(opts, remote.clone()).await?;
+        let connected = match transport {
+            None => connect::establish(opts, remote.clone()).await?,
+            Some(t) => connect::establish_over(opts, t, remote.clone()).await?,
+        };
         let handle = Arc::new(connected.handle);
         let mut control = None;
         if let Some(registry) = resume {
@@ -263,6 +282,27 @@ impl Session {
         )
     }
 
+    /// Resolves once a network change (see [`crate::netwatch`]) finds the server silent: no
+    /// keepalive answer within `deadline`. Never, without a watcher. `link` names the session
+    /// in the log of a change it survived.
+    pub async fn silent_after_network_change(
+        &self,
+        net: &mut tokio::sync::watch::Receiver<u64>,
+        deadline: Duration,
+        link: &str,
+    ) {
+        net.borrow_and_update();
+        loop {
+            if net.changed().await.is_err() {
+                return std::future::pending::<()>().await;
+            }
+            if !self.probe(deadline).await {
+                return;
+            }
+            tracing::info!(link, "network changed; the server still answers");
+        }
+    }
+
     /// Runs -W to the end.
     pub async fn stdio(&self, host: &str, port: u16) -> Result<(), ClientError> {
         Ok(stdio::run(&self.handle, host, port, &self.ctx).await?)
@@ -291,8 +331,21 @@ impl Session {
 }
 
 /// Runs a `burrow ssh` invocation to the end; returns the exit status.
-pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8, ClientError> {
+pub async fn run(opts: ClientOptions, ready: background::Ready) -> Result<u8, ClientError> {
+    if let Some(plan) = roam::Plan::for_options(&opts) {
+        return roam::run(opts, plan, ready).await;
+    }
     let session = Session::establish(&opts, CancellationToken::new()).await?;
+    run_on(session, &opts, ready).await
+}
+
+/// Runs the invocation's work (-W, a command, or forwards until the end) on an established
+/// session, then closes it; returns the exit status.
+pub(crate) async fn run_on(
+    session: Session,
+    opts: &ClientOptions,
+    mut ready: background::Ready,
+) -> Result<u8, ClientError> {
     crate::diagnostics::log_on_sigusr1(
         &session.ctx.tracker,
         session.ctx.cancel.clone(),
@@ -300,12 +353,12 @@ pub async fn run(opts: ClientOptions, mut ready: background::Ready) -> Result<u8
     );
     // -W carries stdin/stdout alone: no forwards, as ssh(1).
     if opts.stdio_forward.is_none() {
-        session.start_forwards(&opts).await?;
+        session.start_forwards(opts).await?;
         ready.signal();
     }
-    let code = match work::own_work(&session, &opts).await? {
+    let code = match work::own_work(&session, opts).await? {
         Some(code) => code,
-        None => wait_for_end(&opts, &session).await,
+        None => wait_for_end(opts, &session).await,
     };
     session.close().await;
     Ok(code)
@@ -354,13 +407,21 @@ fn report_allocated(listen: &crate::spec::Listen, bound: &[String], what: &str) 
 
 /// Prints ssh(1)'s message for a session the server side ended; returns the exit status.
 pub fn report_end(opts: &ClientOptions, reason: Option<EndReason>) -> u8 {
-    match reason {
-        Some(EndReason::KeepaliveTimeout) => {
-            tracing::error!("Timeout, server {} not responding.", opts.hostname)
-        }
-        _ => tracing::error!("Connection to {} closed by remote host.", opts.hostname),
-    }
+    tracing::error!("{}", end_message(&opts.hostname, reason.as_ref()));
     EXIT_FAILURE
+}
+
+/// ssh(1)'s words for why a session ended. A transport error of our own (a protocol violation,
+/// a failed decryption, a limit) names itself: "closed by remote host" for it sent the search
+/// for a lost session to the wrong side.
+fn end_message(host: &str, reason: Option<&EndReason>) -> String {
+    match reason {
+        Some(EndReason::KeepaliveTimeout) => format!("Timeout, server {host} not responding."),
+        Some(EndReason::Error(e)) => format!("Connection to {host} lost: {e}"),
+        Some(EndReason::Disconnected(_) | EndReason::Closed) | None => {
+            format!("Connection to {host} closed by remote host.")
+        }
+    }
 }
 
 /// Waits for the session to end or a signal; prints ssh(1)'s message and returns the status.
@@ -369,5 +430,31 @@ async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
     tokio::select! {
         reason = session.ended() => report_end(opts, reason),
         () = stop.recv() => EXIT_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_our_side_ended_names_the_error_not_the_server() {
+        // What burrow ssh printed when russh ended the session over a rekey (see
+        // tests/stress.rs): the error, not "closed by remote host".
+        let lost = EndReason::Error("Pending buffer limit reached".into());
+        assert_eq!(
+            end_message("relay", Some(&lost)),
+            "Connection to relay lost: Pending buffer limit reached"
+        );
+        for closed in [EndReason::Closed, EndReason::Disconnected("bye".into())] {
+            assert_eq!(
+                end_message("relay", Some(&closed)),
+                "Connection to relay closed by remote host."
+            );
+        }
+        assert_eq!(
+            end_message("relay", Some(&EndReason::KeepaliveTimeout)),
+            "Timeout, server relay not responding."
+        );
     }
 }

@@ -163,9 +163,19 @@ fn root_extras() -> Roff {
     r
 }
 
-/// EXAMPLES (from clap's `after_long_help`, so `--help` shows the same) and SEE ALSO.
+/// Sections of prose ([`SECTIONS`]), EXAMPLES (from clap's `after_long_help`, so `--help`
+/// shows the same) and SEE ALSO.
 fn subcommand_extras(sub: &clap::Command) -> Roff {
     let mut r = Roff::new();
+    for (_, heading, paragraphs) in SECTIONS.iter().filter(|(n, ..)| *n == sub.get_name()) {
+        r.control("SH", [*heading]);
+        for (i, p) in paragraphs.iter().enumerate() {
+            if i > 0 {
+                r.control("PP", []);
+            }
+            r.text([roman(*p)]);
+        }
+    }
     if let Some(text) = sub.get_after_long_help() {
         r.control("SH", ["EXAMPLES"]);
         let text = text.to_string();
@@ -236,3 +246,35 @@ const SEE_ALSO: &[(&str, &str)] = &[
     ),
     ("status", ", burrow-up(1)"),
 ];
+
+/// Prose sections of a subcommand's page (subcommand, heading, paragraphs), before EXAMPLES.
+const SECTIONS: &[(&str, &str, &[&str])] = &[(
+    "ssh",
+    "ROAMING",
+    &[
+        "When the server is a burrow relay (burrow serve), burrow ssh's streams through it are \
+         resumable, as burrow up's are: the stream of -W, the last -J jump host's stream to \
+         the destination, and with -N each -L, -D and -R connection. burrow asks for resumable \
+         streams on connecting; a standard sshd refuses and nothing else changes. When this \
+         machine's network changes or the link to the relay dies (the session ends, \
+         ServerAliveInterval keepalives or, without them, a probe every 10 s go unanswered, or \
+         a network address or route change finds the relay silent), burrow ssh reconnects to \
+         the relay with backoff, at once on the next network change, and re-attaches the \
+         streams; both ends replay what the other missed. What runs inside (burrow's own \
+         session with -J, ssh's with ssh -o ProxyCommand='burrow ssh -W %h:%p user@relay', or \
+         the application on a -L port) sees a pause, not a reset, and nothing needs to be \
+         installed on the destination. With -N the forwards are set up again on the new \
+         session.",
+        "If the relay cannot be reached again within 60 s (the relay's default resume grace), \
+         burrow ssh ends with an error that names the relay and what was lost, and exits 255. \
+         If the relay is back but has expired the stream on its own clock (resume_grace_secs \
+         in burrow-serve.toml(5)), -W and -J end at once with \"relay ...: it no longer holds \
+         the stream to HOST:PORT\" (with -N only that connection closes); a login refused on \
+         reconnect ends it the same way. Nothing hangs: the stream's application end is \
+         closed too.",
+        "Difference from OpenSSH: ssh(1) ends the session when the link dies; so does burrow \
+         ssh with any other server, with ControlMaster, and for a session that runs a command \
+         on the relay. A roaming burrow ssh says on standard error when the link is lost and \
+         when it is back.",
+    ],
+)];

@@ -45,6 +45,7 @@ pub(super) fn page() -> FormatPage {
         ],
         sections: vec![
             ("AUTHORIZED KEYS", authorized_keys()),
+            ("ACCESS LOG", access_log()),
             ("SIGNALS", signals()),
         ],
         example_source: "The example shipped as /etc/burrow/serve.toml (examples/serve.toml in \
@@ -143,6 +144,11 @@ fn top_keys() -> Vec<Key> {
         Key::bare("metrics_token_file", "\"path\"").help(
             "A file holding a bearer token (at least 16 characters) that every request to the \
              metrics address must present; required for a non-loopback address.",
+        ),
+        Key::bare("access_log", "\"path\"").help(
+            "Write the access log (see ACCESS LOG) to this file, appending; it is created with \
+             mode 0640 and reopened on SIGHUP, so logrotate can move it away. Absent: the lines \
+             go to stderr (the journal under systemd).",
         ),
         Key::bare("limits", "table").help("The [limits] table below."),
     ]
@@ -273,16 +279,47 @@ fn authorized_keys() -> Vec<String> {
         "  restrict,port-forwarding,permitlisten=\"a-ssh:22\",permitopen=\"none\" ssh-ed25519 \
          AAAA... tunnel-from-A"
             .to_string(),
-        "  restrict,port-forwarding,permitopen=\"a-ssh:22\" ssh-ed25519 AAAA... c-laptop"
+        "  restrict,port-forwarding,permitopen=\"a-ssh:22\",permitlisten=\"none\" ssh-ed25519 \
+         AAAA... c-laptop"
+            .to_string(),
+    ]
+}
+
+fn access_log() -> Vec<String> {
+    vec![
+        "One line per forwarded connection when it closes, and one per forward request the \
+         relay refused: a UTC timestamp, burrow-access:, the event (close or refused), then \
+         key=value fields in a fixed order: from= and port= (who opened the connection: the \
+         visitor of a -R listener, the SSH client for -L, -W, -D and refusals), kind= \
+         (forwarded, direct-tcpip, tcpip-forward, session, auth), session=, key= (the key's SHA256 \
+         fingerprint), comment=, listener= (the -R listener or alias), to= (the destination; \
+         for -R the publishing client), up= and down= (bytes from the opener and back), secs= \
+         and end= (closed, error:TEXT, session-ended, shutdown, aborted, publisher-refused, \
+         connect-failed, channel-cap, gate-refused); a refusal has to= and reason= instead. A refused login \
+         is a refused line with kind=auth, key= (the fingerprint offered) and reason=; an agent \
+         offering several keys leaves one per key it tries, so the filter below leaves them \
+         out."
+            .to_string(),
+        "Text a peer chose (key comments, host names, bind addresses) comes after from=, in \
+         double quotes, with the characters \" \\ = , control characters and non-ASCII bytes \
+         written as \\xNN, and cut after 512 bytes (to=\"...\"+N: N bytes left out): it can \
+         neither start a new line nor spell from=. A fail2ban \
+         filter for refused requests (the test suite runs it through fail2ban-regex):"
+            .to_string(),
+        "  [Definition]\n\
+         failregex = burrow-access: refused from=<HOST> port=\\d+ \
+         kind=(?:direct-tcpip|tcpip-forward)\\b\n\
+         ignoreregex =\n\
+         journalmatch = _SYSTEMD_UNIT=burrow-serve.service"
             .to_string(),
     ]
 }
 
 fn signals() -> Vec<String> {
     vec![
-        "SIGHUP reloads authorized_keys; live sessions keep going, and a file that fails to \
-         load leaves the previous keys in force. SIGTERM and SIGINT stop accepting, close the \
-         listeners and give open transfers 5 seconds. Changes to this file take effect at the \
+        "SIGHUP reloads authorized_keys and reopens the access_log file; live sessions keep \
+         going, and a file that fails to load leaves the previous keys in force. SIGTERM and \
+         SIGINT stop accepting, close the listeners and give open transfers 5 seconds. Changes to this file take effect at the \
          next start."
             .to_string(),
     ]

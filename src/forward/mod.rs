@@ -93,10 +93,10 @@ impl ForwardContext {
 
     /// Carries `local` over `carrier` until the connection ends (plain) or hands it to the
     /// stream's own task (resumable: it outlives this session). `guard` lives as long.
-    pub async fn carry<C: Io + 'static, G: Send + 'static>(
+    pub async fn carry<C: Io + 'static, L: Io + 'static, G: Send + 'static>(
         &self,
         carrier: Carrier<C>,
-        local: Stream,
+        local: L,
         label: &str,
         guard: G,
     ) {

@@ -34,6 +34,9 @@ pub struct ResumeStats {
     pub refused: AtomicU64,
     /// Streams carried without a replay buffer (unresumable) because a budget had no room.
     pub unresumable: AtomicU64,
+    /// Re-attaches the peer answered with anything but OK (it no longer knows the stream: it
+    /// expired there first); the stream is closed. `burrow ssh` names this in its error.
+    pub forgotten: AtomicU64,
 }
 
 /// Why opening a new stream failed.
@@ -468,7 +471,10 @@ impl Registry {
             if let Some(opener) = current {
                 match attach_on(opener.as_ref(), key, spec, engine.received()).await {
                     Ok(Some(att)) => return Some(att),
-                    Ok(None) => return None,
+                    Ok(None) => {
+                        self.stats.forgotten.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
                     Err(e) => tracing::debug!(stream = key.id, "re-attach failed: {e}"),
                 }
             }

@@ -108,7 +108,9 @@ pub fn check_publish(
         .is_some_and(|list| !list.iter().any(names))
     {
         Err(DenyReason::NotInPermitListen)
-    } else if !key.permit_listen.is_empty() && !key.permit_listen.iter().any(names) {
+    } else if key.permit_listen_none
+        || (!key.permit_listen.is_empty() && !key.permit_listen.iter().any(names))
+    {
         Err(DenyReason::NotInKeyPermitListen)
     } else {
         Ok(())
@@ -294,6 +296,27 @@ mod tests {
         assert_eq!(
             check_publish(&p, &listen(&["a-ssh:22"]), "b-ssh", 22),
             Err(DenyReason::NotInKeyPermitListen)
+        );
+        // permitlisten="none" (a visitor's line) publishes nothing, alias or port.
+        let mut visitor = KeyOptions::default();
+        let mut none = false;
+        crate::server::policy::add_key_permit_listen(&mut visitor.permit_listen, &mut none, "none")
+            .unwrap();
+        visitor.permit_listen_none = none;
+        assert_eq!(
+            check_publish(&p, &visitor, "a-ssh", 22),
+            Err(DenyReason::NotInKeyPermitListen)
+        );
+        assert!(matches!(
+            crate::server::policy::check_listen(&p, &visitor, "localhost", 8086),
+            crate::server::policy::Decision::Deny(DenyReason::NotInKeyPermitListen)
+        ));
+        let mut list = Vec::new();
+        assert!(
+            crate::server::policy::add_key_permit_listen(&mut list, &mut false, "8080").is_ok()
+                && crate::server::policy::add_key_permit_listen(&mut list, &mut false, "none")
+                    .is_err(),
+            "permitlisten=\"none\" must stand alone"
         );
         let server_none = ServerPolicy {
             permit_listen: Some(Vec::new()),

@@ -24,9 +24,7 @@ use jiff::tz::TimeZone;
 use russh::keys::PublicKey;
 
 pub use super::policy::KeyOptions;
-use super::policy::{
-    add_key_permit_open, parse_permit_listen, split_host_port, PermitListen, PermitOpen,
-};
+use super::policy::{add_key_permit_listen, add_key_permit_open, split_host_port, PermitOpen};
 use crate::pattern::match_pattern;
 
 /// One authorized key with its options.
@@ -518,11 +516,15 @@ fn apply_option(o: &mut KeyOptions, raw: RawOption, zone: &TimeZone) -> Result<(
                 source,
             }
         }),
-        "permitlisten" => {
-            o.permit_listen
-                .push(parse_key_permit_listen(&quoted(&raw)?)?);
-            Ok(())
-        }
+        "permitlisten" => add_key_permit_listen(
+            &mut o.permit_listen,
+            &mut o.permit_listen_none,
+            &quoted(&raw)?,
+        )
+        .map_err(|source| LineProblem::Permit {
+            option: "permitlisten",
+            source,
+        }),
         "environment" => check_environment(&raw, &quoted(&raw)?),
         "tunnel" => check_tunnel(&raw, &quoted(&raw)?),
         "burrow-max-listeners" => set_once(&raw, &mut o.max_listeners, number(&raw)?),
@@ -587,13 +589,6 @@ fn parse_key_permit_open(value: &str, option: &'static str) -> Result<PermitOpen
     let permit = |source| LineProblem::Permit { option, source };
     let (host, port) = split_host_port(value, true).map_err(permit)?;
     Ok(PermitOpen { host, port })
-}
-
-fn parse_key_permit_listen(value: &str) -> Result<PermitListen, LineProblem> {
-    parse_permit_listen(value).map_err(|source| LineProblem::Permit {
-        option: "permitlisten",
-        source,
-    })
 }
 
 /// `NAME=value` with NAME of letters, digits and `_` (misc.c `valid_env_name`). Not stored:

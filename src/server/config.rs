@@ -86,6 +86,9 @@ pub struct ServeFile {
     pub metrics_token_file: Option<PathBuf>,
     /// sshd's StrictModes for authorized_keys (default true).
     pub strict_modes: Option<bool>,
+    /// Access log file (one line per forwarded connection and per refused request); stderr
+    /// when unset. Reopened on SIGHUP.
+    pub access_log: Option<PathBuf>,
     /// Private services by name (default true); false restores sshd's resolve-and-bind for
     /// names in -R and -L/-W/-D.
     pub aliases: Option<bool>,
@@ -168,6 +171,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Metrics and status page endpoint, when asked for.
     pub observe: Option<ObserveConfig>,
+    /// Where the access log goes: this file, or stderr (the journal) when None.
+    pub access_log: Option<PathBuf>,
 }
 
 /// Resource limits with safe defaults.
@@ -344,6 +349,15 @@ impl ServeConfig {
         limits.resume_budget = resume_budget(per_key_mib, total_mib, limits.resume.buffer)
             .map_err(|(field, message)| invalid(field, message))?;
         let token_file = over.metrics_token_file.clone().or(file.metrics_token_file);
+        let access_log = match file.access_log {
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "access_log",
+                    "empty: name a file, or leave access_log out to log to stderr".into(),
+                ))
+            }
+            other => other,
+        };
         let observe = match (metrics, token_file) {
             (Some(addr), token) => Some(
                 ObserveConfig::new(addr, token).map_err(|e| invalid("metrics", e.to_string()))?,
@@ -378,6 +392,7 @@ impl ServeConfig {
             },
             limits,
             observe,
+            access_log,
         })
     }
 }

@@ -12,6 +12,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use super::access_log::Who;
 use super::alias::{self, Target};
 use super::authorized_keys::AuthorizedKey;
 use super::direct::{self, Blocked};
@@ -102,6 +103,7 @@ impl SessionHandler {
     async fn reject(&self, key: &PublicKey, why: &str) -> Auth {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
         self.relay.stats.auth_failed(self.peer, &fp, why);
+        self.relay.access.auth_refused(self.peer, &fp, why);
         let verdict = self.relay.penalties.failure(self.peer.ip());
         tracing::warn!(
             peer = %self.peer,
@@ -126,9 +128,16 @@ impl SessionHandler {
     fn refuse(&self, what: &str, kind: Refusal, reason: &dyn std::fmt::Display) {
         let fp = self.key.as_ref().map(|k| k.fp.as_str()).unwrap_or("-");
         tracing::warn!(session = self.id, fingerprint = fp, request = what, %reason, "forward refused");
+        let who = self.key.as_ref().map(|k| self.who(k));
+        (self.relay.access).refused_request(who.as_ref(), self.peer, what, &reason.to_string());
         self.relay
             .stats
             .refused(kind, &self.label(), &format!("{what}: {reason}"));
+    }
+
+    /// How access log lines name this session and key.
+    fn who(&self, key: &Authenticated) -> Who {
+        Who::new(self.id, &key.fp, &key.entry.comment)
     }
 
     /// How events name this session.
@@ -209,8 +218,11 @@ impl SessionHandler {
             return;
         };
         tracing::info!(session = self.id, fingerprint = %key.fp, alias = %name, port, visitor = %self.peer, "visiting alias");
-        self.ctx
-            .dial_then_pump(channel, target.dial(self.peer), reply, slot);
+        let stop = self.relay.stop_listening.clone();
+        let to = format!("{name}:{port}");
+        let (ctx, tracked) =
+            (self.relay.access).track_direct(self.who(key), self.peer, &to, &self.ctx, stop);
+        ctx.dial_then_pump(channel, target.dial(self.peer), reply, (slot, tracked));
     }
 
     /// The resume control channel: the client's instance id binds this session to its streams
@@ -463,9 +475,21 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
-        if let Target::Alias(name) = alias::classify(&self.relay.config.policy, host_to_connect) {
-            self.visit_alias(channel, &key, name, port, reply).await;
-            return Ok(());
+        match alias::classify(&self.relay.config.policy, host_to_connect) {
+            Target::Alias(name) => {
+                self.visit_alias(channel, &key, name, port, reply).await;
+                return Ok(());
+            }
+            // A one-label name that is no alias name is never resolved either: the resolver
+            // would read `2130706433` as 127.0.0.1 and search domains would complete the rest.
+            Target::BadName(why) => {
+                self.refuse(&what, Refusal::PermitOpen, &why);
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+            Target::Address => {}
         }
         let reach = policy::check_open(
             &self.relay.config.policy,
@@ -491,14 +515,19 @@ impl russh::server::Handler for SessionHandler {
             host_to_connect.to_string(),
         );
         let (label, fp) = (self.label(), key.fp.clone());
+        let (who, peer) = (self.who(&key), self.peer);
         self.ctx.tracker.spawn(async move {
             match direct::admit(&relay, reach, &host, port).await {
                 Ok(addrs) => {
                     let target = Endpoint::Tcp { host, port }.to_string();
-                    ctx.dial_then_pump(channel, Dial::Addrs(target, addrs), reply, slot);
+                    let stop = relay.stop_listening.clone();
+                    let (ctx, tracked) = relay.access.track_direct(who, peer, &target, &ctx, stop);
+                    ctx.dial_then_pump(channel, Dial::Addrs(target, addrs), reply, (slot, tracked));
                 }
                 Err(Blocked::Policy(reason)) => {
                     tracing::warn!(fingerprint = %fp, request = %what, %reason, "forward refused");
+                    let why = reason.to_string();
+                    relay.access.refused_request(Some(&who), peer, &what, &why);
                     relay
                         .stats
                         .refused(reason.into(), &label, &format!("{what}: {reason}"));

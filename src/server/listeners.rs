@@ -23,10 +23,11 @@ use std::time::Duration;
 use russh::server::Msg;
 use tokio_util::sync::CancellationToken;
 
+use super::access_log::{self, ending, Metered, Track, Tracked};
 use super::policy::{self, PermitOpen};
 use super::socks_gate;
 use super::stats::Refusal;
-use super::Relay;
+use super::{ChannelSlot, Relay};
 use crate::forward::listen::{self, bind_addrs, bind_each, bind_tcp_all, Listener, Peer};
 use crate::forward::{Carrier, Dial, ForwardContext, Stream};
 use crate::pipe::Counters;
@@ -591,6 +592,7 @@ impl SessionListeners {
             addr: addr.to_string(),
             port,
             ctx,
+            publisher: access_log::publisher(&self.relay, self.me.id, &self.me.key_fp),
         }
     }
 
@@ -780,12 +782,21 @@ struct ListenerConnections {
     port: u16,
     /// The session's context with this listener's counters.
     ctx: ForwardContext,
+    /// The publishing session, as access log lines name it, and its address.
+    publisher: (access_log::Who, String),
 }
 
 impl ListenerConnections {
     /// One accepted connection: counted against the key's channel cap, then carried to the client.
     async fn accepted(&self, stream: Stream, peer: Peer) {
+        let from = match peer {
+            Peer::Tcp(a) => a,
+            Peer::Unix => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        };
+        let (meter, tracked) = self.track(from);
+        let stream = Metered::new(stream, meter);
         let Some(slot) = self.relay.open_channel_slot(&self.fp, self.channel_cap) else {
+            tracked.ended(ending::CHANNEL_CAP);
             tracing::warn!(fingerprint = %self.fp, "channel cap reached; dropping forwarded connection");
             self.relay.stats.refused(
                 Refusal::ChannelCap,
@@ -804,8 +815,27 @@ impl ListenerConnections {
             peer,
         };
         forwarded
-            .serve(stream, &self.gate, &self.ctx, &self.fp, slot)
+            .serve(stream, &self.gate, &self.ctx, &self.fp, (slot, tracked))
             .await;
+    }
+
+    /// The access log's view of one connection from `from` (a visitor of the listener or
+    /// alias): its line is written when the returned [`Tracked`] is dropped, with the bytes
+    /// and end seen by the stream wrapped in a [`Metered`] with the returned meter.
+    fn track(&self, from: SocketAddr) -> (Arc<access_log::Meter>, Tracked) {
+        let meter = Arc::new(access_log::Meter::default());
+        let (who, to) = self.publisher.clone();
+        let tracked = self.relay.access.track(Track {
+            who,
+            kind: access_log::Kind::Forwarded,
+            from,
+            listener: format!("{}:{}", self.addr, self.port),
+            to,
+            bytes: access_log::Bytes::Meter(meter.clone()),
+            session: self.ctx.cancel.clone(),
+            shutdown: self.relay.stop_listening.clone(),
+        });
+        (meter, tracked)
     }
 }
 
@@ -815,9 +845,16 @@ impl ListenerConnections {
     /// one end of an in-memory pipe whose other end (returned) the visitor's channel is pumped
     /// to. So the alias's counters count like a listener's, and the publisher's side is
     /// resumable exactly as for a port.
-    async fn visit(&self, visitor: SocketAddr) -> io::Result<BoxedIo> {
+    ///
+    /// The open runs in its own task, holding the publisher's channel slot until the
+    /// publisher answers: the visitor may give up first (the dial timeout drops this future),
+    /// and a channel the publisher confirms after that must be closed, not left open and
+    /// uncounted for the rest of its session.
+    async fn visit(self: Arc<Self>, visitor: SocketAddr) -> io::Result<BoxedIo> {
         let label = format!("{}:{}", self.addr, self.port);
+        let (meter, tracked) = self.track(visitor);
         let Some(slot) = self.relay.open_channel_slot(&self.fp, self.channel_cap) else {
+            tracked.ended(ending::CHANNEL_CAP);
             tracing::warn!(fingerprint = %self.fp, alias = %label, "channel cap reached; refusing the alias's visitor");
             self.relay.stats.refused(
                 Refusal::ChannelCap,
@@ -828,6 +865,32 @@ impl ListenerConnections {
                 "the publisher's open channel cap is reached",
             ));
         };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let conn = self.clone();
+        self.ctx.tracker.spawn(async move {
+            let opened = conn
+                .open_for_visitor(visitor, slot, label.clone(), meter, tracked)
+                .await;
+            if let Err(Ok(late)) = tx.send(opened) {
+                // The visitor is gone: closing our end of the pipe ends the publisher's
+                // channel (EOF, then close) instead of leaving it open.
+                tracing::info!(alias = %label, "publisher answered after the visitor gave up; closing");
+                drop(late);
+            }
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("the relay is shutting down")))
+    }
+
+    /// The body of [`Self::visit`] once the publisher's slot is held.
+    async fn open_for_visitor(
+        &self,
+        visitor: SocketAddr,
+        slot: ChannelSlot,
+        label: String,
+        meter: Arc<access_log::Meter>,
+        tracked: Tracked,
+    ) -> io::Result<BoxedIo> {
         let forwarded = Forwarded {
             handle: self.handle.clone(),
             addr: self.addr.clone(),
@@ -835,6 +898,7 @@ impl ListenerConnections {
             peer: Peer::Tcp(visitor),
         };
         let Some(channel) = forwarded.open().await else {
+            tracked.ended(ending::PUBLISHER_REFUSED);
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 format!("the publisher of {label} refused the connection"),
@@ -844,8 +908,13 @@ impl ListenerConnections {
             .ctx
             .carrier(channel, Some(forwarded.spec()))
             .await
-            .map_err(|e| io::Error::other(format!("alias {label}: {e}")))?;
+            .map_err(|e| {
+                tracked.ended(ending::PUBLISHER_REFUSED);
+                io::Error::other(format!("alias {label}: {e}"))
+            })?;
         let (near, far) = tokio::io::duplex(64 * 1024);
+        // The visitor's end, as the access log sees it; the line is written when both go.
+        let (far, slot) = (Metered::new(far, meter), (slot, tracked));
         match carrier {
             Carrier::Plain(channel) => {
                 let ctx = self.ctx.clone();
@@ -906,20 +975,24 @@ impl Forwarded {
     /// plain (not resumable): their SOCKS bytes go through the channel before any stream hello.
     async fn serve<G: Send + 'static>(
         self,
-        mut stream: Stream,
+        mut stream: Metered<Stream>,
         gate: &[policy::PermitOpen],
         ctx: &ForwardContext,
         fp: &str,
-        guard: G,
+        guard: (G, Tracked),
     ) {
         let label = format!("{}:{}", self.addr, self.port);
         if gate.is_empty() {
             let Some(ch) = self.open().await else {
+                guard.1.ended(ending::PUBLISHER_REFUSED);
                 return;
             };
             match ctx.carrier(ch, Some(self.spec())).await {
                 Ok(c) => ctx.carry(c, stream, &label, guard).await,
-                Err(e) => tracing::info!(error = %e, "forwarded connection failed"),
+                Err(e) => {
+                    guard.1.ended(ending::PUBLISHER_REFUSED);
+                    tracing::info!(error = %e, "forwarded connection failed");
+                }
             }
             return;
         }
@@ -927,6 +1000,7 @@ impl Forwarded {
         match socks_gate::admit(&mut stream, gate, || self.open()).await {
             Ok(ch) => ctx.pump(ch, stream, &label).await,
             Err(e) => {
+                _guard.1.ended(ending::GATE_REFUSED);
                 tracing::info!(fingerprint = fp, listener = %label, error = %e, "reverse dynamic connection refused")
             }
         }

@@ -4,6 +4,7 @@
 //! The relay owns its accept loop (one failing accept never stops the server) and runs one russh
 //! session per connection, each with a cancellation token that ends it from outside.
 
+pub mod access_log;
 pub mod alias;
 pub mod authorized_keys;
 pub mod config;
@@ -37,6 +38,7 @@ use authorized_keys::AuthorizedKeys;
 use config::ServeConfig;
 use handler::SessionHandler;
 use listeners::ListenerRegistry;
+use policy::PermitOpen;
 use stats::{Refusal, RelayStats};
 
 /// How long transfers may continue after SIGTERM before sessions are cut.
@@ -76,6 +78,8 @@ pub struct Relay {
     /// Where the metrics endpoint really listens, once started: never reachable through a
     /// forward unless permit_open names it (see [`direct`]).
     pub metrics_addr: std::sync::OnceLock<SocketAddr>,
+    /// One line per forwarded connection and per refused request (see [`access_log`]).
+    pub access: Arc<access_log::AccessLog>,
     next_session: AtomicU64,
     ssh: Arc<russh::server::Config>,
 }
@@ -193,6 +197,32 @@ fn ssh_config(config: &ServeConfig, host_key: russh::keys::PrivateKey) -> russh:
     }
 }
 
+/// Warns, once at start, about each permitopen/permit_open entry whose host is a one-label
+/// name while aliases are on: such a grant now means the alias, which any key allowed to
+/// publish may take, not a host of B's network as it did before aliases (an upgraded
+/// `permitopen="db:5432"` would carry the visitor to whoever publishes `db`).
+fn warn_one_label_grants(config: &ServeConfig, keys: &AuthorizedKeys) {
+    let policy = &config.policy;
+    let is_alias =
+        |p: &PermitOpen| matches!(alias::classify(policy, &p.host), alias::Target::Alias(_));
+    if let policy::ServerOpen::Only(list) = &policy.permit_open {
+        for p in list.iter().filter(|p| is_alias(p)) {
+            tracing::warn!(entry = %p, "permit_open names the alias {}: with aliases on a one-label name is never resolved, and any key that may publish can take it; use an address or a name with a dot for a host of this network, restrict publishers with permitlisten=, or set aliases = false", p.host);
+        }
+    }
+    for k in &keys.keys {
+        for p in k
+            .options
+            .permit_open
+            .iter()
+            .flatten()
+            .filter(|p| is_alias(p))
+        {
+            tracing::warn!(line = k.line, comment = %k.comment, entry = %p, file = %config.authorized_keys.display(), "permitopen names the alias {}: with aliases on a one-label name is never resolved, and any key that may publish can take it; use an address or a name with a dot for a host of this network, restrict publishers with permitlisten=, or set aliases = false", p.host);
+        }
+    }
+}
+
 /// Starts the relay on an already bound listener (tests hand in a port-0 listener).
 pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::Result<Arc<Relay>> {
     let (host_key, created) = config::load_or_create_host_key(&config.host_key)?;
@@ -206,6 +236,11 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
     let keys = AuthorizedKeys::load(&config.authorized_keys, config.strict_modes)
         .with_context(|| format!("loading {}", config.authorized_keys.display()))?;
     tracing::info!(keys = keys.keys.len(), file = %config.authorized_keys.display(), "authorized keys loaded");
+    warn_one_label_grants(&config, &keys);
+    let access = access_log::AccessLog::open(config.access_log.as_deref())?;
+    if let Some(path) = access.path() {
+        tracing::info!(file = %path.display(), "access log");
+    }
     let ssh = Arc::new(ssh_config(&config, host_key));
     let local_addr = listener.local_addr().unwrap_or(config.listen);
     let kill = CancellationToken::new();
@@ -229,6 +264,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         counters: Arc::new(Counters::default()),
         stats: RelayStats::default(),
         metrics_addr: std::sync::OnceLock::new(),
+        access: Arc::new(access),
         next_session: AtomicU64::new(1),
         ssh,
     });
@@ -329,8 +365,8 @@ async fn serve_connection(relay: Arc<Relay>, socket: TcpStream, peer: SocketAddr
     }
 }
 
-/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys; SIGUSR1 logs
-/// [`crate::diagnostics`] stats. With `--metrics`, also serves metrics and the status page until
+/// Runs `burrow serve` until SIGINT/SIGTERM; SIGHUP reloads authorized_keys and reopens the
+/// access log file; SIGUSR1 logs [`crate::diagnostics`] stats. With `--metrics`, also serves metrics and the status page until
 /// the relay has shut down.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let listener = crate::forward::listen::bind_tcp(config.listen)
@@ -372,10 +408,16 @@ async fn wait_for_signals(relay: &Arc<Relay>) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = usr1.recv() => crate::diagnostics::log_snapshot(&relay.counters),
-            _ = hup.recv() => match relay.reload_keys() {
-                Ok(n) => tracing::info!(keys = n, "reloaded authorized keys"),
-                Err(e) => tracing::error!(error = %crate::logging::error_chain(&e), "reload failed; keeping the previous keys"),
-            },
+            _ = hup.recv() => {
+                match relay.reload_keys() {
+                    Ok(n) => tracing::info!(keys = n, "reloaded authorized keys"),
+                    Err(e) => tracing::error!(error = %crate::logging::error_chain(&e), "reload failed; keeping the previous keys"),
+                }
+                // logrotate moved the file away: later lines go to a new one by its name.
+                if let Err(e) = relay.access.reopen() {
+                    tracing::error!(error = %e, "access log not reopened; still writing to the previous file");
+                }
+            }
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
         }

@@ -28,8 +28,12 @@ pub struct KeyOptions {
     /// `permitopen="host:port"` entries: `None` when the line has none (the server decides),
     /// `Some(empty)` for `permitopen="none"` (no -L/-W/-D at all for this key).
     pub permit_open: Option<Vec<PermitOpen>>,
-    /// `permitlisten="[host:]port"` entries; empty means the key adds no limit.
+    /// `permitlisten="[host:]port"` entries; empty means the key adds no limit (unless
+    /// `permit_listen_none`).
     pub permit_listen: Vec<PermitListen>,
+    /// `permitlisten="none"`: no -R at all for this key, port or alias, while -L/-W/-D stay as
+    /// its `permitopen=` says (what a visitor's line needs: `port-forwarding` opens both).
+    pub permit_listen_none: bool,
     /// `from="pattern-list"` as written (validated at load); check it with
     /// [`from_allows`](super::authorized_keys::from_allows).
     pub from: Option<String>,
@@ -65,6 +69,7 @@ impl Default for KeyOptions {
             port_forwarding: true,
             permit_open: None,
             permit_listen: Vec::new(),
+            permit_listen_none: false,
             from: None,
             privileged_ports: false,
             max_listeners: None,
@@ -414,7 +419,7 @@ pub fn check_listen(
         Some(DenyReason::PrivilegedPort)
     } else if !server_list_allows(policy.permit_listen.as_deref(), matches) {
         Some(DenyReason::NotInPermitListen)
-    } else if !key_list_allows(&key.permit_listen, matches) {
+    } else if key.permit_listen_none || !key_list_allows(&key.permit_listen, matches) {
         Some(DenyReason::NotInKeyPermitListen)
     } else {
         None
@@ -502,6 +507,31 @@ pub fn add_key_permit_open(
             Ok(())
         }
     }
+}
+
+/// Adds one authorized_keys `permitlisten="..."` value to a key's list: `[host:]port`, or
+/// `none` (sets `none`), which closes -R for the key, ports and aliases, and must stand alone,
+/// as `permitopen="none"` does for -L. A visitor's line needs it: `port-forwarding` alone would
+/// let the visitor publish, and so take an alias name while its publisher reconnects.
+pub fn add_key_permit_listen(
+    list: &mut Vec<PermitListen>,
+    none: &mut bool,
+    value: &str,
+) -> Result<(), PolicyError> {
+    let not_alone = || PolicyError::KeywordNotAlone("none".to_owned());
+    if value == "none" {
+        if !list.is_empty() {
+            return Err(not_alone());
+        }
+        *none = true;
+        return Ok(());
+    }
+    let entry = parse_permit_listen(value)?;
+    if *none {
+        return Err(not_alone());
+    }
+    list.push(entry);
+    Ok(())
 }
 
 /// Parses the whitespace-separated arguments of one `PermitOpen` line:

@@ -4,12 +4,14 @@
 
 pub mod backoff;
 pub mod metrics;
-pub mod netwatch;
 pub mod notify;
 pub mod reach;
 pub mod status;
 pub mod table;
 pub mod tunnel;
+
+/// Network change events (shared with `burrow ssh`'s roaming, which lives below this module).
+pub use crate::netwatch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

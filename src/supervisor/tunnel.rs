@@ -399,18 +399,7 @@ async fn hold(
             }
         }
     };
-    net.borrow_and_update();
-    let network_lost = async {
-        loop {
-            if net.changed().await.is_err() {
-                return std::future::pending::<()>().await;
-            }
-            if !session.probe(CHANGE_PROBE).await {
-                return;
-            }
-            tracing::info!(tunnel = %spec.name, "network changed; relay still answers");
-        }
-    };
+    let network_lost = session.silent_after_network_change(net, CHANGE_PROBE, &spec.name);
     let outcome = tokio::select! {
         () = network_lost => Attempt::Ended {
             uptime: started.elapsed(),
@@ -422,6 +411,7 @@ async fn hold(
                 Some(crate::client::handler::EndReason::KeepaliveTimeout) => "keepalive timeout: the relay stopped answering".into(),
                 Some(crate::client::handler::EndReason::Disconnected(m)) => format!("disconnected by the relay: {m}"),
                 Some(crate::client::handler::EndReason::Error(e)) => format!("connection lost: {e}"),
+                Some(crate::client::handler::EndReason::Closed) => "the relay closed the connection".into(),
                 None => "session ended".into(),
             },
         },

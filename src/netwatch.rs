@@ -1,6 +1,6 @@
 //! Network changes (an address or route added or removed: Wi-Fi/LTE switch, a new DHCP lease,
-//! resume from sleep) seen through rtnetlink. Tunnels react by probing their relay at once
-//! instead of waiting out the keepalive window.
+//! resume from sleep) seen through rtnetlink. `burrow up`'s tunnels and `burrow ssh`'s roaming
+//! link to a relay react by probing the relay at once instead of waiting out the keepalive window.
 //!
 //! rtnetlink is Linux's: elsewhere (not built or tested on another OS yet) nothing is watched
 //! and tunnels notice a changed network by their keepalives.
