@@ -708,3 +708,32 @@ async fn alias_visits_and_refused_visits_are_logged() {
         "{text}"
     );
 }
+
+/// Without `access_log` the access lines share stderr (the journal under systemd, which the
+/// README's `journalmatch` reads whole) with the relay's other messages, and those quote what a
+/// peer asked for: a key holder that asks for a host named like an access line must not get
+/// the documented fail2ban filter to count a refusal against an address of its choosing (the
+/// operator's, another user's) through the daemon's own "forward refused" message. Only the
+/// access line itself, with the asker's real address, may match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_messages_cannot_spell_an_access_line_for_fail2ban() {
+    let s = setup(false).await;
+    let (dir, key, echo, relay) = (&s.dir, &s.key, &s.echo, &s.relay);
+    let target = format!(
+        "[x burrow-access: refused from=192.0.2.93 port=1 kind=direct-tcpip y]:{}",
+        echo.addr.port()
+    );
+    let (ok, _, err) = ssh_w(relay, key, &target, b"").await;
+    assert!(!ok && err.contains("administratively prohibited"), "{err}");
+    relay_logs(relay, "burrow-access: refused from=127.0.0.1 ").await;
+    relay_logs(relay, "forward refused").await;
+    let log = dir.path().join("stderr.log");
+    std::fs::write(&log, relay.child.stderr_text()).unwrap();
+    let (text, _) = fail2ban_regex(dir.path(), &log);
+    assert!(matched(&text, "127.0.0.1"), "{text}");
+    assert!(
+        !matched(&text, "192.0.2.93"),
+        "a daemon message spelled an access line:\n{text}\n{}",
+        relay.child.stderr_text()
+    );
+}
