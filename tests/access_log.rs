@@ -737,3 +737,58 @@ async fn daemon_messages_cannot_spell_an_access_line_for_fail2ban() {
         relay.child.stderr_text()
     );
 }
+
+/// A key holder that keeps asking for what it may not have (here 300 `-L` connections to a
+/// port nobody published, each one refused channel) cannot write without end: a session's
+/// first 100 refusals are logged, in the access log and the relay's messages, then one
+/// message says further ones are only counted, and the session's end gives their number.
+/// The session itself goes on (a -D proxy may legitimately be refused many times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_keeps_being_refused_cannot_flood_the_logs() {
+    let s = setup(true).await;
+    let (dir, key, echo, relay, log) = (&s.dir, &s.key, &s.echo, &s.relay, s.log.as_path());
+    let before = lines(log).len();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut cmd = relay.ssh(key);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("127.0.0.1:{port}:{}", echo.hostport()))
+        .arg("flood@127.0.0.1");
+    let mut client = spawn_logged(cmd, dir.path(), "ssh-L-refused");
+    wait_listening(&mut client, addr, UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("-L {addr}: {e}"));
+    for _ in 0..300 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("-L port");
+        let mut buf = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await;
+    }
+    relay_logs(
+        relay,
+        "further refusals of this session are counted, not logged",
+    )
+    .await;
+    assert!(client.try_status().is_none(), "{}", client.stderr_text());
+    client.kill();
+    relay_logs(relay, "refusals not logged").await;
+    let ended = relay.child.stderr_text();
+    assert!(
+        ended.lines().any(|l| l.contains("refusals not logged")
+            && l.split("not_logged=")
+                .nth(1)
+                .and_then(|n| n.split_whitespace().next())
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 200)),
+        "{ended}"
+    );
+    let refused = lines(log)[before..]
+        .iter()
+        .filter(|l| l.contains(" burrow-access: refused "))
+        .count();
+    assert_eq!(refused, 100, "{}", relay.child.stderr_text());
+    let messages = relay.child.stderr_text().matches("forward refused").count();
+    assert_eq!(messages, 100, "{}", relay.child.stderr_text());
+}
