@@ -249,7 +249,8 @@ fn start_serve(dir: &Path, burrow: &Path, authorized: &Path) -> Result<(Proc, So
         &config,
         // The bench's files are in a temporary directory under /tmp, which strict modes
         // (like sshd's) refuse as a parent of authorized_keys.
-        "strict_modes = false\n[limits]\nmax_startups = 300\nmax_listeners_per_key = 1000\nmax_channels_per_key = 5000\n",
+        // -L/-D to the bench's own servers on loopback: the relay is default-deny.
+        "strict_modes = false\npermit_open = [\"any\"]\n[limits]\nmax_startups = 300\nmax_listeners_per_key = 1000\nmax_channels_per_key = 5000\n",
     )?;
     let mut cmd = Command::new(burrow);
     cmd.arg("serve")

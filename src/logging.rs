@@ -61,11 +61,11 @@ pub fn init(verbosity: Verbosity, daemon: bool) {
     if daemon && stderr_is_journal() {
         let format = format().with_target(true).without_time();
         let _ = builder
-            .event_format(JournalPriority(OneLine(format)))
+            .event_format(EditLine::journal_priority(EditLine::one_line(format)))
             .try_init();
     } else if daemon {
         let _ = builder
-            .event_format(OneLine(format().with_target(true)))
+            .event_format(EditLine::one_line(format().with_target(true)))
             .try_init();
     } else if detailed {
         let _ = builder.with_target(true).try_init();
@@ -114,39 +114,44 @@ fn priority(level: Level) -> u8 {
     }
 }
 
-/// Wraps a line format with the `<N>` priority prefix of the event's level.
-struct JournalPriority<F>(F);
+/// A line format whose finished line `edit` rewrites on its way out: one wrapper for both
+/// rewrites the daemons need ([`EditLine::journal_priority`], [`EditLine::one_line`]), so the
+/// `FormatEvent` plumbing is written once.
+struct EditLine<F> {
+    inner: F,
+    edit: fn(&Event<'_>, &str, &mut Writer<'_>) -> fmt::Result,
+}
 
-impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        // The line without its leading padding: journald shows what follows `<N>` as is.
-        let mut line = String::new();
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        write!(
-            writer,
-            "<{}>{}",
-            priority(*event.metadata().level()),
-            line.trim_start()
-        )
+impl<F> EditLine<F> {
+    /// Prefixes each line with `<N>`, the syslog priority of the event's level.
+    fn journal_priority(inner: F) -> Self {
+        Self {
+            inner,
+            // The line without its leading padding: journald shows what follows `<N>` as is.
+            edit: |event, line, w| {
+                let level = priority(*event.metadata().level());
+                write!(w, "<{level}>{}", line.trim_start())
+            },
+        }
+    }
+
+    /// Keeps every event of a daemon (`serve`, `up`) on one line: a peer can put a newline or a
+    /// terminal escape in a host name, a key comment or a channel request, and those reach
+    /// messages and fields; written raw they would forge a log line for whoever reads (or
+    /// fail2ban-matches) the relay's log.
+    fn one_line(inner: F) -> Self {
+        Self {
+            inner,
+            edit: |_, line, w| {
+                let body = line.strip_suffix('\n').unwrap_or(line);
+                w.write_str(&defuse_access_tag(&escape_controls(body)))?;
+                w.write_char('\n')
+            },
+        }
     }
 }
 
-/// Keeps every event of a daemon (`serve`, `up`) on one line: a peer can put a newline or a terminal escape in a host name,
-/// a key comment or a channel request, and those reach messages and fields; written raw they
-/// would forge a log line for whoever reads (or fail2ban-matches) the relay's log.
-struct OneLine<F>(F);
-
-impl<S, N, F> FormatEvent<S, N> for OneLine<F>
+impl<S, N, F> FormatEvent<S, N> for EditLine<F>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -159,10 +164,9 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut line = String::new();
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        let body = line.strip_suffix('\n').unwrap_or(&line);
-        writer.write_str(&defuse_access_tag(&escape_controls(body)))?;
-        writer.write_char('\n')
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        (self.edit)(event, &line, &mut writer)
     }
 }
 
@@ -261,7 +265,7 @@ mod tests {
         let buf = Buf::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(buf.clone())
-            .event_format(JournalPriority(format().without_time()))
+            .event_format(EditLine::journal_priority(format().without_time()))
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(relay = "b:22", "link lost");

@@ -224,15 +224,7 @@ async fn one_byte_packets_into_an_unread_channel_cost_about_a_byte_each_exclusiv
     let (target, read) = metered_server().await;
 
     let session = connect_with_key(relay.addr, &key).await;
-    let channel = session
-        .channel_open_direct_tcpip(
-            target.ip().to_string(),
-            u32::from(target.port()),
-            "127.0.0.1",
-            0,
-        )
-        .await
-        .expect("relay opens the channel");
+    let channel = common::russh_client::open_direct(&session, target).await;
     let pid = relay.child.pid();
 
     // 1. Fill everything behind the relay's pump (socket buffers, then the channel's window)

@@ -32,6 +32,8 @@ pub enum EndReason {
     KeepaliveTimeout,
     /// The server sent SSH_MSG_DISCONNECT.
     Disconnected(String),
+    /// The server closed the connection without a DISCONNECT (end of stream).
+    Closed,
     /// The transport failed.
     Error(String),
 }
@@ -153,6 +155,11 @@ impl russh::client::Handler for ClientHandler {
         let end = match reason {
             DisconnectReason::ReceivedDisconnect(info) => EndReason::Disconnected(info.message),
             DisconnectReason::Error(russh::Error::KeepaliveTimeout) => EndReason::KeepaliveTimeout,
+            DisconnectReason::Error(russh::Error::IO(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                EndReason::Closed
+            }
             DisconnectReason::Error(e) => EndReason::Error(e.to_string()),
         };
         self.events.end(end);

@@ -465,6 +465,8 @@ mod tests {
 
     #[test]
     fn check_single_file_cases() {
+        // One row a case: the rows look alike because they are a table (so do those of
+        // check_across_files), not repeated logic.
         #[rustfmt::skip]
         let cases: &[(&str, &str, &str, u16, &str, Want)] = &[
             ("plain", "example.com {ED_A}\n", "example.com", 22, ED_A, Want::Known),

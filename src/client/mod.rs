@@ -416,13 +416,21 @@ fn report_allocated(listen: &crate::spec::Listen, bound: &[String], what: &str) 
 
 /// Prints ssh(1)'s message for a session the server side ended; returns the exit status.
 pub fn report_end(opts: &ClientOptions, reason: Option<EndReason>) -> u8 {
-    match reason {
-        Some(EndReason::KeepaliveTimeout) => {
-            tracing::error!("Timeout, server {} not responding.", opts.hostname)
-        }
-        _ => tracing::error!("Connection to {} closed by remote host.", opts.hostname),
-    }
+    tracing::error!("{}", end_message(&opts.hostname, reason.as_ref()));
     EXIT_FAILURE
+}
+
+/// ssh(1)'s words for why a session ended. A transport error of our own (a protocol violation,
+/// a failed decryption, a limit) names itself: "closed by remote host" for it sent the search
+/// for a lost session to the wrong side.
+fn end_message(host: &str, reason: Option<&EndReason>) -> String {
+    match reason {
+        Some(EndReason::KeepaliveTimeout) => format!("Timeout, server {host} not responding."),
+        Some(EndReason::Error(e)) => format!("Connection to {host} lost: {e}"),
+        Some(EndReason::Disconnected(_) | EndReason::Closed) | None => {
+            format!("Connection to {host} closed by remote host.")
+        }
+    }
 }
 
 /// Waits for the session to end or a signal; prints ssh(1)'s message and returns the status.
@@ -431,5 +439,31 @@ async fn wait_for_end(opts: &ClientOptions, session: &Session) -> u8 {
     tokio::select! {
         reason = session.ended() => report_end(opts, reason),
         () = stop.recv() => EXIT_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_our_side_ended_names_the_error_not_the_server() {
+        // What burrow ssh printed when russh ended the session over a rekey (see
+        // tests/stress.rs): the error, not "closed by remote host".
+        let lost = EndReason::Error("Pending buffer limit reached".into());
+        assert_eq!(
+            end_message("relay", Some(&lost)),
+            "Connection to relay lost: Pending buffer limit reached"
+        );
+        for closed in [EndReason::Closed, EndReason::Disconnected("bye".into())] {
+            assert_eq!(
+                end_message("relay", Some(&closed)),
+                "Connection to relay closed by remote host."
+            );
+        }
+        assert_eq!(
+            end_message("relay", Some(&EndReason::KeepaliveTimeout)),
+            "Timeout, server relay not responding."
+        );
     }
 }

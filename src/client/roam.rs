@@ -543,6 +543,7 @@ async fn lost(
             Some(EndReason::KeepaliveTimeout) => "keepalive timeout".into(),
             Some(EndReason::Disconnected(m)) => format!("disconnected by the relay: {m}"),
             Some(EndReason::Error(e)) => format!("connection lost: {e}"),
+            Some(EndReason::Closed) => "connection closed by the relay".into(),
             None => "session ended".into(),
         },
         () = network => "network changed and the relay stopped answering".into(),

@@ -14,6 +14,13 @@ pub(crate) fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static st
     }
 }
 
+/// `keys` in sorted order, for comparing key lists regardless of the order they are written in.
+pub(crate) fn sorted(keys: &[&'static str]) -> Vec<&'static str> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys
+}
+
 struct Capture;
 
 #[derive(Debug)]

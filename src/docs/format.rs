@@ -30,6 +30,21 @@ pub(super) struct FormatPage {
     pub see_also: &'static str,
 }
 
+#[cfg(test)]
+impl FormatPage {
+    /// The keys the table under `heading` documents, sorted (none if there is no such table):
+    /// what the pages' tests compare with the parser's [`super::fields::sorted`] keys.
+    pub fn documented_keys(&self, heading: &str) -> Vec<&'static str> {
+        let keys = self
+            .tables
+            .iter()
+            .find(|t| t.heading == heading)
+            .map(|t| t.keys.iter().map(|k| k.name).collect::<Vec<_>>())
+            .unwrap_or_default();
+        super::fields::sorted(&keys)
+    }
+}
+
 /// The keys of one TOML table.
 pub(super) struct KeyTable {
     /// Section heading, e.g. `[LIMITS]`.

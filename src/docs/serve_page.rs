@@ -336,24 +336,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::docs::fields::struct_fields;
+    use crate::docs::fields::{sorted, struct_fields};
     use crate::server::config::{LimitsFile, ServeConfig, ServeFile, ServeOverrides};
 
     fn documented(heading: &str) -> Vec<&'static str> {
-        let mut keys: Vec<&str> = page()
-            .tables
-            .iter()
-            .find(|t| t.heading == heading)
-            .map(|t| t.keys.iter().map(|k| k.name).collect())
-            .unwrap_or_default();
-        keys.sort_unstable();
-        keys
-    }
-
-    fn sorted(k: &[&'static str]) -> Vec<&'static str> {
-        let mut k = k.to_vec();
-        k.sort_unstable();
-        k
+        page().documented_keys(heading)
     }
 
     /// The page describes exactly the keys the parser accepts.

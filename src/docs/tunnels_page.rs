@@ -254,35 +254,20 @@ fn secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::docs::fields::sorted;
 
     /// The page describes exactly the keys the parser accepts, table by table.
     #[test]
     fn every_parser_key_is_documented() {
         let page = page();
-        let documented = |heading: &str| -> Vec<&str> {
-            let mut keys: Vec<&str> = page
-                .tables
-                .iter()
-                .find(|t| t.heading == heading)
-                .map(|t| t.keys.iter().map(|k| k.name).collect())
-                .unwrap_or_default();
-            keys.sort_unstable();
-            keys
-        };
         let [top, settings, tunnel] = crate::config::tunnels::accepted_keys();
-        let sorted = |k: &[&'static str]| {
-            let mut k = k.to_vec();
-            k.sort_unstable();
-            k
-        };
-        assert_eq!(documented("TOP LEVEL"), sorted(top));
-        assert_eq!(documented("SETTINGS"), sorted(settings));
-        let mut tunnel_only: Vec<&str> = tunnel
+        assert_eq!(page.documented_keys("TOP LEVEL"), sorted(top));
+        assert_eq!(page.documented_keys("SETTINGS"), sorted(settings));
+        let tunnel_only: Vec<&str> = tunnel
             .iter()
             .copied()
             .filter(|k| !settings.contains(k))
             .collect();
-        tunnel_only.sort_unstable();
-        assert_eq!(documented("TUNNEL"), tunnel_only);
+        assert_eq!(page.documented_keys("TUNNEL"), sorted(&tunnel_only));
     }
 }

@@ -30,13 +30,11 @@ pub async fn start<H: ClientSession>(
     ctx: &ForwardContext,
     stop: CancellationToken,
 ) -> Result<Vec<String>, BindError> {
-    let listeners = listen::bind(&fwd.listen, bind).await?;
-    let bound = listeners.iter().map(|l| l.describe()).collect();
     let task_ctx = ctx.clone();
-    listen::serve_until(listeners, ctx, stop, move |stream, peer| {
+    listen::bind_and_serve(&fwd.listen, bind, ctx, stop, move |stream, peer| {
         proxy_one(handle.clone(), stream, peer, task_ctx.clone())
-    });
-    Ok(bound)
+    })
+    .await
 }
 
 async fn proxy_one<H: ClientSession>(

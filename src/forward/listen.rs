@@ -271,6 +271,25 @@ where
     serve_until(listeners, ctx, ctx.cancel.clone(), handle);
 }
 
+/// Binds `listen` and serves it until `stop` (see [`serve_until`]); returns the bound
+/// addresses. The start of every client-side forward (-L, -D) that accepts locally.
+pub async fn bind_and_serve<F, Fut>(
+    listen: &Listen,
+    opts: BindOptions,
+    ctx: &ForwardContext,
+    stop: tokio_util::sync::CancellationToken,
+    handle: F,
+) -> Result<Vec<String>, BindError>
+where
+    F: Fn(Stream, Peer) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listeners = bind(listen, opts).await?;
+    let bound = listeners.iter().map(|l| l.describe()).collect();
+    serve_until(listeners, ctx, stop, handle);
+    Ok(bound)
+}
+
 /// [`serve`] whose listeners also close when `stop` is cancelled, while the connections they
 /// accepted keep going (`-O cancel` closes a forward's listener, as in OpenSSH, not its
 /// connections).

@@ -18,11 +18,9 @@ pub async fn start<H: ClientSession>(
     ctx: &ForwardContext,
     stop: CancellationToken,
 ) -> Result<Vec<String>, BindError> {
-    let listeners = listen::bind(&fwd.listen, bind).await?;
-    let bound = listeners.iter().map(|l| l.describe()).collect();
     let target = fwd.target.clone();
     let task_ctx = ctx.clone();
-    listen::serve_until(listeners, ctx, stop, move |stream, peer| {
+    listen::bind_and_serve(&fwd.listen, bind, ctx, stop, move |stream, peer| {
         forward_one(
             handle.clone(),
             target.clone(),
@@ -30,8 +28,8 @@ pub async fn start<H: ClientSession>(
             peer,
             task_ctx.clone(),
         )
-    });
-    Ok(bound)
+    })
+    .await
 }
 
 async fn forward_one<H: ClientSession>(

@@ -137,11 +137,12 @@ impl ForwardContext {
 }
 
 impl ForwardContext {
-    /// Serves a channel the peer opened (-R on the client, -L/-D/-W on the relay): dial where
-    /// `dial` says first, then accept the channel and pump, or reject it with "connect failed"
-    /// as OpenSSH does. On a session with resumable streams the channel is accepted at once
-    /// and the stream's hello decides ([`Self::accept_resumable`]). `guard` (e.g. a
-    /// channel-cap slot) lives as long as the connection.
+    /// Serves a channel the peer opened (-R on the client, -L/-D/-W on the relay). A plain
+    /// channel: dial where `dial` says first, then accept the channel and pump, or reject it
+    /// with "connect failed" as OpenSSH does. On a session with resumable streams the channel
+    /// is accepted at once and the stream's hello decides: a new stream goes where `dial` says,
+    /// a re-attach joins its stream. `guard` (e.g. a channel-cap slot) lives as long as the
+    /// connection.
     pub fn dial_then_pump<S, M, G>(
         &self,
         channel: russh::Channel<S>,
@@ -153,45 +154,22 @@ impl ForwardContext {
         M: Send + 'static,
         G: Send + 'static,
     {
-        if self.resume().is_some() {
-            self.accept_resumable(channel, dial, reply, guard);
-            return;
-        }
         let ctx = self.clone();
+        let registry = self.resume().cloned();
         self.tracker.spawn(async move {
-            let _guard = guard;
-            let label = dial.label();
-            // `connect` logs a failure with the target.
-            match dial.connect(&ctx).await {
-                Ok(stream) => {
-                    reply.accept().await;
-                    ctx.pump(channel.into_stream(), stream, &label).await;
+            let Some(registry) = registry else {
+                let _guard = guard;
+                let label = dial.label();
+                // `connect` logs a failure with the target.
+                match dial.connect(&ctx).await {
+                    Ok(stream) => {
+                        reply.accept().await;
+                        ctx.pump(channel.into_stream(), stream, &label).await;
+                    }
+                    Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
                 }
-                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
-            }
-        });
-    }
-}
-
-impl ForwardContext {
-    /// A channel the peer opened on a session with resumable streams: accepted at once, then
-    /// its hello decides: a new stream goes where `dial` says, a re-attach joins its stream.
-    pub fn accept_resumable<S, M, G>(
-        &self,
-        channel: russh::Channel<S>,
-        dial: Dial,
-        reply: russh::ChannelOpenHandleInner<M>,
-        guard: G,
-    ) where
-        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
-        M: Send + 'static,
-        G: Send + 'static,
-    {
-        let Some(registry) = self.resume().cloned() else {
-            return;
-        };
-        let ctx = self.clone();
-        self.tracker.spawn(async move {
+                return;
+            };
             reply.accept().await;
             let local = || dial.connect(&ctx);
             registry

@@ -422,7 +422,7 @@ impl RemoteForwards {
                 Some((None, ctx, _)) => (Dial::Socks(self.permit.clone()), ctx),
                 None => (Dial::Nowhere, self.ctx.clone()),
             };
-            ctx.accept_resumable(channel, dial, reply, ());
+            ctx.dial_then_pump(channel, dial, reply, ());
             return;
         }
         match found {

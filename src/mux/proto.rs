@@ -249,6 +249,8 @@ impl<'a> Reader<'a> {
     }
 }
 
+// The encoders and decoders below are parallel on purpose: one arm a message type in each
+// direction, mirroring OpenSSH's mux protocol table; the arms look alike because the messages do.
 impl Request {
     /// The framed message.
     pub fn encode(&self) -> Vec<u8> {

@@ -193,7 +193,7 @@ impl Registry {
 
     /// Serves a channel the peer opened: a new stream (dial with `dial`, then reply) or a
     /// re-attach of a known one (checked against its secret). `guard` lives as long as the
-    /// stream.
+    /// stream. The bounds repeat in `accept_new`, which this hands a new stream to.
     pub async fn accept<F, Fut, G>(
         self: &Arc<Self>,
         mut channel: BoxedIo,
@@ -222,6 +222,8 @@ impl Registry {
         }
     }
 
+    /// A new stream from [`Self::accept`] (same bounds, on purpose): dialled unless its id is
+    /// taken.
     async fn accept_new<F, Fut, G>(
         self: &Arc<Self>,
         mut channel: BoxedIo,

@@ -64,63 +64,53 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Option<C>>,
 {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, relay_handshake(user, allowed, open))
+    let relay = async {
+        let first = user
+            .read_u8()
+            .await
+            .map_err(|_| socks::SocksError::Closed(Stage::Start))?;
+        match first {
+            0x04 => {
+                let (request, bytes) =
+                    socks::read_raw(user, first, Stage::Socks4, parse_socks4).await?;
+                check(user, &request, allowed).await?;
+                let mut channel = open().await.ok_or(GateError::ClientGone)?;
+                send(&mut channel, &bytes).await?;
+                Ok(channel)
+            }
+            0x05 => {
+                let (_, greeting) =
+                    socks::read_raw(user, first, Stage::Socks5Greeting, parse_greeting).await?;
+                let mut channel = open().await.ok_or(GateError::ClientGone)?;
+                send(&mut channel, &greeting).await?;
+                let mut choice = [0u8; 2];
+                channel
+                    .read_exact(&mut choice)
+                    .await
+                    .map_err(|_| GateError::ClientGone)?;
+                user.write_all(&choice)
+                    .await
+                    .map_err(|_| socks::SocksError::Closed(Stage::Socks5Greeting))?;
+                if choice[1] == NO_ACCEPTABLE_METHOD {
+                    return Err(GateError::ClientGone);
+                }
+                let first = user
+                    .read_u8()
+                    .await
+                    .map_err(|_| socks::SocksError::Closed(Stage::Socks5Request))?;
+                let (request, bytes) =
+                    socks::read_raw(user, first, Stage::Socks5Request, parse_socks5_request)
+                        .await?;
+                check(user, &request, allowed).await?;
+                send(&mut channel, &bytes).await?;
+                Ok(channel)
+            }
+            other => Err(GateError::NotSocks(other)),
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, relay)
         .await
         .map_err(|_| GateError::Timeout)?
-}
-
-async fn relay_handshake<U, C, F, Fut>(
-    user: &mut U,
-    allowed: &[PermitOpen],
-    open: F,
-) -> Result<C, GateError>
-where
-    U: AsyncRead + AsyncWrite + Unpin,
-    C: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Option<C>>,
-{
-    let first = user
-        .read_u8()
-        .await
-        .map_err(|_| socks::SocksError::Closed(Stage::Start))?;
-    match first {
-        0x04 => {
-            let (request, bytes) =
-                socks::read_raw(user, first, Stage::Socks4, parse_socks4).await?;
-            check(user, &request, allowed).await?;
-            let mut channel = open().await.ok_or(GateError::ClientGone)?;
-            send(&mut channel, &bytes).await?;
-            Ok(channel)
-        }
-        0x05 => {
-            let (_, greeting) =
-                socks::read_raw(user, first, Stage::Socks5Greeting, parse_greeting).await?;
-            let mut channel = open().await.ok_or(GateError::ClientGone)?;
-            send(&mut channel, &greeting).await?;
-            let mut choice = [0u8; 2];
-            channel
-                .read_exact(&mut choice)
-                .await
-                .map_err(|_| GateError::ClientGone)?;
-            user.write_all(&choice)
-                .await
-                .map_err(|_| socks::SocksError::Closed(Stage::Socks5Greeting))?;
-            if choice[1] == NO_ACCEPTABLE_METHOD {
-                return Err(GateError::ClientGone);
-            }
-            let first = user
-                .read_u8()
-                .await
-                .map_err(|_| socks::SocksError::Closed(Stage::Socks5Request))?;
-            let (request, bytes) =
-                socks::read_raw(user, first, Stage::Socks5Request, parse_socks5_request).await?;
-            check(user, &request, allowed).await?;
-            send(&mut channel, &bytes).await?;
-            Ok(channel)
-        }
-        other => Err(GateError::NotSocks(other)),
-    }
 }
 
 /// Refuses (with a SOCKS reply to `user`) a destination outside `allowed`.

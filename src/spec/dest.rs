@@ -217,20 +217,7 @@ fn valid_user(user: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn problem<T: std::fmt::Debug>(result: Result<T, SpecError>, input: &str) -> Problem {
-        match result {
-            Ok(value) => panic!("{input:?} parsed as {value:?}, expected an error"),
-            Err(err) => {
-                assert_eq!(err.spec, input, "error must quote the input");
-                err.problem
-            }
-        }
-    }
-
-    fn not_number(s: &str) -> Problem {
-        Problem::PortNotNumber(s.into())
-    }
+    use crate::spec::tests::{assert_rejects, not_number};
 
     #[test]
     fn jump_lists() {
@@ -300,9 +287,7 @@ mod tests {
             ("ssh://%00@host", Problem::BadEscape("%00".into())),
             ("ssh://@host", Problem::EmptyUser),
         ];
-        for (spec, want) in cases {
-            assert_eq!(problem(parse_jump(spec), spec), want, "{spec:?}");
-        }
+        assert_rejects(parse_jump, &cases);
     }
 
     #[test]
@@ -329,8 +314,6 @@ mod tests {
             ("a -b@host", Problem::BadUser("a -b".into())),
             ("ssh://host:0", Problem::ZeroPort("a login")),
         ];
-        for (spec, want) in bad {
-            assert_eq!(problem(parse_destination(spec), spec), want, "{spec:?}");
-        }
+        assert_rejects(parse_destination, &bad);
     }
 }

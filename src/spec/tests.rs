@@ -25,6 +25,7 @@ fn unix_at(path: &str) -> Listen {
     Listen::Unix(path.into())
 }
 
+/// The problem `result` reports, after checking that its error quotes `input`.
 fn problem<T: std::fmt::Debug>(result: Result<T, SpecError>, input: &str) -> Problem {
     match result {
         Ok(value) => panic!("{input:?} parsed as {value:?}, expected an error"),
@@ -35,11 +36,22 @@ fn problem<T: std::fmt::Debug>(result: Result<T, SpecError>, input: &str) -> Pro
     }
 }
 
+/// Checks that `parse` rejects every input of `cases` with the problem next to it.
+pub(super) fn assert_rejects<T: std::fmt::Debug, S: AsRef<str>>(
+    parse: impl Fn(&str) -> Result<T, SpecError>,
+    cases: &[(S, Problem)],
+) {
+    for (spec, want) in cases {
+        let spec = spec.as_ref();
+        assert_eq!(problem(parse(spec), spec), *want, "{spec:?}");
+    }
+}
+
 fn count(got: usize, expected: &'static str) -> Problem {
     Problem::FieldCount { got, expected }
 }
 
-fn not_number(s: &str) -> Problem {
+pub(super) fn not_number(s: &str) -> Problem {
     Problem::PortNotNumber(s.into())
 }
 
@@ -146,9 +158,7 @@ fn local_rejects_malformed() {
             Problem::PathTooLong(format!("/{}", "p".repeat(107))),
         ),
     ];
-    for (spec, want) in cases {
-        assert_eq!(problem(parse_local(spec), spec), want, "{spec:?}");
-    }
+    assert_rejects(parse_local, &cases);
 }
 
 #[test]
@@ -237,9 +247,7 @@ fn remote_rejects_malformed() {
         ("70000", Problem::PortOutOfRange("70000".into())),
         ("8080:host:80:x:y", Problem::TooManyFields),
     ];
-    for (spec, want) in cases {
-        assert_eq!(problem(parse_remote(spec), spec), want, "{spec:?}");
-    }
+    assert_rejects(parse_remote, &cases);
 }
 
 #[test]
@@ -270,9 +278,7 @@ fn dynamic_forms() {
         ),
         ("65536", Problem::PortOutOfRange("65536".into())),
     ];
-    for (spec, want) in bad {
-        assert_eq!(problem(parse_dynamic(spec), spec), want, "{spec:?}");
-    }
+    assert_rejects(parse_dynamic, &bad);
 }
 
 #[test]
@@ -339,9 +345,7 @@ fn stdio_forms() {
         (":22", Problem::EmptyHost("the target host")),
         ("host:ssh", not_number("ssh")),
     ];
-    for (spec, want) in bad {
-        assert_eq!(problem(parse_stdio(spec), spec), want, "{spec:?}");
-    }
+    assert_rejects(parse_stdio, &bad);
 }
 
 #[test]

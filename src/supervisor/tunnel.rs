@@ -411,6 +411,7 @@ async fn hold(
                 Some(crate::client::handler::EndReason::KeepaliveTimeout) => "keepalive timeout: the relay stopped answering".into(),
                 Some(crate::client::handler::EndReason::Disconnected(m)) => format!("disconnected by the relay: {m}"),
                 Some(crate::client::handler::EndReason::Error(e)) => format!("connection lost: {e}"),
+                Some(crate::client::handler::EndReason::Closed) => "the relay closed the connection".into(),
                 None => "session ended".into(),
             },
         },

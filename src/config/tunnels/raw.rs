@@ -20,6 +20,8 @@ pub(super) struct RawFile {
 }
 
 /// Connection settings: the whole of `[defaults]`, and the part of a tunnel it may override.
+///
+/// Deliberately repeated field by field in [`RawTunnel`] (see there why not flattened).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSettings {
@@ -46,7 +48,8 @@ pub(super) struct RawSettings {
 ///
 /// The settings are repeated here rather than `#[serde(flatten)]`ed: flatten disables
 /// `deny_unknown_fields` and loses the value spans. [`RawTunnel::split`] keeps the two lists
-/// honest: a key added to [`RawSettings`] but not here makes it fail to compile.
+/// honest: a key added to [`RawSettings`] but not here makes it fail to compile. So the
+/// settings half of this struct is parallel to [`RawSettings`] on purpose.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTunnel {

@@ -1,3 +1,6 @@
+//! Tests of the tunnels file parser. Each test carries its own small TOML file, so many look
+//! alike (same keys, other values): fixtures side by side on purpose, not repeated logic.
+
 use super::*;
 
 const HOME: &str = "/home/u";

@@ -168,3 +168,9 @@ const ALL_KEX_MESSAGES: &[u8] = &[
 pub(crate) fn is_kex_msg(msg: u8) -> bool {
     ALL_KEX_MESSAGES.contains(&msg)
 }
+
+/// burrow: CHANNEL_DATA and CHANNEL_EXTENDED_DATA, which channel windows bound (see the rekey
+/// check in `client::mod` and `server::mod`).
+pub(crate) fn is_channel_data(msg: u8) -> bool {
+    msg == CHANNEL_DATA || msg == CHANNEL_EXTENDED_DATA
+}

@@ -331,13 +331,24 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
         }
     }
 
-    buffer.buffer.resize(buffer.len + 4, 0);
-    trace!("read_exact {:?}", buffer.len + 4);
-
-    let l = cipher.packet_length_to_read_for_block_length();
-
-    #[allow(clippy::indexing_slicing)] // length checked
-    stream.read_exact(&mut buffer.buffer[l..]).await?;
+    // burrow: read the rest of the packet into the buffer's spare capacity instead of
+    // zero-filling `len` bytes (a memset of ~32 KiB per bulk packet) only to overwrite them.
+    // `read_buf` never exposes the uninitialised bytes; the loop is `read_exact`'s.
+    let target = buffer.len + 4;
+    trace!("read_exact {target:?}");
+    buffer.buffer.reserve(target.saturating_sub(buffer.buffer.len()));
+    while buffer.buffer.len() < target {
+        use bytes::BufMut;
+        let want = target - buffer.buffer.len();
+        if stream
+            .read_buf(&mut (&mut buffer.buffer).limit(want))
+            .await?
+            == 0
+        {
+            // As `read_exact` reports it.
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof").into());
+        }
+    }
 
     trace!("read_exact done");
     let seqn = buffer.seqn.0;

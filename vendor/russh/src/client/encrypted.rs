@@ -756,7 +756,12 @@ impl Session {
                                 })
                             }
                         }
-                        info!("Unknown channel request {req:?} {wants_reply:?}",);
+                        // burrow: a window probe (see the server's handler) is routine.
+                        if req == crate::session::WINDOW_PROBE_REQUEST {
+                            trace!("window probe on {channel_num:?}");
+                        } else {
+                            info!("Unknown channel request {req:?} {wants_reply:?}",);
+                        }
                         Ok(())
                     }
                 }

@@ -65,7 +65,7 @@ use crate::channels::{
 use crate::cipher::{self, OpeningKey, clear};
 use crate::kex::{KexAlgorithmImplementor, KexCause, KexProgress, SessionKexState};
 use crate::keys::PrivateKeyWithHashAlg;
-use crate::msg::{is_kex_msg, validate_server_msg_strict_kex};
+use crate::msg::{is_channel_data, is_kex_msg, validate_server_msg_strict_kex}; // burrow: is_channel_data
 use crate::session::{CommonSession, EncryptedState, GlobalRequestResponse, NewKeys};
 use crate::ssh_read::SshRead;
 use crate::sshbuffer::{IncomingSshPacket, PacketWriter, SSHBuffer, SshId};
@@ -2050,10 +2050,21 @@ async fn reply<H: Handler>(
                 if kex.peer_kexinit_received() {
                     return Err(crate::Error::Inconsistent.into());
                 }
-                session.pending_len = session.pending_len.saturating_add(pkt.buffer.len() as u32);
-                if u64::from(session.pending_len) > 2 * u64::from(session.common.config.window_size)
-                {
-                    return Err(crate::Error::Pending.into());
+                // burrow: channel data is not counted. What the peer may have in flight is
+                // bounded by the windows we granted, on every channel (8 forwards at 2 MiB
+                // each: 16 MiB), not by 2 × window_size; the overrun rule (see
+                // `adjust_window_size`) ends a peer that sends more, and the window
+                // adjustments that data causes wait in `enc.write` until the kex is done, so
+                // the peer cannot be granted more meanwhile. Counting it ended sessions whose
+                // peer was streaming when we started a key exchange.
+                if !is_channel_data(msg_type) {
+                    session.pending_len =
+                        session.pending_len.saturating_add(pkt.buffer.len() as u32);
+                    if u64::from(session.pending_len)
+                        > 2 * u64::from(session.common.config.window_size)
+                    {
+                        return Err(crate::Error::Pending.into());
+                    }
                 }
             }
         }

@@ -2045,6 +2045,15 @@ impl Session {
                         debug!("handler.signal {channel_num:?} {signal:?}");
                         handler.signal(channel_num, signal, self).await
                     }
+                    // burrow: a window probe (PuTTY's, and burrow's own adaptive window: see
+                    // `Encrypted::consume_window`) wants only a reply, any reply, in order with
+                    // the data. OpenSSH answers it like any unknown request, with a failure and
+                    // no more than a debug line; so do we, instead of a warning per probe.
+                    crate::session::WINDOW_PROBE_REQUEST => {
+                        trace!("window probe on {channel_num:?}");
+                        self.channel_failure(channel_num)?;
+                        Ok(())
+                    }
                     x => {
                         warn!("unknown channel request {x}");
                         self.channel_failure(channel_num)?;
