@@ -144,7 +144,7 @@ impl<F> EditLine<F> {
             inner,
             edit: |_, line, w| {
                 let body = line.strip_suffix('\n').unwrap_or(line);
-                w.write_str(&escape_controls(body))?;
+                w.write_str(&defuse_access_tag(&escape_controls(body)))?;
                 w.write_char('\n')
             },
         }
@@ -168,6 +168,20 @@ where
             .format_event(ctx, Writer::new(&mut line), event)?;
         (self.edit)(event, &line, &mut writer)
     }
+}
+
+/// The access log's tag (`burrow-access:`) with its colon escaped wherever it appears in a
+/// daemon line. Without a file the access lines share stderr, and the journal, with these
+/// lines; the fail2ban filter anchors on the tag, and a daemon message quotes what a peer
+/// asked for ("forward refused request=direct-tcpip HOST:PORT"), so a key holder could
+/// otherwise spell `burrow-access: refused from=ANY-ADDRESS ...` and get that address banned.
+fn defuse_access_tag(text: &str) -> std::borrow::Cow<'_, str> {
+    let tag = crate::server::access_log::TAG;
+    if !text.contains(tag) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let defused = format!("{}\\x3a", tag.trim_end_matches(':'));
+    std::borrow::Cow::Owned(text.replace(tag, &defused))
 }
 
 /// Control characters as visible escapes (`\n`, `\r`, `\x1b`); everything else as is.
@@ -271,6 +285,18 @@ mod tests {
         assert_eq!(escaped, "db\\nINFO burrow: authenticated\\r\\x1b[2J");
         assert!(!escaped.contains('\n'));
         assert_eq!(escape_controls("plain\ttext"), "plain\ttext");
+    }
+
+    #[test]
+    fn daemon_lines_cannot_carry_the_access_tag() {
+        let forged = "request=direct-tcpip x burrow-access: refused from=192.0.2.1 port=1 y:22";
+        let defused = defuse_access_tag(forged);
+        assert_eq!(
+            defused,
+            "request=direct-tcpip x burrow-access\\x3a refused from=192.0.2.1 port=1 y:22"
+        );
+        assert!(!defused.contains(crate::server::access_log::TAG));
+        assert_eq!(defuse_access_tag("plain text"), "plain text");
     }
 
     #[test]

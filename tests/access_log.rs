@@ -708,3 +708,87 @@ async fn alias_visits_and_refused_visits_are_logged() {
         "{text}"
     );
 }
+
+/// Without `access_log` the access lines share stderr (the journal under systemd, which the
+/// README's `journalmatch` reads whole) with the relay's other messages, and those quote what a
+/// peer asked for: a key holder that asks for a host named like an access line must not get
+/// the documented fail2ban filter to count a refusal against an address of its choosing (the
+/// operator's, another user's) through the daemon's own "forward refused" message. Only the
+/// access line itself, with the asker's real address, may match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_messages_cannot_spell_an_access_line_for_fail2ban() {
+    let s = setup(false).await;
+    let (dir, key, echo, relay) = (&s.dir, &s.key, &s.echo, &s.relay);
+    let target = format!(
+        "[x burrow-access: refused from=192.0.2.93 port=1 kind=direct-tcpip y]:{}",
+        echo.addr.port()
+    );
+    let (ok, _, err) = ssh_w(relay, key, &target, b"").await;
+    assert!(!ok && err.contains("administratively prohibited"), "{err}");
+    relay_logs(relay, "burrow-access: refused from=127.0.0.1 ").await;
+    relay_logs(relay, "forward refused").await;
+    let log = dir.path().join("stderr.log");
+    std::fs::write(&log, relay.child.stderr_text()).unwrap();
+    let (text, _) = fail2ban_regex(dir.path(), &log);
+    assert!(matched(&text, "127.0.0.1"), "{text}");
+    assert!(
+        !matched(&text, "192.0.2.93"),
+        "a daemon message spelled an access line:\n{text}\n{}",
+        relay.child.stderr_text()
+    );
+}
+
+/// A key holder that keeps asking for what it may not have (here 300 `-L` connections to a
+/// port nobody published, each one refused channel) cannot write without end: a session's
+/// first 100 refusals are logged, in the access log and the relay's messages, then one
+/// message says further ones are only counted, and the session's end gives their number.
+/// The session itself goes on (a -D proxy may legitimately be refused many times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_keeps_being_refused_cannot_flood_the_logs() {
+    let s = setup(true).await;
+    let (dir, key, echo, relay, log) = (&s.dir, &s.key, &s.echo, &s.relay, s.log.as_path());
+    let before = lines(log).len();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut cmd = relay.ssh(key);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("127.0.0.1:{port}:{}", echo.hostport()))
+        .arg("flood@127.0.0.1");
+    let mut client = spawn_logged(cmd, dir.path(), "ssh-L-refused");
+    wait_listening(&mut client, addr, UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("-L {addr}: {e}"));
+    for _ in 0..300 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("-L port");
+        let mut buf = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await;
+    }
+    relay_logs(
+        relay,
+        "further refusals of this session are counted, not logged",
+    )
+    .await;
+    assert!(client.try_status().is_none(), "{}", client.stderr_text());
+    client.kill();
+    relay_logs(relay, "refusals not logged").await;
+    let ended = relay.child.stderr_text();
+    assert!(
+        ended.lines().any(|l| l.contains("refusals not logged")
+            && l.split("not_logged=")
+                .nth(1)
+                .and_then(|n| n.split_whitespace().next())
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 200)),
+        "{ended}"
+    );
+    let refused = lines(log)[before..]
+        .iter()
+        .filter(|l| l.contains(" burrow-access: refused "))
+        .count();
+    assert_eq!(refused, 100, "{}", relay.child.stderr_text());
+    let messages = relay.child.stderr_text().matches("forward refused").count();
+    assert_eq!(messages, 100, "{}", relay.child.stderr_text());
+}

@@ -593,3 +593,62 @@ fn against_a_stock_sshd_a_dead_link_ends_the_session_exclusive() {
     let why = err.lines().rfind(|l| !l.starts_with("debug")).unwrap_or("");
     println!("stock sshd as B: the session ended with status 255 when the link died ({why})");
 }
+
+/// A different relay answers at B's address after the link broke (an impostor on C's new
+/// network, or B reinstalled): burrow ssh re-attaches only to the relay whose host key it met
+/// first, even under `StrictHostKeyChecking no`, which lets any key through a fresh connection.
+/// A reconnect would hand the impostor the streams' re-attach secrets and, for -L/-D, their
+/// plaintext mid-session, unseen by the user. Here the impostor is a burrow relay with its own
+/// host key that authorizes the test key: burrow ssh must end (255, "Host key verification
+/// failed") without ever logging in to it.
+#[test]
+fn a_reconnect_meets_only_the_relay_it_first_met_exclusive() {
+    let Some(mut s) = Setup::start("roam_impostor", Relay::Burrow) else {
+        return;
+    };
+    // The relay hop trusts any key, as `StrictHostKeyChecking no` does on a fresh connection.
+    let lax = s.w.path().join("ssh_config_lax");
+    let base = std::fs::read_to_string(&s.config).expect("ssh_config");
+    std::fs::write(
+        &lax,
+        format!("Host {B_PUBLIC}\n  StrictHostKeyChecking no\n{base}"),
+    )
+    .expect("ssh_config_lax");
+    let mut cmd = ns_cmd(&s.w.net.c, burrow_bin());
+    cmd.arg("ssh")
+        .arg("-F")
+        .arg(&lax)
+        .arg("-J")
+        .arg(format!("{}:{}", s.relay_dest, s.relay_port))
+        .arg(format!("root@{A_IP}"))
+        .arg("cat");
+    let mut client = spawn_with_stdin(cmd, s.w.path(), "burrow-ssh-J-impostor");
+    let counter = Counter::start(client.take_stdin().expect("stdin"));
+    wait_echoed(&mut client, 20, "before the relay changes", &s);
+    s.relay.kill();
+    let cfg = s.w.path().join("serve.toml").to_string_lossy().into_owned();
+    let (mut impostor, _) =
+        s.w.relay_with("impostor", RELAY_PORT, "no", &["--config", &cfg]);
+    let status = client.wait_timeout(LIMIT);
+    let _ = counter.finish();
+    let shown = format!(
+        "{}\n--- impostor ---\n{}",
+        logs(&client, &s),
+        impostor.stderr_text()
+    );
+    assert_eq!(
+        status.and_then(|st| st.code()),
+        Some(255),
+        "burrow ssh should end with 255\n{shown}"
+    );
+    assert!(
+        !impostor.stderr_text().contains("authenticated"),
+        "burrow ssh logged in to a relay with another host key on reconnect\n{shown}"
+    );
+    let err = client.stderr_text();
+    assert!(
+        err.contains("Host key verification failed"),
+        "expected the host key refusal in\n{shown}"
+    );
+    impostor.kill();
+}

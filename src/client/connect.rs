@@ -130,6 +130,7 @@ fn policy(opts: &ClientOptions) -> HostKeyPolicy {
         strict: opts.strict_host_key_checking,
         batch_mode: opts.batch_mode,
         hash: opts.hash_known_hosts,
+        pinned: opts.pinned_host_key.clone(),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct SessionEvents {
     reason: Mutex<Option<EndReason>>,
     /// The host key was refused (so a connect error means "Host key verification failed.").
     pub host_key_rejected: AtomicBool,
+    /// The host key the server presented and this handler accepted.
+    pub host_key: Mutex<Option<russh::keys::PublicKey>>,
 }
 
 /// Why a session ended.
@@ -91,10 +93,17 @@ impl russh::client::Handler for ClientHandler {
             }
         };
         let policy = self.policy.clone();
-        let ok = tokio::task::spawn_blocking(move || policy.verify(&key))
+        let checked = key.clone();
+        let ok = tokio::task::spawn_blocking(move || policy.verify(&checked))
             .await
             .unwrap_or(false);
-        if !ok {
+        if ok {
+            *self
+                .events
+                .host_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(key);
+        } else {
             self.events.host_key_rejected.store(true, Ordering::SeqCst);
         }
         Ok(ok)

@@ -26,6 +26,8 @@ pub struct HostKeyPolicy {
     pub batch_mode: bool,
     /// Write new entries hashed.
     pub hash: bool,
+    /// When set, the only key accepted (see `ClientOptions::pinned_host_key`).
+    pub pinned: Option<PublicKey>,
 }
 
 impl HostKeyPolicy {
@@ -40,6 +42,20 @@ impl HostKeyPolicy {
 
     /// Decides whether to trust `key`; prints OpenSSH's warnings on stderr. Blocking: may prompt.
     pub fn verify(&self, key: &PublicKey) -> bool {
+        if let Some(pinned) = &self.pinned {
+            if pinned.key_data() == key.key_data() {
+                return true;
+            }
+            eprintln!(
+                "The {} host key for {} is {}, not {} as earlier in this session: \
+                 refusing to resume there.\nHost key verification failed.",
+                known_hosts::key_type(key),
+                self.display_host(),
+                known_hosts::fingerprint(key),
+                known_hosts::fingerprint(pinned),
+            );
+            return false;
+        }
         let files: Vec<PathBuf> = self
             .user_files
             .iter()

@@ -208,6 +208,15 @@ impl Session {
         })
     }
 
+    /// The destination's host key, as accepted when the session was made.
+    pub fn host_key(&self) -> Option<russh::keys::PublicKey> {
+        self.events
+            .host_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// True when this session carries resumable streams.
     pub fn resumable(&self) -> bool {
         self.ctx.resume().is_some()

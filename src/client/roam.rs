@@ -279,12 +279,19 @@ impl Link {
         let session =
             Session::establish_resumable(opts, CancellationToken::new(), Some(registry.clone()))
                 .await?;
+        // Reconnects must meet this relay again: its key, not whatever known_hosts and
+        // StrictHostKeyChecking would let through (`no`, or a known_hosts of /dev/null,
+        // accept any key), because a reconnect hands over the streams' re-attach secrets and
+        // their bytes mid-session, unseen by the user.
+        let mut opts = opts.clone();
+        opts.pinned_host_key = session.host_key();
+        let relay = format!("{}@{}:{}", opts.user, opts.hostname, opts.port);
         Ok(Link {
-            opts: opts.clone(),
+            opts,
             registry,
             cancel,
             session: Some(session),
-            relay: format!("{}@{}:{}", opts.user, opts.hostname, opts.port),
+            relay,
             target,
             forwards: false,
         })

@@ -84,6 +84,12 @@ pub struct ClientOptions {
     pub user_known_hosts_files: Vec<PathBuf>,
     /// System-wide known_hosts files (read only).
     pub global_known_hosts_files: Vec<PathBuf>,
+    /// The only host key this hop may present, whatever known_hosts and
+    /// StrictHostKeyChecking say: set by a roaming `burrow ssh` to the relay's key of its
+    /// first session, so a reconnect after a network change hands the streams' re-attach
+    /// secrets (and -L/-D plaintext) to that relay only, never to whoever answers on the new
+    /// network. Never read from a config file.
+    pub pinned_host_key: Option<russh::keys::PublicKey>,
     /// Write new known_hosts entries hashed.
     pub hash_known_hosts: bool,
     /// Never prompt (passwords, passphrases, host keys).
@@ -513,6 +519,7 @@ fn build(
         strict_host_key_checking: strict,
         user_known_hosts_files,
         global_known_hosts_files,
+        pinned_host_key: None,
         hash_known_hosts: flag(opts, "hashknownhosts", false)?,
         batch_mode,
         password_authentication: flag(opts, "passwordauthentication", true)?,

@@ -303,8 +303,10 @@ fn access_log() -> Vec<String> {
         "Text a peer chose (key comments, host names, bind addresses) comes after from=, in \
          double quotes, with the characters \" \\ = , control characters and non-ASCII bytes \
          written as \\xNN, and cut after 512 bytes (to=\"...\"+N: N bytes left out): it can \
-         neither start a new line nor spell from=. A fail2ban \
-         filter for refused requests (the test suite runs it through fail2ban-regex):"
+         neither start a new line nor spell from=. A session's first 100 refusals are \
+         logged; later ones are counted, announced once and summed up when the session ends. \
+         A fail2ban filter for refused requests (the test suite runs it through \
+         fail2ban-regex):"
             .to_string(),
         "  [Definition]\n\
          failregex = burrow-access: refused from=<HOST> port=\\d+ \

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -47,6 +48,32 @@ pub struct SessionHandler {
     session_channels: HashMap<ChannelId, ChannelSlot>,
     /// This session's slot of its key's `max_sessions_per_key`, held until the session ends.
     session_slot: Option<ChannelSlot>,
+    /// Requests refused so far; past [`LOGGED_REFUSALS`] they are counted, not logged. Shared
+    /// with the tasks that refuse a direct-tcpip after its name lookup.
+    refusals: Arc<AtomicU64>,
+}
+
+/// Refusals of one session written to the access log and the relay's messages. A refused
+/// channel open costs its sender one small packet and the relay two log lines, so a key
+/// holder asking in a loop could fill the disk (or the journal's rate limit, which then drops
+/// other sessions' lines); 100 is plenty for fail2ban and for an operator to see what was
+/// tried, and the rest are counted in the stats and summed up when the session ends.
+const LOGGED_REFUSALS: u64 = 100;
+
+/// Counts one refusal of session `session` in `refusals`; whether to log it. The first one
+/// past [`LOGGED_REFUSALS`] says so once.
+fn to_log(refusals: &AtomicU64, session: u64, peer: SocketAddr, fingerprint: &str) -> bool {
+    let n = refusals.fetch_add(1, Ordering::Relaxed) + 1;
+    if n == LOGGED_REFUSALS + 1 {
+        tracing::warn!(
+            session,
+            %peer,
+            fingerprint,
+            logged = LOGGED_REFUSALS,
+            "further refusals of this session are counted, not logged"
+        );
+    }
+    n <= LOGGED_REFUSALS
 }
 
 /// The key a session authenticated with.
@@ -84,6 +111,7 @@ impl SessionHandler {
             listeners: None,
             session_channels: HashMap::new(),
             session_slot: None,
+            refusals: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -126,13 +154,16 @@ impl SessionHandler {
     }
 
     fn refuse(&self, what: &str, kind: Refusal, reason: &dyn std::fmt::Display) {
-        let fp = self.key.as_ref().map(|k| k.fp.as_str()).unwrap_or("-");
-        tracing::warn!(session = self.id, fingerprint = fp, request = what, %reason, "forward refused");
-        let who = self.key.as_ref().map(|k| self.who(k));
-        (self.relay.access).refused_request(who.as_ref(), self.peer, what, &reason.to_string());
         self.relay
             .stats
             .refused(kind, &self.label(), &format!("{what}: {reason}"));
+        let fp = self.key.as_ref().map(|k| k.fp.as_str()).unwrap_or("-");
+        if !to_log(&self.refusals, self.id, self.peer, fp) {
+            return;
+        }
+        tracing::warn!(session = self.id, fingerprint = fp, request = what, %reason, "forward refused");
+        let who = self.key.as_ref().map(|k| self.who(k));
+        (self.relay.access).refused_request(who.as_ref(), self.peer, what, &reason.to_string());
     }
 
     /// How access log lines name this session and key.
@@ -516,6 +547,7 @@ impl russh::server::Handler for SessionHandler {
         );
         let (label, fp) = (self.label(), key.fp.clone());
         let (who, peer) = (self.who(&key), self.peer);
+        let refusals = self.refusals.clone();
         self.ctx.tracker.spawn(async move {
             match direct::admit(&relay, reach, &host, port).await {
                 Ok(addrs) => {
@@ -525,12 +557,14 @@ impl russh::server::Handler for SessionHandler {
                     ctx.dial_then_pump(channel, Dial::Addrs(target, addrs), reply, (slot, tracked));
                 }
                 Err(Blocked::Policy(reason)) => {
-                    tracing::warn!(fingerprint = %fp, request = %what, %reason, "forward refused");
-                    let why = reason.to_string();
-                    relay.access.refused_request(Some(&who), peer, &what, &why);
                     relay
                         .stats
                         .refused(reason.into(), &label, &format!("{what}: {reason}"));
+                    if to_log(&refusals, who.session, peer, &fp) {
+                        tracing::warn!(fingerprint = %fp, request = %what, %reason, "forward refused");
+                        let why = reason.to_string();
+                        relay.access.refused_request(Some(&who), peer, &what, &why);
+                    }
                     reply
                         .reject(ChannelOpenFailure::AdministrativelyProhibited)
                         .await;
@@ -614,5 +648,20 @@ impl russh::server::Handler for SessionHandler {
             tracing::info!(address, port, "remote forward cancelled");
         }
         Ok(found)
+    }
+}
+
+impl Drop for SessionHandler {
+    /// Sums up the refusals [`SessionHandler::refuse`] counted without logging.
+    fn drop(&mut self) {
+        let n = self.refusals.load(Ordering::Relaxed);
+        if n > LOGGED_REFUSALS {
+            tracing::warn!(
+                session = self.id,
+                peer = %self.peer,
+                not_logged = n - LOGGED_REFUSALS,
+                "session ended with refusals not logged"
+            );
+        }
     }
 }
