@@ -89,7 +89,7 @@ impl Counters {
 }
 
 /// Counts one connection as active for as long as it lives.
-pub struct ActiveGuard(Arc<Counters>);
+struct ActiveGuard(Arc<Counters>);
 
 impl ActiveGuard {
     /// Marks a connection opened and active.
