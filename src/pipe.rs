@@ -260,9 +260,30 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::duplex;
+
+    /// The application writes a request and half-closes; the server reads it all, then answers
+    /// and closes: the server still answers after the client's EOF when half-close is kept.
+    /// Shared with the resumable carrier's test of the same contract.
+    pub(crate) async fn half_closed_exchange(
+        app: tokio::io::DuplexStream,
+        server: tokio::io::DuplexStream,
+    ) {
+        let (mut app_r, mut app_w) = tokio::io::split(app);
+        let (mut server_r, mut server_w) = tokio::io::split(server);
+        app_w.write_all(b"request").await.unwrap();
+        app_w.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server_r.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        server_w.write_all(b"reply").await.unwrap();
+        server_w.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        app_r.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply");
+    }
 
     #[tokio::test]
     async fn copies_both_ways_and_keeps_half_close() {
@@ -270,20 +291,7 @@ mod tests {
         let (pump_b, server) = duplex(1024);
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(pipe(pump_a, pump_b, counters.clone()));
-
-        let (mut client_r, mut client_w) = tokio::io::split(client);
-        let (mut server_r, mut server_w) = tokio::io::split(server);
-        client_w.write_all(b"request").await.unwrap();
-        client_w.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        server_r.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"request");
-        // The server still answers after the client's EOF: half-close kept.
-        server_w.write_all(b"reply").await.unwrap();
-        server_w.shutdown().await.unwrap();
-        let mut reply = Vec::new();
-        client_r.read_to_end(&mut reply).await.unwrap();
-        assert_eq!(reply, b"reply");
+        half_closed_exchange(client, server).await;
 
         let closed = task.await.unwrap();
         assert_eq!(closed.reason, CloseReason::Done);

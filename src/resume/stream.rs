@@ -524,26 +524,10 @@ mod tests {
         assert_eq!(off.unacked(), 0);
     }
 
-    /// The application writes a request and half-closes; the server reads it all, then answers
-    /// and closes. Both ends see exactly what the other sent.
-    async fn half_closed_exchange(app: tokio::io::DuplexStream, server: tokio::io::DuplexStream) {
-        let (mut app_r, mut app_w) = tokio::io::split(app);
-        let (mut server_r, mut server_w) = tokio::io::split(server);
-        app_w.write_all(b"request").await.unwrap();
-        app_w.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        server_r.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"request");
-        server_w.write_all(b"reply").await.unwrap();
-        server_w.shutdown().await.unwrap();
-        let mut reply = Vec::new();
-        app_r.read_to_end(&mut reply).await.unwrap();
-        assert_eq!(reply, b"reply");
-    }
-
     #[tokio::test]
     async fn both_carriers_report_the_same_close_for_a_half_closed_exchange() {
         use crate::pipe::pipe;
+        use crate::pipe::tests::half_closed_exchange;
         use tokio::io::duplex;
 
         // Plain: app <-> pipe(local, channel) <-> server.
