@@ -267,16 +267,7 @@ async fn metrics_addr(relay: &Relay) -> SocketAddr {
     relay
         .child
         .stderr()
-        .wait_until_async(UP_TIMEOUT, |log| {
-            log.lines().find_map(|l| {
-                l.split("metrics on http://")
-                    .nth(1)?
-                    .split('/')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
+        .wait_until_async(UP_TIMEOUT, common::output::logged_metrics_address)
         .await
         .unwrap_or_else(|| panic!("no metrics address logged:\n{}", relay.child.stderr_text()))
 }

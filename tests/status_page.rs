@@ -39,16 +39,7 @@ async fn status_addr(relay: &Relay) -> SocketAddr {
     relay
         .child
         .stderr()
-        .wait_until_async(UP_TIMEOUT, |log| {
-            log.lines().find_map(|l| {
-                l.split("metrics on http://")
-                    .nth(1)?
-                    .split('/')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
+        .wait_until_async(UP_TIMEOUT, common::output::logged_metrics_address)
         .await
         .unwrap_or_else(|| panic!("no metrics address logged:\n{}", relay.child.stderr_text()))
 }
@@ -499,16 +490,7 @@ async fn up_serves_the_same_counters_as_burrow_status_on_its_page() {
     let up = spawn_logged(cmd, dir.path(), "burrow-up");
     let addr = up
         .stderr()
-        .wait_until_async(UP_TIMEOUT, |log| {
-            log.lines().find_map(|l| {
-                l.split("metrics on http://")
-                    .nth(1)?
-                    .split('/')
-                    .next()?
-                    .parse::<SocketAddr>()
-                    .ok()
-            })
-        })
+        .wait_until_async(UP_TIMEOUT, common::output::logged_metrics_address)
         .await
         .unwrap_or_else(|| panic!("no metrics address:\n{}", up.stderr_text()));
 

@@ -715,16 +715,10 @@ async fn systemd_hears_ready_status_reload_and_stop_and_the_journal_gets_priorit
 /// The metrics endpoint `burrow up` logged ("metrics on http://ADDR/").
 async fn metrics_address(up: &ChildGuard) -> SocketAddr {
     up.stderr()
-        .wait_until(Duration::from_secs(5), |log| {
-            log.lines().find_map(|l| {
-                l.split("metrics on http://")
-                    .nth(1)?
-                    .split('/')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
+        .wait_until(
+            Duration::from_secs(5),
+            common::output::logged_metrics_address,
+        )
         .expect("metrics address logged")
 }
 

@@ -134,6 +134,16 @@ pub enum Established {
 }
 
 impl Session {
+    /// `kill -USR1` logs this session's resource counts (tasks, fds, connections) until it ends:
+    /// how the load tests and an operator see leaks without a debugger.
+    pub(crate) fn log_stats_on_sigusr1(&self) {
+        crate::diagnostics::log_on_sigusr1(
+            &self.ctx.tracker,
+            self.ctx.cancel.clone(),
+            self.ctx.counters.clone(),
+        );
+    }
+
     /// Connects (through any jump hosts) and authenticates. Every task the session starts stops
     /// when `shutdown` is cancelled.
     pub async fn establish(
@@ -346,11 +356,7 @@ pub(crate) async fn run_on(
     opts: &ClientOptions,
     mut ready: background::Ready,
 ) -> Result<u8, ClientError> {
-    crate::diagnostics::log_on_sigusr1(
-        &session.ctx.tracker,
-        session.ctx.cancel.clone(),
-        session.ctx.counters.clone(),
-    );
+    session.log_stats_on_sigusr1();
     // -W carries stdin/stdout alone: no forwards, as ssh(1).
     if opts.stdio_forward.is_none() {
         session.start_forwards(opts).await?;

@@ -227,7 +227,9 @@ async fn forwards(opts: ClientOptions, mut ready: background::Ready) -> Result<u
     if !link.resumable() {
         return run_on(link.into_session()?, &opts, ready).await;
     }
-    link.session()?.start_forwards(&opts).await?;
+    let session = link.session()?;
+    session.log_stats_on_sigusr1();
+    session.start_forwards(&opts).await?;
     link.forwards = true;
     ready.signal();
     link.carry(async {
@@ -455,6 +457,7 @@ impl Link {
                     if !self.forwards {
                         return Ok(session);
                     }
+                    session.log_stats_on_sigusr1();
                     match session.start_forwards(&self.opts).await {
                         Ok(_) => return Ok(session),
                         Err(e) => {

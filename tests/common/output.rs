@@ -151,3 +151,16 @@ fn append_utf8(st: &mut LogState, chunk: Vec<u8>) {
         Err(_) => st.text.push_str(&String::from_utf8_lossy(&chunk)),
     }
 }
+
+/// The address a daemon logged for its metrics/status endpoint ("metrics on http://ADDR/"),
+/// from its log so far: `burrow up --metrics` and `burrow serve --metrics` both bind port 0.
+pub fn logged_metrics_address(log: &str) -> Option<std::net::SocketAddr> {
+    log.lines().find_map(|l| {
+        l.split("metrics on http://")
+            .nth(1)?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
