@@ -20,11 +20,12 @@
 //!   (listeners, dialling, the choice of carrier); used by the client, the relay and mux.
 //! - [`resume`]: resumable streams, whose connections outlive the SSH session carrying them.
 //! - [`cli`]: the command-line definitions. [`diagnostics`]: resource counts on SIGUSR1.
-//! - Leaves: [`pipe`] (the byte pump and its counters), [`spec`] (forward, destination and
-//!   permit specs), [`socks`] (the SOCKS handshake), [`pattern`] (OpenSSH's match.c),
-//!   [`reason`] (OpenSSH's error texts), [`observe`] (metrics and the status page),
-//!   [`logging`], [`transport`] (SSH algorithm preferences), [`rlimit`] (the open-file limit),
-//!   [`netwatch`] (netlink address and route changes, which `up` and a roaming `ssh` react to).
+//! - Leaves: [`pipe`] (the pump contract both carriers keep, the byte pump, counters), [`spec`]
+//!   (forward, destination and permit specs), [`socks`] (the SOCKS handshake), [`pattern`]
+//!   (OpenSSH's match.c), [`reason`] (OpenSSH's error texts), [`observe`] (metrics and the
+//!   status page), [`logging`], [`transport`] (SSH algorithm preferences), [`rlimit`] (the
+//!   open-file limit), [`netwatch`] (netlink address and route changes, which `up` and a
+//!   roaming `ssh` react to).
 //!
 //! The path of a byte:
 //!

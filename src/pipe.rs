@@ -1,9 +1,19 @@
-//! The one byte pump for plain channels. Every forward kind (-L, -R, -D, -W) and the relay move
-//! bytes between an SSH channel and a socket through [`pipe`], so half-close, backpressure and
-//! byte counting behave the same everywhere. A resumable stream is the one exception: its bytes
-//! must be framed, acknowledged and kept for replay, so [`crate::resume::stream`]'s engine
-//! carries them, keeping the same contract (half-close passed on, backpressure within a bounded
-//! buffer per direction, every byte counted in the same [`Counters`]).
+//! The pump contract, and the pump for plain channels.
+//!
+//! Every forward kind (-L, -R, -D, -W) and the relay carry one connection in one of two ways: a
+//! plain channel through [`pipe`], or a resumable stream through `resume::stream`'s
+//! `Engine`, whose bytes must be framed, acknowledged and kept for replay across channels. Both
+//! carriers keep one contract, and the shared part of it lives here:
+//!
+//! - **Counting:** a [`Carried`] counts the connection opened and active for as long as it
+//!   lives, and every byte goes to the same [`Counters`] (`a_to_b` = local to peer).
+//! - **Closing:** when the connection ends the carrier hands [`Carried::close`] one [`Closed`]:
+//!   the totals each way and a [`CloseReason`]. That writes the one "connection closed" line.
+//! - **Half-close and backpressure** stay per carrier, since framing and ACKs differ by design:
+//!   [`pipe`]'s `copy_half` shuts the writer on EOF and awaits each write before reading more
+//!   (one chunk in memory per direction); the engine's `uplink` sends FIN at local EOF and
+//!   reads only into free room of its bounded replay buffer, its `downlink` shuts the local
+//!   writer at the peer's FIN.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +89,7 @@ impl Counters {
 }
 
 /// Counts one connection as active for as long as it lives.
-pub struct ActiveGuard(Arc<Counters>);
+struct ActiveGuard(Arc<Counters>);
 
 impl ActiveGuard {
     /// Marks a connection opened and active.
@@ -109,59 +119,171 @@ pub struct Totals {
     pub b_to_a: u64,
 }
 
-/// Copies bytes both ways until both directions have seen EOF.
+/// Why a carried connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both sides ended their output (EOF) and everything was delivered.
+    Done,
+    /// Reading or writing the local side failed.
+    LocalError(String),
+    /// The peer's side (the channel, or a resumable stream's channels) failed or went away.
+    PeerError(String),
+    /// Stopped by shutdown.
+    Shutdown,
+    /// The carrier gave up on the connection (e.g. a resumable stream's protocol abort).
+    Aborted(String),
+}
+
+/// What a carrier reports when a connection closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// What moved each way (`a_to_b` = local to peer).
+    pub totals: Totals,
+    /// Why it ended.
+    pub reason: CloseReason,
+}
+
+/// One connection as its carrier holds it: counted active while it lives, and closed once, with
+/// the one log line every carrier writes.
+pub struct Carried {
+    label: String,
+    _active: ActiveGuard,
+}
+
+impl Carried {
+    /// Counts the connection `label` opened and active in `counters`.
+    pub fn new(counters: Arc<Counters>, label: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            _active: ActiveGuard::new(counters),
+        }
+    }
+
+    /// Logs how the connection ended; it stops counting as active.
+    pub fn close(self, closed: &Closed) {
+        let (conn, t) = (self.label.as_str(), closed.totals);
+        match &closed.reason {
+            CloseReason::Done => {
+                tracing::debug!(
+                    conn,
+                    sent = t.a_to_b,
+                    received = t.b_to_a,
+                    "connection closed"
+                )
+            }
+            CloseReason::Shutdown => tracing::debug!(conn, "connection stopped by shutdown"),
+            CloseReason::LocalError(e) | CloseReason::PeerError(e) | CloseReason::Aborted(e) => {
+                tracing::debug!(conn, error = %e, sent = t.a_to_b, received = t.b_to_a, "connection ended with an error")
+            }
+        }
+    }
+}
+
+/// Copies bytes both ways until both directions have seen EOF; `a` is the local side.
 ///
 /// When one side ends its output (EOF), the pump shuts down the write half of the other side and
 /// keeps copying the opposite direction: a half-closed connection (e.g. `curl` uploading a body,
 /// then reading the reply) keeps working. Each direction awaits its write before reading more, so
 /// a slow reader slows only its own writer: backpressure reaches the SSH window and the TCP
 /// peer, and memory stays at one chunk per direction. The first error ends both directions and is
-/// returned once, to the task that owns the connection.
-pub async fn pipe<A, B>(a: A, b: B, counters: Arc<Counters>) -> io::Result<Totals>
+/// reported once, as the side it came from, to the task that owns the connection.
+pub async fn pipe<A, B>(a: A, b: B, counters: Arc<Counters>) -> Closed
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut a_read, mut a_write) = tokio::io::split(a);
     let (mut b_read, mut b_write) = tokio::io::split(b);
-    let forward = copy_half(&mut a_read, &mut b_write, &counters, Direction::AToB);
-    let backward = copy_half(&mut b_read, &mut a_write, &counters, Direction::BToA);
-    let (a_to_b, b_to_a) = tokio::try_join!(forward, backward)?;
-    Ok(Totals { a_to_b, b_to_a })
+    let moved = [AtomicU64::new(0), AtomicU64::new(0)];
+    let forward = copy_half(
+        &mut a_read,
+        &mut b_write,
+        &counters,
+        Direction::AToB,
+        &moved[0],
+    );
+    let backward = copy_half(
+        &mut b_read,
+        &mut a_write,
+        &counters,
+        Direction::BToA,
+        &moved[1],
+    );
+    let reason = match tokio::try_join!(forward, backward) {
+        Ok(_) => CloseReason::Done,
+        Err(reason) => reason,
+    };
+    let [a_to_b, b_to_a] = moved.map(AtomicU64::into_inner);
+    Closed {
+        totals: Totals { a_to_b, b_to_a },
+        reason,
+    }
 }
 
-/// One direction: read, write, count; on EOF shut down the writer (half-close) and return.
+/// One direction: read, write, count into `moved` and `counters`; on EOF shut down the writer
+/// (half-close) and return. An error names its side: reading `a` or writing `a` is local.
 async fn copy_half<R, W>(
     reader: &mut R,
     writer: &mut W,
     counters: &Counters,
     direction: Direction,
-) -> io::Result<u64>
+    moved: &AtomicU64,
+) -> Result<(), CloseReason>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf).await?;
-        if n == 0 {
-            writer.shutdown().await?;
-            return Ok(total);
+    let side = |local: bool| {
+        move |e: io::Error| match local {
+            true => CloseReason::LocalError(e.to_string()),
+            false => CloseReason::PeerError(e.to_string()),
         }
-        writer.write_all(buf.get(..n).unwrap_or_default()).await?;
+    };
+    let reads_local = matches!(direction, Direction::AToB);
+    let (on_read, on_write) = (side(reads_local), side(!reads_local));
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(on_read)?;
+        if n == 0 {
+            return writer.shutdown().await.map_err(on_write);
+        }
+        writer
+            .write_all(buf.get(..n).unwrap_or_default())
+            .await
+            .map_err(on_write)?;
         // A no-op for sockets and channels; stdout (-W) is line-buffered and would hold binary
         // data back otherwise.
-        writer.flush().await?;
-        total += n as u64;
+        writer.flush().await.map_err(on_write)?;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
         counters.add_bytes(direction, n as u64);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::duplex;
+
+    /// The application writes a request and half-closes; the server reads it all, then answers
+    /// and closes: the server still answers after the client's EOF when half-close is kept.
+    /// Shared with the resumable carrier's test of the same contract.
+    pub(crate) async fn half_closed_exchange(
+        app: tokio::io::DuplexStream,
+        server: tokio::io::DuplexStream,
+    ) {
+        let (mut app_r, mut app_w) = tokio::io::split(app);
+        let (mut server_r, mut server_w) = tokio::io::split(server);
+        app_w.write_all(b"request").await.unwrap();
+        app_w.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server_r.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        server_w.write_all(b"reply").await.unwrap();
+        server_w.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        app_r.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply");
+    }
 
     #[tokio::test]
     async fn copies_both_ways_and_keeps_half_close() {
@@ -169,24 +291,12 @@ mod tests {
         let (pump_b, server) = duplex(1024);
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(pipe(pump_a, pump_b, counters.clone()));
+        half_closed_exchange(client, server).await;
 
-        let (mut client_r, mut client_w) = tokio::io::split(client);
-        let (mut server_r, mut server_w) = tokio::io::split(server);
-        client_w.write_all(b"request").await.unwrap();
-        client_w.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        server_r.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"request");
-        // The server still answers after the client's EOF: half-close kept.
-        server_w.write_all(b"reply").await.unwrap();
-        server_w.shutdown().await.unwrap();
-        let mut reply = Vec::new();
-        client_r.read_to_end(&mut reply).await.unwrap();
-        assert_eq!(reply, b"reply");
-
-        let totals = task.await.unwrap().unwrap();
+        let closed = task.await.unwrap();
+        assert_eq!(closed.reason, CloseReason::Done);
         assert_eq!(
-            totals,
+            closed.totals,
             Totals {
                 a_to_b: 7,
                 b_to_a: 5
@@ -210,7 +320,7 @@ mod tests {
         server.read_to_end(&mut got).await.unwrap();
         server.shutdown().await.unwrap();
         client_r.read_to_end(&mut Vec::new()).await.unwrap();
-        task.await.unwrap().unwrap();
+        assert_eq!(task.await.unwrap().reason, CloseReason::Done);
         for c in [&child, &parent] {
             assert_eq!(c.a_to_b.load(Ordering::Relaxed), 3);
             assert_eq!(c.active.load(Ordering::Relaxed), 1);

@@ -125,14 +125,15 @@ impl ForwardContext {
         A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let _active = pipe::ActiveGuard::new(self.counters.clone());
-        tokio::select! {
-            r = pipe::pipe(local, channel, self.counters.clone()) => match r {
-                Ok(t) => tracing::debug!(conn = label, sent = t.a_to_b, received = t.b_to_a, "connection closed"),
-                Err(e) => tracing::debug!(conn = label, error = %e, "connection ended with an error"),
+        let carried = pipe::Carried::new(self.counters.clone(), label);
+        let closed = tokio::select! {
+            c = pipe::pipe(local, channel, self.counters.clone()) => c,
+            () = self.cancel.cancelled() => pipe::Closed {
+                totals: pipe::Totals::default(),
+                reason: pipe::CloseReason::Shutdown,
             },
-            () = self.cancel.cancelled() => tracing::debug!(conn = label, "connection stopped by shutdown"),
-        }
+        };
+        carried.close(&closed);
     }
 }
 

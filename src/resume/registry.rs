@@ -16,7 +16,7 @@ use super::budget::Budgets;
 use super::frame::{Hello, Reply, StreamKey};
 use super::stream::{Attachment, Engine, Outcome, Replay};
 use super::{BoxedIo, ChannelSpec, Opener, ResumeConfig, HANDSHAKE_TIMEOUT};
-use crate::pipe::{ActiveGuard, Counters};
+use crate::pipe::{Carried, CloseReason, Counters};
 
 /// Pause between re-attach attempts on the same session.
 const REOPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -348,10 +348,12 @@ impl Registry {
         let registry = self.clone();
         self.tracker.spawn(async move {
             let _guard = guard;
-            let _active = ActiveGuard::new(counters.clone());
+            let carried = Carried::new(counters.clone(), &id);
             // Owns the reservation: given back when the stream ends, however it ends.
             let engine = Engine::new(registry.config.buffer, counters, replay);
-            registry.run(key, role, local, first, rx, engine).await;
+            let reason = registry.run(key, role, local, first, rx, &engine).await;
+            carried.close(&engine.closed(reason));
+            drop(engine);
             registry.lock().remove(&key.id);
             if resumable {
                 registry.stats.streams.fetch_sub(1, Ordering::Relaxed);
@@ -359,7 +361,7 @@ impl Registry {
         });
     }
 
-    /// The life of one stream: attachments until it is done, fails or expires.
+    /// The life of one stream: attachments until it is done, fails or expires; why it ended.
     async fn run(
         &self,
         key: StreamKey,
@@ -367,8 +369,8 @@ impl Registry {
         local: BoxedIo,
         first: Attachment,
         mut attach_rx: mpsc::Receiver<Attachment>,
-        engine: Engine,
-    ) {
+        engine: &Engine,
+    ) -> CloseReason {
         let id = format!("{:016x}", key.id);
         let (mut local_r, mut local_w) = tokio::io::split(local);
         let mut sessions = self.opener.subscribe();
@@ -379,7 +381,7 @@ impl Registry {
             let att = match next.take() {
                 Some(a) => a,
                 None => match self
-                    .reattach(key, &role, &engine, &mut attach_rx, &mut sessions)
+                    .reattach(key, &role, engine, &mut attach_rx, &mut sessions)
                     .await
                 {
                     Some(a) => {
@@ -387,7 +389,8 @@ impl Registry {
                         tracing::info!(stream = id, "resumable stream re-attached");
                         a
                     }
-                    None => return,
+                    None if self.cancel.is_cancelled() => return CloseReason::Shutdown,
+                    None => return CloseReason::PeerError("no channel came back".into()),
                 },
             };
             let outcome = tokio::select! {
@@ -401,20 +404,20 @@ impl Registry {
                     continue;
                 }
                 Ok(()) = sessions.changed(), if is_opener => continue,
-                () = self.cancel.cancelled() => return,
+                () = self.cancel.cancelled() => return CloseReason::Shutdown,
             };
             match outcome {
-                Outcome::Done => return,
+                Outcome::Done => return CloseReason::Done,
                 Outcome::Aborted(why) => {
                     tracing::info!(stream = id, "resumable stream closed: {why}");
-                    return;
+                    return CloseReason::Aborted(why);
                 }
                 Outcome::Lost if !engine.resumable() => {
                     tracing::info!(
                         stream = id,
                         "stream closed: its channel is gone and it had no replay buffer"
                     );
-                    return;
+                    return CloseReason::PeerError("channel gone, no replay buffer".into());
                 }
                 Outcome::Lost => tracing::info!(
                     stream = id,

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::budget::Reservation;
 use super::frame::{self, Frame, Reply, MAX_DATA};
 use super::BoxedIo;
-use crate::pipe::Counters;
+use crate::pipe::{CloseReason, Closed, Counters, Totals};
 
 /// How long an ABORT may take to go out before the channel is simply dropped.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -212,6 +212,16 @@ impl Engine {
     /// Bytes received from the peer so far (what a re-attach tells the peer).
     pub fn received(&self) -> u64 {
         self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// What the stream reports when it closes for `reason` (the pump contract, see
+    /// [`crate::pipe`]): bytes sent from the local connection, and received from the peer.
+    pub fn closed(&self, reason: CloseReason) -> Closed {
+        let totals = Totals {
+            a_to_b: self.out().end(),
+            b_to_a: self.received(),
+        };
+        Closed { totals, reason }
     }
 
     /// Bytes waiting for acknowledgement (bounded by the capacity).
@@ -512,5 +522,45 @@ mod tests {
         );
         off.ack(MAX_DATA as u64).unwrap();
         assert_eq!(off.unacked(), 0);
+    }
+
+    #[tokio::test]
+    async fn both_carriers_report_the_same_close_for_a_half_closed_exchange() {
+        use crate::pipe::pipe;
+        use crate::pipe::tests::half_closed_exchange;
+        use tokio::io::duplex;
+
+        // Plain: app <-> pipe(local, channel) <-> server.
+        let (app, local) = duplex(1024);
+        let (channel, server) = duplex(1024);
+        let plain = tokio::spawn(pipe(local, channel, Arc::new(Counters::default())));
+        half_closed_exchange(app, server).await;
+        let plain = plain.await.unwrap();
+
+        // Resumable: app <-> engine (near) <-> channel <-> engine (far) <-> server.
+        let (app, local) = duplex(1024);
+        let (far_local, server) = duplex(1024);
+        let (near_ch, far_ch) = duplex(64 * 1024);
+        let carry = |local: tokio::io::DuplexStream, channel: tokio::io::DuplexStream| async move {
+            let engine = Engine::new(0, Arc::new(Counters::default()), Replay::Kept(None));
+            let (mut r, mut w) = tokio::io::split(local);
+            let att = Attachment {
+                channel: Box::new(channel),
+                peer_received: 0,
+                reply_owed: false,
+            };
+            assert_eq!(engine.attach(&mut r, &mut w, att).await, Outcome::Done);
+            engine.closed(CloseReason::Done)
+        };
+        let near = tokio::spawn(carry(local, near_ch));
+        let far = tokio::spawn(carry(far_local, far_ch));
+        half_closed_exchange(app, server).await;
+        let resumable = near.await.unwrap();
+
+        assert_eq!(plain.reason, CloseReason::Done);
+        assert_eq!((plain.totals.a_to_b, plain.totals.b_to_a), (7, 5));
+        assert_eq!(resumable, plain, "the near end of a resumable stream");
+        let far = far.await.unwrap().totals;
+        assert_eq!((far.a_to_b, far.b_to_a), (5, 7), "the far end, mirrored");
     }
 }
