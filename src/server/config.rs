@@ -76,7 +76,7 @@ pub struct ServeFile {
     /// the file is read, so a bad list is an error naming its line.
     #[serde(default, deserialize_with = "permit_open_list")]
     pub permit_open: Option<policy::ServerOpen>,
-    /// Server-wide PermitListen: "[host:]port" entries, or "any" or "none" alone (`None` inside
+    /// Server-wide PermitListen: "`[host:]port`" entries, or "any" or "none" alone (`None` inside
     /// = any); checked like `permit_open`.
     #[serde(default, deserialize_with = "permit_listen_list")]
     pub permit_listen: Option<Option<Vec<policy::PermitListen>>>,

@@ -1,7 +1,7 @@
 //! `direct-tcpip` (-L, -W, and -D whose SOCKS requests the client turns into the same channel
 //! opens): the one place where the relay decides where such a channel may go, and dials it.
 //!
-//! [`policy::check_open`] says how far the key may reach from the name alone. Here the name is
+//! [`super::policy::check_open`] says how far the key may reach from the name alone. Here the name is
 //! resolved once and every address checked: the relay's own SSH and metrics addresses are
 //! refused unless a permit_open entry names them, and under the default only addresses a -R
 //! listener of this relay is bound to pass. Only the addresses that passed are dialled (never
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::policy::{DenyReason, Reach};
 use super::Relay;
 
-/// Why a destination that passed [`policy::check_open`] still cannot be reached.
+/// Why a destination that passed [`super::policy::check_open`] still cannot be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum Blocked {
     /// Refused by policy once its addresses were known.

@@ -652,7 +652,7 @@ impl russh::server::Handler for SessionHandler {
 }
 
 impl Drop for SessionHandler {
-    /// Sums up the refusals [`SessionHandler::refuse`] counted without logging.
+    /// Sums up the refusals `SessionHandler::refuse` counted without logging.
     fn drop(&mut self) {
         let n = self.refusals.load(Ordering::Relaxed);
         if n > LOGGED_REFUSALS {
