@@ -170,13 +170,18 @@ where
     }
 }
 
+/// What every line of the relay's access log (`server::access_log`) carries after its
+/// timestamp; the fail2ban filter anchors on it. Defined here, in the leaf, because daemon
+/// lines must never spell it (see `defuse_access_tag`).
+pub const ACCESS_TAG: &str = "burrow-access:";
+
 /// The access log's tag (`burrow-access:`) with its colon escaped wherever it appears in a
 /// daemon line. Without a file the access lines share stderr, and the journal, with these
 /// lines; the fail2ban filter anchors on the tag, and a daemon message quotes what a peer
 /// asked for ("forward refused request=direct-tcpip HOST:PORT"), so a key holder could
 /// otherwise spell `burrow-access: refused from=ANY-ADDRESS ...` and get that address banned.
 fn defuse_access_tag(text: &str) -> std::borrow::Cow<'_, str> {
-    let tag = crate::server::access_log::TAG;
+    let tag = ACCESS_TAG;
     if !text.contains(tag) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -295,7 +300,7 @@ mod tests {
             defused,
             "request=direct-tcpip x burrow-access\\x3a refused from=192.0.2.1 port=1 y:22"
         );
-        assert!(!defused.contains(crate::server::access_log::TAG));
+        assert!(!defused.contains(ACCESS_TAG));
         assert_eq!(defuse_access_tag("plain text"), "plain text");
     }
 

@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::forward::ForwardContext;
 use crate::pipe::Counters;
 
-/// What every line carries after its timestamp; the fail2ban filter anchors on it.
-pub const TAG: &str = "burrow-access:";
+/// What every line carries after its timestamp; the fail2ban filter anchors on it. It lives
+/// with the logging leaf, which must keep daemon messages from spelling it.
+pub use crate::logging::ACCESS_TAG as TAG;
 
 /// Bytes of one peer-chosen value kept in a line (an SSH string may be 32 KiB or more).
 pub const MAX_FIELD: usize = 512;
