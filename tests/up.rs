@@ -113,13 +113,7 @@ async fn tunnel_recovers_from_relay_restart_and_freeze_and_reload_keeps_it() {
     );
     write_tunnels(&file, &key, &relay, &first);
     let control = dir.path().join("up.sock");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up")
-        .arg(&file)
-        .arg("--control")
-        .arg(&control)
-        .args(["--metrics", "127.0.0.1:0"]);
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = spawn_up(dir.path(), &file, &control, &["--metrics", "127.0.0.1:0"]);
     wait_status(&control, &up, "tunnel a up", |s| {
         tunnel(s, "a").is_some_and(|t| t["state"] == "up")
     })
@@ -258,9 +252,7 @@ async fn unreachable_first_relay_falls_over_to_the_next() {
     );
     write_tunnels(&file, &key, &relay, &tunnels);
     let control = dir.path().join("up.sock");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up").arg(&file).arg("--control").arg(&control);
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = spawn_up(dir.path(), &file, &control, &[]);
     let s = wait_status(&control, &up, "tunnel up on the second relay", |s| {
         tunnel(s, "multi").is_some_and(|t| t["state"] == "up")
     })
@@ -289,9 +281,7 @@ async fn refused_key_backs_off_to_the_cap_and_exit_after_failures_gives_up() {
     );
     std::fs::write(&file, text).unwrap();
     let control = dir.path().join("up.sock");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up").arg(&file).arg("--control").arg(&control);
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = spawn_up(dir.path(), &file, &control, &[]);
     let s = wait_status(&control, &up, "the refusal reported", |s| {
         tunnel(s, "denied").is_some_and(|t| t["state"] == "backoff" && t["failures"] == 1)
     })
@@ -381,9 +371,7 @@ async fn tunnel_is_back_within_a_probe_interval_after_a_long_relay_outage() {
     );
     write_tunnels(&file, &key, &relay, &tunnels);
     let control = dir.path().join("up.sock");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up").arg(&file).arg("--control").arg(&control);
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = spawn_up(dir.path(), &file, &control, &[]);
     wait_status(&control, &up, "tunnel a up", |s| {
         tunnel(s, "a").is_some_and(|t| t["state"] == "up")
     })
@@ -440,9 +428,7 @@ async fn a_relay_frozen_for_a_minute_sees_one_handshake_not_a_storm() {
     );
     write_tunnels(&file, &key, &relay, &tunnels);
     let control = dir.path().join("up.sock");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up").arg(&file).arg("--control").arg(&control);
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = spawn_up(dir.path(), &file, &control, &[]);
     wait_status(&control, &up, "tunnel a up", |s| {
         tunnel(s, "a").is_some_and(|t| t["state"] == "up")
     })
@@ -755,13 +741,7 @@ async fn a_host_block_forward_keeps_its_own_label_and_counters_in_status_and_met
     )
     .unwrap();
     let control = dir.path().join("up.sock");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up")
-        .arg(&file)
-        .arg("--control")
-        .arg(&control)
-        .args(["--metrics", "127.0.0.1:0"]);
-    let up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let up = spawn_up(dir.path(), &file, &control, &["--metrics", "127.0.0.1:0"]);
     wait_status(&control, &up, "tunnel a up", |s| {
         tunnel(s, "a").is_some_and(|t| t["state"] == "up")
     })
@@ -946,9 +926,7 @@ async fn a_tunnel_takes_its_port_back_from_its_own_dead_session_at_once() {
     );
     write_tunnels(&file, &key, &relay, &tunnels);
     let control = dir.path().join("up.sock");
-    let mut cmd = Command::new(burrow_bin());
-    cmd.arg("up").arg(&file).arg("--control").arg(&control);
-    let mut up = spawn_logged(cmd, dir.path(), "burrow-up");
+    let mut up = spawn_up(dir.path(), &file, &control, &[]);
     wait_status(&control, &up, "tunnel a up", |s| {
         tunnel(s, "a").is_some_and(|t| t["state"] == "up")
     })
@@ -970,4 +948,15 @@ async fn a_tunnel_takes_its_port_back_from_its_own_dead_session_at_once() {
         "{log}"
     );
     assert!(!log.contains("did not answer the takeover probe"), "{log}");
+}
+
+/// `burrow up FILE --control SOCKET [EXTRA...]`, its log kept as "burrow-up" in `dir`.
+fn spawn_up(dir: &Path, file: &Path, control: &Path, extra: &[&str]) -> ChildGuard {
+    let mut cmd = Command::new(burrow_bin());
+    cmd.arg("up")
+        .arg(file)
+        .arg("--control")
+        .arg(control)
+        .args(extra);
+    spawn_logged(cmd, dir, "burrow-up")
 }
