@@ -133,8 +133,12 @@ fn ratio_bars(s: &mut String, rows: &[&Row], top: f64) {
     }
 }
 
-/// Cumulative distribution of round-trip times (x: µs, log scale; y: share of round trips).
+/// Cumulative distribution of round-trip times (x: µs, log scale; y: share of round trips);
+/// nothing without samples (a run without the latency section), which have no axis range.
 fn latency_cdf(s: &mut String, latency: &[(Pair, Vec<f64>)], top: f64, h: f64) {
+    if latency.iter().all(|(_, v)| v.is_empty()) {
+        return;
+    }
     let (x0, x1) = (LEFT, WIDTH - RIGHT);
     let all = latency.iter().flat_map(|(_, v)| v.iter().copied());
     let lo = all
