@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::ceiling::Ceilings;
 use crate::load::{self, Route, Servers};
-use crate::peers::{free_port, Lab, Pair, Server, PAIRS};
+use crate::peers::{free_port, Client, Lab, Pair, Server, PAIRS};
 use crate::procs::{tree_cpu_secs, Proc};
 use crate::report::{percentile, Better, Row, Summary, Target};
 use crate::Settings;
@@ -149,34 +149,56 @@ fn burrow_pairs() -> Vec<Pair> {
     PAIRS[1..].to_vec()
 }
 
-/// CPU seconds per GiB of (client, server) during one run, per pair.
-type CpuLog = Arc<Mutex<Vec<(Pair, f64, f64)>>>;
+/// The pair where burrow is on both ends.
+const BURROW_TO_SERVE: Pair = PAIRS[3];
 
-/// One bulk run; with `cpu`, also logs the CPU time the client and the server (sshd's whole
-/// process tree, or burrow serve) spent per GiB moved.
+/// Issue 21's moonshot: where burrow owns both ends, one stream at twice ssh→sshd (half of one
+/// core's AEAD). Shown beside the row's own target, with its own verdict.
+fn moonshot() -> Target {
+    Target::new(2.0, vec![BURROW_TO_SERVE]).named("moonshot")
+}
+
+/// CPU seconds per GiB of (client, server) during one run, per direction (true: download) and
+/// pair.
+type CpuLog = Arc<Mutex<Vec<(bool, Pair, f64, f64)>>>;
+
+/// One bulk run, upload to the sink or (`down`) download from the source; with `cpu`, also logs
+/// the CPU time the client and the server (sshd's whole process tree, or burrow serve) spent per
+/// GiB moved.
 async fn bulk_run(
     pair: Pair,
     pids: (u32, u32),
     addr: SocketAddr,
-    streams: usize,
+    (streams, down): (usize, bool),
     secs: f64,
     cpu: Option<CpuLog>,
 ) -> Result<f64> {
     let (client_pid, server_pid) = pids;
     let (c0, s0) = (tree_cpu_secs(client_pid), tree_cpu_secs(server_pid));
-    let records = load::bulk_records(Route::Direct(addr), streams, secs, false).await?;
+    let records = load::bulk_records(Route::Direct(addr), streams, secs, down).await?;
     if let Some(log) = cpu {
         let gib = records.iter().map(|r| r.bytes).sum::<u64>() as f64 / (1u64 << 30) as f64;
         let (c1, s1) = (tree_cpu_secs(client_pid), tree_cpu_secs(server_pid));
         if let Ok(mut log) = log.lock() {
-            log.push((pair, (c1 - c0) / gib, (s1 - s0) / gib));
+            log.push((down, pair, (c1 - c0) / gib, (s1 - s0) / gib));
         }
     }
     Ok(load::mib_per_s(&records))
 }
 
-/// Bulk upload through -L and -R, 1 and 8 streams, for one cipher; for -L 1 stream also the
-/// CPU cost per GiB on each side.
+/// The bulk cases of one cipher: (forward, streams, download). -L and -R uploads send towards
+/// the sink (through -R the server's side sends, so the client receives); the -L download is
+/// there for the CPU rows of the other direction (the server encrypts, the client decrypts).
+const BULK: [(&str, usize, bool); 5] = [
+    ("-L", 1, false),
+    ("-L", 1, true),
+    ("-L", 8, false),
+    ("-R", 1, false),
+    ("-R", 8, false),
+];
+
+/// Bulk transfers through -L and -R, 1 and 8 streams, for one cipher; for -L 1 stream, upload
+/// and download, also the CPU cost per GiB on each side.
 pub async fn throughput(
     lab: &Lab,
     clients: &[Running],
@@ -187,10 +209,15 @@ pub async fn throughput(
     let short = cipher.split('@').next().unwrap_or(cipher);
     let mut rows = Vec::new();
     let cpu: CpuLog = Arc::default();
-    for (fwd, streams) in [("-L", 1), ("-L", 8), ("-R", 1), ("-R", 8)] {
-        eprintln!("  {fwd} {streams} stream(s), {short}");
+    for (fwd, streams, down) in BULK {
+        let what = if down { " download" } else { "" };
+        eprintln!("  {fwd} {streams} stream(s){what}, {short}");
         let values = interleaved(clients, s.runs, |c| {
-            let addr = if fwd == "-L" { c.l_sink } else { c.r_sink };
+            let addr = match (fwd, down) {
+                ("-L", true) => c.l_source,
+                ("-L", false) => c.l_sink,
+                _ => c.r_sink,
+            };
             let server_pid = match c.pair.server {
                 Server::Sshd => lab.sshd.pid(),
                 Server::Serve => lab.serve.pid(),
@@ -200,52 +227,75 @@ pub async fn throughput(
                 c.pair,
                 (c.proc.pid(), server_pid),
                 addr,
-                streams,
+                (streams, down),
                 s.secs,
                 log,
             )
         })
         .await?;
         let tcp = if streams == 1 { ceil.tcp_1 } else { ceil.tcp_8 };
+        let mut targets = vec![Target::new(1.0, burrow_pairs())];
+        if streams == 1 {
+            targets.push(moonshot());
+        }
         rows.push(Row {
             group: "throughput",
             case: format!(
-                "{fwd} {streams} stream{} {short}",
+                "{fwd} {streams} stream{}{what} {short}",
                 if streams > 1 { "s" } else { "" }
             ),
             unit: "MiB/s",
             better: Better::Higher,
             values,
             ceiling: format!("tcp {tcp:.0}, {}", ceil.cipher_text(cipher)),
-            target: Some(Target {
-                ratio: if streams == 1 { 1.0 } else { 1.3 },
-                pairs: burrow_pairs(),
-            }),
+            targets,
         });
     }
     let log = cpu.lock().map(|l| l.clone()).unwrap_or_default();
-    for (side, pick) in [("client", 0), ("server", 1)] {
-        let values = PAIRS
-            .iter()
-            .map(|&p| {
-                let runs = log
-                    .iter()
-                    .filter(|e| e.0 == p)
-                    .map(|e| if pick == 0 { e.1 } else { e.2 });
-                (p, Summary::of(runs.collect()))
-            })
-            .collect();
-        rows.push(Row {
-            group: "cpu",
-            case: format!("{side} CPU per GiB, -L 1 stream {short}"),
-            unit: "s/GiB",
-            better: Better::Lower,
-            values,
-            ceiling: ceil.cipher_cpu_text(cipher),
-            target: None,
-        });
-    }
+    rows.extend(cpu_rows(&log, short, &ceil.cipher_cpu_text(cipher)));
     Ok(rows)
+}
+
+/// CPU per GiB, both roles, both directions: upload (the client encrypts, the server decrypts)
+/// and download (the server encrypts, the client decrypts). The target (≤ 0.8×) holds burrow
+/// to OpenSSH's cost in the same role: client rows judge the pairs with burrow's client, server
+/// rows the pairs with burrow serve (the other pairs show what the peer's choices cost it).
+fn cpu_rows(log: &[(bool, Pair, f64, f64)], short: &str, ceiling: &str) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for down in [false, true] {
+        let (direction, client_does, server_does) = if down {
+            ("download", "received", "sent")
+        } else {
+            ("upload", "sent", "received")
+        };
+        for (side, does) in [("client", client_does), ("server", server_does)] {
+            let values = PAIRS
+                .iter()
+                .map(|&p| {
+                    let runs = log.iter().filter(|e| e.0 == down && e.1 == p);
+                    let runs = runs.map(|e| if side == "client" { e.2 } else { e.3 });
+                    (p, Summary::of(runs.collect()))
+                })
+                .collect();
+            let ours = PAIRS.into_iter().filter(|p| {
+                if side == "client" {
+                    p.client == Client::Burrow
+                } else {
+                    p.server == Server::Serve
+                }
+            });
+            rows.push(Row {
+                group: "cpu",
+                case: format!("{side} CPU per GiB {does}, -L 1 stream {direction} {short}"),
+                unit: "s/GiB",
+                better: Better::Lower,
+                values,
+                ceiling: ceiling.to_owned(),
+                targets: vec![Target::new(0.8, ours.collect())],
+            });
+        }
+    }
+    rows
 }
 
 /// -D one stream, round-trip latency and connections/s.
@@ -273,7 +323,7 @@ pub async fn single_cipher_cases(
         better: Better::Higher,
         values,
         ceiling: format!("tcp {:.0}", ceil.tcp_1),
-        target: None,
+        targets: Vec::new(),
     });
     rows.extend(round_trip_rows(clients, s, ceil, latency).await?);
     eprintln!("  connections/s");
@@ -288,10 +338,7 @@ pub async fn single_cipher_cases(
         better: Better::Higher,
         values,
         ceiling: format!("tcp {:.0}", ceil.cps),
-        target: Some(Target {
-            ratio: 1.5,
-            pairs: burrow_pairs(),
-        }),
+        targets: vec![Target::new(1.5, burrow_pairs())],
     });
     Ok(rows)
 }
@@ -331,30 +378,27 @@ async fn round_trip_rows(
     for (c, v) in clients.iter().zip(all) {
         latency.push((c.pair, v));
     }
-    let row = |case: &str, values, direct: f64, target| Row {
+    let row = |case: &str, values, direct: f64, targets| Row {
         group: "latency",
         case: case.into(),
         unit: "µs",
         better: Better::Lower,
         values,
         ceiling: format!("tcp {direct:.0}"),
-        target,
+        targets,
     };
     Ok(vec![
         row(
             "64-byte round trip -L p50",
             per_pair(&p50),
             ceil.rtt_p50,
-            None,
+            Vec::new(),
         ),
         row(
             "64-byte round trip -L p99",
             per_pair(&p99),
             ceil.rtt_p99,
-            Some(Target {
-                ratio: 1.0,
-                pairs: burrow_pairs(),
-            }),
+            vec![Target::new(1.0, burrow_pairs())],
         ),
     ])
 }

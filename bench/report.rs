@@ -67,6 +67,45 @@ pub struct Target {
     pub ratio: f64,
     /// The pairs it applies to.
     pub pairs: Vec<Pair>,
+    /// Which of a pair's runs is held to the bound.
+    pub judge: Judge,
+    /// A name shown before the bound (e.g. "moonshot"), or empty.
+    pub label: &'static str,
+}
+
+/// Which of a pair's runs a target judges (always against ssh→sshd's median).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judge {
+    /// The median run: the usual figure.
+    Median,
+    /// The worst run (slowest for throughput): a target that must hold every time, not on a
+    /// lucky run.
+    Worst,
+}
+
+impl Target {
+    /// `pairs` at `ratio` × ssh→sshd or better, judged on the median.
+    pub fn new(ratio: f64, pairs: Vec<Pair>) -> Target {
+        Target {
+            ratio,
+            pairs,
+            judge: Judge::Median,
+            label: "",
+        }
+    }
+
+    /// The same bound held by every run, the worst included.
+    pub fn every_run(self) -> Target {
+        Target {
+            judge: Judge::Worst,
+            ..self
+        }
+    }
+
+    /// The same bound under a name, e.g. "moonshot".
+    pub fn named(self, label: &'static str) -> Target {
+        Target { label, ..self }
+    }
 }
 
 /// One measured case.
@@ -84,8 +123,8 @@ pub struct Row {
     pub values: Vec<(Pair, Summary)>,
     /// The physical limit, as text.
     pub ceiling: String,
-    /// The target, if any.
-    pub target: Option<Target>,
+    /// The targets (none, or several: each with its own verdict).
+    pub targets: Vec<Target>,
 }
 
 impl Row {
@@ -99,19 +138,34 @@ impl Row {
 
     /// value(pair) / value(ssh→sshd).
     pub fn ratio(&self, pair: Pair) -> Option<f64> {
+        self.judged_ratio(pair, Judge::Median)
+    }
+
+    /// The judged run of `pair` (median or worst) / ssh→sshd's median.
+    pub fn judged_ratio(&self, pair: Pair, judge: Judge) -> Option<f64> {
         let base = self.median(PAIRS[0])?;
-        let v = self.median(pair)?;
+        let s = self
+            .values
+            .iter()
+            .find(|(p, _)| *p == pair)
+            .map(|(_, s)| s)?;
+        let v = match (judge, self.better) {
+            (Judge::Median, _) => s.median,
+            (Judge::Worst, Better::Higher) => s.min,
+            (Judge::Worst, Better::Lower) => s.max,
+        };
         (base > 0.0).then(|| v / base)
     }
 
-    /// Whether the target is met (None without a target).
-    pub fn met(&self) -> Option<bool> {
-        let t = self.target.as_ref()?;
-        Some(t.pairs.iter().all(|&p| match (self.ratio(p), self.better) {
-            (Some(r), Better::Higher) => r >= t.ratio,
-            (Some(r), Better::Lower) => r <= t.ratio,
-            (None, _) => false,
-        }))
+    /// Whether `t` is met: every pair it names measured and within the bound.
+    pub fn met(&self, t: &Target) -> bool {
+        t.pairs
+            .iter()
+            .all(|&p| match (self.judged_ratio(p, t.judge), self.better) {
+                (Some(r), Better::Higher) => r >= t.ratio,
+                (Some(r), Better::Lower) => r <= t.ratio,
+                (None, _) => false,
+            })
     }
 }
 
@@ -165,21 +219,52 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// Every target of the row with its verdict, e.g. `≥ 1× (burrow→sshd): met`; a target judged
+/// on the worst run also names that run's ratio (the ratio columns show medians).
 fn target_text(r: &Row) -> String {
-    let Some(t) = &r.target else {
-        return String::new();
-    };
-    let op = if r.better == Better::Higher {
-        "≥"
-    } else {
-        "≤"
-    };
-    let who: Vec<&str> = t.pairs.iter().map(|p| p.label()).collect();
-    let verdict = match r.met() {
-        Some(true) => "met",
-        _ => "NOT met",
-    };
-    format!("{op} {}× ({}): {verdict}", t.ratio, who.join(", "))
+    let texts: Vec<String> = r
+        .targets
+        .iter()
+        .map(|t| {
+            let op = if r.better == Better::Higher {
+                "≥"
+            } else {
+                "≤"
+            };
+            let who: Vec<&str> = t.pairs.iter().map(|p| p.label()).collect();
+            let verdict = if r.met(t) { "met" } else { "NOT met" };
+            let mut text = String::new();
+            if !t.label.is_empty() {
+                let _ = write!(text, "{} ", t.label);
+            }
+            if t.judge == Judge::Worst {
+                let worst = if r.better == Better::Higher {
+                    "slowest"
+                } else {
+                    "worst"
+                };
+                let ratios: Vec<String> = t
+                    .pairs
+                    .iter()
+                    .map(|&p| {
+                        r.judged_ratio(p, t.judge)
+                            .map_or_else(|| "–".into(), |x| format!("{x:.2}×"))
+                    })
+                    .collect();
+                let _ = write!(
+                    text,
+                    "{worst} run {op} {}× ({}): {verdict} ({})",
+                    t.ratio,
+                    who.join(", "),
+                    ratios.join(", ")
+                );
+            } else {
+                let _ = write!(text, "{op} {}× ({}): {verdict}", t.ratio, who.join(", "));
+            }
+            text
+        })
+        .collect();
+    texts.join("; ")
 }
 
 /// The JSON document: machine facts, settings, rows and the latency samples.
@@ -203,11 +288,13 @@ pub fn json(rows: &[Row], meta: Value, latency: &[(Pair, Vec<f64>)]) -> Value {
                 "group": r.group, "case": r.case, "unit": r.unit,
                 "higher_is_better": r.better == Better::Higher,
                 "values": values, "ratio_to_ssh_sshd": ratios, "ceiling": r.ceiling,
-                "target": r.target.as_ref().map(|t| json!({
+                "targets": r.targets.iter().map(|t| json!({
+                    "label": t.label,
                     "ratio": t.ratio,
+                    "judge": if t.judge == Judge::Worst { "worst run" } else { "median" },
                     "pairs": t.pairs.iter().map(|p| p.key()).collect::<Vec<_>>(),
-                    "met": r.met(),
-                })),
+                    "met": r.met(t),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

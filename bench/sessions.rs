@@ -54,10 +54,7 @@ pub async fn ready_time(lab: &Lab, servers: &Servers, s: &Settings, cipher: &str
             .zip(runs.into_iter().map(Summary::of))
             .collect(),
         ceiling: String::new(),
-        target: Some(Target {
-            ratio: 1.0,
-            pairs: PAIRS[1..].to_vec(),
-        }),
+        targets: vec![Target::new(1.0, PAIRS[1..].to_vec())],
     })
 }
 
@@ -87,22 +84,20 @@ pub async fn relay_memory(
         rss.push((pair, Summary::of(vec![r])));
     }
     let relay_target = || {
-        Some(Target {
-            ratio: 0.2,
-            pairs: vec![Pair {
-                client: Client::OpenSsh,
-                server: Server::Serve,
-            }],
-        })
+        let serve = Pair {
+            client: Client::OpenSsh,
+            server: Server::Serve,
+        };
+        vec![Target::new(0.2, vec![serve])]
     };
-    let row = |what: &str, values, target| Row {
+    let row = |what: &str, values, targets| Row {
         group: "memory",
         case: format!("relay {what} per -R session ({}, one run)", s.sessions),
         unit: "KiB",
         better: Better::Lower,
         values,
         ceiling: String::new(),
-        target,
+        targets,
     };
     Ok(vec![
         row("PSS", pss, relay_target()),
@@ -196,12 +191,12 @@ pub async fn idle_memory(lab: &Lab, servers: &Servers, s: &Settings, cipher: &st
         better: Better::Lower,
         values,
         ceiling: String::new(),
-        target: Some(Target {
-            ratio: 1.0,
-            pairs: vec![Pair {
+        targets: vec![Target::new(
+            1.0,
+            vec![Pair {
                 client: Client::Burrow,
                 server: Server::Sshd,
             }],
-        }),
+        )],
     })
 }
