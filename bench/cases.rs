@@ -34,6 +34,8 @@ pub struct Running {
     pub r_sink: SocketAddr,
     /// -D SOCKS port.
     pub socks: SocketAddr,
+    /// -L to each of the extra targets [`start_client`] was given, in order.
+    pub extra: Vec<SocketAddr>,
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -41,13 +43,15 @@ fn local(port: u16) -> SocketAddr {
 }
 
 /// Starts the client of `pair` towards `to` (the server, or a delay line in front of it) with all
-/// forwards, and waits until -L, -R and -D accept.
+/// forwards, and -L to each of `extra` (targets only some cases use), and waits until -L, -R
+/// and -D accept.
 pub async fn start_client(
     lab: &Lab,
     servers: &Servers,
     pair: Pair,
     to: SocketAddr,
     cipher: &str,
+    extra: &[SocketAddr],
 ) -> Result<Running> {
     let (ls, lo, le, rs, d) = (
         free_port()?,
@@ -57,7 +61,7 @@ pub async fn start_client(
         free_port()?,
     );
     let fwd = |p: u16, t: SocketAddr| format!("127.0.0.1:{p}:127.0.0.1:{}", t.port());
-    let args = [
+    let mut args = vec![
         "-L".to_owned(),
         fwd(ls, servers.sink),
         "-L".into(),
@@ -69,6 +73,12 @@ pub async fn start_client(
         "-D".into(),
         format!("127.0.0.1:{d}"),
     ];
+    let mut extra_ports = Vec::new();
+    for &t in extra {
+        let p = free_port()?;
+        args.extend(["-L".into(), fwd(p, t)]);
+        extra_ports.push(local(p));
+    }
     let mut cmd = lab.client(pair.client, to, cipher, &args);
     let name = format!(
         "{}-{}-{}",
@@ -94,6 +104,7 @@ pub async fn start_client(
         l_echo: local(le),
         r_sink: local(rs),
         socks: local(d),
+        extra: extra_ports,
     })
 }
 
@@ -113,7 +124,7 @@ async fn wait_connect(addr: SocketAddr) -> Result<()> {
 pub async fn start_all(lab: &Lab, servers: &Servers, cipher: &str) -> Result<Vec<Running>> {
     let mut out = Vec::new();
     for pair in PAIRS {
-        out.push(start_client(lab, servers, pair, lab.addr(pair.server), cipher).await?);
+        out.push(start_client(lab, servers, pair, lab.addr(pair.server), cipher, &[]).await?);
     }
     Ok(out)
 }

@@ -32,7 +32,7 @@ pub async fn long_fat_pipe(
             Server::Sshd => to_sshd.addr,
             Server::Serve => to_serve.addr,
         };
-        clients.push(start_client(lab, servers, pair, via, cipher).await?);
+        clients.push(start_client(lab, servers, pair, via, cipher, &[]).await?);
     }
     let mut rows = Vec::new();
     for down in [false, true] {

@@ -2,7 +2,9 @@
 //! - sink: reads a stream to EOF, then answers how many bytes came and when the first and last
 //!   arrived (so the receiver measures, not the sender);
 //! - source: sends for the number of milliseconds the client asks, then closes;
-//! - echo: sends back what it reads (latency, connections/s, idle connections, readiness).
+//! - echo: sends back what it reads (latency, connections/s, idle connections, readiness);
+//! - checked sink and checked source: the same with an exact byte count and every byte compared
+//!   with the pattern, for the cases that must prove nothing was lost (rekeying).
 //!
 //! Timestamps are nanoseconds since [`epoch`], one clock for every stream of a run.
 
@@ -57,6 +59,10 @@ pub struct Servers {
     pub source: SocketAddr,
     /// Echo address.
     pub echo: SocketAddr,
+    /// Checked sink address (see [`upload_exact`]).
+    pub checked_sink: SocketAddr,
+    /// Checked source address (see [`download_exact`]).
+    pub checked_source: SocketAddr,
     _tasks: JoinSet<()>,
 }
 
@@ -67,10 +73,14 @@ impl Servers {
         let sink = serve(&mut tasks, |s| Box::pin(sink_conn(s))).await?;
         let source = serve(&mut tasks, |s| Box::pin(source_conn(s))).await?;
         let echo = serve(&mut tasks, |s| Box::pin(echo_conn(s))).await?;
+        let checked_sink = serve(&mut tasks, |s| Box::pin(checked_sink_conn(s))).await?;
+        let checked_source = serve(&mut tasks, |s| Box::pin(checked_source_conn(s))).await?;
         Ok(Servers {
             sink,
             source,
             echo,
+            checked_sink,
+            checked_source,
             _tasks: tasks,
         })
     }
@@ -136,6 +146,72 @@ async fn echo_conn(mut s: TcpStream) -> std::io::Result<()> {
     let (mut r, mut w) = s.split();
     tokio::io::copy(&mut r, &mut w).await?;
     Ok(())
+}
+
+/// Like [`sink_conn`], but compares every byte with the repeated [`pattern`] and adds the offset
+/// of the first byte that differs (`u64::MAX`: none) to the reply.
+async fn checked_sink_conn(mut s: TcpStream) -> std::io::Result<()> {
+    let expected = pattern();
+    let mut buf = vec![0u8; BUF];
+    let (mut bytes, mut first, mut last, mut bad) = (0u64, 0u64, 0u64, u64::MAX);
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        last = now_ns();
+        if bytes == 0 {
+            first = last;
+        }
+        if bad == u64::MAX {
+            if let Some(at) = mismatch(&expected, bytes, &buf[..n]) {
+                bad = bytes + at as u64;
+            }
+        }
+        bytes += n as u64;
+    }
+    let mut reply = [0u8; 32];
+    for (i, v) in [bytes, first, last, bad].into_iter().enumerate() {
+        reply[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+    }
+    s.write_all(&reply).await?;
+    s.shutdown().await
+}
+
+/// Sends exactly the number of bytes the client asks for (the repeated [`pattern`]), then
+/// closes.
+async fn checked_source_conn(mut s: TcpStream) -> std::io::Result<()> {
+    let mut left = s.read_u64().await?.min(MAX_EXACT);
+    let buf = pattern();
+    while left > 0 {
+        let n = left.min(BUF as u64) as usize;
+        s.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    s.shutdown().await
+}
+
+/// The most one checked transfer moves (bounds the checked source).
+const MAX_EXACT: u64 = 64 << 30;
+
+/// Where `data`, received at stream offset `offset`, first differs from the repeated `pattern`
+/// (whose length is [`BUF`]).
+fn mismatch(pattern: &[u8], offset: u64, data: &[u8]) -> Option<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        let at = ((offset + done as u64) % BUF as u64) as usize;
+        let n = (BUF - at).min(data.len() - done);
+        let (got, want) = (&data[done..done + n], &pattern[at..at + n]);
+        if got != want {
+            return got
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .map(|i| done + i);
+        }
+        done += n;
+    }
+    None
 }
 
 /// Data that no compressor would shrink much (compression is off anyway).
@@ -246,6 +322,70 @@ pub async fn download(route: Route, secs: f64) -> Result<Record> {
             first = last;
         }
         bytes += n as u64;
+    }
+    Ok(Record { bytes, first, last })
+}
+
+/// Sends exactly `bytes` of the pattern to the checked sink along `route` and returns what it
+/// received; fails unless every byte arrived unchanged.
+pub async fn upload_exact(route: Route, bytes: u64) -> Result<Record> {
+    let mut s = open(route).await?;
+    let buf = pattern();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(BUF as u64) as usize;
+        s.write_all(&buf[..n])
+            .await
+            .with_context(|| format!("sending to the checked sink, {} bytes sent", bytes - left))?;
+        left -= n as u64;
+    }
+    s.shutdown().await?;
+    let mut reply = [0u8; 32];
+    s.read_exact(&mut reply)
+        .await
+        .context("reading the checked sink's count")?;
+    let word =
+        |i: usize| u64::from_be_bytes(reply[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let (got, bad) = (word(0), word(3));
+    if got != bytes {
+        bail!("the checked sink received {got} of {bytes} bytes");
+    }
+    if bad != u64::MAX {
+        bail!("the checked sink received {bytes} bytes, wrong from byte {bad} on");
+    }
+    Ok(Record {
+        bytes,
+        first: word(1),
+        last: word(2),
+    })
+}
+
+/// Asks the checked source along `route` for exactly `bytes` and measures what arrives; fails
+/// unless every byte arrived unchanged.
+pub async fn download_exact(route: Route, bytes: u64) -> Result<Record> {
+    let mut s = open(route).await?;
+    s.write_u64(bytes).await?;
+    let expected = pattern();
+    let mut buf = vec![0u8; BUF];
+    let (mut got, mut first, mut last) = (0u64, 0u64, 0u64);
+    loop {
+        let n = s.read(&mut buf).await.with_context(|| {
+            format!("reading from the checked source, {got} of {bytes} bytes received")
+        })?;
+        if n == 0 {
+            break;
+        }
+        last = now_ns();
+        if got == 0 {
+            first = last;
+        }
+        if let Some(at) = mismatch(&expected, got, &buf[..n]) {
+            bail!("from the checked source: byte {} differs", got + at as u64);
+        }
+        got += n as u64;
+    }
+    if got != bytes {
+        bail!("received {got} of {bytes} bytes from the checked source");
     }
     Ok(Record { bytes, first, last })
 }
@@ -367,5 +507,25 @@ pub async fn wait_echo(addr: SocketAddr, limit: Duration) -> Result<Duration> {
             bail!("no echo through {addr} within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mismatch, pattern, BUF};
+
+    /// The checked transfers' comparison follows the pattern across its wrap-around and finds
+    /// a changed byte anywhere, the wrap included.
+    #[test]
+    fn mismatch_finds_the_first_changed_byte_across_the_pattern_wrap() {
+        let p = pattern();
+        let offset = (BUF - 10) as u64;
+        let mut data: Vec<u8> = (0..100).map(|i| p[(BUF - 10 + i) % BUF]).collect();
+        assert_eq!(mismatch(&p, offset, &data), None);
+        data[12] ^= 1;
+        assert_eq!(mismatch(&p, offset, &data), Some(12));
+        data[3] ^= 1;
+        assert_eq!(mismatch(&p, offset, &data), Some(3));
+        assert_eq!(mismatch(&p, offset + 1, &data[1..]), Some(2));
     }
 }

@@ -15,6 +15,7 @@ mod lfp;
 mod load;
 mod peers;
 mod procs;
+mod rekey;
 mod report;
 mod sessions;
 mod svg;
@@ -43,7 +44,9 @@ pub struct Settings {
     pub idle: usize,
     /// -R sessions for the relay memory case.
     pub sessions: usize,
-    /// Sections to run (all when empty): throughput, latency, memory, start, lfp.
+    /// MiB each way through the rekeying sshd.
+    pub rekey_mib: u64,
+    /// Sections to run (all when empty): throughput, latency, rekey, lfp, start, memory.
     pub only: Vec<String>,
     /// The burrow binary.
     pub burrow: PathBuf,
@@ -66,6 +69,7 @@ fn parse_args() -> Result<Settings> {
         round_trips: 1000,
         idle: 1000,
         sessions: 200,
+        rekey_mib: 1024,
         only: Vec::new(),
         burrow: root.join("target/release/burrow"),
         out: root.join("bench/results"),
@@ -77,15 +81,17 @@ fn parse_args() -> Result<Settings> {
             "--quick" => {
                 (s.runs, s.secs, s.lfp_secs) = (2, 0.7, 2.5);
                 (s.round_trips, s.idle, s.sessions) = (300, 200, 40);
+                s.rekey_mib = 128;
             }
             "--runs" => s.runs = value()?.parse().context("--runs")?,
             "--secs" => s.secs = value()?.parse().context("--secs")?,
             "--lfp-secs" => s.lfp_secs = value()?.parse().context("--lfp-secs")?,
+            "--rekey-mib" => s.rekey_mib = value()?.parse().context("--rekey-mib")?,
             "--only" => s.only = value()?.split(',').map(str::to_owned).collect(),
             "--burrow" => s.burrow = value()?.into(),
             "--out" => s.out = value()?.into(),
             "-h" | "--help" => {
-                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--only throughput,latency,memory,start,lfp] [--burrow BIN] [--out DIR]");
+                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--rekey-mib MIB] [--only throughput,latency,rekey,lfp,start,memory] [--burrow BIN] [--out DIR]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -94,6 +100,7 @@ fn parse_args() -> Result<Settings> {
     s.runs = s.runs.clamp(1, 20);
     s.secs = s.secs.clamp(0.2, 30.0);
     s.lfp_secs = s.lfp_secs.clamp(0.5, 60.0);
+    s.rekey_mib = s.rekey_mib.clamp(64, 4096);
     Ok(s)
 }
 
@@ -144,6 +151,11 @@ async fn main() -> Result<()> {
             let r = cases::single_cipher_cases(&clients, &servers, &s, &ceil, &mut latency).await;
             keep(&mut rows, &mut errors, "latency", r);
         }
+    }
+    if s.wants("rekey") {
+        eprintln!("[{:>4.0} s] rekeying", started.elapsed().as_secs_f64());
+        let r = rekey::rekey(&lab, &servers, &s, &CIPHERS).await;
+        keep(&mut rows, &mut errors, "rekey", r);
     }
     if s.wants("lfp") {
         for delay_ms in [50, 25] {

@@ -110,7 +110,7 @@ impl Lab {
         let authorized = dir.join("authorized_keys");
         std::fs::write(&authorized, &public)?;
         let user = current_user();
-        let (sshd, sshd_addr) = start_sshd(dir, &authorized)?;
+        let (sshd, sshd_addr) = start_sshd(dir, &authorized, &[])?;
         let (serve, serve_addr) = start_serve(dir, burrow, &authorized)?;
         Ok(Lab {
             dir: dir.to_path_buf(),
@@ -130,6 +130,14 @@ impl Lab {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Lab::start(&dir, &self.burrow)
+    }
+
+    /// Another sshd for the same clients (same authorized key) under `dir/name`, with `config`
+    /// lines ahead of the usual ones (the first value of a keyword wins in sshd_config).
+    pub fn other_sshd(&self, name: &str, config: &[&str]) -> Result<(Proc, SocketAddr)> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        start_sshd(&dir, &self.dir.join("authorized_keys"), config)
     }
 
     /// The address of `server`.
@@ -204,13 +212,13 @@ fn keygen(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start_sshd(dir: &Path, authorized: &Path) -> Result<(Proc, SocketAddr)> {
+fn start_sshd(dir: &Path, authorized: &Path, first: &[&str]) -> Result<(Proc, SocketAddr)> {
     std::fs::create_dir_all("/run/sshd").context("mkdir /run/sshd")?;
     let host_key = dir.join("sshd_host_ed25519");
     keygen(&host_key)?;
     let port = free_port()?;
     let config = dir.join("sshd_config");
-    let lines = [
+    let lines = first.iter().map(|l| l.to_string()).chain([
         format!("Port {port}"),
         "ListenAddress 127.0.0.1".into(),
         format!("HostKey {}", host_key.display()),
@@ -229,8 +237,9 @@ fn start_sshd(dir: &Path, authorized: &Path) -> Result<(Proc, SocketAddr)> {
         "MaxStartups 300:30:400".into(),
         "Ciphers chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes256-gcm@openssh.com"
             .into(),
-    ];
-    std::fs::write(&config, lines.join("\n") + "\n")?;
+    ]);
+    let text: String = lines.map(|l| l + "\n").collect();
+    std::fs::write(&config, text)?;
     let mut cmd = Command::new(SSHD);
     cmd.args(["-D", "-e", "-f"]).arg(&config);
     let mut proc = Proc::spawn("sshd", &mut cmd, dir)?;
