@@ -111,24 +111,8 @@ async fn serve(tasks: &mut JoinSet<()>, handle: fn(TcpStream) -> ConnFuture) -> 
 }
 
 async fn sink_conn(mut s: TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; BUF];
-    let (mut bytes, mut first, mut last) = (0u64, 0u64, 0u64);
-    loop {
-        let n = s.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        last = now_ns();
-        if bytes == 0 {
-            first = last;
-        }
-        bytes += n as u64;
-    }
-    let mut reply = [0u8; 24];
-    reply[..8].copy_from_slice(&bytes.to_be_bytes());
-    reply[8..16].copy_from_slice(&first.to_be_bytes());
-    reply[16..].copy_from_slice(&last.to_be_bytes());
-    s.write_all(&reply).await?;
+    let r = receive(&mut s, |_, _| ()).await?;
+    write_words(&mut s, &[r.bytes, r.first, r.last]).await?;
     s.shutdown().await
 }
 
@@ -151,9 +135,21 @@ async fn echo_conn(mut s: TcpStream) -> std::io::Result<()> {
 /// Like [`sink_conn`], but compares every byte with the repeated [`pattern`] and adds the offset
 /// of the first byte that differs (`u64::MAX`: none) to the reply.
 async fn checked_sink_conn(mut s: TcpStream) -> std::io::Result<()> {
-    let expected = pattern();
+    let mut check = Check::new();
+    let r = receive(&mut s, |at, data| check.feed(at, data)).await?;
+    let bad = check.first_bad.unwrap_or(u64::MAX);
+    write_words(&mut s, &[r.bytes, r.first, r.last, bad]).await?;
+    s.shutdown().await
+}
+
+/// Reads `s` to EOF, handing each chunk to `chunk` with its offset in the stream; returns the
+/// count and when the first and the last byte arrived.
+async fn receive<R: AsyncRead + Unpin>(
+    s: &mut R,
+    mut chunk: impl FnMut(u64, &[u8]),
+) -> std::io::Result<Record> {
     let mut buf = vec![0u8; BUF];
-    let (mut bytes, mut first, mut last, mut bad) = (0u64, 0u64, 0u64, u64::MAX);
+    let (mut bytes, mut first, mut last) = (0u64, 0u64, 0u64);
     loop {
         let n = s.read(&mut buf).await?;
         if n == 0 {
@@ -163,19 +159,48 @@ async fn checked_sink_conn(mut s: TcpStream) -> std::io::Result<()> {
         if bytes == 0 {
             first = last;
         }
-        if bad == u64::MAX {
-            if let Some(at) = mismatch(&expected, bytes, &buf[..n]) {
-                bad = bytes + at as u64;
-            }
-        }
+        chunk(bytes, &buf[..n]);
         bytes += n as u64;
     }
-    let mut reply = [0u8; 32];
-    for (i, v) in [bytes, first, last, bad].into_iter().enumerate() {
-        reply[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+    Ok(Record { bytes, first, last })
+}
+
+/// Big-endian words in one write (a sink's reply).
+async fn write_words<W: AsyncWrite + Unpin>(s: &mut W, words: &[u64]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    s.write_all(&bytes).await
+}
+
+/// `N` big-endian words (a sink's reply).
+async fn read_words<const N: usize, R: AsyncRead + Unpin>(s: &mut R) -> std::io::Result<[u64; N]> {
+    let mut words = [0u64; N];
+    for w in &mut words {
+        *w = s.read_u64().await?;
     }
-    s.write_all(&reply).await?;
-    s.shutdown().await
+    Ok(words)
+}
+
+/// A stream compared chunk by chunk with the repeated [`pattern`].
+struct Check {
+    expected: Vec<u8>,
+    /// Offset of the first byte that differed.
+    first_bad: Option<u64>,
+}
+
+impl Check {
+    fn new() -> Check {
+        Check {
+            expected: pattern(),
+            first_bad: None,
+        }
+    }
+
+    /// Compares `data`, found at offset `at` of the stream (until the first difference).
+    fn feed(&mut self, at: u64, data: &[u8]) {
+        if self.first_bad.is_none() {
+            self.first_bad = mismatch(&self.expected, at, data).map(|i| at + i as u64);
+        }
+    }
 }
 
 /// Sends exactly the number of bytes the client asks for (the repeated [`pattern`]), then
@@ -294,36 +319,18 @@ pub async fn upload(route: Route, secs: f64) -> Result<Record> {
         s.write_all(&buf).await.context("sending to the sink")?;
     }
     s.shutdown().await?;
-    let mut reply = [0u8; 24];
-    s.read_exact(&mut reply)
+    let [bytes, first, last] = read_words(&mut s)
         .await
         .context("reading the sink's count")?;
-    let word = |i: usize| u64::from_be_bytes(reply[i..i + 8].try_into().unwrap_or_default());
-    Ok(Record {
-        bytes: word(0),
-        first: word(8),
-        last: word(16),
-    })
+    Ok(Record { bytes, first, last })
 }
 
 /// Asks the source along `route` for `secs` of data and measures what arrives.
 pub async fn download(route: Route, secs: f64) -> Result<Record> {
     let mut s = open(route).await?;
     s.write_u64((secs * 1000.0) as u64).await?;
-    let mut buf = vec![0u8; BUF];
-    let (mut bytes, mut first, mut last) = (0u64, 0u64, 0u64);
-    loop {
-        let n = s.read(&mut buf).await.context("reading from the source")?;
-        if n == 0 {
-            break;
-        }
-        last = now_ns();
-        if bytes == 0 {
-            first = last;
-        }
-        bytes += n as u64;
-    }
-    Ok(Record { bytes, first, last })
+    let r = receive(&mut s, |_, _| ()).await;
+    r.context("reading from the source")
 }
 
 /// Sends exactly `bytes` of the pattern to the checked sink along `route` and returns what it
@@ -340,24 +347,16 @@ pub async fn upload_exact(route: Route, bytes: u64) -> Result<Record> {
         left -= n as u64;
     }
     s.shutdown().await?;
-    let mut reply = [0u8; 32];
-    s.read_exact(&mut reply)
+    let [got, first, last, bad] = read_words(&mut s)
         .await
         .context("reading the checked sink's count")?;
-    let word =
-        |i: usize| u64::from_be_bytes(reply[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-    let (got, bad) = (word(0), word(3));
     if got != bytes {
         bail!("the checked sink received {got} of {bytes} bytes");
     }
     if bad != u64::MAX {
         bail!("the checked sink received {bytes} bytes, wrong from byte {bad} on");
     }
-    Ok(Record {
-        bytes,
-        first: word(1),
-        last: word(2),
-    })
+    Ok(Record { bytes, first, last })
 }
 
 /// Asks the checked source along `route` for exactly `bytes` and measures what arrives; fails
@@ -365,29 +364,26 @@ pub async fn upload_exact(route: Route, bytes: u64) -> Result<Record> {
 pub async fn download_exact(route: Route, bytes: u64) -> Result<Record> {
     let mut s = open(route).await?;
     s.write_u64(bytes).await?;
-    let expected = pattern();
-    let mut buf = vec![0u8; BUF];
-    let (mut got, mut first, mut last) = (0u64, 0u64, 0u64);
-    loop {
-        let n = s.read(&mut buf).await.with_context(|| {
-            format!("reading from the checked source, {got} of {bytes} bytes received")
-        })?;
-        if n == 0 {
-            break;
-        }
-        last = now_ns();
-        if got == 0 {
-            first = last;
-        }
-        if let Some(at) = mismatch(&expected, got, &buf[..n]) {
-            bail!("from the checked source: byte {} differs", got + at as u64);
-        }
-        got += n as u64;
+    let mut check = Check::new();
+    let mut got = 0;
+    let r = receive(&mut s, |at, data| {
+        check.feed(at, data);
+        got = at + data.len() as u64;
+    })
+    .await;
+    let r = r.with_context(|| {
+        format!("reading from the checked source, {got} of {bytes} bytes received")
+    })?;
+    if let Some(bad) = check.first_bad {
+        bail!("from the checked source: wrong from byte {bad} on");
     }
-    if got != bytes {
-        bail!("received {got} of {bytes} bytes from the checked source");
+    if r.bytes != bytes {
+        bail!(
+            "received {} of {bytes} bytes from the checked source",
+            r.bytes
+        );
     }
-    Ok(Record { bytes, first, last })
+    Ok(r)
 }
 
 /// Runs `streams` uploads or downloads at once and returns their aggregate MiB/s.
