@@ -21,8 +21,9 @@ use crate::Settings;
 /// sshd's rekey limit, in MiB (`RekeyLimit 64M`: MiB, as sshd reads the suffix).
 const LIMIT_MIB: u64 = 64;
 
-/// What one checked transfer may take (1 GiB at 8 MiB/s, far below any build's speed).
-const RUN_LIMIT: Duration = Duration::from_secs(128);
+/// The slowest a checked transfer may be, in MiB/s (far below any build's speed); with 30 s for
+/// the rest, it bounds each run.
+const FLOOR_MIB_S: u64 = 8;
 
 /// What sshd logs (LogLevel DEBUG) each time a key exchange completes: the client's NEWKEYS.
 const KEX_DONE: &str = "SSH2_MSG_NEWKEYS received";
@@ -97,9 +98,10 @@ async fn checked_run(
             load::upload_exact(Route::Direct(addr), bytes).await
         }
     };
-    let record = tokio::time::timeout(RUN_LIMIT, transfer)
+    let limit = Duration::from_secs(30 + mib / FLOOR_MIB_S);
+    let record = tokio::time::timeout(limit, transfer)
         .await
-        .with_context(|| format!("{mib} MiB not through within {RUN_LIMIT:?}"))??;
+        .with_context(|| format!("{mib} MiB not through within {limit:?}"))??;
     let done = sshd.log().matches(KEX_DONE).count().saturating_sub(before);
     let wanted = (mib / LIMIT_MIB / 2).max(1) as usize;
     if done < wanted {
