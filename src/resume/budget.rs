@@ -107,6 +107,15 @@ impl Budgets {
     /// Reserves `n` bytes from both budgets, or from neither: the key's first, so a key that is
     /// over its own budget never takes relay-wide bytes, not even for a moment.
     pub fn reserve(&self, n: u64) -> Result<Reservation, Exhausted> {
+        self.take(n)?;
+        Ok(Reservation {
+            bytes: n,
+            budgets: self.clone(),
+        })
+    }
+
+    /// Takes `n` bytes from both budgets or from neither (see [`Self::reserve`]).
+    fn take(&self, n: u64) -> Result<(), Exhausted> {
         if !self.key.take(n) {
             return Err(Exhausted::Key);
         }
@@ -114,10 +123,7 @@ impl Budgets {
             self.key.give_back(n);
             return Err(Exhausted::Relay);
         }
-        Ok(Reservation {
-            bytes: n,
-            budgets: self.clone(),
-        })
+        Ok(())
     }
 }
 
@@ -132,6 +138,15 @@ impl Reservation {
     /// Bytes reserved.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Reserves `n` more bytes from the same budgets (a replay buffer that grows), with the
+    /// same all-or-nothing rule as [`Budgets::reserve`]: on a refusal nothing changes and the
+    /// reservation keeps what it had.
+    pub fn grow(&mut self, n: u64) -> Result<(), Exhausted> {
+        self.budgets.take(n)?;
+        self.bytes += n;
+        Ok(())
     }
 }
 
@@ -222,6 +237,33 @@ mod tests {
         let zero = budgets(0, 0);
         assert_eq!(zero.reserve(1).unwrap_err(), Exhausted::Key);
         assert_eq!(zero.reserve(0).unwrap().bytes(), 0);
+    }
+
+    #[test]
+    fn a_reservation_grows_only_within_both_budgets_and_gives_everything_back() {
+        let b = budgets(10, 100);
+        let mut r = b.reserve(4).unwrap();
+        r.grow(4).unwrap();
+        assert_eq!((r.bytes(), b.key.used(), b.relay.used()), (8, 8, 8));
+        assert_eq!(r.grow(4).unwrap_err(), Exhausted::Key, "8 + 4 > 10");
+        assert_eq!(
+            (r.bytes(), b.key.used()),
+            (8, 8),
+            "a refused growth takes nothing"
+        );
+        r.grow(2).unwrap();
+        drop(r);
+        assert_eq!(
+            (b.key.used(), b.relay.used()),
+            (0, 0),
+            "growth given back too"
+        );
+        let tight = budgets(100, 5);
+        let mut r = tight.reserve(4).unwrap();
+        assert_eq!(r.grow(4).unwrap_err(), Exhausted::Relay);
+        assert_eq!((tight.key.used(), tight.relay.used()), (4, 4));
+        drop(r);
+        assert_eq!((tight.key.used(), tight.relay.used()), (0, 0));
     }
 
     #[test]

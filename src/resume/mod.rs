@@ -31,6 +31,14 @@ pub const CONTROL_MAGIC: [u8; 4] = *b"BRSI";
 /// How long a peer may take to send a hello or a reply before the channel is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default [`ResumeConfig::buffer_max`]: twice the largest SSH receive window burrow
+/// grants (the vendored russh's `RECEIVE_WINDOW_LIMIT`, 16 MiB; BURROW-PATCH.md, "Adaptive
+/// receive window"). A byte stays in the replay buffer from its send until its acknowledgement
+/// is back, a round trip plus the ack's delay, while the window is re-opened as soon as the
+/// peer consumes it; with a buffer only as large as the window the buffer would limit first.
+/// At 100 ms that is ~160 MiB/s per stream, as the window allows.
+pub const BUFFER_MAX: usize = 32 << 20;
+
 /// What a stream's replay buffer holds at most, and reserves on a relay, for a configured
 /// `buffer` (never less than one frame).
 pub fn buffer_capacity(buffer: usize) -> usize {
@@ -47,9 +55,13 @@ pub type BoxedIo = Box<dyn Io>;
 /// Limits of the resumable streams of one tunnel (client) or one client instance (relay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResumeConfig {
-    /// Unacknowledged bytes kept per stream and direction; a full buffer stops reading from the
-    /// local connection (backpressure), never grows.
+    /// Unacknowledged bytes kept per stream and direction at first; a full buffer stops
+    /// reading from the local connection (backpressure). What a relay reserves per stream.
     pub buffer: usize,
+    /// What a stream's buffer may grow to when it is what limits the stream (a long fat pipe;
+    /// see `stream::Growth`); each growth is reserved from the relay's budgets first. Never
+    /// less than `buffer` (no growth then).
+    pub buffer_max: usize,
     /// How long a stream whose channel is gone waits for a new one before its local connection is
     /// closed.
     pub grace: Duration,
@@ -59,6 +71,7 @@ impl Default for ResumeConfig {
     fn default() -> Self {
         Self {
             buffer: 4 << 20,
+            buffer_max: BUFFER_MAX,
             grace: Duration::from_secs(60),
         }
     }

@@ -37,6 +37,10 @@ pub struct ResumeStats {
     /// Re-attaches the peer answered with anything but OK (it no longer knows the stream: it
     /// expired there first); the stream is closed. `burrow ssh` names this in its error.
     pub forgotten: AtomicU64,
+    /// Replay buffers grown because they limited their stream (see `stream::Growth`).
+    pub grown: AtomicU64,
+    /// Growths a budget refused (the stream kept its buffer size).
+    pub growth_refused: AtomicU64,
 }
 
 /// Why opening a new stream failed.
@@ -350,7 +354,11 @@ impl Registry {
             let _guard = guard;
             let carried = Carried::new(counters.clone(), &id);
             // Owns the reservation: given back when the stream ends, however it ends.
-            let engine = Engine::new(registry.config.buffer, counters, replay);
+            let engine = Engine::new(registry.config.buffer, counters, replay).growing(
+                registry.config.buffer_max,
+                registry.stats.clone(),
+                &id,
+            );
             let reason = registry.run(key, role, local, first, rx, &engine).await;
             carried.close(&engine.closed(reason));
             drop(engine);
@@ -422,6 +430,7 @@ impl Registry {
                 Outcome::Lost => tracing::info!(
                     stream = id,
                     buffered = engine.buffered(),
+                    capacity = engine.capacity(),
                     "resumable stream suspended: its channel is gone"
                 ),
             }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 
-use super::budget::Reservation;
+use super::budget::{Exhausted, Reservation};
 use super::frame::{self, Frame, Reply, MAX_DATA};
-use super::BoxedIo;
+use super::{BoxedIo, ResumeStats};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
 
 /// How long an ABORT may take to go out before the channel is simply dropped.
@@ -91,7 +91,42 @@ struct OutBuf {
     /// [`super::budget`]), and a stream that never has much unacknowledged costs little. None
     /// for a stream carried without a replay buffer.
     kept: Option<VecDeque<u8>>,
+    /// The capacity now: unacknowledged bytes never exceed it. Starts at the configured buffer
+    /// and grows (see [`Growth`]).
     limit: usize,
+    growth: Growth,
+}
+
+/// Autotuning of a stream's capacity, like TCP's send buffer: the capacity caps the bytes in
+/// flight, so a fixed one caps throughput at capacity / round trip (4 MiB at 100 ms: ~40 MiB/s).
+/// Each time acknowledgements for a whole capacity's worth of bytes have come back, the stream
+/// looks at how they came: if at least half of them found the buffer full (less than one frame
+/// of room, so the uplink was waiting for them rather than for the channel or the local
+/// connection), the capacity was the limit while the peer kept up, and it doubles, up to `max`.
+/// A stream limited by its channel (the SSH window, the link, CPU) or by its local source never
+/// fills its buffer and never grows; neither does one whose peer stops reading (no
+/// acknowledgements come back). On a relay each growth first reserves the difference from the
+/// key's and the relay's budgets ([`Reservation::grow`]); a refusal keeps the current capacity
+/// and the stream runs on as it was, never failing.
+struct Growth {
+    max: usize,
+    /// Pays for the kept bytes on a relay; None where growth costs no budget (a client's own
+    /// streams, or a stream that keeps no bytes).
+    reservation: Option<Reservation>,
+    /// Bytes acknowledged in this sample, and how many of them while the buffer was full.
+    acked: usize,
+    acked_full: usize,
+    /// A budget refused a growth before (logged only the first time).
+    refused: bool,
+}
+
+/// What an acknowledgement did to the capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tuned {
+    /// Doubled (or up to the maximum).
+    Grew { from: usize, to: usize },
+    /// The capacity was the limit, but a budget had no room for more.
+    Refused { at: usize, budget: Exhausted },
 }
 
 impl OutBuf {
@@ -131,7 +166,15 @@ impl OutBuf {
     }
 
     /// Drops what the peer has received; an offset outside what was sent is a protocol error.
-    fn ack(&mut self, offset: u64) -> Result<(), String> {
+    /// Also the autotuning's clock (see [`Growth`]): says if the capacity changed.
+    fn ack(&mut self, offset: u64) -> Result<Option<Tuned>, String> {
+        let (n, full) = self.release(offset)?;
+        Ok(self.tune(n, full))
+    }
+
+    /// Drops what the peer has received, without tuning: how many bytes, and whether the
+    /// buffer was full.
+    fn release(&mut self, offset: u64) -> Result<(usize, bool), String> {
         if offset < self.base || offset > self.end() {
             return Err(format!(
                 "peer acknowledged offset {offset}, outside {}..={}",
@@ -140,11 +183,40 @@ impl OutBuf {
             ));
         }
         let n = usize::try_from(offset - self.base).map_err(|e| e.to_string())?;
+        let full = self.unacked() + MAX_DATA > self.limit;
         if let Some(kept) = &mut self.kept {
             kept.drain(..n);
         }
         self.base = offset;
-        Ok(())
+        Ok((n, full))
+    }
+
+    /// Counts `n` acknowledged bytes (`full`: they found the buffer full) and grows the
+    /// capacity at the end of a sample that shows it was the limit.
+    fn tune(&mut self, n: usize, full: bool) -> Option<Tuned> {
+        let g = &mut self.growth;
+        g.acked += n;
+        if full {
+            g.acked_full += n;
+        }
+        if g.acked < self.limit {
+            return None;
+        }
+        let limited = g.acked_full * 2 >= g.acked;
+        (g.acked, g.acked_full) = (0, 0);
+        if !limited || self.limit >= g.max {
+            return None;
+        }
+        let from = self.limit;
+        let to = from.saturating_mul(2).min(g.max);
+        // A stream that keeps no bytes costs nothing to grow.
+        if let (Some(r), Some(_)) = (&mut g.reservation, &self.kept) {
+            if let Err(budget) = r.grow((to - from) as u64) {
+                return Some(Tuned::Refused { at: from, budget });
+            }
+        }
+        self.limit = to;
+        Some(Tuned::Grew { from, to })
     }
 }
 
@@ -162,11 +234,11 @@ pub enum Replay {
 /// The per-stream engine; lives as long as the stream, across attachments.
 pub struct Engine {
     shared: Shared,
-    capacity: usize,
-    /// Held for as long as the stream lives: what its replay buffer reserved.
-    _reservation: Option<Reservation>,
     ack_every: u64,
     counters: Arc<Counters>,
+    /// Counts growths (None: not counted), and names the stream in logs.
+    stats: Option<Arc<ResumeStats>>,
+    id: String,
 }
 
 impl Engine {
@@ -177,7 +249,7 @@ impl Engine {
     }
 
     /// A stream with an empty history, with at most `capacity` unacknowledged bytes, kept for
-    /// replay or not as `replay` says.
+    /// replay or not as `replay` says. Its capacity stays fixed; see [`Self::growing`].
     pub fn new(capacity: usize, counters: Arc<Counters>, replay: Replay) -> Self {
         let capacity = Self::capacity_for(capacity);
         let (kept, reservation) = match replay {
@@ -191,6 +263,13 @@ impl Engine {
                     end: 0,
                     kept,
                     limit: capacity,
+                    growth: Growth {
+                        max: capacity,
+                        reservation,
+                        acked: 0,
+                        acked_full: 0,
+                        refused: false,
+                    },
                 }),
                 received: AtomicU64::new(0),
                 acked: AtomicU64::new(0),
@@ -202,11 +281,26 @@ impl Engine {
                 fin_sent: AtomicBool::new(false),
                 mid_frame: AtomicBool::new(false),
             },
-            capacity,
-            _reservation: reservation,
             ack_every: (capacity as u64 / 4).clamp(MAX_DATA as u64, 256 * 1024),
             counters,
+            stats: None,
+            id: String::new(),
         }
+    }
+
+    /// Lets the capacity grow up to `max` when it limits the stream (see [`Growth`]), counting
+    /// growths in `stats`; `id` names the stream in logs.
+    pub fn growing(mut self, max: usize, stats: Arc<ResumeStats>, id: &str) -> Self {
+        let out = self.shared.out.get_mut().unwrap_or_else(|p| p.into_inner());
+        out.growth.max = max.max(out.limit);
+        self.stats = Some(stats);
+        self.id = id.to_string();
+        self
+    }
+
+    /// What the stream may have unacknowledged now (its initial capacity, or more once grown).
+    pub fn capacity(&self) -> usize {
+        self.out().limit
     }
 
     /// Bytes received from the peer so far (what a re-attach tells the peer).
@@ -277,7 +371,8 @@ impl Engine {
                 // Nothing to replay from: never attached again (see Registry::run).
                 return Outcome::Aborted("the peer missed bytes of a stream without replay".into());
             }
-            if let Err(e) = out.ack(att.peer_received) {
+            // Not a sample of the link (the bytes may have arrived long ago): no tuning.
+            if let Err(e) = out.release(att.peer_received) {
                 return Outcome::Aborted(e);
             }
         }
@@ -324,7 +419,10 @@ impl Engine {
             }
             let reading = !s.local_eof.load(Ordering::SeqCst);
             // Never read more than fits: the buffer stays within its capacity (and allocation).
-            let room = self.capacity.saturating_sub(self.out().unacked());
+            let room = {
+                let out = self.out();
+                out.limit.saturating_sub(out.unacked())
+            };
             let has_space = room > 0;
             let sent = tokio::select! {
                 r = local_r.read(&mut buf[..room.clamp(1, MAX_DATA)]), if reading && has_space => match r {
@@ -423,8 +521,11 @@ impl Engine {
                     }
                 }
                 Frame::Ack(offset) => {
-                    if let Err(e) = self.out().ack(offset) {
-                        return Outcome::Aborted(e);
+                    let tuned = self.out().ack(offset);
+                    match tuned {
+                        Ok(None) => {}
+                        Ok(Some(t)) => self.tuned(t),
+                        Err(e) => return Outcome::Aborted(e),
                     }
                     s.space.notify_one();
                 }
@@ -444,6 +545,30 @@ impl Engine {
             }
             if self.done() {
                 return Outcome::Done;
+            }
+        }
+    }
+
+    /// Counts and logs a change of the capacity.
+    fn tuned(&self, t: Tuned) {
+        let Some(stats) = &self.stats else { return };
+        match t {
+            Tuned::Grew { from, to } => {
+                stats.grown.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(stream = self.id, from, to, "replay buffer grew");
+            }
+            Tuned::Refused { at, budget } => {
+                stats.growth_refused.fetch_add(1, Ordering::Relaxed);
+                let mut out = self.out();
+                if !std::mem::replace(&mut out.growth.refused, true) {
+                    drop(out);
+                    tracing::info!(
+                        stream = self.id,
+                        buffer = at,
+                        budget = budget.setting(),
+                        "replay buffer limits this stream but its budget has no room to grow it"
+                    );
+                }
             }
         }
     }
@@ -483,16 +608,137 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// A buffer of `limit` that may grow to `max`, keeping bytes or not, paid by `reservation`.
+    fn outbuf(limit: usize, max: usize, kept: bool, reservation: Option<Reservation>) -> OutBuf {
+        OutBuf {
+            base: 0,
+            end: 0,
+            kept: kept.then(VecDeque::new),
+            limit,
+            growth: Growth {
+                max,
+                reservation,
+                acked: 0,
+                acked_full: 0,
+                refused: false,
+            },
+        }
+    }
+
+    /// Fills `out` to its limit, then acknowledges `step` bytes: the pattern of a stream whose
+    /// buffer is its limit (the uplink refills whatever an ACK frees). What changed, if anything.
+    fn full_round(out: &mut OutBuf, step: usize) -> Option<Tuned> {
+        let chunk = vec![1u8; MAX_DATA];
+        while out.unacked() < out.limit {
+            let n = (out.limit - out.unacked()).min(MAX_DATA);
+            out.push(&chunk[..n]);
+        }
+        let to = out.base + step as u64;
+        out.ack(to).unwrap()
+    }
+
+    #[test]
+    fn a_full_buffer_whose_acks_keep_coming_doubles_up_to_its_maximum() {
+        let mut out = outbuf(256 << 10, 1 << 20, true, None);
+        let mut grew = Vec::new();
+        for _ in 0..200 {
+            if let Some(t) = full_round(&mut out, 64 << 10) {
+                grew.push(t);
+            }
+            let cap = out.kept.as_ref().map_or(0, VecDeque::capacity);
+            assert!(cap <= out.limit + 64, "allocated {cap} past {}", out.limit);
+        }
+        assert_eq!(
+            grew,
+            [
+                Tuned::Grew {
+                    from: 256 << 10,
+                    to: 512 << 10
+                },
+                Tuned::Grew {
+                    from: 512 << 10,
+                    to: 1 << 20
+                },
+            ],
+            "one doubling per buffer's worth of acknowledgements, then the maximum holds"
+        );
+        assert_eq!(out.limit, 1 << 20);
+    }
+
+    #[test]
+    fn a_buffer_that_is_not_full_when_acks_come_never_grows() {
+        // Limited elsewhere (channel, link, local source): never more than half the buffer out.
+        let mut out = outbuf(256 << 10, 32 << 20, true, None);
+        let chunk = vec![1u8; MAX_DATA];
+        for _ in 0..1000 {
+            for _ in 0..4 {
+                out.push(&chunk);
+            }
+            assert_eq!(out.ack(out.end()).unwrap(), None);
+        }
+        assert_eq!(out.limit, 256 << 10);
+        // And no acknowledgement at all (an unread stream): full, but nothing to count.
+        assert_eq!(full_round(&mut out, 0), None);
+        assert_eq!(out.limit, 256 << 10);
+    }
+
+    #[test]
+    fn growth_stops_at_the_key_budget_and_the_stream_runs_on() {
+        use crate::resume::budget::{Budget, Budgets};
+        // Room for the initial 256 KiB and one doubling (512 KiB), not for 1 MiB.
+        let budgets = Budgets {
+            key: Arc::new(Budget::new(768 << 10)),
+            relay: Arc::new(Budget::new(64 << 20)),
+        };
+        let r = budgets.reserve(256 << 10).unwrap();
+        let mut out = outbuf(256 << 10, 32 << 20, true, Some(r));
+        let mut events = Vec::new();
+        for _ in 0..200 {
+            if let Some(t) = full_round(&mut out, 64 << 10) {
+                events.push(t);
+            }
+        }
+        assert_eq!(
+            events[0],
+            Tuned::Grew {
+                from: 256 << 10,
+                to: 512 << 10
+            }
+        );
+        assert!(
+            events[1..].iter().all(|t| *t
+                == Tuned::Refused {
+                    at: 512 << 10,
+                    budget: Exhausted::Key
+                }),
+            "{events:?}"
+        );
+        assert!(
+            events.len() > 2,
+            "asked again later, refused again: {events:?}"
+        );
+        assert_eq!(out.limit, 512 << 10, "kept its size, still carrying");
+        assert_eq!(
+            (budgets.key.used(), budgets.relay.used()),
+            (512 << 10, 512 << 10),
+            "exactly what the buffer may hold is reserved"
+        );
+        drop(out);
+        assert_eq!((budgets.key.used(), budgets.relay.used()), (0, 0));
+
+        // A stream carried without a replay buffer keeps no bytes: it grows without a budget.
+        let mut off = outbuf(256 << 10, 1 << 20, false, None);
+        for _ in 0..200 {
+            full_round(&mut off, 64 << 10);
+        }
+        assert_eq!(off.limit, 1 << 20);
+    }
+
     #[test]
     fn the_replay_buffer_never_allocates_past_its_capacity() {
         // 3000 KiB is no power of two: VecDeque's own doubling would go to 4 MiB.
         let limit = 3000 * 1024;
-        let mut out = OutBuf {
-            base: 0,
-            end: 0,
-            kept: Some(VecDeque::new()),
-            limit,
-        };
+        let mut out = outbuf(limit, limit, true, None);
         let chunk = vec![7u8; MAX_DATA];
         let mut most = 0;
         for round in 0..3u64 {
@@ -508,12 +754,7 @@ mod tests {
             assert_eq!(out.pending().len(), 1000);
         }
         assert!(most <= limit + 64, "allocated {most} on the way");
-        let mut off = OutBuf {
-            base: 0,
-            end: 0,
-            kept: None,
-            limit,
-        };
+        let mut off = outbuf(limit, limit, false, None);
         off.push(&chunk);
         assert_eq!(
             (off.unacked(), off.pending().len()),

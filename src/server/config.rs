@@ -450,6 +450,7 @@ fn limits(f: LimitsFile) -> Limits {
                 .resume_buffer_kib
                 .map(|k| k.saturating_mul(1024))
                 .unwrap_or(d.resume.buffer),
+            buffer_max: d.resume.buffer_max,
             grace: f
                 .resume_grace_secs
                 .map(Duration::from_secs)
