@@ -2,6 +2,7 @@
 //! link cuts every channel of an SSH session.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -19,6 +20,52 @@ struct MemSession {
     peer: Arc<Registry>,
     target: SocketAddr,
     cut: CancellationToken,
+    /// One-way delay of every channel (a long fat pipe), or none.
+    delay: Option<Duration>,
+}
+
+/// Like `duplex`, but every byte arrives `delay` after it was written, each way, and nothing
+/// limits the bytes in flight: a long fat pipe where only the streams' own buffers can limit.
+fn delayed_duplex(delay: Duration) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+    let (near, a) = tokio::io::duplex(256 * 1024);
+    let (b, far) = tokio::io::duplex(256 * 1024);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    tokio::spawn(delay_one_way(ar, bw, delay));
+    tokio::spawn(delay_one_way(br, aw, delay));
+    (near, far)
+}
+
+/// One direction of [`delayed_duplex`]: reads eagerly, writes each chunk once it is due.
+async fn delay_one_way(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = async move {
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = from.read(&mut buf).await.unwrap_or(0);
+            buf.truncate(n);
+            if tx.send((tokio::time::Instant::now() + delay, buf)).is_err() || n == 0 {
+                return;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if chunk.is_empty() {
+                let _ = to.shutdown().await;
+                return;
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(reader, writer);
 }
 
 impl Opener for MemSession {
@@ -26,6 +73,7 @@ impl Opener for MemSession {
         let cut = self.cut.clone();
         let peer = self.peer.clone();
         let target = self.target;
+        let delay = self.delay;
         async move {
             if cut.is_cancelled() {
                 return Err(io::Error::new(
@@ -33,7 +81,10 @@ impl Opener for MemSession {
                     "session is gone",
                 ));
             }
-            let (a, b) = tokio::io::duplex(64 * 1024);
+            let (a, b) = match delay {
+                Some(d) => delayed_duplex(d),
+                None => tokio::io::duplex(64 * 1024),
+            };
             let near: BoxedIo = Box::new(Cancellable::new(a, cut.clone()));
             let far: BoxedIo = Box::new(Cancellable::new(b, cut));
             tokio::spawn(async move {
@@ -85,6 +136,7 @@ struct Pair {
     server: Arc<Registry>,
     target: SocketAddr,
     cut: CancellationToken,
+    delay: Option<Duration>,
 }
 
 impl Pair {
@@ -94,20 +146,23 @@ impl Pair {
 
     /// A pair whose server side (the relay) reserves replay buffers from `budgets`.
     async fn with_budgets(grace_ms: u64, budgets: Option<Budgets>) -> Pair {
+        Pair::with(config(grace_ms), budgets, None).await
+    }
+
+    /// A pair with `config` on both sides, the relay's budgets, and channels delayed by
+    /// `delay` each way.
+    async fn with(config: ResumeConfig, budgets: Option<Budgets>, delay: Option<Duration>) -> Pair {
         let target = echo_server().await;
-        let client = Registry::new(config(grace_ms), CancellationToken::new());
-        let server = Registry::with_budgets(
-            config(grace_ms),
-            CancellationToken::new(),
-            Arc::default(),
-            budgets,
-        );
+        let client = Registry::new(config, CancellationToken::new());
+        let server =
+            Registry::with_budgets(config, CancellationToken::new(), Arc::default(), budgets);
         let cut = CancellationToken::new();
         let pair = Pair {
             client,
             server,
             target,
             cut,
+            delay,
         };
         pair.connect();
         pair
@@ -118,6 +173,7 @@ impl Pair {
             peer: self.server.clone(),
             target: self.target,
             cut: self.cut.clone(),
+            delay: self.delay,
         })));
     }
 
@@ -251,6 +307,7 @@ async fn a_refused_target_is_reported_as_connect_failed() {
         peer: pair.server.clone(),
         target: dead,
         cut: CancellationToken::new(),
+        delay: None,
     };
     let spec = ChannelSpec::Direct {
         host: "dead".into(),
@@ -390,5 +447,110 @@ async fn a_full_relay_budget_makes_streams_unresumable_for_every_key() {
         budgets.key.used(),
         capacity,
         "the refused stream took nothing from its key"
+    );
+}
+
+/// A target on loopback that, on every connection, sends `down` bytes of [`data`] and counts
+/// (and drops) whatever it receives until EOF, in two tasks: its reading never waits for its
+/// writing, so the two directions of a stream do not hold each other up.
+async fn source_sink(down: usize) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = received.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (mut r, mut w) = s.into_split();
+            tokio::spawn(async move {
+                w.write_all(&data(down)).await.unwrap();
+                let _ = w.shutdown().await;
+            });
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = r.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// The long-fat-pipe case: over a 50 ms round trip a fixed 256 KiB buffer carries at most
+/// 256 KiB per round trip. A stream uploads and downloads 16 MiB at once: the client's buffer
+/// (no budget) grows for the upload, the relay's for the download, reserved from its key's
+/// budget, and stops exactly where that budget ends (1 MiB: the first 256 KiB and two
+/// doublings), the stream carrying on at that size; every byte arrives, and the grown
+/// reservation comes back whole when the stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_long_round_trip_buffers_grow_and_the_relays_stop_at_its_key_budget() {
+    let config = ResumeConfig {
+        buffer: 256 << 10,
+        buffer_max: 4 << 20,
+        grace: Duration::from_secs(10),
+    };
+    let budgets = Budgets {
+        key: Arc::new(Budget::new(1 << 20)),
+        relay: Arc::new(Budget::new(64 << 20)),
+    };
+    let mut pair = Pair::with(
+        config,
+        Some(budgets.clone()),
+        Some(Duration::from_millis(25)),
+    )
+    .await;
+    let total = 16 << 20;
+    let (target, uploaded) = source_sink(total).await;
+    pair.target = target;
+    pair.connect();
+    let app = pair.open_stream().await;
+    let (mut app_r, mut app_w) = tokio::io::split(app);
+    let writer = tokio::spawn(async move {
+        app_w.write_all(&data(total)).await.unwrap();
+        app_w.shutdown().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(total);
+        app_r.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let got = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .expect("the download completes")
+        .unwrap();
+    assert_eq!(got.len(), total);
+    assert!(got == data(total), "download bytes lost or reordered");
+    writer.await.unwrap();
+    assert!(
+        eventually(|| uploaded.load(Ordering::Relaxed) == total as u64).await,
+        "the upload completes ({} of {total})",
+        uploaded.load(Ordering::Relaxed)
+    );
+
+    let (client, relay) = (&pair.client.stats, &pair.server.stats);
+    let grown = |s: &ResumeStats| s.grown.load(Ordering::Relaxed);
+    assert!(
+        grown(client) >= 1,
+        "the client's buffer limited the upload and never grew"
+    );
+    assert_eq!(
+        grown(relay),
+        2,
+        "the relay's buffer grew twice (256 KiB -> 512 KiB -> 1 MiB)"
+    );
+    assert!(
+        relay.growth_refused.load(Ordering::Relaxed) >= 1,
+        "the relay's buffer still limited the download at the key's budget"
+    );
+    assert_eq!(relay.unresumable.load(Ordering::Relaxed), 0);
+    assert!(
+        eventually(|| budgets.key.used() == 0 && budgets.relay.used() == 0).await,
+        "the grown reservation came back whole when the stream ended ({} / {} used)",
+        budgets.key.used(),
+        budgets.relay.used()
     );
 }
