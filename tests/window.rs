@@ -167,3 +167,76 @@ async fn window_grows_both_ways_between_burrow_peers_and_the_echo_completes_excl
     println!("client: {}", client_grew.join("\n        "));
     println!("relay:  {}", relay_grew.join("\n        "));
 }
+
+/// Each way for [`replay_buffers_grow_on_a_download_from_burrow_serve_exclusive`]: at a 200 ms
+/// round trip a fixed 4 MiB replay buffer carries at most 20 MiB/s, below what a debug build
+/// moves, so the buffer (not the CPU) is what limits and has to grow.
+const LFP_DELAY: Duration = Duration::from_millis(100);
+
+/// Resumable streams (burrow ssh to burrow serve) keep every byte in a replay buffer until it is
+/// acknowledged; at 4 MiB fixed that capped a download at 4 MiB per round trip. Over a 200 ms
+/// round trip the relay's buffer for a 64 MiB download grows past its first 4 MiB (its debug
+/// line `replay buffer grew`, with `burrow::resume=debug`), and every byte arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_buffers_grow_on_a_download_from_burrow_serve_exclusive() {
+    const FILTER: &str = "warn,burrow=info,burrow::resume=debug";
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let source = source_server(BYTES, DEFAULT_SEED).await;
+    let relay = {
+        std::env::set_var("BURROW_LOG", FILTER);
+        Relay::start(
+            dir.path(),
+            "relay",
+            std::slice::from_ref(&key.public_line),
+            Some(PERMIT_OPEN_ANY),
+            &[],
+        )
+        .await
+    };
+    let line = DelayLine::start(relay.addr, LFP_DELAY)
+        .await
+        .expect("delay line");
+    let alias = format!("[127.0.0.1]:{}", line.addr.port());
+    trust_host(
+        &relay.known_hosts,
+        &alias,
+        &public_key_line(&relay.host_key),
+    );
+    let (client, addr) = forward(
+        line.addr.port(),
+        relay.client_options(),
+        &key,
+        dir.path(),
+        &source.hostport(),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    let got = fetch_checked(addr, BYTES, DEFAULT_SEED, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "download of {BYTES} bytes through {addr}: {e}\nclient: {}\nrelay: {}",
+                client.stderr_text(),
+                relay.child.stderr_text()
+            )
+        });
+    assert_eq!(got, BYTES);
+    let relay_log = relay.child.stderr_text();
+    let grew: Vec<&str> = relay_log
+        .lines()
+        .filter(|l| l.contains("replay buffer grew"))
+        .collect();
+    println!(
+        "downloaded {} MiB in {:.1} s; relay: {}",
+        BYTES >> 20,
+        start.elapsed().as_secs_f64(),
+        grew.join("\n        ")
+    );
+    assert!(
+        !grew.is_empty(),
+        "the relay sent {BYTES} bytes over a 200 ms round trip and never grew its replay \
+         buffer:\n{relay_log}\nclient: {}",
+        client.stderr_text()
+    );
+}
