@@ -214,8 +214,11 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
             (d.resume.buffer / 1024).to_string(),
         )
         .help(
-            "Resumable streams: unacknowledged bytes kept per stream and direction for replay; a \
-             full buffer stops reading from the connection (backpressure), never grows.",
+            "Resumable streams: unacknowledged bytes kept per stream and direction for replay, at \
+             first; a full buffer stops reading from the connection (backpressure). A buffer \
+             that limits its stream while acknowledgements keep coming (a long round trip) \
+             doubles, up to 32 MiB, each growth reserved from the budgets below first; where \
+             they have no room it keeps its size.",
         ),
         Key::new(
             "resume_budget_per_key_mib",
@@ -225,9 +228,9 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
         .help(
             "Resumable streams: replay buffer memory one key's streams may reserve together, \
              across its sessions. Each stream reserves its whole buffer (resume_buffer_kib) when \
-             it opens; a stream that does not fit is carried unresumable: it works as usual but \
-             ends if its connection to the relay is lost. At least one buffer, or 0 (no stream \
-             resumable).",
+             it opens, and each growth of it; a stream that does not fit is carried unresumable: \
+             it works as usual but ends if its connection to the relay is lost. At least one \
+             buffer, or 0 (no stream resumable).",
         ),
         Key::new("resume_budget_total_mib", "MiB", "an eighth of memory").help(
             "Resumable streams: the same over every key. The default is an eighth of MemTotal in \
