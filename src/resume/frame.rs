@@ -12,8 +12,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// First bytes of every hello and reply: the format's version is in the last byte.
 pub const MAGIC: [u8; 4] = *b"BRS1";
-/// The largest DATA payload a peer may send (also what one local read produces at most).
+/// The largest DATA payload a peer may send.
 pub const MAX_DATA: usize = 32 * 1024;
+/// Bytes of a DATA frame's header (type and length).
+pub const DATA_HEADER: usize = 5;
+/// The largest DATA payload this side sends: header and payload fill one SSH channel packet of
+/// 32 KiB (the maximum packet size OpenSSH and russh announce). A frame of [`MAX_DATA`] bytes
+/// went out as two packets, the second one of 5 bytes: twice the packets, each with its own
+/// encryption, MAC, wakeups and queue entries at both ends, for the same bytes.
+pub const SEND_DATA: usize = MAX_DATA - DATA_HEADER;
 
 /// A stream's id and secret: the secret proves a re-attach comes from the stream's real peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,15 +242,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Fr
     Ok(Some(frame))
 }
 
-/// Writes a DATA frame carrying `payload` (at most [`MAX_DATA`] bytes).
+/// Writes `payload` as DATA frames of at most [`SEND_DATA`] bytes, each in one write.
 pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> io::Result<()> {
-    for chunk in payload.chunks(MAX_DATA) {
-        let len = u32::try_from(chunk.len()).map_err(|_| bad("chunk too large"))?;
-        let mut buf = Frame::Data(len).header();
-        buf.extend_from_slice(chunk);
-        w.write_all(&buf).await?;
+    let mut buf = vec![0u8; DATA_HEADER + SEND_DATA];
+    for chunk in payload.chunks(SEND_DATA) {
+        buf[DATA_HEADER..DATA_HEADER + chunk.len()].copy_from_slice(chunk);
+        put_data_header(&mut buf, chunk.len());
+        w.write_all(&buf[..DATA_HEADER + chunk.len()]).await?;
     }
     Ok(())
+}
+
+/// Writes the header of a DATA frame of `len` payload bytes into `buf[..DATA_HEADER]`, so a
+/// payload read into `buf[DATA_HEADER..]` goes out as one frame in one write, without a copy.
+pub fn put_data_header(buf: &mut [u8], len: usize) {
+    debug_assert!((1..=MAX_DATA).contains(&len), "DATA frame of {len} bytes");
+    buf[0] = DATA;
+    // MAX_DATA fits in a u32.
+    buf[1..DATA_HEADER].copy_from_slice(&(len as u32).to_be_bytes());
 }
 
 fn array<const N: usize>(s: &[u8]) -> [u8; N] {
@@ -314,6 +330,54 @@ mod tests {
         assert_eq!(read_frame(&mut r).await.unwrap(), Some(Frame::Fin(12)));
         assert_eq!(read_frame(&mut r).await.unwrap(), Some(Frame::Abort));
         assert_eq!(read_frame(&mut r).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn every_data_frame_sent_fits_one_32_kib_channel_packet() {
+        let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        // Records each write: a channel turns one write of up to 32 KiB into one packet.
+        struct Writes(Vec<usize>, Vec<u8>);
+        impl AsyncWrite for Writes {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<io::Result<usize>> {
+                let n = buf.len().min(32 * 1024);
+                self.0.push(n);
+                self.1.extend_from_slice(&buf[..n]);
+                std::task::Poll::Ready(Ok(n))
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let mut w = Writes(Vec::new(), Vec::new());
+        write_data(&mut w, &payload).await.unwrap();
+        assert_eq!(
+            w.0.len(),
+            4,
+            "100000 bytes in 4 frames, one packet each: {:?}",
+            w.0
+        );
+        assert!(w.0.iter().all(|&n| n <= 32 * 1024));
+        let mut r = w.1.as_slice();
+        let mut back = Vec::new();
+        while let Some(Frame::Data(len)) = read_frame(&mut r).await.unwrap() {
+            let mut chunk = vec![0u8; len as usize];
+            r.read_exact(&mut chunk).await.unwrap();
+            back.extend(chunk);
+        }
+        assert_eq!(back, payload);
     }
 
     #[tokio::test]

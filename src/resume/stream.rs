@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 
 use super::budget::{Exhausted, Reservation};
-use super::frame::{self, Frame, Reply, MAX_DATA};
+use super::frame::{self, Frame, Reply, DATA_HEADER, MAX_DATA, SEND_DATA};
 use super::{BoxedIo, ResumeStats};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
 
@@ -411,7 +411,9 @@ impl Engine {
         if s.local_eof.load(Ordering::SeqCst) && self.send_fin(ch, end).await.is_err() {
             return Outcome::Lost;
         }
-        let mut buf = vec![0u8; MAX_DATA];
+        // Local bytes are read after room for the frame header: header and payload go out in
+        // one write, one channel packet.
+        let mut buf = vec![0u8; DATA_HEADER + SEND_DATA];
         let mut ack_at: Option<tokio::time::Instant> = None;
         loop {
             if self.done() {
@@ -425,7 +427,7 @@ impl Engine {
             };
             let has_space = room > 0;
             let sent = tokio::select! {
-                r = local_r.read(&mut buf[..room.clamp(1, MAX_DATA)]), if reading && has_space => match r {
+                r = local_r.read(&mut buf[DATA_HEADER..DATA_HEADER + room.clamp(1, SEND_DATA)]), if reading && has_space => match r {
                     Ok(0) => {
                         s.local_eof.store(true, Ordering::SeqCst);
                         let end = self.out().end();
@@ -434,9 +436,10 @@ impl Engine {
                     Ok(n) => {
                         // Into the replay buffer before any await: a cancelled attachment
                         // loses no byte.
-                        self.out().push(&buf[..n]);
+                        self.out().push(&buf[DATA_HEADER..DATA_HEADER + n]);
                         self.counters.count_a_to_b(n as u64);
-                        self.frame(frame::write_data(ch, &buf[..n])).await
+                        frame::put_data_header(&mut buf, n);
+                        self.frame(ch.write_all(&buf[..DATA_HEADER + n])).await
                     }
                     Err(e) => return Outcome::Aborted(format!("local connection: {e}")),
                 },
