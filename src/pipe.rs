@@ -25,6 +25,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// channel data message.
 const CHUNK: usize = 32 * 1024;
 
+/// What one read from the SSH side may grow to once a read fills [`CHUNK`]: a channel reader
+/// hands over every queued message that fits, so a bulk download is written on in a few large
+/// writes, as OpenSSH does, not one system call per SSH packet. Only that direction grows: the
+/// local side's reads stay at one channel packet, and an idle connection keeps [`CHUNK`].
+const BULK_CHUNK: usize = 256 * 1024;
+
 /// Live byte counters shared with metrics and status; cloned cheaply into every pump.
 ///
 /// Counters may have a parent (see [`Counters::child_of`]): every count also goes to the parent,
@@ -241,9 +247,13 @@ where
     };
     let reads_local = matches!(direction, Direction::AToB);
     let (on_read, on_write) = (side(reads_local), side(!reads_local));
+    let grows_to = if reads_local { CHUNK } else { BULK_CHUNK };
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = reader.read(&mut buf).await.map_err(on_read)?;
+        if n == buf.len() && n < grows_to {
+            buf.resize(grows_to, 0);
+        }
         if n == 0 {
             return writer.shutdown().await.map_err(on_write);
         }

@@ -21,6 +21,29 @@ pub(crate) fn ensure_end(reader: &impl Reader) -> Result<(), crate::Error> {
     }
 }
 
+/// burrow: decodes an SSH string (u32 length, then the bytes) that lies inside `packet` as a
+/// slice of `packet` (a reference count, no copy): channel data is handed to the channel this
+/// way, so a bulk packet is copied once on its way from the socket to the application. A
+/// string that is not inside `packet` is copied.
+pub(crate) fn shared_string(
+    packet: &bytes::Bytes,
+    r: &mut &[u8],
+) -> Result<bytes::Bytes, ssh_encoding::Error> {
+    let len = u32::decode(r)? as usize;
+    if r.len() < len {
+        return Err(ssh_encoding::Error::Length);
+    }
+    let (data, rest) = r.split_at(len);
+    *r = rest;
+    let start = packet.as_ptr() as usize;
+    let at = data.as_ptr() as usize;
+    if at >= start && at + data.len() <= start + packet.len() {
+        Ok(packet.slice_ref(data))
+    } else {
+        Ok(bytes::Bytes::copy_from_slice(data))
+    }
+}
+
 #[derive(Debug)]
 pub struct OpenChannelMessage {
     pub typ: ChannelType,
@@ -291,5 +314,28 @@ mod tests {
         let ok = ChannelOpenConfirmation::parse(&mut confirmation(32 * 1024).as_slice())
             .expect("non-zero max packet size should be accepted");
         assert_eq!(ok.maximum_packet_size, 32 * 1024);
+    }
+}
+
+#[cfg(test)]
+mod shared_string_tests {
+    use super::shared_string;
+
+    #[test]
+    fn data_inside_the_packet_is_shared_and_anything_else_copied() {
+        let packet = bytes::Bytes::from_static(b"\x5e\0\0\0\x07\0\0\0\x03abcXYZ");
+        let mut r = &packet[5..];
+        let data = shared_string(&packet, &mut r).unwrap();
+        assert_eq!((&data[..], r), (&b"abc"[..], &b"XYZ"[..]));
+        assert_eq!(data.as_ptr(), packet[9..].as_ptr());
+
+        let elsewhere = b"\0\0\0\x02hi".to_vec();
+        let mut r = &elsewhere[..];
+        let data = shared_string(&packet, &mut r).unwrap();
+        assert_eq!(&data[..], b"hi");
+        assert!(r.is_empty());
+
+        let short = b"\0\0\0\x09hi".to_vec();
+        assert!(shared_string(&packet, &mut &short[..]).is_err());
     }
 }

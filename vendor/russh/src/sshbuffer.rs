@@ -220,6 +220,7 @@ async fn automatic_rekey_read_counter_tracks_payload_bytes() {
         .unwrap();
 
     assert_eq!(buffer.bytes, payload.len());
+    assert_eq!(buffer.packet().get(5..), Some(&payload[..]));
 }
 
 #[test]
@@ -324,25 +325,112 @@ fn packet_bytes_compressed_matches_packet_output() {
 #[derive(Debug, Default)]
 pub struct SSHBuffer {
     pub buffer: Vec<u8>,
-    pub len: usize,   // next packet length.
     pub bytes: usize, // total payload bytes read/written since the last rekey
     // Sequence numbers are on 32 bits and wrap.
     // https://tools.ietf.org/html/rfc4253#section-6.4
     pub seqn: Wrapping<u32>,
+    // burrow: the receive side reads ahead (see `cipher::read` and BURROW-PATCH.md, "Receive
+    // path: read ahead"): `incoming` holds what the socket gave us and was not consumed yet;
+    // its first `packet_len` bytes are the packet `cipher::read` returned last (decrypted,
+    // padding excluded), which takes `packet_total` bytes of `incoming` (padding and tag
+    // included) until the next read discards it.
+    pub(crate) incoming: ReadAhead,
+    pub(crate) packet_len: usize,
+    pub(crate) packet_total: usize,
+    /// How many bytes the next socket read offers room for beyond the packet it needs.
+    pub(crate) read_ahead: usize,
 }
 
 impl SSHBuffer {
     pub fn new() -> Self {
         SSHBuffer {
             buffer: Vec::new(),
-            len: 0,
             bytes: 0,
             seqn: Wrapping(0),
+            incoming: ReadAhead::default(),
+            packet_len: 0,
+            packet_total: 0,
+            read_ahead: crate::cipher::READ_AHEAD_MIN,
         }
+    }
+
+    /// The packet the last `cipher::read` returned: packet_length, padding_length, payload.
+    pub(crate) fn packet(&self) -> &[u8] {
+        self.incoming.as_slice().get(..self.packet_len).unwrap_or_default()
+    }
+
+    /// A buffer that holds `packet` as if `cipher::read` had just returned it.
+    #[cfg(test)]
+    pub(crate) fn with_packet(packet: &[u8]) -> Self {
+        let mut buffer = SSHBuffer::new();
+        buffer.incoming.buf.extend_from_slice(packet);
+        buffer.packet_len = packet.len();
+        buffer.packet_total = packet.len();
+        buffer
     }
 
     pub fn send_ssh_id(&mut self, id: &SshId) {
         id.write(&mut self.buffer);
+    }
+}
+
+/// burrow: bytes read from the socket and not consumed yet: `buf[start..]`. A plain buffer
+/// with a moving start, so that it can be compacted in place and reused (see `cipher::read`).
+#[derive(Debug, Default)]
+pub(crate) struct ReadAhead {
+    pub(crate) buf: Vec<u8>,
+    start: usize,
+}
+
+impl ReadAhead {
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.buf.get_mut(self.start..).unwrap_or_default()
+    }
+
+    /// Drops the first `n` unread bytes (a packet that was handled).
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Room a read can fill without reallocating.
+    pub(crate) fn spare(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// Makes room behind the unread bytes for the `missing` bytes of the packet being read and
+    /// at least half of `read_ahead` (moving the unread bytes to the front, or growing to hold
+    /// them and two reads' worth); a buffer four times larger than needed while nothing is
+    /// unread is given back.
+    pub(crate) fn make_room(&mut self, missing: usize, read_ahead: usize) {
+        let room = missing + read_ahead;
+        if self.len() == 0 && self.buf.capacity() > 4 * room {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+        let enough = missing + read_ahead / 2;
+        if self.spare() >= enough {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        if self.spare() < enough {
+            self.buf.reserve_exact(2 * room);
+        }
     }
 }
 
@@ -384,10 +472,12 @@ impl PacketBytesWriter {
 }
 
 /// Incoming SSH packet after decryption and optional decompression.
-/// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
+/// Uses Bytes (not CryptoVec/mlocked) because incoming network data is not secret.
+/// burrow: `Bytes`, so that channel data is handed to the channel as a slice of the packet
+/// (`process_packet` → `parsing::shared_string`) instead of being copied once more.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    pub buffer: Bytes,
     pub seqn: Wrapping<u32>,
 }
 

@@ -183,6 +183,13 @@ impl ChannelReadHalf {
         Poll::Ready(msg)
     }
 
+    // burrow: a message that is queued now, if any, credited as `poll_recv` does.
+    pub(crate) fn try_recv(&mut self) -> Option<ChannelMsg> {
+        let msg = self.receiver.try_recv()?;
+        self.credit(&msg);
+        Some(msg)
+    }
+
     // burrow: see `poll_recv`.
     fn credit(&self, msg: &ChannelMsg) {
         if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = msg {

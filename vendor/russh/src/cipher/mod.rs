@@ -35,6 +35,7 @@ use ring::aead::{AES_128_GCM as ALGORITHM_AES_128_GCM, AES_256_GCM as ALGORITHM_
 use ssh_encoding::Encode;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+
 use self::cbc::CbcWrapper;
 use crate::Error;
 use crate::mac::MacAlgorithm;
@@ -292,67 +293,53 @@ pub(crate) trait SealingKey {
     }
 }
 
+/// burrow: the smallest and largest room a socket read offers beyond the packet it needs
+/// (see `fill`): an idle session keeps a few KiB, a bulk transfer takes many packets per read.
+pub(crate) const READ_AHEAD_MIN: usize = 4 * 1024;
+const READ_AHEAD_MAX: usize = 256 * 1024;
+
+/// Reads the next packet into `buffer.incoming` and decrypts it in place: the packet
+/// (packet_length, padding_length, payload) is then `buffer.packet()`, and its length is
+/// returned. The previous packet is discarded first.
+///
+/// burrow: reads ahead. Upstream read each packet with two `read_exact` calls (its length,
+/// then its body), so two system calls per packet; OpenSSH reads whatever the socket holds.
+/// Here one read takes what is there, up to `buffer.read_ahead` bytes beyond the packet being
+/// assembled, and the following packets are taken from the buffer without a system call.
+/// Cancel-safe: bytes read stay in `buffer.incoming`, and the length is decrypted again
+/// (`decrypt_packet_length` takes `&self`) if a cancelled call is repeated.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
     stream: &mut R,
     buffer: &mut SSHBuffer,
     cipher: &mut (dyn OpeningKey + Send),
 ) -> Result<usize, Error> {
-    if buffer.len == 0 {
-        let mut len = vec![0; cipher.packet_length_to_read_for_block_length()];
+    let consumed = std::mem::take(&mut buffer.packet_total);
+    buffer.packet_len = 0;
+    buffer.incoming.consume(consumed);
 
-        stream.read_exact(&mut len).await?;
-        trace!("reading, len = {len:?}");
-        {
-            let seqn = buffer.seqn.0;
-            buffer.buffer.clear();
-            buffer.buffer.extend_from_slice(&len);
-            trace!("reading, seqn = {seqn:?}");
-            let len = cipher.decrypt_packet_length(seqn, &len);
-            let len = BigEndian::read_u32(&len) as usize;
-
-            if len > MAXIMUM_PACKET_LEN {
-                return Err(Error::PacketSize(len));
-            }
-
-            // A valid packet (with its MAC tag) can never be shorter than the
-            // block we already read to probe it; a smaller value would shrink
-            // the buffer below `l` below and panic on the `buffer.buffer[l..]`
-            // slice. Reject it as a protocol error instead. The tag counts:
-            // with an EtM MAC and 8-byte blocks (3des-cbc), packet_length can
-            // be 8, and the probe also reads the start of the tag.
-            if len + PACKET_LENGTH_LEN + cipher.tag_len()
-                < cipher.packet_length_to_read_for_block_length()
-            {
-                return Err(Error::PacketSize(len));
-            }
-
-            buffer.len = len + cipher.tag_len();
-            trace!("reading, clear len = {:?}", buffer.len);
-        }
-    }
-
-    // burrow: read the rest of the packet into the buffer's spare capacity instead of
-    // zero-filling `len` bytes (a memset of ~32 KiB per bulk packet) only to overwrite them.
-    // `read_buf` never exposes the uninitialised bytes; the loop is `read_exact`'s.
-    let target = buffer.len + 4;
-    trace!("read_exact {target:?}");
-    buffer.buffer.reserve(target.saturating_sub(buffer.buffer.len()));
-    while buffer.buffer.len() < target {
-        use bytes::BufMut;
-        let want = target - buffer.buffer.len();
-        if stream
-            .read_buf(&mut (&mut buffer.buffer).limit(want))
-            .await?
-            == 0
-        {
-            // As `read_exact` reports it.
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof").into());
-        }
-    }
-
-    trace!("read_exact done");
+    let first_block = cipher.packet_length_to_read_for_block_length();
+    fill(stream, buffer, first_block).await?;
     let seqn = buffer.seqn.0;
-    let plaintext = cipher.open(seqn, &mut buffer.buffer)?;
+    let len = {
+        #[allow(clippy::indexing_slicing)] // `fill` made it at least `first_block` long
+        let len = cipher.decrypt_packet_length(seqn, &buffer.incoming.as_slice()[..first_block]);
+        BigEndian::read_u32(&len) as usize
+    };
+    trace!("reading, seqn = {seqn:?}, len = {len:?}");
+    if len > MAXIMUM_PACKET_LEN {
+        return Err(Error::PacketSize(len));
+    }
+    // A valid packet (with its MAC tag) can never be shorter than the block we already read
+    // to probe it. The tag counts: with an EtM MAC and 8-byte blocks (3des-cbc),
+    // packet_length can be 8, and the probe also reads the start of the tag.
+    let total = PACKET_LENGTH_LEN + len + cipher.tag_len();
+    if total < first_block {
+        return Err(Error::PacketSize(len));
+    }
+    fill(stream, buffer, total).await?;
+
+    #[allow(clippy::indexing_slicing)] // `fill` made it at least `total` long
+    let plaintext = cipher.open(seqn, &mut buffer.incoming.as_mut_slice()[..total])?;
 
     let padding_length = *plaintext.first().to_owned().unwrap_or(&0) as usize;
     trace!("reading, padding_length {padding_length:?}");
@@ -366,12 +353,39 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     // https://tools.ietf.org/html/rfc4253#section-6.4
     buffer.seqn += Wrapping(1);
     buffer.bytes = buffer.bytes.saturating_add(payload_len);
-    buffer.len = 0;
+    buffer.packet_len = plaintext_end + PACKET_LENGTH_LEN;
+    buffer.packet_total = total;
+    Ok(buffer.packet_len)
+}
 
-    // Remove the padding
-    buffer.buffer.resize(plaintext_end + 4, 0);
-
-    Ok(plaintext_end + 4)
+/// burrow: reads until `buffer.incoming` holds at least `need` bytes, each read offering room
+/// for up to `buffer.read_ahead` more. That room adapts to the traffic: it doubles (up to
+/// `READ_AHEAD_MAX`) when a read fills it, and halves (down to `READ_AHEAD_MIN`) when a read
+/// uses less than a quarter of it, so an idle session gives back a large buffer before it
+/// waits again. The buffer is reused: the unread start of a packet moves to its front, so a
+/// bulk transfer allocates (and the kernel zeroes pages) once, not per read.
+async fn fill<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buffer: &mut SSHBuffer,
+    need: usize,
+) -> Result<(), Error> {
+    while buffer.incoming.len() < need {
+        let missing = need - buffer.incoming.len();
+        let room = missing + buffer.read_ahead;
+        buffer.incoming.make_room(missing, buffer.read_ahead);
+        let offered = buffer.incoming.spare();
+        let n = stream.read_buf(&mut buffer.incoming.buf).await?;
+        if n == 0 {
+            // As `read_exact` reports it.
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof").into());
+        }
+        if n >= offered.min(room) {
+            buffer.read_ahead = (buffer.read_ahead * 2).min(READ_AHEAD_MAX);
+        } else if n < offered.min(room) / 4 {
+            buffer.read_ahead = (buffer.read_ahead / 2).max(READ_AHEAD_MIN);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) const PACKET_LENGTH_LEN: usize = 4;
@@ -421,8 +435,106 @@ mod tests {
             .await
             .unwrap();
 
-        #[allow(clippy::indexing_slicing)]
-        let payload = &buffer.buffer[5..n];
-        assert_eq!(payload, [52]);
+        assert_eq!(n, buffer.packet().len());
+        assert_eq!(buffer.packet().get(5..), Some(&[52][..]));
+    }
+}
+
+// burrow: the read-ahead receive path (`read`, `fill`, `ReadAhead`).
+#[cfg(test)]
+mod read_ahead_tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::sshbuffer::PacketWriter;
+
+    fn packets(payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut writer = PacketWriter::clear();
+        for p in payloads {
+            writer.packet_raw(p).unwrap();
+        }
+        writer.buffer().buffer.clone()
+    }
+
+    fn payload(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn many_packets_arrive_in_one_read_and_come_out_whole_and_in_order() {
+        let payloads: Vec<Vec<u8>> = (0..40).map(|i| payload(i, 1 + i * 997 % 40_000)).collect();
+        let wire = packets(&payloads);
+        let mut reader = &wire[..];
+        let mut buffer = SSHBuffer::new();
+        for p in &payloads {
+            let n = read(&mut reader, &mut buffer, &mut clear::Key).await.unwrap();
+            assert_eq!(n, buffer.packet().len());
+            assert_eq!(buffer.packet().get(5..), Some(&p[..]));
+        }
+        assert!(read(&mut reader, &mut buffer, &mut clear::Key).await.is_err(), "then EOF");
+        assert_eq!(buffer.seqn.0, 40);
+    }
+
+    #[tokio::test]
+    async fn a_packet_trickling_in_byte_by_byte_survives_cancelled_reads() {
+        let payloads = [payload(1, 3000), payload(2, 10)];
+        let wire = packets(&payloads);
+        let (mut tx, mut rx) = tokio::io::duplex(1);
+        let writer = tokio::spawn(async move {
+            for b in wire {
+                tx.write_all(&[b]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut buffer = SSHBuffer::new();
+        let mut got = Vec::new();
+        while got.len() < payloads.len() {
+            // A read that is cancelled while a packet is incomplete loses nothing.
+            let r = tokio::time::timeout(
+                Duration::from_micros(50),
+                read(&mut rx, &mut buffer, &mut clear::Key),
+            )
+            .await;
+            if let Ok(n) = r {
+                n.unwrap();
+                got.push(buffer.packet()[5..].to_vec());
+            }
+        }
+        assert_eq!(got, payloads);
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bulk_burst_grows_the_buffer_and_an_idle_session_gives_it_back() {
+        let bulk: Vec<Vec<u8>> = (0..64).map(|i| payload(i, 32_000)).collect();
+        let (mut tx, mut rx) = tokio::io::duplex(4 << 20);
+        tx.write_all(&packets(&bulk)).await.unwrap();
+        let mut buffer = SSHBuffer::new();
+        for p in &bulk {
+            read(&mut rx, &mut buffer, &mut clear::Key).await.unwrap();
+            assert_eq!(buffer.packet().get(5..), Some(&p[..]));
+        }
+        assert!(buffer.incoming.buf.capacity() >= 256 * 1024, "bulk reads ahead");
+        for i in 0..16 {
+            tx.write_all(&packets(&[payload(i, 40)])).await.unwrap();
+            read(&mut rx, &mut buffer, &mut clear::Key).await.unwrap();
+        }
+        assert!(
+            buffer.incoming.buf.capacity() <= 64 * 1024,
+            "idle keeps {} bytes",
+            buffer.incoming.buf.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_length_beyond_the_limit_is_refused_before_anything_is_allocated() {
+        let mut wire = 300_000u32.to_be_bytes().to_vec();
+        wire.extend_from_slice(&[0; 64]);
+        let mut buffer = SSHBuffer::new();
+        let r = read(&mut &wire[..], &mut buffer, &mut clear::Key).await;
+        assert!(matches!(r, Err(Error::PacketSize(300_000))), "{r:?}");
+        assert!(buffer.incoming.buf.capacity() < 64 * 1024);
     }
 }

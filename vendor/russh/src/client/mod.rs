@@ -1295,7 +1295,6 @@ async fn start_reading<R: AsyncRead + Unpin>(
     mut buffer: SSHBuffer,
     mut cipher: Box<dyn OpeningKey + Send>,
 ) -> Result<(usize, R, SSHBuffer, Box<dyn OpeningKey + Send>), crate::Error> {
-    buffer.buffer.clear();
     let n = cipher::read(&mut stream_read, &mut buffer, &mut *cipher).await?;
     Ok((n, stream_read, buffer, cipher))
 }
@@ -1306,16 +1305,18 @@ impl Session {
             let mut decomp = Vec::new();
             Ok(IncomingSshPacket {
                 #[allow(clippy::indexing_slicing)] // length checked
-                buffer: enc.decompress.decompress(
-                    &buffer.buffer[5..],
+                buffer: bytes::Bytes::copy_from_slice(enc.decompress.decompress(
+                    &buffer.packet()[5..],
                     &mut decomp,
-                )?.into(),
+                )?),
                 seqn: buffer.seqn,
             })
         } else {
             Ok(IncomingSshPacket {
                 #[allow(clippy::indexing_slicing)] // length checked
-                buffer: buffer.buffer[5..].into(),
+                // burrow: the packet's one copy out of the read-ahead buffer; its channel
+                // data is then shared, not copied again (`parsing::shared_string`).
+                buffer: bytes::Bytes::copy_from_slice(&buffer.packet()[5..]),
                 seqn: buffer.seqn,
             })
         }
@@ -1466,7 +1467,7 @@ impl Session {
 
                     std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
 
-                    if buffer.buffer.len() < 5 {
+                    if buffer.packet().len() < 5 {
                         break
                     }
 
@@ -2512,7 +2513,7 @@ mod tests {
             r = &mut event_loop => panic!("event loop ended before rekeying: {:?}", r.map(drop)),
             r = tokio::time::timeout(Duration::from_secs(5), packet) => {
                 r.ok()?.unwrap();
-                buffer.buffer.get(5).copied()
+                buffer.packet().get(5).copied()
             }
         }
     }
@@ -2644,10 +2645,9 @@ mod tests {
 
     #[cfg(feature = "flate2")]
     fn incoming_packet(compressed: Vec<u8>) -> SSHBuffer {
-        let mut buffer = SSHBuffer::new();
-        buffer.buffer.extend_from_slice(&[0; 5]);
-        buffer.buffer.extend_from_slice(&compressed);
-        buffer
+        let mut packet = vec![0; 5];
+        packet.extend_from_slice(&compressed);
+        SSHBuffer::with_packet(&packet)
     }
 
     #[cfg(feature = "flate2")]

@@ -39,13 +39,26 @@ impl Session {
         handler: &mut H,
         pkt: &mut IncomingSshPacket,
     ) -> Result<(), H::Error> {
-        self.process_packet(handler, &pkt.buffer).await
+        self.process_shared_packet(handler, &pkt.buffer).await
     }
 
+    /// A packet that is not a `Bytes` yet (tests, packets held back during a key exchange):
+    /// copied once.
     pub(crate) async fn process_packet<H: Handler + Send>(
         &mut self,
         handler: &mut H,
         buf: &[u8],
+    ) -> Result<(), H::Error> {
+        self.process_shared_packet(handler, &Bytes::copy_from_slice(buf))
+            .await
+    }
+
+    // burrow: takes the packet as `Bytes`, so channel data can be handed out as a slice of
+    // it (`parsing::shared_string`).
+    pub(crate) async fn process_shared_packet<H: Handler + Send>(
+        &mut self,
+        handler: &mut H,
+        buf: &Bytes,
     ) -> Result<(), H::Error> {
         let rejection_wait_until =
             tokio::time::Instant::now() + self.common.config.auth_rejection_time;
@@ -152,10 +165,10 @@ impl Session {
                         .init_compress(self.common.packet_writer.compress());
                 }
                 enc.state = EncryptedState::Authenticated;
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, buf, *msg, &mut r).await
             }
             (EncryptedState::Authenticated, Some((msg, mut r))) => {
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, buf, *msg, &mut r).await
             }
             _ => Ok(()),
         }
@@ -1621,11 +1634,12 @@ async fn reply_userauth_info_response(
 }
 
 impl Session {
-    async fn server_read_authenticated<H: Handler + Send, R: Reader>(
+    async fn server_read_authenticated<H: Handler + Send>(
         &mut self,
         handler: &mut H,
+        packet: &Bytes,
         msg: u8,
-        r: &mut R,
+        r: &mut &[u8],
     ) -> Result<(), H::Error> {
         match msg {
             msg::CHANNEL_OPEN => self.server_handle_channel_open(handler, r).await,
@@ -1673,7 +1687,7 @@ impl Session {
                     Some(map_err!(u32::decode(r))?)
                 };
                 trace!("handler.data {ext:?} {channel_num:?}");
-                let data = map_err!(Bytes::decode(r))?;
+                let data = map_err!(crate::parsing::shared_string(packet, r))?;
                 map_err!(ensure_end(r))?;
                 // burrow: queue first (never waits for data); if it was queued for a live
                 // read half, the window re-opens as that data is consumed, not now.

@@ -499,16 +499,18 @@ impl Session {
             let mut decomp = Vec::new();
             Ok(IncomingSshPacket {
                 #[allow(clippy::indexing_slicing)] // length checked
-                buffer: enc.decompress.decompress(
-                    &buffer.buffer[5..],
+                buffer: Bytes::copy_from_slice(enc.decompress.decompress(
+                    &buffer.packet()[5..],
                     &mut decomp,
-                )?.into(),
+                )?),
                 seqn: buffer.seqn,
             })
         } else {
             Ok(IncomingSshPacket {
                 #[allow(clippy::indexing_slicing)] // length checked
-                buffer: buffer.buffer[5..].into(),
+                // burrow: the packet's one copy out of the read-ahead buffer; its channel
+                // data is then shared, not copied again (`parsing::shared_string`).
+                buffer: Bytes::copy_from_slice(&buffer.packet()[5..]),
                 seqn: buffer.seqn,
             })
         }
@@ -753,7 +755,7 @@ impl Session {
                         Ok((_, stream_read, buffer, opening_cipher)) => (stream_read, buffer, opening_cipher),
                         Err(e) => return Err(e.into())
                     };
-                    if buffer.buffer.len() < 5 {
+                    if buffer.packet().len() < 5 {
                         is_reading = Some((stream_read, buffer, opening_cipher));
                         break
                     }
@@ -1759,10 +1761,9 @@ mod tests {
     }
 
     fn incoming_packet(compressed: Vec<u8>) -> SSHBuffer {
-        let mut buffer = SSHBuffer::new();
-        buffer.buffer.extend_from_slice(&[0; 5]);
-        buffer.buffer.extend_from_slice(&compressed);
-        buffer
+        let mut packet = vec![0; 5];
+        packet.extend_from_slice(&compressed);
+        SSHBuffer::with_packet(&packet)
     }
 
     #[tokio::test]
@@ -1901,7 +1902,7 @@ mod tests {
         let result = tokio::time::timeout(Duration::from_secs(5), packet).await;
         event_loop.abort();
         result.ok()?.unwrap();
-        buffer.buffer.get(5).copied()
+        buffer.packet().get(5).copied()
     }
 
     #[tokio::test]
