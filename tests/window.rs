@@ -66,6 +66,40 @@ async fn forward(
     (child, addr)
 }
 
+/// A `burrow serve` logging with `filter` (the relay inherits `BURROW_LOG`), a delay line of
+/// `delay` each way in front of it, and a `burrow ssh -L` through that line to `target`
+/// (logging with [`LOG_FILTER`]); the line must live as long as the forward is used.
+async fn relay_forward(
+    dir: &std::path::Path,
+    filter: &str,
+    delay: Duration,
+    target: &str,
+) -> (Relay, DelayLine, ChildGuard, SocketAddr) {
+    let key = keygen(dir, "id", KeyKind::Ed25519, None);
+    let relay = {
+        std::env::set_var("BURROW_LOG", filter);
+        Relay::start(
+            dir,
+            "relay",
+            std::slice::from_ref(&key.public_line),
+            Some(PERMIT_OPEN_ANY),
+            &[],
+        )
+        .await
+    };
+    let line = DelayLine::start(relay.addr, delay)
+        .await
+        .expect("delay line");
+    let alias = format!("[127.0.0.1]:{}", line.addr.port());
+    trust_host(
+        &relay.known_hosts,
+        &alias,
+        &public_key_line(&relay.host_key),
+    );
+    let (client, addr) = forward(line.addr.port(), relay.client_options(), &key, dir, target).await;
+    (relay, line, client, addr)
+}
+
 /// The `receive window A -> B` lines in `log`.
 fn growth(log: &str) -> Vec<&str> {
     log.lines().filter(|l| l.contains(GREW)).collect()
@@ -120,38 +154,9 @@ async fn window_grows_receiving_from_openssh_sshd_and_the_echo_completes_exclusi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_grows_both_ways_between_burrow_peers_and_the_echo_completes_exclusive() {
     let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let echo = echo_server().await;
-    let relay = {
-        // The relay inherits the filter: its own window decisions are logged too.
-        std::env::set_var("BURROW_LOG", LOG_FILTER);
-        Relay::start(
-            dir.path(),
-            "relay",
-            std::slice::from_ref(&key.public_line),
-            Some(PERMIT_OPEN_ANY),
-            &[],
-        )
-        .await
-    };
-    let line = DelayLine::start(relay.addr, DELAY)
-        .await
-        .expect("delay line");
-    let alias = format!("[127.0.0.1]:{}", line.addr.port());
-    trust_host(
-        &relay.known_hosts,
-        &alias,
-        &public_key_line(&relay.host_key),
-    );
-
-    let (client, addr) = forward(
-        line.addr.port(),
-        relay.client_options(),
-        &key,
-        dir.path(),
-        &echo.hostport(),
-    )
-    .await;
+    let (relay, _line, client, addr) =
+        relay_forward(dir.path(), LOG_FILTER, DELAY, &echo.hostport()).await;
     echo_through(addr).await;
 
     let (client_log, relay_log) = (client.stderr_text(), relay.child.stderr_text());
@@ -181,36 +186,9 @@ const LFP_DELAY: Duration = Duration::from_millis(100);
 async fn replay_buffers_grow_on_a_download_from_burrow_serve_exclusive() {
     const FILTER: &str = "warn,burrow=info,burrow::resume=debug";
     let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let source = source_server(BYTES, DEFAULT_SEED).await;
-    let relay = {
-        std::env::set_var("BURROW_LOG", FILTER);
-        Relay::start(
-            dir.path(),
-            "relay",
-            std::slice::from_ref(&key.public_line),
-            Some(PERMIT_OPEN_ANY),
-            &[],
-        )
-        .await
-    };
-    let line = DelayLine::start(relay.addr, LFP_DELAY)
-        .await
-        .expect("delay line");
-    let alias = format!("[127.0.0.1]:{}", line.addr.port());
-    trust_host(
-        &relay.known_hosts,
-        &alias,
-        &public_key_line(&relay.host_key),
-    );
-    let (client, addr) = forward(
-        line.addr.port(),
-        relay.client_options(),
-        &key,
-        dir.path(),
-        &source.hostport(),
-    )
-    .await;
+    let (relay, _line, client, addr) =
+        relay_forward(dir.path(), FILTER, LFP_DELAY, &source.hostport()).await;
     let start = std::time::Instant::now();
     let got = fetch_checked(addr, BYTES, DEFAULT_SEED, Duration::from_secs(120))
         .await

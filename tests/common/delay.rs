@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -54,8 +53,13 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, delay: Duration)
 
 /// One direction: a reader that never waits for the writer (unbounded queue of timestamped
 /// chunks) and a writer that sleeps until each chunk is due. EOF is forwarded as a shutdown,
-/// delayed like data.
-async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+/// delayed like data. Also the delayed in-memory channels of the resume registry's unit tests
+/// (`src/resume/registry/tests.rs` includes this file).
+pub async fn direction(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    delay: Duration,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let reader = async move {
         loop {

@@ -14,6 +14,11 @@ use super::*;
 use crate::resume::budget::Budget;
 use crate::server::stream::Cancellable;
 
+/// The integration tests' delay line; only its one-way delay is used here.
+#[allow(dead_code)]
+#[path = "../../../tests/common/delay.rs"]
+mod delay;
+
 /// A session from one registry to `peer`: each channel is a duplex pipe whose far end `peer`
 /// accepts, dialling `target` for new streams. Cancelling `cut` kills every channel.
 struct MemSession {
@@ -31,41 +36,9 @@ fn delayed_duplex(delay: Duration) -> (tokio::io::DuplexStream, tokio::io::Duple
     let (b, far) = tokio::io::duplex(256 * 1024);
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
-    tokio::spawn(delay_one_way(ar, bw, delay));
-    tokio::spawn(delay_one_way(br, aw, delay));
+    tokio::spawn(delay::direction(ar, bw, delay));
+    tokio::spawn(delay::direction(br, aw, delay));
     (near, far)
-}
-
-/// One direction of [`delayed_duplex`]: reads eagerly, writes each chunk once it is due.
-async fn delay_one_way(
-    mut from: impl tokio::io::AsyncRead + Unpin,
-    mut to: impl tokio::io::AsyncWrite + Unpin,
-    delay: Duration,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let reader = async move {
-        loop {
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = from.read(&mut buf).await.unwrap_or(0);
-            buf.truncate(n);
-            if tx.send((tokio::time::Instant::now() + delay, buf)).is_err() || n == 0 {
-                return;
-            }
-        }
-    };
-    let writer = async move {
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if chunk.is_empty() {
-                let _ = to.shutdown().await;
-                return;
-            }
-            if to.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::join!(reader, writer);
 }
 
 impl Opener for MemSession {
