@@ -538,3 +538,106 @@ mod read_ahead_tests {
         assert!(buffer.incoming.buf.capacity() < 64 * 1024);
     }
 }
+
+// burrow (review): hostile read schedules against the read-ahead buffer's bound.
+#[cfg(test)]
+mod read_ahead_attack_tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    use super::*;
+
+    /// Hands out `wire` in pieces a schedule picks: a hostile peer decides how much the
+    /// socket holds at each read (up to all that is offered).
+    struct Peer {
+        wire: Vec<u8>,
+        pos: usize,
+        seed: u64,
+    }
+
+    impl AsyncRead for Peer {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.seed = self
+                .seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pick = match (self.seed >> 33) % 4 {
+                0 => 1,
+                1 => 17,
+                _ => usize::MAX,
+            };
+            let n = pick.min(buf.remaining()).min(self.wire.len() - self.pos);
+            let pos = self.pos;
+            buf.put_slice(&self.wire[pos..pos + n]);
+            self.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn clear_packet(len: usize) -> Vec<u8> {
+        let mut p = (len as u32).to_be_bytes().to_vec();
+        p.push(4); // padding length
+        p.push(2); // SSH_MSG_IGNORE
+        p.resize(4 + len, 0);
+        p
+    }
+
+    #[tokio::test]
+    async fn hostile_schedules_stay_within_two_reads_room_plus_one_packet() {
+        let max_total = PACKET_LENGTH_LEN + MAXIMUM_PACKET_LEN;
+        let bound = 2 * (max_total + READ_AHEAD_MAX) + max_total;
+        let mut worst = 0;
+        for seed in 0..12u64 {
+            let mut wire = Vec::new();
+            let mut s = seed;
+            let mut sizes = Vec::new();
+            for _ in 0..200 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let len = match (s >> 33) % 5 {
+                    0 => MAXIMUM_PACKET_LEN,
+                    1 => 8,
+                    2 => 1 + (s >> 40) as usize % 40_000,
+                    3 => MAXIMUM_PACKET_LEN - (s >> 40) as usize % 1000,
+                    _ => 32 * 1024 + 20,
+                };
+                sizes.push(len);
+                wire.extend_from_slice(&clear_packet(len));
+            }
+            let mut peer = Peer { wire, pos: 0, seed };
+            let mut buffer = SSHBuffer::new();
+            for len in sizes {
+                let n = read(&mut peer, &mut buffer, &mut clear::Key).await.unwrap();
+                assert_eq!(n, buffer.packet().len());
+                assert_eq!(
+                    buffer.packet().get(..4),
+                    Some(&(len as u32).to_be_bytes()[..])
+                );
+                worst = worst.max(buffer.incoming.buf.capacity());
+            }
+        }
+        assert!(worst <= bound, "{worst} > {bound}");
+    }
+
+    /// The shortest lengths the clear key accepts (nothing to decrypt) are short packets,
+    /// not slicing panics; the session then ends on them (`packet().len() < 5`).
+    #[tokio::test]
+    async fn zero_length_clear_packet_is_a_four_byte_packet_not_a_panic() {
+        let wire = [0u8, 0, 0, 0, 0, 0, 0, 1, 0];
+        let mut r = &wire[..];
+        let mut buffer = SSHBuffer::new();
+        let n = read(&mut r, &mut buffer, &mut clear::Key).await.unwrap();
+        assert_eq!(n, 4);
+        // padding_length 0 in a 1-byte body: one byte, the padding-length byte itself.
+        let n = read(&mut r, &mut buffer, &mut clear::Key).await.unwrap();
+        assert_eq!(n, 5);
+        assert!(read(&mut r, &mut buffer, &mut clear::Key).await.is_err());
+    }
+}
