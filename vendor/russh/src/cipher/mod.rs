@@ -304,8 +304,10 @@ const READ_AHEAD_MAX: usize = 256 * 1024;
 ///
 /// burrow: reads ahead. Upstream read each packet with two `read_exact` calls (its length,
 /// then its body), so two system calls per packet; OpenSSH reads whatever the socket holds.
-/// Here one read takes what is there, up to `buffer.read_ahead` bytes beyond the packet being
-/// assembled, and the following packets are taken from the buffer without a system call.
+/// Here one read takes what is there, up to the buffer's spare capacity (at least
+/// `buffer.read_ahead / 2` beyond the packet being assembled, up to about twice
+/// `buffer.read_ahead`: see `ReadAhead::make_room`), and the following packets are taken from
+/// the buffer without a system call.
 /// Cancel-safe: bytes read stay in `buffer.incoming`, and the length is decrypted again
 /// (`decrypt_packet_length` takes `&self`) if a cancelled call is repeated.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
