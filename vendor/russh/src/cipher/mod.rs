@@ -297,6 +297,9 @@ pub(crate) trait SealingKey {
 /// (see `fill`): an idle session keeps a few KiB, a bulk transfer takes many packets per read.
 pub(crate) const READ_AHEAD_MIN: usize = 4 * 1024;
 const READ_AHEAD_MAX: usize = 256 * 1024;
+/// burrow: how many packets `read` takes from the read-ahead buffer, with no socket read
+/// between them, before it yields to the runtime once (see `read`).
+const PACKETS_PER_YIELD: u32 = 64;
 
 /// Reads the next packet into `buffer.incoming` and decrypts it in place: the packet
 /// (packet_length, padding_length, payload) is then `buffer.packet()`, and its length is
@@ -318,6 +321,23 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     let consumed = std::mem::take(&mut buffer.packet_total);
     buffer.packet_len = 0;
     buffer.incoming.consume(consumed);
+    // burrow: packets taken from the buffer make no socket read, so they never use up the
+    // task's coop budget; without this, a peer that sends a megabyte of the smallest packets
+    // keeps this task (and whatever else waits on its worker thread) busy for all of them.
+    // Upstream's two reads per packet made tokio yield every 64 packets; so does this.
+    if buffer.packets_without_read >= PACKETS_PER_YIELD {
+        buffer.packets_without_read = 0;
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                return std::task::Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+    }
 
     let first_block = cipher.packet_length_to_read_for_block_length();
     fill(stream, buffer, first_block).await?;
@@ -357,6 +377,7 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     buffer.bytes = buffer.bytes.saturating_add(payload_len);
     buffer.packet_len = plaintext_end + PACKET_LENGTH_LEN;
     buffer.packet_total = total;
+    buffer.packets_without_read += 1;
     Ok(buffer.packet_len)
 }
 
@@ -377,6 +398,7 @@ async fn fill<R: AsyncRead + Unpin>(
         buffer.incoming.make_room(missing, buffer.read_ahead);
         let offered = buffer.incoming.spare();
         let n = stream.read_buf(&mut buffer.incoming.buf).await?;
+        buffer.packets_without_read = 0;
         if n == 0 {
             // As `read_exact` reports it.
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof").into());
@@ -641,5 +663,45 @@ mod read_ahead_attack_tests {
         let n = read(&mut r, &mut buffer, &mut clear::Key).await.unwrap();
         assert_eq!(n, 5);
         assert!(read(&mut r, &mut buffer, &mut clear::Key).await.is_err());
+    }
+
+    /// Packets taken from the read-ahead buffer make no socket read, so they never use up the
+    /// task's coop budget: a peer that sends a megabyte of the smallest packets (tens of
+    /// thousands) would keep the session task on its worker thread, and every other task there
+    /// waiting, until all of them are handled. Upstream made two socket reads per packet, so
+    /// tokio made it yield every 64 packets. The reading task still yields that often.
+    #[test]
+    fn a_burst_of_tiny_packets_from_the_buffer_lets_other_tasks_run() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            use std::sync::Arc;
+            use tokio::io::AsyncWriteExt;
+
+            let mut wire = Vec::new();
+            for _ in 0..4000 {
+                wire.extend_from_slice(&clear_packet(8));
+            }
+            let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+            tx.write_all(&wire).await.unwrap();
+            let read_so_far = Arc::new(AtomicUsize::new(0));
+            let seen_by_other = Arc::new(AtomicUsize::new(usize::MAX));
+            let other = {
+                let (read_so_far, seen) = (read_so_far.clone(), seen_by_other.clone());
+                tokio::spawn(async move {
+                    seen.store(read_so_far.load(Ordering::SeqCst), Ordering::SeqCst);
+                })
+            };
+            let mut buffer = SSHBuffer::new();
+            for i in 1..=4000 {
+                read(&mut rx, &mut buffer, &mut clear::Key).await.unwrap();
+                read_so_far.store(i, Ordering::SeqCst);
+            }
+            other.await.unwrap();
+            let seen = seen_by_other.load(Ordering::SeqCst);
+            assert!(seen <= 256, "another task first ran after {seen} packets");
+        });
     }
 }
