@@ -31,6 +31,13 @@ const CHUNK: usize = 32 * 1024;
 /// local side's reads stay at one channel packet, and an idle connection keeps [`CHUNK`].
 const BULK_CHUNK: usize = 256 * 1024;
 
+/// How long a grown buffer may wait for the next read before it shrinks back to [`CHUNK`]. A
+/// connection that received one burst and then stays open idle (an HTTP keep-alive connection
+/// through a forward) would otherwise hold [`BULK_CHUNK`] for as long as it lives: a relay with
+/// a thousand such connections 256 MiB instead of 32 MiB. A bulk transfer never waits this
+/// long between reads, so it keeps its large buffer.
+const IDLE_SHRINK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Live byte counters shared with metrics and status; cloned cheaply into every pump.
 ///
 /// Counters may have a parent (see [`Counters::child_of`]): every count also goes to the parent,
@@ -250,7 +257,21 @@ where
     let grows_to = if reads_local { CHUNK } else { BULK_CHUNK };
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = reader.read(&mut buf).await.map_err(on_read)?;
+        let n = if buf.len() > CHUNK {
+            let quick = tokio::time::timeout(IDLE_SHRINK, reader.read(&mut buf)).await;
+            match quick {
+                Ok(read) => read,
+                // Dropping a pending read loses nothing (`AsyncRead`'s contract).
+                Err(_idle) => {
+                    buf.truncate(CHUNK);
+                    buf.shrink_to_fit();
+                    reader.read(&mut buf).await
+                }
+            }
+        } else {
+            reader.read(&mut buf).await
+        };
+        let n = n.map_err(on_read)?;
         if n == buf.len() && n < grows_to {
             buf.resize(grows_to, 0);
         }
@@ -338,5 +359,88 @@ pub(crate) mod tests {
         drop(guard);
         assert_eq!(parent.active.load(Ordering::Relaxed), 0);
         assert_eq!(parent.opened.load(Ordering::Relaxed), 1);
+    }
+
+    /// A channel side that serves `events` (when, how many bytes) and records how much room
+    /// each read offered, so a test sees what the pump holds while it waits.
+    struct Timed {
+        events: std::collections::VecDeque<(tokio::time::Instant, usize)>,
+        sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        offered: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl AsyncRead for Timed {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            use std::future::Future;
+            use std::task::Poll;
+            self.offered.lock().unwrap().push(buf.remaining());
+            let Some(&(at, n)) = self.events.front() else {
+                return Poll::Ready(Ok(()));
+            };
+            if tokio::time::Instant::now() < at {
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                sleep.as_mut().reset(at);
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            let take = n.min(buf.remaining());
+            buf.put_slice(&vec![7u8; take]);
+            if take == n {
+                self.events.pop_front();
+            } else if let Some(front) = self.events.front_mut() {
+                front.1 -= take;
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A connection that once received a burst and then goes idle (an HTTP keep-alive
+    /// connection through a forward) waits with a [`CHUNK`] buffer again, not [`BULK_CHUNK`]:
+    /// a relay with many such connections would otherwise hold 256 KiB for each, for as long
+    /// as they stay open.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_gives_the_bulk_buffer_back() {
+        let t0 = tokio::time::Instant::now();
+        let offered = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = Timed {
+            events: [
+                (t0, 200 * 1024),
+                (t0 + std::time::Duration::from_secs(60), 100),
+            ]
+            .into(),
+            sleep: None,
+            offered: offered.clone(),
+        };
+        let (mut writer, mut sink) = duplex(1 << 20);
+        let drain = tokio::spawn(async move {
+            let mut all = Vec::new();
+            sink.read_to_end(&mut all).await.unwrap();
+            all.len()
+        });
+        let counters = Counters::default();
+        let moved = AtomicU64::new(0);
+        copy_half(&mut reader, &mut writer, &counters, Direction::BToA, &moved)
+            .await
+            .unwrap();
+        drop(writer);
+        assert_eq!(drain.await.unwrap(), 200 * 1024 + 100);
+        let offered = offered.lock().unwrap().clone();
+        assert!(
+            offered.iter().any(|n| *n > CHUNK),
+            "the burst was read in large reads: {offered:?}"
+        );
+        // The read that got the late 100 bytes (the last but one; the last read saw EOF).
+        let late = offered[offered.len() - 2];
+        assert!(
+            late <= CHUNK,
+            "idle for a minute, still waiting with {late} bytes: {offered:?}"
+        );
     }
 }

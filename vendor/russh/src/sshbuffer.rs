@@ -339,6 +339,9 @@ pub struct SSHBuffer {
     pub(crate) packet_total: usize,
     /// How many bytes the next socket read offers room for beyond the packet it needs.
     pub(crate) read_ahead: usize,
+    /// Packets `cipher::read` returned since the last socket read (it yields every
+    /// `PACKETS_PER_YIELD` of them).
+    pub(crate) packets_without_read: u32,
 }
 
 impl SSHBuffer {
@@ -351,6 +354,7 @@ impl SSHBuffer {
             packet_len: 0,
             packet_total: 0,
             read_ahead: crate::cipher::READ_AHEAD_MIN,
+            packets_without_read: 0,
         }
     }
 

@@ -297,6 +297,9 @@ pub(crate) trait SealingKey {
 /// (see `fill`): an idle session keeps a few KiB, a bulk transfer takes many packets per read.
 pub(crate) const READ_AHEAD_MIN: usize = 4 * 1024;
 const READ_AHEAD_MAX: usize = 256 * 1024;
+/// burrow: how many packets `read` takes from the read-ahead buffer, with no socket read
+/// between them, before it yields to the runtime once (see `read`).
+const PACKETS_PER_YIELD: u32 = 64;
 
 /// Reads the next packet into `buffer.incoming` and decrypts it in place: the packet
 /// (packet_length, padding_length, payload) is then `buffer.packet()`, and its length is
@@ -304,8 +307,10 @@ const READ_AHEAD_MAX: usize = 256 * 1024;
 ///
 /// burrow: reads ahead. Upstream read each packet with two `read_exact` calls (its length,
 /// then its body), so two system calls per packet; OpenSSH reads whatever the socket holds.
-/// Here one read takes what is there, up to `buffer.read_ahead` bytes beyond the packet being
-/// assembled, and the following packets are taken from the buffer without a system call.
+/// Here one read takes what is there, up to the buffer's spare capacity (at least
+/// `buffer.read_ahead / 2` beyond the packet being assembled, up to about twice
+/// `buffer.read_ahead`: see `ReadAhead::make_room`), and the following packets are taken from
+/// the buffer without a system call.
 /// Cancel-safe: bytes read stay in `buffer.incoming`, and the length is decrypted again
 /// (`decrypt_packet_length` takes `&self`) if a cancelled call is repeated.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
@@ -316,6 +321,23 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     let consumed = std::mem::take(&mut buffer.packet_total);
     buffer.packet_len = 0;
     buffer.incoming.consume(consumed);
+    // burrow: packets taken from the buffer make no socket read, so they never use up the
+    // task's coop budget; without this, a peer that sends a megabyte of the smallest packets
+    // keeps this task (and whatever else waits on its worker thread) busy for all of them.
+    // Upstream's two reads per packet made tokio yield every 64 packets; so does this.
+    if buffer.packets_without_read >= PACKETS_PER_YIELD {
+        buffer.packets_without_read = 0;
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                return std::task::Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+    }
 
     let first_block = cipher.packet_length_to_read_for_block_length();
     fill(stream, buffer, first_block).await?;
@@ -355,6 +377,7 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     buffer.bytes = buffer.bytes.saturating_add(payload_len);
     buffer.packet_len = plaintext_end + PACKET_LENGTH_LEN;
     buffer.packet_total = total;
+    buffer.packets_without_read += 1;
     Ok(buffer.packet_len)
 }
 
@@ -375,6 +398,7 @@ async fn fill<R: AsyncRead + Unpin>(
         buffer.incoming.make_room(missing, buffer.read_ahead);
         let offered = buffer.incoming.spare();
         let n = stream.read_buf(&mut buffer.incoming.buf).await?;
+        buffer.packets_without_read = 0;
         if n == 0 {
             // As `read_exact` reports it.
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof").into());
@@ -536,5 +560,148 @@ mod read_ahead_tests {
         let r = read(&mut &wire[..], &mut buffer, &mut clear::Key).await;
         assert!(matches!(r, Err(Error::PacketSize(300_000))), "{r:?}");
         assert!(buffer.incoming.buf.capacity() < 64 * 1024);
+    }
+}
+
+// burrow (review): hostile read schedules against the read-ahead buffer's bound.
+#[cfg(test)]
+mod read_ahead_attack_tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    use super::*;
+
+    /// Hands out `wire` in pieces a schedule picks: a hostile peer decides how much the
+    /// socket holds at each read (up to all that is offered).
+    struct Peer {
+        wire: Vec<u8>,
+        pos: usize,
+        seed: u64,
+    }
+
+    impl AsyncRead for Peer {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.seed = self
+                .seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pick = match (self.seed >> 33) % 4 {
+                0 => 1,
+                1 => 17,
+                _ => usize::MAX,
+            };
+            let n = pick.min(buf.remaining()).min(self.wire.len() - self.pos);
+            let pos = self.pos;
+            buf.put_slice(&self.wire[pos..pos + n]);
+            self.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn clear_packet(len: usize) -> Vec<u8> {
+        let mut p = (len as u32).to_be_bytes().to_vec();
+        p.push(4); // padding length
+        p.push(2); // SSH_MSG_IGNORE
+        p.resize(4 + len, 0);
+        p
+    }
+
+    #[tokio::test]
+    async fn hostile_schedules_stay_within_two_reads_room_plus_one_packet() {
+        let max_total = PACKET_LENGTH_LEN + MAXIMUM_PACKET_LEN;
+        let bound = 2 * (max_total + READ_AHEAD_MAX) + max_total;
+        let mut worst = 0;
+        for seed in 0..12u64 {
+            let mut wire = Vec::new();
+            let mut s = seed;
+            let mut sizes = Vec::new();
+            for _ in 0..200 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let len = match (s >> 33) % 5 {
+                    0 => MAXIMUM_PACKET_LEN,
+                    1 => 8,
+                    2 => 1 + (s >> 40) as usize % 40_000,
+                    3 => MAXIMUM_PACKET_LEN - (s >> 40) as usize % 1000,
+                    _ => 32 * 1024 + 20,
+                };
+                sizes.push(len);
+                wire.extend_from_slice(&clear_packet(len));
+            }
+            let mut peer = Peer { wire, pos: 0, seed };
+            let mut buffer = SSHBuffer::new();
+            for len in sizes {
+                let n = read(&mut peer, &mut buffer, &mut clear::Key).await.unwrap();
+                assert_eq!(n, buffer.packet().len());
+                assert_eq!(
+                    buffer.packet().get(..4),
+                    Some(&(len as u32).to_be_bytes()[..])
+                );
+                worst = worst.max(buffer.incoming.buf.capacity());
+            }
+        }
+        assert!(worst <= bound, "{worst} > {bound}");
+    }
+
+    /// The shortest lengths the clear key accepts (nothing to decrypt) are short packets,
+    /// not slicing panics; the session then ends on them (`packet().len() < 5`).
+    #[tokio::test]
+    async fn zero_length_clear_packet_is_a_four_byte_packet_not_a_panic() {
+        let wire = [0u8, 0, 0, 0, 0, 0, 0, 1, 0];
+        let mut r = &wire[..];
+        let mut buffer = SSHBuffer::new();
+        let n = read(&mut r, &mut buffer, &mut clear::Key).await.unwrap();
+        assert_eq!(n, 4);
+        // padding_length 0 in a 1-byte body: one byte, the padding-length byte itself.
+        let n = read(&mut r, &mut buffer, &mut clear::Key).await.unwrap();
+        assert_eq!(n, 5);
+        assert!(read(&mut r, &mut buffer, &mut clear::Key).await.is_err());
+    }
+
+    /// Packets taken from the read-ahead buffer make no socket read, so they never use up the
+    /// task's coop budget: a peer that sends a megabyte of the smallest packets (tens of
+    /// thousands) would keep the session task on its worker thread, and every other task there
+    /// waiting, until all of them are handled. Upstream made two socket reads per packet, so
+    /// tokio made it yield every 64 packets. The reading task still yields that often.
+    #[test]
+    fn a_burst_of_tiny_packets_from_the_buffer_lets_other_tasks_run() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            use std::sync::Arc;
+            use tokio::io::AsyncWriteExt;
+
+            let mut wire = Vec::new();
+            for _ in 0..4000 {
+                wire.extend_from_slice(&clear_packet(8));
+            }
+            let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+            tx.write_all(&wire).await.unwrap();
+            let read_so_far = Arc::new(AtomicUsize::new(0));
+            let seen_by_other = Arc::new(AtomicUsize::new(usize::MAX));
+            let other = {
+                let (read_so_far, seen) = (read_so_far.clone(), seen_by_other.clone());
+                tokio::spawn(async move {
+                    seen.store(read_so_far.load(Ordering::SeqCst), Ordering::SeqCst);
+                })
+            };
+            let mut buffer = SSHBuffer::new();
+            for i in 1..=4000 {
+                read(&mut rx, &mut buffer, &mut clear::Key).await.unwrap();
+                read_so_far.store(i, Ordering::SeqCst);
+            }
+            other.await.unwrap();
+            let seen = seen_by_other.load(Ordering::SeqCst);
+            assert!(seen <= 256, "another task first ran after {seen} packets");
+        });
     }
 }

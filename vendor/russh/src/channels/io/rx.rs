@@ -154,4 +154,48 @@ mod tests {
         }
         assert_eq!(total, 15_000, "every data message taken out is credited once");
     }
+
+    // burrow (review): a stderr reader with a one-byte buffer, other streams' data between, and Close
+    // without Eof: the stderr bytes in order, then EOF, and every data message credited once.
+    #[tokio::test]
+    async fn a_stderr_reader_read_byte_by_byte_skips_other_streams_and_ends_at_close_one_byte_at_a_time_close_without_eof() {
+        let (tx, rx) = queue(8);
+        let (credits, mut credited) = tokio::sync::mpsc::unbounded_channel();
+        let half = ChannelReadHalf {
+            receiver: rx,
+            id: ChannelId(3),
+            credits,
+        };
+        let ext = |ext: u32, data: &'static [u8]| ChannelMsg::ExtendedData {
+            data: Bytes::from_static(data),
+            ext,
+        };
+        for msg in [
+            data(b'a', 3000),
+            ext(1, b"xyz"),
+            ext(2, b"0123456789"),
+            data(b'b', 5000),
+            ext(1, b"uv"),
+            ChannelMsg::Close,
+        ] {
+            tx.send(msg).await.unwrap();
+        }
+        drop(tx);
+        let mut reader = ChannelRx::new(half, Some(1));
+        let mut got = Vec::new();
+        let mut one = [0u8; 1];
+        loop {
+            let n = reader.read(&mut one).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.push(one[0]);
+        }
+        assert_eq!(got, b"xyzuv");
+        let mut total = 0;
+        while let Ok((ChannelId(3), n)) = credited.try_recv() {
+            total += n;
+        }
+        assert_eq!(total, 3000 + 3 + 10 + 5000 + 2);
+    }
 }
