@@ -1,5 +1,7 @@
 //! The `burrow` binary: parse, set up logging, dispatch, map errors to exit codes.
 
+mod malloc;
+
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -17,6 +19,7 @@ use burrow::server::{
 };
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Ssh(args) => ExitCode::from(ssh(args)),
