@@ -26,7 +26,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::burrow::{allocated_port, Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
+use common::burrow::{allocated_port, Relay, UP_TIMEOUT};
 use common::russh_client;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -236,23 +236,11 @@ async fn setup() -> (tempfile::TempDir, Keypair, SocketAddr, JoinSet<()>) {
     (dir, key, target, checker)
 }
 
-/// A relay in `dir` that accepts `key` and lets it reach the checker (`permit_open` any).
-async fn relay_for(dir: &std::path::Path, key: &Keypair) -> Relay {
-    Relay::start(
-        dir,
-        "relay",
-        std::slice::from_ref(&key.public_line),
-        Some(PERMIT_OPEN_ANY),
-        &[],
-    )
-    .await
-}
-
 /// Starts a relay and `burrow ssh -c CIPHER -L ... -R ...` to the checker, runs every phase, and
 /// checks both logs.
 async fn stress(cipher: &str) {
     let (dir, key, target, _checker) = setup().await;
-    let mut relay = relay_for(dir.path(), &key).await;
+    let mut relay = Relay::open_to(dir.path(), &key).await;
     let (mut client, l, r) =
         forward_both_ways(relay.burrow_ssh(&key), cipher, target, dir.path()).await;
     let total = phase_bytes();
@@ -305,7 +293,7 @@ const REKEY_READ_LIMIT: usize = 8 << 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekey_while_many_channels_stream_to_the_initiator_keeps_the_session_exclusive() {
     let (dir, key, target, _checker) = setup().await;
-    let relay = relay_for(dir.path(), &key).await;
+    let relay = Relay::open_to(dir.path(), &key).await;
     let config = russh::client::Config {
         limits: russh::Limits::new(1 << 30, REKEY_READ_LIMIT, Duration::from_secs(3600)),
         ..Default::default()

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use common::burrow::{allocated_port, Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
+use common::burrow::{allocated_port, Relay, UP_TIMEOUT};
 use common::delay::DelayLine;
 use common::*;
 
@@ -78,14 +78,7 @@ async fn relay_forward(
     let key = keygen(dir, "id", KeyKind::Ed25519, None);
     let relay = {
         std::env::set_var("BURROW_LOG", filter);
-        Relay::start(
-            dir,
-            "relay",
-            std::slice::from_ref(&key.public_line),
-            Some(PERMIT_OPEN_ANY),
-            &[],
-        )
-        .await
+        Relay::open_to(dir, &key).await
     };
     let line = DelayLine::start(relay.addr, delay)
         .await

@@ -145,6 +145,19 @@ pub struct Relay {
 pub const PERMIT_OPEN_ANY: &str = "permit_open = [\"any\"]\n";
 
 impl Relay {
+    /// A relay in `dir` that accepts `key` alone and lets it reach anything ([`PERMIT_OPEN_ANY`]),
+    /// for tests whose subject is the data path, not the policy.
+    pub async fn open_to(dir: &std::path::Path, key: &Keypair) -> Relay {
+        Relay::start(
+            dir,
+            "relay",
+            std::slice::from_ref(&key.public_line),
+            Some(PERMIT_OPEN_ANY),
+            &[],
+        )
+        .await
+    }
+
     /// Waits (30 s at most) until the relay's loopback `port` leads to `target`, a service that
     /// `client` (a later session asking for a port another session holds) forwards to: a checked
     /// 64 KiB echo gets through and `target` counts a new connection. Panics with the logs if
