@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
@@ -97,6 +97,10 @@ struct OutBuf {
     growth: Growth,
 }
 
+/// See [`Growth`]: on a round trip shorter than this the initial 4 MiB already carry more than
+/// 100 MiB/s per stream, so the capacity is not what limits it.
+const MIN_SAMPLE: Duration = Duration::from_millis(40);
+
 /// Autotuning of a stream's capacity, like TCP's send buffer: the capacity caps the bytes in
 /// flight, so a fixed one caps throughput at capacity / round trip (4 MiB at 100 ms: ~40 MiB/s).
 /// Each time acknowledgements for a whole capacity's worth of bytes have come back, the stream
@@ -108,8 +112,18 @@ struct OutBuf {
 /// acknowledgements come back). On a relay each growth first reserves the difference from the
 /// key's and the relay's budgets ([`Reservation::grow`]); a refusal keeps the current capacity
 /// and the stream runs on as it was, never failing.
+///
+/// A sample that came back faster than [`MIN_SAMPLE`] never grows the capacity: a capacity's
+/// worth of acknowledgements takes about one round trip when the capacity is the limit, so a
+/// fast sample means a short round trip (loopback, a LAN), where the buffer was full because a
+/// burst queued behind a reader that had stalled, not because of the path. Growing there would
+/// only hold more memory (tests/memory.rs's stalled reader beside a 1 GiB transfer).
 struct Growth {
     max: usize,
+    /// The shortest sample that may grow the capacity ([`MIN_SAMPLE`]; zero in unit tests).
+    min_sample: Duration,
+    /// When this sample's first acknowledgement came.
+    started: Option<Instant>,
     /// Pays for the kept bytes on a relay; None where growth costs no budget (a client's own
     /// streams, or a stream that keeps no bytes).
     reservation: Option<Reservation>,
@@ -195,6 +209,7 @@ impl OutBuf {
     /// capacity at the end of a sample that shows it was the limit.
     fn tune(&mut self, n: usize, full: bool) -> Option<Tuned> {
         let g = &mut self.growth;
+        let started = *g.started.get_or_insert_with(Instant::now);
         g.acked += n;
         if full {
             g.acked_full += n;
@@ -202,8 +217,8 @@ impl OutBuf {
         if g.acked < self.limit {
             return None;
         }
-        let limited = g.acked_full * 2 >= g.acked;
-        (g.acked, g.acked_full) = (0, 0);
+        let limited = g.acked_full * 2 >= g.acked && started.elapsed() >= g.min_sample;
+        (g.acked, g.acked_full, g.started) = (0, 0, None);
         if !limited || self.limit >= g.max {
             return None;
         }
@@ -265,6 +280,8 @@ impl Engine {
                     limit: capacity,
                     growth: Growth {
                         max: capacity,
+                        min_sample: MIN_SAMPLE,
+                        started: None,
                         reservation,
                         acked: 0,
                         acked_full: 0,
@@ -620,6 +637,8 @@ mod tests {
             limit,
             growth: Growth {
                 max,
+                min_sample: Duration::ZERO,
+                started: None,
                 reservation,
                 acked: 0,
                 acked_full: 0,
@@ -666,6 +685,18 @@ mod tests {
             "one doubling per buffer's worth of acknowledgements, then the maximum holds"
         );
         assert_eq!(out.limit, 1 << 20);
+    }
+
+    /// A full buffer whose acknowledgements come back fast is on a short path (loopback, a
+    /// LAN) behind a reader that stalled: growing would only hold more memory.
+    #[test]
+    fn a_full_buffer_acknowledged_faster_than_the_shortest_sample_never_grows() {
+        let mut out = outbuf(256 << 10, 1 << 20, true, None);
+        out.growth.min_sample = super::MIN_SAMPLE;
+        for _ in 0..200 {
+            assert_eq!(full_round(&mut out, 64 << 10), None);
+        }
+        assert_eq!(out.limit, 256 << 10);
     }
 
     #[test]
