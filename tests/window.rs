@@ -75,10 +75,29 @@ async fn relay_forward(
     delay: Duration,
     target: &str,
 ) -> (Relay, DelayLine, ChildGuard, SocketAddr) {
+    relay_forward_with(dir, filter, delay, target, "").await
+}
+
+/// [`relay_forward`] with `limits` (serve.toml's `[limits]` lines) in the relay's config.
+async fn relay_forward_with(
+    dir: &std::path::Path,
+    filter: &str,
+    delay: Duration,
+    target: &str,
+    limits: &str,
+) -> (Relay, DelayLine, ChildGuard, SocketAddr) {
     let key = keygen(dir, "id", KeyKind::Ed25519, None);
+    let config = format!("{}[limits]\n{limits}", burrow::PERMIT_OPEN_ANY);
     let relay = {
         std::env::set_var("BURROW_LOG", filter);
-        Relay::open_to(dir, &key).await
+        Relay::start(
+            dir,
+            "relay",
+            std::slice::from_ref(&key.public_line),
+            Some(&config),
+            &[],
+        )
+        .await
     };
     let line = DelayLine::start(relay.addr, delay)
         .await
@@ -210,4 +229,35 @@ async fn replay_buffers_grow_on_a_download_from_burrow_serve_exclusive() {
          buffer:\n{relay_log}\nclient: {}",
         client.stderr_text()
     );
+}
+
+/// Resumable streams acknowledge on the session's control channel as well as inside each
+/// stream's channel, where an acknowledgement waits behind data. An echo through a relay whose
+/// replay buffers are small (`resume_buffer_kib = 64`, against burrow ssh's 4 MiB) hung for good
+/// without that: the relay's full buffer stopped it reading the echo target's answers, so the
+/// target stopped reading, so the relay stopped reading its channel, where burrow ssh's
+/// acknowledgements sat behind data. Both directions at once, every byte compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_through_a_relay_with_small_replay_buffers_completes_exclusive() {
+    let dir = test_dir();
+    let echo = echo_server().await;
+    let (relay, _line, client, addr) = relay_forward_with(
+        dir.path(),
+        LOG_FILTER,
+        DELAY,
+        &echo.hostport(),
+        "resume_buffer_kib = 64\n",
+    )
+    .await;
+    let bytes = 64 << 20;
+    let t = transfer_checked_within(addr, bytes, DEFAULT_SEED, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "echo of {bytes} bytes through {addr}: {e}\nclient: {}\nrelay: {}",
+                client.stderr_text(),
+                relay.child.stderr_text()
+            )
+        });
+    println!("echoed 64 MiB each way at {:.1} MiB/s", t.mib_per_s());
 }

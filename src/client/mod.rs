@@ -114,8 +114,9 @@ pub struct Session {
     remote: Arc<RemoteForwards>,
     listeners: forwards::LocalListeners,
     shutdown: CancellationToken,
-    /// Open while resumable streams are on (dropping it would tell the server otherwise).
-    _resume_control: Option<russh::Channel<russh::client::Msg>>,
+    /// Stops the resume control channel's task (which keeps the channel open while resumable
+    /// streams are on) when the session is dropped.
+    _resume_control: Option<tokio_util::sync::DropGuard>,
 }
 
 /// A forward that is up, for messages and callers that need the port.
@@ -181,11 +182,15 @@ impl Session {
         let handle = Arc::new(connected.handle);
         let mut control = None;
         if let Some(registry) = resume {
-            control =
+            let negotiated =
                 resume::negotiate(&handle, &registry, || ctx.enable_resume(registry.clone())).await;
-            if control.is_some() {
+            if let Some((channel, leftover)) = negotiated {
                 tracing::info!("resumable streams on");
                 registry.set_opener(Some(Arc::new(resume::ClientOpener(handle.clone()))));
+                let stop = ctx.cancel.child_token();
+                let run = resume::run_control(registry, channel, leftover, stop.clone());
+                ctx.tracker.spawn(run);
+                control = Some(stop.drop_guard());
             } else if ctx.resume().is_some() {
                 // The server agreed, then never confirmed (the link went, or it stalled): a
                 // transient failure, retried like any broken handshake.

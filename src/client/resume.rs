@@ -15,16 +15,17 @@ use crate::resume::{self, BoxedIo, ChannelSpec, Opener, Registry};
 const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks for resumable streams; on success returns the control channel, which must stay open for
-/// the session's lifetime. `None` means plain forwarding (any standard server).
+/// the session's lifetime, and what came on it after the answer (see [`run_control`]). `None`
+/// means plain forwarding (any standard server).
 /// `accepted` runs once the server has agreed and before it learns our instance id: from then on
 /// it may re-open streams towards us, and they must find resumption on.
 pub async fn negotiate(
     handle: &SshHandle,
     registry: &Registry,
     accepted: impl FnOnce(),
-) -> Option<Channel<Msg>> {
+) -> Option<(Channel<Msg>, Vec<u8>)> {
     match tokio::time::timeout(NEGOTIATE_TIMEOUT, handshake(handle, registry, accepted)).await {
-        Ok(Some(channel)) => Some(channel),
+        Ok(Some(control)) => Some(control),
         Ok(None) => {
             tracing::debug!("server does not offer resumable streams");
             None
@@ -40,7 +41,7 @@ async fn handshake(
     handle: &SshHandle,
     registry: &Registry,
     accepted: impl FnOnce(),
-) -> Option<Channel<Msg>> {
+) -> Option<(Channel<Msg>, Vec<u8>)> {
     let mut channel = handle.channel_open_session().await.ok()?;
     channel
         .request_subsystem(true, resume::SUBSYSTEM)
@@ -64,7 +65,27 @@ async fn handshake(
             _ => {}
         }
     }
-    (answer[..4] == resume::CONTROL_MAGIC && answer[4] == 0).then_some(channel)
+    let leftover = answer.split_off(5);
+    (answer[..4] == resume::CONTROL_MAGIC && answer[4] == 0).then_some((channel, leftover))
+}
+
+/// Carries the control channel after [`negotiate`]: the relay's acknowledgements go to
+/// `registry`'s streams, theirs go out (see [`resume::control`]). Ends with the channel, or
+/// when `stop` is cancelled (the session is dropped).
+pub async fn run_control(
+    registry: Arc<Registry>,
+    channel: Channel<Msg>,
+    leftover: Vec<u8>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::select! {
+        r = registry.run_control(channel.into_stream(), leftover) => {
+            if let Err(e) = r {
+                tracing::info!("resume control channel: {e}");
+            }
+        }
+        () = stop.cancelled() => {}
+    }
 }
 
 /// Opens `direct-tcpip` channels on one client session.

@@ -12,6 +12,7 @@
 //! extension name.
 
 pub mod budget;
+pub mod control;
 pub mod frame;
 mod registry;
 mod stream;
@@ -116,16 +117,20 @@ pub fn instance_message(instance: &[u8; 16]) -> Vec<u8> {
     [&CONTROL_MAGIC[..], &instance[..]].concat()
 }
 
-/// Parses [`instance_message`]; `None` while incomplete, an error for anything else.
+/// Bytes of [`instance_message`].
+pub const INSTANCE_MESSAGE_LEN: usize = 20;
+
+/// Parses [`instance_message`] at the start of `buf` (what follows it is the control channel's
+/// next messages, see [`control`]); `None` while incomplete, an error for anything else.
 pub fn parse_instance_message(buf: &[u8]) -> Result<Option<[u8; 16]>, String> {
-    if buf.len() < 20 {
+    if buf.len() < INSTANCE_MESSAGE_LEN {
         return if CONTROL_MAGIC.starts_with(&buf[..buf.len().min(4)]) {
             Ok(None)
         } else {
             Err("not a resume control message".into())
         };
     }
-    if buf[..4] != CONTROL_MAGIC || buf.len() > 20 {
+    if buf[..4] != CONTROL_MAGIC {
         return Err("not a resume control message".into());
     }
     let mut instance = [0u8; 16];
@@ -143,6 +148,11 @@ mod tests {
         assert_eq!(parse_instance_message(&m).unwrap(), Some([9; 16]));
         assert_eq!(parse_instance_message(&m[..7]).unwrap(), None);
         assert!(parse_instance_message(b"GET / HTTP/1.1\r\n\r\n").is_err());
-        assert!(parse_instance_message(&[m.clone(), vec![0]].concat()).is_err());
+        // What follows is the next message's, not part of this one.
+        assert_eq!(
+            parse_instance_message(&[m.clone(), vec![1]].concat()).unwrap(),
+            Some([9; 16])
+        );
+        assert!(parse_instance_message(&[b"BRSX".to_vec(), m].concat()).is_err());
     }
 }

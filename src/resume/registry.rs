@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::budget::Budgets;
+use super::control::{Inbox, Outbox};
 use super::frame::{Hello, Reply, StreamKey};
-use super::stream::{Attachment, Engine, Outcome, Replay};
+use super::stream::{Attachment, Engine, Outcome, Replay, Sideband};
 use super::{BoxedIo, ChannelSpec, Opener, ResumeConfig, HANDSHAKE_TIMEOUT};
 use crate::pipe::{Carried, CloseReason, Counters};
 
@@ -59,6 +60,8 @@ struct Entry {
     /// False for a stream carried without a replay buffer: nothing to re-attach to.
     resumable: bool,
     attach: mpsc::Sender<Attachment>,
+    /// The peer's acknowledgements from the control channel.
+    inbox: Arc<Inbox>,
 }
 
 /// Resumable streams sharing one client identity (see the module docs).
@@ -74,6 +77,8 @@ pub struct Registry {
     /// What replay buffers reserve from (the relay's); None: no bound but `config.buffer` per
     /// stream (a client's streams are its own user's connections).
     budgets: Option<Budgets>,
+    /// Our streams' acknowledgements for the control channel (see [`super::control`]).
+    outbox: Arc<Outbox>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -130,6 +135,7 @@ impl Registry {
             stats,
             instance: rand::random(),
             budgets,
+            outbox: Arc::default(),
         })
     }
 
@@ -146,6 +152,31 @@ impl Registry {
     /// The session streams opened by this side re-open on (None while disconnected).
     pub fn set_opener(&self, opener: Option<Arc<dyn Opener>>) {
         self.opener.send_replace(opener);
+    }
+
+    /// What the control channel's writer sends: our streams' acknowledgements.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Applies an acknowledgement the peer sent on the control channel to our stream `id`;
+    /// one for a stream we do not have (it ended meanwhile) means nothing.
+    pub fn deliver_ack(&self, id: u64, offset: u64) {
+        if let Some(entry) = self.lock().get(&id) {
+            entry.inbox.offer(offset);
+        }
+    }
+
+    /// Carries a control channel given as a byte stream (after its handshake; `leftover` came
+    /// after the answer) until it ends: see [`super::control::run`].
+    pub async fn run_control<S>(&self, stream: S, leftover: Vec<u8>) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    {
+        super::control::run(stream, leftover, &self.outbox, |id, offset| {
+            self.deliver_ack(id, offset)
+        })
+        .await
     }
 
     /// Streams alive now.
@@ -338,12 +369,14 @@ impl Registry {
         };
         let resumable = matches!(replay, Replay::Kept(_));
         let (tx, rx) = mpsc::channel(1);
+        let inbox = Arc::<Inbox>::default();
         self.lock().insert(
             key.id,
             Entry {
                 secret: key.secret,
                 resumable,
                 attach: tx,
+                inbox: inbox.clone(),
             },
         );
         if resumable {
@@ -354,15 +387,19 @@ impl Registry {
             let _guard = guard;
             let carried = Carried::new(counters.clone(), &id);
             // Owns the reservation: given back when the stream ends, however it ends.
-            let engine = Engine::new(registry.config.buffer, counters, replay).growing(
-                registry.config.buffer_max,
-                registry.stats.clone(),
-                &id,
-            );
+            let sideband = Sideband {
+                id: key.id,
+                outbox: registry.outbox.clone(),
+                inbox,
+            };
+            let engine = Engine::new(registry.config.buffer, counters, replay)
+                .growing(registry.config.buffer_max, registry.stats.clone(), &id)
+                .with_sideband(sideband);
             let reason = registry.run(key, role, local, first, rx, &engine).await;
             carried.close(&engine.closed(reason));
             drop(engine);
             registry.lock().remove(&key.id);
+            registry.outbox.forget(key.id);
             if resumable {
                 registry.stats.streams.fetch_sub(1, Ordering::Relaxed);
             }

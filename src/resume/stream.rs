@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 
 use super::budget::{Exhausted, Reservation};
+use super::control::{Inbox, Outbox};
 use super::frame::{self, Frame, Reply, DATA_HEADER, MAX_DATA, SEND_DATA};
 use super::{BoxedIo, ResumeStats};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
@@ -25,6 +26,15 @@ const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the peer's acknowledgements on the control channel moved; never without a
+/// sideband.
+async fn sideband_offered(sideband: &Option<Sideband>) {
+    match sideband {
+        Some(sb) => sb.inbox.offered().await,
         None => std::future::pending().await,
     }
 }
@@ -63,8 +73,10 @@ struct Shared {
     out: Mutex<OutBuf>,
     /// Bytes received from the peer and written to the local connection.
     received: AtomicU64,
-    /// The highest offset we acknowledged.
+    /// The highest offset we acknowledged inside the channel.
     acked: AtomicU64,
+    /// The highest offset we acknowledged on the control channel (see [`Sideband`]).
+    posted: AtomicU64,
     /// The peer's final offset once it sent FIN (u64::MAX until then).
     peer_fin: AtomicU64,
     /// Our local connection reached EOF and FIN went out at `sent_total`.
@@ -75,6 +87,9 @@ struct Shared {
     ack_wanted: Notify,
     /// The downlink received bytes: acknowledge them within [`ACK_TICK`].
     ack_soon: Notify,
+    /// Bytes reached the local connection: acknowledge them on the control channel within
+    /// [`ACK_TICK`], however long the downlink then waits.
+    post_soon: Notify,
     /// Our FIN went out whole on the current attachment.
     fin_sent: AtomicBool,
     /// The uplink is in the middle of writing a frame (an ABORT now would land inside it).
@@ -117,12 +132,13 @@ const MIN_SAMPLE: Duration = Duration::from_millis(40);
 /// worth of acknowledgements takes about one round trip when the capacity is the limit, so a
 /// fast sample means a short round trip (loopback, a LAN), where the buffer was full because a
 /// burst queued behind a reader that had stalled, not because of the path. Growing there would
-/// only hold more memory (tests/memory.rs's stalled reader beside a 1 GiB transfer).
+/// only hold more memory (tests/memory.rs's stalled reader beside a 1 GiB transfer). A sample
+/// runs from the end of the one before (the first from its first acknowledgement): a small
+/// buffer is often acknowledged whole by one acknowledgement, and a sample timed from its own
+/// first acknowledgement would then always last no time at all.
 struct Growth {
     max: usize,
-    /// The shortest sample that may grow the capacity ([`MIN_SAMPLE`]; zero in unit tests).
-    min_sample: Duration,
-    /// When this sample's first acknowledgement came.
+    /// When this sample began.
     started: Option<Instant>,
     /// Pays for the kept bytes on a relay; None where growth costs no budget (a client's own
     /// streams, or a stream that keeps no bytes).
@@ -179,11 +195,20 @@ impl OutBuf {
         }
     }
 
-    /// Drops what the peer has received; an offset outside what was sent is a protocol error.
+    /// Drops what the peer has received; an offset past what was sent is a protocol error, one
+    /// already acknowledged is old news (acknowledgements come two ways, see [`Sideband`]).
     /// Also the autotuning's clock (see [`Growth`]): says if the capacity changed.
     fn ack(&mut self, offset: u64) -> Result<Option<Tuned>, String> {
+        self.ack_at(offset, Instant::now())
+    }
+
+    /// [`Self::ack`] at `now` (tests run the autotuning's clock themselves).
+    fn ack_at(&mut self, offset: u64, now: Instant) -> Result<Option<Tuned>, String> {
+        if offset <= self.base {
+            return Ok(None);
+        }
         let (n, full) = self.release(offset)?;
-        Ok(self.tune(n, full))
+        Ok(self.tune(n, full, now))
     }
 
     /// Drops what the peer has received, without tuning: how many bytes, and whether the
@@ -205,11 +230,11 @@ impl OutBuf {
         Ok((n, full))
     }
 
-    /// Counts `n` acknowledged bytes (`full`: they found the buffer full) and grows the
-    /// capacity at the end of a sample that shows it was the limit.
-    fn tune(&mut self, n: usize, full: bool) -> Option<Tuned> {
+    /// Counts `n` acknowledged bytes (`full`: they found the buffer full) at `now` and grows
+    /// the capacity at the end of a sample that shows it was the limit.
+    fn tune(&mut self, n: usize, full: bool, now: Instant) -> Option<Tuned> {
         let g = &mut self.growth;
-        let started = *g.started.get_or_insert_with(Instant::now);
+        let started = *g.started.get_or_insert(now);
         g.acked += n;
         if full {
             g.acked_full += n;
@@ -217,8 +242,9 @@ impl OutBuf {
         if g.acked < self.limit {
             return None;
         }
-        let limited = g.acked_full * 2 >= g.acked && started.elapsed() >= g.min_sample;
-        (g.acked, g.acked_full, g.started) = (0, 0, None);
+        let limited =
+            g.acked_full * 2 >= g.acked && now.saturating_duration_since(started) >= MIN_SAMPLE;
+        (g.acked, g.acked_full, g.started) = (0, 0, Some(now));
         if !limited || self.limit >= g.max {
             return None;
         }
@@ -246,10 +272,23 @@ pub enum Replay {
     Off,
 }
 
+/// A stream's acknowledgements on the session's control channel, besides those inside its own
+/// channel: there they can wait behind data the other side cannot read until they arrive (see
+/// [`super::control`]). Both carry absolute offsets, so whichever comes first counts.
+pub struct Sideband {
+    /// The stream's id, which names it on the control channel.
+    pub id: u64,
+    /// Where ours go.
+    pub outbox: Arc<Outbox>,
+    /// Where the peer's arrive.
+    pub inbox: Arc<Inbox>,
+}
+
 /// The per-stream engine; lives as long as the stream, across attachments.
 pub struct Engine {
     shared: Shared,
     ack_every: u64,
+    sideband: Option<Sideband>,
     counters: Arc<Counters>,
     /// Counts growths (None: not counted), and names the stream in logs.
     stats: Option<Arc<ResumeStats>>,
@@ -280,7 +319,6 @@ impl Engine {
                     limit: capacity,
                     growth: Growth {
                         max: capacity,
-                        min_sample: MIN_SAMPLE,
                         started: None,
                         reservation,
                         acked: 0,
@@ -290,19 +328,29 @@ impl Engine {
                 }),
                 received: AtomicU64::new(0),
                 acked: AtomicU64::new(0),
+                posted: AtomicU64::new(0),
                 peer_fin: AtomicU64::new(u64::MAX),
                 local_eof: AtomicBool::new(false),
                 space: Notify::new(),
                 ack_wanted: Notify::new(),
                 ack_soon: Notify::new(),
+                post_soon: Notify::new(),
                 fin_sent: AtomicBool::new(false),
                 mid_frame: AtomicBool::new(false),
             },
             ack_every: (capacity as u64 / 4).clamp(MAX_DATA as u64, 256 * 1024),
+            sideband: None,
             counters,
             stats: None,
             id: String::new(),
         }
+    }
+
+    /// Acknowledges on the control channel too, and applies the peer's acknowledgements from
+    /// it (see [`Sideband`]).
+    pub fn with_sideband(mut self, sideband: Sideband) -> Self {
+        self.sideband = Some(sideband);
+        self
     }
 
     /// Lets the capacity grow up to `max` when it limits the stream (see [`Growth`]), counting
@@ -372,6 +420,9 @@ impl Engine {
         let mut channel = att.channel;
         // The handshake told the peer our receive offset: that counts as acknowledged.
         self.shared.acked.store(self.received(), Ordering::SeqCst);
+        self.shared
+            .posted
+            .fetch_max(self.received(), Ordering::SeqCst);
         self.shared.fin_sent.store(false, Ordering::SeqCst);
         self.shared.mid_frame.store(false, Ordering::SeqCst);
         if att.reply_owed {
@@ -398,6 +449,7 @@ impl Engine {
         let outcome = tokio::select! {
             o = self.uplink(local_r, &mut ch_w) => o,
             o = self.downlink(&mut ch_r, local_w) => o,
+            o = self.post_trailing_acks(), if self.sideband.is_some() => o,
         };
         if let Outcome::Aborted(why) = &outcome {
             // Only at a frame boundary; else the peer sees the channel end and asks again.
@@ -461,6 +513,10 @@ impl Engine {
                     Err(e) => return Outcome::Aborted(format!("local connection: {e}")),
                 },
                 () = s.space.notified(), if !has_space => Ok(()),
+                () = sideband_offered(&self.sideband) => match self.apply_sideband_ack() {
+                    Ok(()) => Ok(()),
+                    Err(e) => return Outcome::Aborted(e),
+                },
                 () = s.ack_wanted.notified() => self.ack(ch).await,
                 // Bytes arrived below the threshold: acknowledge them a little later, in one
                 // ACK with whatever follows. An idle stream has no timer at all.
@@ -532,8 +588,11 @@ impl Engine {
                     if let Err(e) = self.deliver(local_w, payload).await {
                         return Outcome::Aborted(format!("local connection: {e}"));
                     }
-                    let unacked =
-                        s.received.load(Ordering::SeqCst) - s.acked.load(Ordering::SeqCst);
+                    let received = s.received.load(Ordering::SeqCst);
+                    if received - s.posted.load(Ordering::SeqCst) >= self.ack_every {
+                        self.post_ack(received);
+                    }
+                    let unacked = received - s.acked.load(Ordering::SeqCst);
                     if unacked >= self.ack_every {
                         s.ack_wanted.notify_one();
                     } else {
@@ -567,6 +626,43 @@ impl Engine {
                 return Outcome::Done;
             }
         }
+    }
+
+    /// Acknowledges on the control channel, within [`ACK_TICK`], bytes delivered below the
+    /// threshold. Beside the downlink, not in it: the downlink may be waiting for the local
+    /// connection or the channel indefinitely, and the peer may be waiting for exactly these
+    /// bytes' acknowledgement (its buffer may be smaller than our threshold). Never ends.
+    async fn post_trailing_acks(&self) -> Outcome {
+        let s = &self.shared;
+        loop {
+            s.post_soon.notified().await;
+            tokio::time::sleep(ACK_TICK).await;
+            let received = s.received.load(Ordering::SeqCst);
+            if received > s.posted.load(Ordering::SeqCst) {
+                self.post_ack(received);
+            }
+        }
+    }
+
+    /// Acknowledges `received` on the control channel (nothing without a sideband).
+    fn post_ack(&self, received: u64) {
+        if let Some(sb) = &self.sideband {
+            sb.outbox.post(sb.id, received);
+            self.shared.posted.fetch_max(received, Ordering::SeqCst);
+        }
+    }
+
+    /// Applies the peer's newest acknowledgement from the control channel; one past what was
+    /// sent is a protocol error, like inside the channel.
+    fn apply_sideband_ack(&self) -> Result<(), String> {
+        let Some(sb) = &self.sideband else {
+            return Ok(());
+        };
+        let tuned = self.out().ack(sb.inbox.offset())?;
+        if let Some(t) = tuned {
+            self.tuned(t);
+        }
+        Ok(())
     }
 
     /// Counts and logs a change of the capacity.
@@ -607,6 +703,7 @@ impl Engine {
             }
             off += n;
             self.shared.received.fetch_add(n as u64, Ordering::SeqCst);
+            self.shared.post_soon.notify_one();
             self.counters.count_b_to_a(n as u64);
         }
         local_w.flush().await
@@ -617,6 +714,9 @@ impl Engine {
         let received = self.shared.received.load(Ordering::SeqCst);
         if received == self.shared.acked.load(Ordering::SeqCst) {
             return Ok(());
+        }
+        if received > self.shared.posted.load(Ordering::SeqCst) {
+            self.post_ack(received);
         }
         ch.write_all(&Frame::Ack(received).header()).await?;
         self.shared.acked.store(received, Ordering::SeqCst);
@@ -637,7 +737,6 @@ mod tests {
             limit,
             growth: Growth {
                 max,
-                min_sample: Duration::ZERO,
                 started: None,
                 reservation,
                 acked: 0,
@@ -647,24 +746,52 @@ mod tests {
         }
     }
 
-    /// Fills `out` to its limit, then acknowledges `step` bytes: the pattern of a stream whose
-    /// buffer is its limit (the uplink refills whatever an ACK frees). What changed, if anything.
-    fn full_round(out: &mut OutBuf, step: usize) -> Option<Tuned> {
+    /// The autotuning's clock in tests: every acknowledgement comes `gap` after the one before.
+    struct Clock {
+        now: Instant,
+        gap: Duration,
+    }
+
+    impl Clock {
+        /// Acknowledgements 20 ms apart: a 256 KiB buffer acknowledged in 64 KiB steps takes
+        /// 80 ms per sample, a long round trip.
+        fn slow() -> Clock {
+            Clock::every(Duration::from_millis(20))
+        }
+
+        fn every(gap: Duration) -> Clock {
+            Clock {
+                now: Instant::now(),
+                gap,
+            }
+        }
+
+        fn tick(&mut self) -> Instant {
+            self.now += self.gap;
+            self.now
+        }
+    }
+
+    /// Fills `out` to its limit, then acknowledges `step` bytes at the clock's next tick: the
+    /// pattern of a stream whose buffer is its limit (the uplink refills whatever an ACK frees).
+    /// What changed, if anything.
+    fn full_round(out: &mut OutBuf, step: usize, clock: &mut Clock) -> Option<Tuned> {
         let chunk = vec![1u8; MAX_DATA];
         while out.unacked() < out.limit {
             let n = (out.limit - out.unacked()).min(MAX_DATA);
             out.push(&chunk[..n]);
         }
         let to = out.base + step as u64;
-        out.ack(to).unwrap()
+        out.ack_at(to, clock.tick()).unwrap()
     }
 
     #[test]
     fn a_full_buffer_whose_acks_keep_coming_doubles_up_to_its_maximum() {
         let mut out = outbuf(256 << 10, 1 << 20, true, None);
+        let mut clock = Clock::slow();
         let mut grew = Vec::new();
         for _ in 0..200 {
-            if let Some(t) = full_round(&mut out, 64 << 10) {
+            if let Some(t) = full_round(&mut out, 64 << 10, &mut clock) {
                 grew.push(t);
             }
             let cap = out.kept.as_ref().map_or(0, VecDeque::capacity);
@@ -692,27 +819,56 @@ mod tests {
     #[test]
     fn a_full_buffer_acknowledged_faster_than_the_shortest_sample_never_grows() {
         let mut out = outbuf(256 << 10, 1 << 20, true, None);
-        out.growth.min_sample = super::MIN_SAMPLE;
+        // 4 ms per 256 KiB sample.
+        let mut clock = Clock::every(Duration::from_millis(1));
         for _ in 0..200 {
-            assert_eq!(full_round(&mut out, 64 << 10), None);
+            assert_eq!(full_round(&mut out, 64 << 10, &mut clock), None);
         }
         assert_eq!(out.limit, 256 << 10);
+    }
+
+    /// A buffer small enough that one acknowledgement frees it whole (a relay's 64 KiB against
+    /// a peer that acknowledges every 256 KiB or 50 ms) still grows over a long round trip:
+    /// its samples are timed from the one before, not from their only acknowledgement.
+    #[test]
+    fn a_buffer_acknowledged_whole_each_round_trip_grows() {
+        let mut out = outbuf(64 << 10, 256 << 10, true, None);
+        let mut clock = Clock::every(Duration::from_millis(80));
+        let mut grew = Vec::new();
+        for _ in 0..10 {
+            let step = out.limit;
+            grew.extend(full_round(&mut out, step, &mut clock));
+        }
+        assert_eq!(
+            grew,
+            [
+                Tuned::Grew {
+                    from: 64 << 10,
+                    to: 128 << 10
+                },
+                Tuned::Grew {
+                    from: 128 << 10,
+                    to: 256 << 10
+                },
+            ]
+        );
     }
 
     #[test]
     fn a_buffer_that_is_not_full_when_acks_come_never_grows() {
         // Limited elsewhere (channel, link, local source): never more than half the buffer out.
         let mut out = outbuf(256 << 10, 32 << 20, true, None);
+        let mut clock = Clock::slow();
         let chunk = vec![1u8; MAX_DATA];
         for _ in 0..1000 {
             for _ in 0..4 {
                 out.push(&chunk);
             }
-            assert_eq!(out.ack(out.end()).unwrap(), None);
+            assert_eq!(out.ack_at(out.end(), clock.tick()).unwrap(), None);
         }
         assert_eq!(out.limit, 256 << 10);
         // And no acknowledgement at all (an unread stream): full, but nothing to count.
-        assert_eq!(full_round(&mut out, 0), None);
+        assert_eq!(full_round(&mut out, 0, &mut clock), None);
         assert_eq!(out.limit, 256 << 10);
     }
 
@@ -726,9 +882,10 @@ mod tests {
         };
         let r = budgets.reserve(256 << 10).unwrap();
         let mut out = outbuf(256 << 10, 32 << 20, true, Some(r));
+        let mut clock = Clock::slow();
         let mut events = Vec::new();
         for _ in 0..200 {
-            if let Some(t) = full_round(&mut out, 64 << 10) {
+            if let Some(t) = full_round(&mut out, 64 << 10, &mut clock) {
                 events.push(t);
             }
         }
@@ -763,7 +920,7 @@ mod tests {
         // A stream carried without a replay buffer keeps no bytes: it grows without a budget.
         let mut off = outbuf(256 << 10, 1 << 20, false, None);
         for _ in 0..200 {
-            full_round(&mut off, 64 << 10);
+            full_round(&mut off, 64 << 10, &mut clock);
         }
         assert_eq!(off.limit, 1 << 20);
     }

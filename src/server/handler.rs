@@ -19,6 +19,7 @@ use super::authorized_keys::AuthorizedKey;
 use super::direct::{self, Blocked};
 use super::listeners::{SessionListeners, SessionRef};
 use super::policy::{self, Decision, Reach};
+use super::resume::{Control, ControlStep};
 use super::stats::{self, LiveSession, Refusal};
 use super::{ChannelSlot, Relay};
 use crate::forward::{Dial, ForwardContext};
@@ -39,18 +40,26 @@ pub struct SessionHandler {
     ctx: ForwardContext,
     authenticated: CancellationToken,
     unauth_permit: Option<OwnedSemaphorePermit>,
-    /// The resume control channel and what arrived on it so far.
-    resume_control: Option<(ChannelId, Vec<u8>)>,
+    /// The resume control channel, once asked for.
+    resume_control: Option<Control>,
     /// This session's -R listeners, once authenticated.
     listeners: Option<SessionListeners>,
     /// Open session channels, each holding a slot of the key's channel cap until it closes:
     /// the relay keeps state for every one, so they must not be free.
-    session_channels: HashMap<ChannelId, ChannelSlot>,
+    session_channels: HashMap<ChannelId, SessionChannel>,
     /// This session's slot of its key's `max_sessions_per_key`, held until the session ends.
     session_slot: Option<ChannelSlot>,
     /// Requests refused so far; past [`LOGGED_REFUSALS`] they are counted, not logged. Shared
     /// with the tasks that refuse a direct-tcpip after its name lookup.
     refusals: Arc<AtomicU64>,
+}
+
+/// A session channel the relay accepted (the client may make it the resume control channel).
+struct SessionChannel {
+    /// A slot of the key's channel cap, given back when the channel closes.
+    _slot: ChannelSlot,
+    /// Its writing half, until the resume control channel takes it.
+    writer: Option<russh::ChannelWriteHalf<Msg>>,
 }
 
 /// Refusals of one session written to the access log and the relay's messages. A refused
@@ -256,30 +265,34 @@ impl SessionHandler {
         ctx.dial_then_pump(channel, target.dial(self.peer), reply, (slot, tracked));
     }
 
-    /// The resume control channel: the client's instance id binds this session to its streams
-    /// (see [`crate::resume`]); one answer, then the channel stays open and quiet.
+    /// The resume control channel: see [`Control`].
     fn resume_control_data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) {
-        let Some((control, buf)) = self.resume_control.as_mut() else {
+        let Some(control) = self.resume_control.as_mut() else {
             return;
         };
-        if *control != channel || self.ctx.resume().is_some() {
+        if control.channel() != channel {
             return;
         }
-        buf.extend_from_slice(data);
-        let parsed = resume::parse_instance_message(buf);
-        let (Some(key), Ok(Some(instance))) = (self.key.as_ref(), &parsed) else {
-            if parsed.is_err() {
-                tracing::info!(session = self.id, "bad resume control message; closing it");
-                let _ = session.close(channel);
-            }
-            return;
-        };
-        let registry = self.relay.resume.bind(&key.fp, *instance, session.handle());
-        self.ctx.enable_resume(registry);
-        tracing::info!(session = self.id, fingerprint = %key.fp, "resumable streams on");
-        let mut answer = resume::CONTROL_MAGIC.to_vec();
-        answer.push(0);
-        let _ = session.data(channel, answer);
+        let mut step = control.data(data);
+        if let ControlStep::Bind(instance) = step {
+            let Some(key) = self.key.as_ref() else {
+                return;
+            };
+            let registry = self.relay.resume.bind(&key.fp, instance, session.handle());
+            self.ctx.enable_resume(registry.clone());
+            tracing::info!(session = self.id, fingerprint = %key.fp, "resumable streams on");
+            let (answer, next) =
+                control.bound(registry, &self.ctx.tracker, self.ctx.cancel.clone());
+            let _ = session.data(channel, answer);
+            step = next;
+        }
+        if let ControlStep::Close(why) = step {
+            tracing::info!(
+                session = self.id,
+                "bad resume control message ({why}); closing it"
+            );
+            let _ = session.close(channel);
+        }
     }
 }
 
@@ -414,7 +427,17 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        self.session_channels.insert(channel.id(), slot);
+        // The read half goes: what comes on a session channel reaches `data` below, and its
+        // window re-opens as it does.
+        let id = channel.id();
+        let (_, writer) = channel.split();
+        self.session_channels.insert(
+            id,
+            SessionChannel {
+                _slot: slot,
+                writer: Some(writer),
+            },
+        );
         // Accepted so that shell/exec requests can be refused with a readable message.
         reply.accept().await;
         Ok(())
@@ -464,7 +487,9 @@ impl russh::server::Handler for SessionHandler {
                 .is_some_and(|k| k.entry.options.remote_open.is_empty());
             if eligible && self.resume_control.is_none() {
                 let _ = session.channel_success(channel);
-                self.resume_control = Some((channel, Vec::new()));
+                let writer =
+                    (self.session_channels.get_mut(&channel)).and_then(|c| c.writer.take());
+                self.resume_control = Some(Control::new(channel, writer));
             } else {
                 let _ = session.channel_failure(channel);
             }

@@ -119,6 +119,113 @@ impl Instances {
     }
 }
 
+/// The relay's end of one session's resume control channel: the client's instance id binds the
+/// session to that instance's streams, one answer goes back, then acknowledgements travel both
+/// ways ([`crate::resume::control`]).
+pub struct Control {
+    channel: russh::ChannelId,
+    /// What arrived and is not a whole message yet (at most one message's worth).
+    buf: Vec<u8>,
+    /// Where our acknowledgements go once bound; waits for the channel's window, so a client
+    /// that never reads them only stalls its own acknowledgements (they coalesce, one per
+    /// stream), never grows the relay's memory.
+    writer: Option<russh::ChannelWriteHalf<russh::server::Msg>>,
+    /// The session's registry once the instance id came; None before.
+    registry: Option<Arc<Registry>>,
+    /// The client sent something else: the channel was closed and what follows is ignored.
+    broken: bool,
+}
+
+/// What the handler does with bytes that arrived on the control channel.
+pub enum ControlStep {
+    /// Nothing (incomplete, or applied).
+    Nothing,
+    /// The instance id is complete: bind the session to this instance, then call
+    /// [`Control::bound`].
+    Bind([u8; 16]),
+    /// The client sent garbage (named): close the channel.
+    Close(String),
+}
+
+impl Control {
+    /// A control channel the client just asked for, written through `writer`.
+    pub fn new(
+        channel: russh::ChannelId,
+        writer: Option<russh::ChannelWriteHalf<russh::server::Msg>>,
+    ) -> Self {
+        Self {
+            channel,
+            buf: Vec::new(),
+            writer,
+            registry: None,
+            broken: false,
+        }
+    }
+
+    /// The channel this is.
+    pub fn channel(&self) -> russh::ChannelId {
+        self.channel
+    }
+
+    /// Takes bytes from the client.
+    pub fn data(&mut self, data: &[u8]) -> ControlStep {
+        if self.broken {
+            return ControlStep::Nothing;
+        }
+        self.buf.extend_from_slice(data);
+        let step = match &self.registry {
+            Some(registry) => {
+                let taken = crate::resume::control::take_acks(&mut self.buf, |id, offset| {
+                    registry.deliver_ack(id, offset)
+                });
+                match taken {
+                    Ok(()) => ControlStep::Nothing,
+                    Err(e) => ControlStep::Close(e),
+                }
+            }
+            None => match crate::resume::parse_instance_message(&self.buf) {
+                Ok(None) => ControlStep::Nothing,
+                Ok(Some(instance)) => ControlStep::Bind(instance),
+                Err(e) => ControlStep::Close(e),
+            },
+        };
+        if let ControlStep::Close(_) = step {
+            self.broken = true;
+            self.buf = Vec::new();
+        }
+        step
+    }
+
+    /// The session is bound to `registry`: the answer is sent, our acknowledgements start
+    /// going out (in a task `tracker` owns, until `cancel`), and anything that came after the
+    /// instance id is applied. Returns the answer to send first.
+    pub fn bound(
+        &mut self,
+        registry: Arc<Registry>,
+        tracker: &tokio_util::task::TaskTracker,
+        cancel: CancellationToken,
+    ) -> (Vec<u8>, ControlStep) {
+        self.buf.drain(..crate::resume::INSTANCE_MESSAGE_LEN);
+        if let Some(writer) = self.writer.take() {
+            let outbox = registry.clone();
+            tracker.spawn(async move {
+                let send = crate::resume::control::send_acks(outbox.outbox(), |batch| {
+                    let writer = &writer;
+                    async move { writer.data_bytes(batch).await.is_ok() }
+                });
+                tokio::select! {
+                    () = send => {}
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
+        self.registry = Some(registry);
+        let mut answer = crate::resume::CONTROL_MAGIC.to_vec();
+        answer.push(0);
+        (answer, self.data(&[]))
+    }
+}
+
 /// Opens `forwarded-tcpip` channels on one relay session.
 struct ServerOpener(russh::server::Handle);
 

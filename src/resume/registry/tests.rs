@@ -125,10 +125,20 @@ impl Pair {
     /// A pair with `config` on both sides, the relay's budgets, and channels delayed by
     /// `delay` each way.
     async fn with(config: ResumeConfig, budgets: Option<Budgets>, delay: Option<Duration>) -> Pair {
+        Pair::with_configs(config, config, budgets, delay).await
+    }
+
+    /// Like [`Pair::with`], the client and the relay each with its own config.
+    async fn with_configs(
+        client: ResumeConfig,
+        server: ResumeConfig,
+        budgets: Option<Budgets>,
+        delay: Option<Duration>,
+    ) -> Pair {
         let target = echo_server().await;
-        let client = Registry::new(config, CancellationToken::new());
+        let client = Registry::new(client, CancellationToken::new());
         let server =
-            Registry::with_budgets(config, CancellationToken::new(), Arc::default(), budgets);
+            Registry::with_budgets(server, CancellationToken::new(), Arc::default(), budgets);
         let cut = CancellationToken::new();
         let pair = Pair {
             client,
@@ -141,6 +151,8 @@ impl Pair {
         pair
     }
 
+    /// A new session: the client's opener, and the control channel both registries
+    /// acknowledge on, cut with the session's channels.
     fn connect(&self) {
         self.client.set_opener(Some(Arc::new(MemSession {
             peer: self.server.clone(),
@@ -148,6 +160,17 @@ impl Pair {
             cut: self.cut.clone(),
             delay: self.delay,
         })));
+        let (near, far) = match self.delay {
+            Some(d) => delayed_duplex(d),
+            None => tokio::io::duplex(64 * 1024),
+        };
+        for (registry, end) in [(self.client.clone(), near), (self.server.clone(), far)] {
+            let cut = self.cut.clone();
+            tokio::spawn(async move {
+                let end = Cancellable::new(end, cut);
+                let _ = registry.run_control(end, Vec::new()).await;
+            });
+        }
     }
 
     /// Opens a stream from the client; returns the application's end of it.
@@ -526,4 +549,38 @@ async fn over_a_long_round_trip_buffers_grow_and_the_relays_stop_at_its_key_budg
         budgets.key.used(),
         budgets.relay.used()
     );
+}
+
+/// An echo through two ends whose replay buffers differ (a client's 4 MiB, a relay's 64 KiB),
+/// with the application writing and reading at once. Acknowledgements used to travel only
+/// inside the channel, behind data: the relay's buffer filled, so it stopped reading from the
+/// echo target, which stopped reading what the relay delivered, which left the client's
+/// acknowledgements unread behind that data, and the echo hung for good. Every byte comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_between_unequal_buffers_never_waits_for_acks_stuck_behind_data() {
+    let fixed = |buffer| ResumeConfig {
+        buffer,
+        buffer_max: buffer,
+        grace: Duration::from_secs(10),
+    };
+    let pair = Pair::with_configs(fixed(4 << 20), fixed(64 << 10), None, None).await;
+    let app = pair.open_stream().await;
+    let (mut app_r, mut app_w) = tokio::io::split(app);
+    let total = 8 << 20;
+    let writer = tokio::spawn(async move {
+        app_w.write_all(&data(total)).await.unwrap();
+        app_w.shutdown().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(total);
+        app_r.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let got = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the echo completes (it hung: acknowledgements stuck behind data)")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), total);
+    assert!(got == data(total), "echoed bytes lost or reordered");
 }
