@@ -77,6 +77,9 @@ struct Shared {
     acked: AtomicU64,
     /// The highest offset we acknowledged on the control channel (see [`Sideband`]).
     posted: AtomicU64,
+    /// The highest offset the peer acknowledged inside the channel (or in a re-attach's
+    /// handshake). Only this one completes the stream (see [`Engine::done`]).
+    peer_acked: AtomicU64,
     /// The peer's final offset once it sent FIN (u64::MAX until then).
     peer_fin: AtomicU64,
     /// Our local connection reached EOF and FIN went out at `sent_total`.
@@ -329,6 +332,7 @@ impl Engine {
                 received: AtomicU64::new(0),
                 acked: AtomicU64::new(0),
                 posted: AtomicU64::new(0),
+                peer_acked: AtomicU64::new(0),
                 peer_fin: AtomicU64::new(u64::MAX),
                 local_eof: AtomicBool::new(false),
                 space: Notify::new(),
@@ -397,12 +401,18 @@ impl Engine {
         self.shared.out.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Both directions ended and each side has every byte, as both sides see it from the
+    /// channel alone. An acknowledgement from the control channel frees buffer space but does not
+    /// count here: the peer may not have written its in-channel ACK yet, and a side that
+    /// finished on the control channel's word would close the channel under that write, leaving
+    /// the peer's stream waiting for a re-attach that never comes (the load test's 1000
+    /// connections caught one such stream).
     fn done(&self) -> bool {
         let s = &self.shared;
         let received = s.received.load(Ordering::SeqCst);
         s.local_eof.load(Ordering::SeqCst)
             && s.fin_sent.load(Ordering::SeqCst)
-            && self.out().unacked() == 0
+            && s.peer_acked.load(Ordering::SeqCst) == self.out().end()
             && s.peer_fin.load(Ordering::SeqCst) == received
             && s.acked.load(Ordering::SeqCst) == received
     }
@@ -444,6 +454,9 @@ impl Engine {
                 return Outcome::Aborted(e);
             }
         }
+        self.shared
+            .peer_acked
+            .fetch_max(att.peer_received, Ordering::SeqCst);
         self.shared.space.notify_one();
         let (mut ch_r, mut ch_w) = tokio::io::split(channel);
         let outcome = tokio::select! {
@@ -606,6 +619,7 @@ impl Engine {
                         Ok(Some(t)) => self.tuned(t),
                         Err(e) => return Outcome::Aborted(e),
                     }
+                    s.peer_acked.fetch_max(offset, Ordering::SeqCst);
                     s.space.notify_one();
                 }
                 Frame::Fin(offset) => {
@@ -991,5 +1005,62 @@ mod tests {
         assert_eq!(resumable, plain, "the near end of a resumable stream");
         let far = far.await.unwrap().totals;
         assert_eq!((far.a_to_b, far.b_to_a), (5, 7), "the far end, mirrored");
+    }
+
+    /// An acknowledgement from the control channel frees buffer space but does not end the
+    /// stream: the peer may still have its in-channel ACK to write, and closing the channel
+    /// under that write left the peer's end waiting for a re-attach (the load test's 1000
+    /// connections caught one). Here the peer has sent FIN and acknowledged everything on the
+    /// control channel only: the stream ends once the in-channel ACK comes, not before.
+    #[tokio::test]
+    async fn only_an_in_channel_ack_completes_a_stream() {
+        use tokio::io::duplex;
+
+        let inbox = Arc::new(Inbox::default());
+        let sideband = Sideband {
+            id: 7,
+            outbox: Arc::default(),
+            inbox: inbox.clone(),
+        };
+        let engine = Engine::new(0, Arc::new(Counters::default()), Replay::Kept(None))
+            .with_sideband(sideband);
+        let (mut app, local) = duplex(1024);
+        let (near, mut peer) = duplex(64 * 1024);
+        let stream = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(local);
+            let att = Attachment {
+                channel: Box::new(near),
+                peer_received: 0,
+                reply_owed: false,
+            };
+            engine.attach(&mut r, &mut w, att).await
+        });
+        app.write_all(b"hello").await.unwrap();
+        app.shutdown().await.unwrap();
+        // The peer reads DATA(5) and FIN(5), ends its own side (FIN at 0) and acknowledges
+        // the 5 bytes on the control channel only.
+        assert_eq!(
+            frame::read_frame(&mut peer).await.unwrap(),
+            Some(Frame::Data(5))
+        );
+        let mut payload = [0u8; 5];
+        peer.read_exact(&mut payload).await.unwrap();
+        assert_eq!(
+            frame::read_frame(&mut peer).await.unwrap(),
+            Some(Frame::Fin(5))
+        );
+        peer.write_all(&Frame::Fin(0).header()).await.unwrap();
+        inbox.offer(5);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !stream.is_finished(),
+            "ended on the control channel's acknowledgement alone"
+        );
+        peer.write_all(&Frame::Ack(5).header()).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), stream)
+            .await
+            .expect("ends once the in-channel ACK came")
+            .unwrap();
+        assert_eq!(outcome, Outcome::Done);
     }
 }
