@@ -715,9 +715,6 @@ impl Engine {
         if received == self.shared.acked.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if received > self.shared.posted.load(Ordering::SeqCst) {
-            self.post_ack(received);
-        }
         ch.write_all(&Frame::Ack(received).header()).await?;
         self.shared.acked.store(received, Ordering::SeqCst);
         Ok(())
