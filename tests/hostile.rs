@@ -676,3 +676,129 @@ async fn unpublished_ports_are_refused_before_any_name_lookup() {
         other => panic!("direct-tcpip \"\":{port}: {:?}", other.map(|_| "opened")),
     }
 }
+
+/// A key holder's own resume control channel (`resume-v1@burrow.invalid`), used against the
+/// relay, hurts only itself: a second and third request for the subsystem are refused; 50,000
+/// acknowledgements (850 KB, the channel never read meanwhile) for stream ids its instance does
+/// not have, with offsets far past anything sent, are read and change nothing; a message of an
+/// unknown kind closes that channel and nothing else. A `burrow ssh -L` stream of the same key
+/// (another client instance, so another registry) echoes byte-exact before, during and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_resume_control_channel_hurts_only_itself() {
+    use russh::ChannelMsg;
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let mut relay = Relay::start(
+        dir.path(),
+        "relay",
+        &[&key.public_line],
+        Some(PERMIT_OPEN_ANY),
+        &[],
+    )
+    .await;
+    let echo = echo_server().await;
+    let mut cmd = relay.burrow_ssh(&key);
+    cmd.args(["-N", "-L"])
+        .arg(format!("127.0.0.1:0:{}", echo.hostport()))
+        .arg("root@127.0.0.1");
+    let mut client = spawn_logged(cmd, dir.path(), "burrow-L");
+    let port = allocated_port(&client, &format!("local forward to {}", echo.hostport())).await;
+    let mut legit = TcpStream::connect(loopback(port)).await.unwrap();
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i * 31 % 251) as u8).collect();
+    async fn echo_chunk(s: &mut TcpStream, chunk: &[u8]) {
+        s.write_all(chunk).await.unwrap();
+        let mut got = vec![0u8; chunk.len()];
+        tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut got))
+            .await
+            .expect("the legitimate stream echoes")
+            .unwrap();
+        assert!(got == chunk, "echoed bytes differ");
+    }
+    echo_chunk(&mut legit, &chunk).await;
+    assert!(relay
+        .child
+        .stderr()
+        .wait_for_line_async("resumable streams on", Duration::from_secs(10))
+        .await
+        .is_some());
+
+    let hostile = common::russh_client::connect_with_key(relay.addr, &key).await;
+    let subsystem = "resume-v1@burrow.invalid";
+    async fn answer(ch: &mut russh::Channel<russh::client::Msg>) -> Option<ChannelMsg> {
+        loop {
+            match tokio::time::timeout(UP_TIMEOUT, ch.wait()).await.ok()? {
+                Some(ChannelMsg::WindowAdjusted { .. }) => {}
+                other => return other,
+            }
+        }
+    }
+    let mut control = hostile.channel_open_session().await.unwrap();
+    control.request_subsystem(true, subsystem).await.unwrap();
+    assert!(matches!(
+        answer(&mut control).await,
+        Some(ChannelMsg::Success)
+    ));
+    let instance = [b"BRSI".as_slice(), &[0x42; 16]].concat();
+    control.data(instance.as_slice()).await.unwrap();
+    match answer(&mut control).await {
+        Some(ChannelMsg::Data { data }) => assert_eq!(&data[..], b"BRSI\0"),
+        other => panic!("no answer to the instance id: {other:?}"),
+    }
+    // Asked again, on another channel and on the same one: refused.
+    let mut second = hostile.channel_open_session().await.unwrap();
+    second.request_subsystem(true, subsystem).await.unwrap();
+    assert!(matches!(
+        answer(&mut second).await,
+        Some(ChannelMsg::Failure)
+    ));
+    control.request_subsystem(true, subsystem).await.unwrap();
+    assert!(matches!(
+        answer(&mut control).await,
+        Some(ChannelMsg::Failure)
+    ));
+    // Acknowledgements for streams that are not this instance's, far past anything sent,
+    // while the legitimate stream runs; the channel is never read meanwhile.
+    let mut flood = Vec::new();
+    for id in 0..50_000u64 {
+        flood.push(1u8);
+        flood.extend_from_slice(&id.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        flood.extend_from_slice(&u64::MAX.to_be_bytes());
+    }
+    let legit_run = tokio::spawn(async move {
+        for _ in 0..16 {
+            echo_chunk(&mut legit, &chunk).await;
+        }
+        (legit, chunk)
+    });
+    let mut w = control.make_writer();
+    tokio::time::timeout(Duration::from_secs(30), w.write_all(&flood))
+        .await
+        .expect("the relay reads a flooded control channel")
+        .unwrap();
+    let (mut legit, chunk) = legit_run.await.unwrap();
+    // A message of an unknown kind closes that channel, and only that one.
+    w.write_all(&[9u8]).await.unwrap();
+    let closed = async {
+        loop {
+            match control.wait().await {
+                Some(ChannelMsg::Close) | None => return,
+                Some(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(UP_TIMEOUT, closed)
+        .await
+        .expect("the relay closes a control channel that sent garbage");
+    assert!(relay
+        .child
+        .stderr()
+        .wait_for_line_async(
+            "unknown resume control message kind 9",
+            Duration::from_secs(5)
+        )
+        .await
+        .is_some());
+    echo_chunk(&mut legit, &chunk).await;
+    assert!(client.try_status().is_none(), "{}", client.stderr_text());
+    assert!(relay.child.try_status().is_none(), "the relay is running");
+}

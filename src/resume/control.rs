@@ -33,44 +33,81 @@ const ACK_LEN: usize = 1 + 8 + 8;
 /// Acknowledgements this side owes its peer: the newest offset per stream until the control
 /// channel's writer takes them. Newer offsets replace older ones, so it never holds more than
 /// one entry per live stream, however far behind the writer is.
+///
+/// Only the newest control channel takes them (see [`Claim`]): a relay keeps a session whose
+/// link died until its keepalives give up, and the client's new session binds the same
+/// instance meanwhile. The old channel's writes still succeed (into its window and output
+/// buffer) but never arrive, and an acknowledgement it took would never be posted again (only
+/// new bytes make a new one), so the stream it was for could wait for it forever.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    pending: Mutex<HashMap<u64, u64>>,
+    state: Mutex<Owed>,
     ready: Notify,
 }
+
+#[derive(Debug, Default)]
+struct Owed {
+    pending: HashMap<u64, u64>,
+    /// The newest [`Claim`]'s number.
+    owner: u64,
+}
+
+/// The right to take an [`Outbox`]'s acknowledgements, until a newer control channel claims it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim(u64);
 
 impl Outbox {
     /// Says that stream `id` has received `offset` bytes.
     pub fn post(&self, id: u64, offset: u64) {
-        let mut pending = self.lock();
-        let entry = pending.entry(id).or_insert(offset);
+        let mut state = self.lock();
+        let entry = state.pending.entry(id).or_insert(offset);
         *entry = (*entry).max(offset);
-        drop(pending);
-        self.ready.notify_one();
+        drop(state);
+        self.ready.notify_waiters();
     }
 
     /// Drops what is still owed for a stream that ended.
     pub fn forget(&self, id: u64) {
-        self.lock().remove(&id);
+        self.lock().pending.remove(&id);
     }
 
-    /// Waits until something is owed, then takes all of it, encoded.
-    pub async fn next_batch(&self) -> Vec<u8> {
+    /// Makes a new control channel the only one that takes acknowledgements from now on; the
+    /// one before gets nothing more (its [`Outbox::next_batch`] returns None).
+    pub fn claim(&self) -> Claim {
+        let mut state = self.lock();
+        state.owner += 1;
+        let claim = Claim(state.owner);
+        drop(state);
+        self.ready.notify_waiters();
+        claim
+    }
+
+    /// Waits until something is owed, then takes all of it, encoded; None once a newer
+    /// control channel has claimed the outbox.
+    pub async fn next_batch(&self, claim: Claim) -> Option<Vec<u8>> {
         loop {
-            let batch: Vec<u8> = self
-                .lock()
-                .drain()
-                .flat_map(|(id, offset)| encode_ack(id, offset))
-                .collect();
-            if !batch.is_empty() {
-                return batch;
+            // Created before looking: a post or claim from now on wakes it.
+            let ready = self.ready.notified();
+            {
+                let mut state = self.lock();
+                if state.owner != claim.0 {
+                    return None;
+                }
+                if !state.pending.is_empty() {
+                    let batch = state
+                        .pending
+                        .drain()
+                        .flat_map(|(id, offset)| encode_ack(id, offset))
+                        .collect();
+                    return Some(batch);
+                }
             }
-            self.ready.notified().await;
+            ready.await;
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owed> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -132,14 +169,13 @@ pub fn take_acks(buf: &mut Vec<u8>, mut on_ack: impl FnMut(u64, u64)) -> Result<
 }
 
 /// Sends `outbox`'s acknowledgements with `send` as they come, until `send` says the channel
-/// is gone (false).
-pub async fn send_acks<F, Fut>(outbox: &Outbox, mut send: F)
+/// is gone (false) or a newer control channel claimed the outbox (see [`Outbox::claim`]).
+pub async fn send_acks<F, Fut>(outbox: &Outbox, claim: Claim, mut send: F)
 where
     F: FnMut(Vec<u8>) -> Fut,
     Fut: Future<Output = bool>,
 {
-    loop {
-        let batch = outbox.next_batch().await;
+    while let Some(batch) = outbox.next_batch(claim).await {
         if !send(batch).await {
             return;
         }
@@ -148,7 +184,8 @@ where
 
 /// Runs a control channel given as a byte stream (the client's; tests' in-memory sessions)
 /// after its handshake: `leftover` is what came after the handshake's answer. Acknowledgements
-/// read go to `on_ack`, those of `outbox` go out. Ends when the channel ends or breaks; the
+/// read go to `on_ack`; those of `outbox` go out, claimed for this channel (see
+/// [`Outbox::claim`]) until a newer one claims them. Ends when the channel ends or breaks; the
 /// error names a peer that sent something else.
 pub async fn run<S>(
     stream: S,
@@ -159,6 +196,7 @@ pub async fn run<S>(
 where
     S: AsyncRead + AsyncWrite,
 {
+    let claim = outbox.claim();
     let (mut r, mut w) = tokio::io::split(stream);
     let reading = async {
         let mut buf = leftover;
@@ -172,12 +210,13 @@ where
         }
     };
     let writing = async {
-        loop {
-            let batch = outbox.next_batch().await;
+        while let Some(batch) = outbox.next_batch(claim).await {
             if w.write_all(&batch).await.is_err() {
                 return;
             }
         }
+        // Superseded, not broken: the peer's acknowledgements may still come here.
+        std::future::pending::<()>().await
     };
     tokio::select! {
         r = reading => r,
@@ -216,14 +255,53 @@ mod tests {
         outbox.post(2, 5);
         outbox.post(3, 9);
         outbox.forget(3);
-        let mut batch = outbox.next_batch().await;
+        let claim = outbox.claim();
+        let mut batch = outbox.next_batch(claim).await.unwrap();
         let mut got = Vec::new();
         take_acks(&mut batch, |id, off| got.push((id, off))).unwrap();
         got.sort_unstable();
         assert_eq!(got, [(1, 30), (2, 5)]);
         // Taken: the next batch waits for a new post.
-        let waiting =
-            tokio::time::timeout(std::time::Duration::from_millis(50), outbox.next_batch());
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            outbox.next_batch(claim),
+        );
         assert!(waiting.await.is_err());
+    }
+
+    /// A relay keeps a session whose link died until its keepalives give up, and the client's
+    /// new session binds the same instance meanwhile: two control channels on one outbox. The
+    /// old one's writes still succeed (into its window and output buffer) but never arrive, and
+    /// an acknowledgement it takes is never posted again (only new bytes make a new one), so
+    /// the stream it was for can wait for it forever. Every acknowledgement posted after the
+    /// new channel came reaches the new channel.
+    #[tokio::test]
+    async fn acknowledgements_go_to_the_newest_control_channel_only() {
+        let outbox = std::sync::Arc::new(Outbox::default());
+        let (stale, _never_read) = tokio::io::duplex(1 << 20);
+        let (current, mut peer) = tokio::io::duplex(1 << 20);
+        let o = outbox.clone();
+        tokio::spawn(async move { run(stale, Vec::new(), &o, |_, _| {}).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let o = outbox.clone();
+        tokio::spawn(async move { run(current, Vec::new(), &o, |_, _| {}).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        for id in 0..10u64 {
+            outbox.post(id, 100 + id);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+            while got.len() as u64 <= id {
+                let mut chunk = [0u8; 64];
+                let read = tokio::time::timeout_at(deadline, peer.read(&mut chunk)).await;
+                let Ok(Ok(n @ 1..)) = read else {
+                    panic!("acknowledgement {id} never reached the current channel: {got:?}");
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                take_acks(&mut buf, |id, off| got.push((id, off))).unwrap();
+            }
+        }
+        let want: Vec<_> = (0..10u64).map(|id| (id, 100 + id)).collect();
+        assert_eq!(got, want);
     }
 }

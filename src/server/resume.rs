@@ -207,9 +207,11 @@ impl Control {
     ) -> (Vec<u8>, ControlStep) {
         self.buf.drain(..crate::resume::INSTANCE_MESSAGE_LEN);
         if let Some(writer) = self.writer.take() {
+            // Now, not in the task: the newest session bound takes the acknowledgements.
+            let claim = registry.outbox().claim();
             let outbox = registry.clone();
             tracker.spawn(async move {
-                let send = crate::resume::control::send_acks(outbox.outbox(), |batch| {
+                let send = crate::resume::control::send_acks(outbox.outbox(), claim, |batch| {
                     let writer = &writer;
                     async move { writer.data_bytes(batch).await.is_ok() }
                 });
