@@ -688,14 +688,7 @@ async fn a_hostile_resume_control_channel_hurts_only_itself() {
     use russh::ChannelMsg;
     let dir = test_dir();
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let mut relay = Relay::start(
-        dir.path(),
-        "relay",
-        &[&key.public_line],
-        Some(PERMIT_OPEN_ANY),
-        &[],
-    )
-    .await;
+    let mut relay = Relay::open_to(dir.path(), &key).await;
     let echo = echo_server().await;
     let mut cmd = relay.burrow_ssh(&key);
     cmd.args(["-N", "-L"])

@@ -446,6 +446,28 @@ async fn a_full_relay_budget_makes_streams_unresumable_for_every_key() {
     );
 }
 
+/// Writes `total` bytes of [`data`] to `app` and half-closes it, while collecting everything
+/// that comes back until EOF: the application's two directions at once.
+fn send_and_collect(
+    app: tokio::io::DuplexStream,
+    total: usize,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<Vec<u8>>,
+) {
+    let (mut app_r, mut app_w) = tokio::io::split(app);
+    let writer = tokio::spawn(async move {
+        app_w.write_all(&data(total)).await.unwrap();
+        app_w.shutdown().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(total);
+        app_r.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    (writer, reader)
+}
+
 /// A target on loopback that, on every connection, sends `down` bytes of [`data`] and counts
 /// (and drops) whatever it receives until EOF, in two tasks: its reading never waits for its
 /// writing, so the two directions of a stream do not hold each other up.
@@ -504,16 +526,7 @@ async fn over_a_long_round_trip_buffers_grow_and_the_relays_stop_at_its_key_budg
     pair.target = target;
     pair.connect();
     let app = pair.open_stream().await;
-    let (mut app_r, mut app_w) = tokio::io::split(app);
-    let writer = tokio::spawn(async move {
-        app_w.write_all(&data(total)).await.unwrap();
-        app_w.shutdown().await.unwrap();
-    });
-    let reader = tokio::spawn(async move {
-        let mut got = Vec::with_capacity(total);
-        app_r.read_to_end(&mut got).await.unwrap();
-        got
-    });
+    let (writer, reader) = send_and_collect(app, total);
     let got = tokio::time::timeout(Duration::from_secs(120), reader)
         .await
         .expect("the download completes")
@@ -565,17 +578,8 @@ async fn an_echo_between_unequal_buffers_never_waits_for_acks_stuck_behind_data(
     };
     let pair = Pair::with_configs(fixed(4 << 20), fixed(64 << 10), None, None).await;
     let app = pair.open_stream().await;
-    let (mut app_r, mut app_w) = tokio::io::split(app);
     let total = 8 << 20;
-    let writer = tokio::spawn(async move {
-        app_w.write_all(&data(total)).await.unwrap();
-        app_w.shutdown().await.unwrap();
-    });
-    let reader = tokio::spawn(async move {
-        let mut got = Vec::with_capacity(total);
-        app_r.read_to_end(&mut got).await.unwrap();
-        got
-    });
+    let (writer, reader) = send_and_collect(app, total);
     let got = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .expect("the echo completes (it hung: acknowledgements stuck behind data)")
