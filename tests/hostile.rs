@@ -14,6 +14,23 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// `burrow ssh -N -L 127.0.0.1:0:TARGET` through `relay` with `key`: the process and the
+/// local port, once allocated.
+async fn local_forward_through(
+    relay: &Relay,
+    key: &Keypair,
+    dir: &std::path::Path,
+    target: &str,
+) -> (ChildGuard, u16) {
+    let mut cmd = relay.burrow_ssh(key);
+    cmd.args(["-N", "-L"])
+        .arg(format!("127.0.0.1:0:{target}"))
+        .arg("root@127.0.0.1");
+    let client = spawn_logged(cmd, dir, "burrow-L");
+    let port = allocated_port(&client, &format!("local forward to {target}")).await;
+    (client, port)
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
@@ -27,12 +44,8 @@ async fn a_key_opening_channels_without_end_hits_its_cap_with_a_failure_reply() 
     let line = format!("burrow-max-channels=5 {}", key.public_line);
     let relay = Relay::start(dir.path(), "relay", &[&line], Some(PERMIT_OPEN_ANY), &[]).await;
     let echo = echo_server().await;
-    let mut cmd = relay.burrow_ssh(&key);
-    cmd.args(["-N", "-L"])
-        .arg(format!("127.0.0.1:0:{}", echo.hostport()))
-        .arg("root@127.0.0.1");
-    let mut client = spawn_logged(cmd, dir.path(), "burrow-L");
-    let port = allocated_port(&client, &format!("local forward to {}", echo.hostport())).await;
+    let (mut client, port) =
+        local_forward_through(&relay, &key, dir.path(), &echo.hostport()).await;
     let addr = loopback(port);
 
     /// Opens a forwarded connection and checks it echoes; None when it was closed instead.
@@ -690,12 +703,8 @@ async fn a_hostile_resume_control_channel_hurts_only_itself() {
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let mut relay = Relay::open_to(dir.path(), &key).await;
     let echo = echo_server().await;
-    let mut cmd = relay.burrow_ssh(&key);
-    cmd.args(["-N", "-L"])
-        .arg(format!("127.0.0.1:0:{}", echo.hostport()))
-        .arg("root@127.0.0.1");
-    let mut client = spawn_logged(cmd, dir.path(), "burrow-L");
-    let port = allocated_port(&client, &format!("local forward to {}", echo.hostport())).await;
+    let (mut client, port) =
+        local_forward_through(&relay, &key, dir.path(), &echo.hostport()).await;
     let mut legit = TcpStream::connect(loopback(port)).await.unwrap();
     let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i * 31 % 251) as u8).collect();
     async fn echo_chunk(s: &mut TcpStream, chunk: &[u8]) {
