@@ -613,11 +613,8 @@ impl Engine {
                     }
                 }
                 Frame::Ack(offset) => {
-                    let tuned = self.out().ack(offset);
-                    match tuned {
-                        Ok(None) => {}
-                        Ok(Some(t)) => self.tuned(t),
-                        Err(e) => return Outcome::Aborted(e),
+                    if let Err(e) = self.apply_ack(offset) {
+                        return Outcome::Aborted(e);
                     }
                     s.peer_acked.fetch_max(offset, Ordering::SeqCst);
                     s.space.notify_one();
@@ -666,13 +663,19 @@ impl Engine {
         }
     }
 
-    /// Applies the peer's newest acknowledgement from the control channel; one past what was
-    /// sent is a protocol error, like inside the channel.
+    /// Applies the peer's newest acknowledgement from the control channel (see
+    /// [`Self::apply_ack`]).
     fn apply_sideband_ack(&self) -> Result<(), String> {
-        let Some(sb) = &self.sideband else {
-            return Ok(());
-        };
-        let tuned = self.out().ack(sb.inbox.offset())?;
+        match &self.sideband {
+            Some(sb) => self.apply_ack(sb.inbox.offset()),
+            None => Ok(()),
+        }
+    }
+
+    /// Frees what the peer acknowledged, from either path, and counts any change of the
+    /// capacity; an offset past what was sent is a protocol error.
+    fn apply_ack(&self, offset: u64) -> Result<(), String> {
+        let tuned = self.out().ack(offset)?;
         if let Some(t) = tuned {
             self.tuned(t);
         }
