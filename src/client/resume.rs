@@ -58,15 +58,15 @@ async fn handshake(
     let hello = resume::instance_message(&registry.instance());
     channel.data(hello.as_slice()).await.ok()?;
     let mut answer = Vec::new();
-    while answer.len() < 5 {
+    while answer.len() < resume::CONTROL_OK.len() {
         match channel.wait().await? {
             ChannelMsg::Data { data } => answer.extend_from_slice(&data),
             ChannelMsg::Close | ChannelMsg::Eof => return None,
             _ => {}
         }
     }
-    let leftover = answer.split_off(5);
-    (answer[..4] == resume::CONTROL_MAGIC && answer[4] == 0).then_some((channel, leftover))
+    let leftover = answer.split_off(resume::CONTROL_OK.len());
+    (answer == resume::CONTROL_OK).then_some((channel, leftover))
 }
 
 /// Carries the control channel after [`negotiate`]: the relay's acknowledgements go to

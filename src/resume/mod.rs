@@ -29,6 +29,14 @@ pub use registry::{OpenError, Opened, Registry, ResumeStats};
 pub const SUBSYSTEM: &str = "resume-v1@burrow.invalid";
 /// First bytes of the control channel's messages (instance id, and the relay's answer).
 pub const CONTROL_MAGIC: [u8; 4] = *b"BRSI";
+/// The relay's answer to the instance id: resumable streams are on.
+pub const CONTROL_OK: [u8; 5] = [
+    CONTROL_MAGIC[0],
+    CONTROL_MAGIC[1],
+    CONTROL_MAGIC[2],
+    CONTROL_MAGIC[3],
+    0,
+];
 /// How long a peer may take to send a hello or a reply before the channel is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -222,8 +222,7 @@ impl Control {
             });
         }
         self.registry = Some(registry);
-        let mut answer = crate::resume::CONTROL_MAGIC.to_vec();
-        answer.push(0);
+        let answer = crate::resume::CONTROL_OK.to_vec();
         (answer, self.data(&[]))
     }
 }
