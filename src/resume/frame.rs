@@ -21,6 +21,9 @@ pub const DATA_HEADER: usize = 5;
 /// went out as two packets, the second one of 5 bytes: twice the packets, each with its own
 /// encryption, MAC, wakeups and queue entries at both ends, for the same bytes.
 pub const SEND_DATA: usize = MAX_DATA - DATA_HEADER;
+/// Bytes of an ACK (or FIN) frame: type and offset. An ACK that is due rides in front of the
+/// DATA or FIN frame that goes out next, in the same write (one channel packet).
+pub const ACK_FRAME: usize = 9;
 
 /// A stream's id and secret: the secret proves a re-attach comes from the stream's real peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +254,12 @@ pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> io:
         w.write_all(&buf[..DATA_HEADER + chunk.len()]).await?;
     }
     Ok(())
+}
+
+/// Writes an ACK frame for `offset` into `buf[..ACK_FRAME]`.
+pub fn put_ack(buf: &mut [u8], offset: u64) {
+    buf[0] = ACK;
+    buf[1..ACK_FRAME].copy_from_slice(&offset.to_be_bytes());
 }
 
 /// Writes the header of a DATA frame of `len` payload bytes into `buf[..DATA_HEADER]`, so a

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::budget::{Exhausted, Reservation};
 use super::control::{Inbox, Outbox};
-use super::frame::{self, Frame, Reply, DATA_HEADER, MAX_DATA, SEND_DATA};
+use super::frame::{self, Frame, Reply, ACK_FRAME, DATA_HEADER, MAX_DATA, SEND_DATA};
 use super::{BoxedIo, ResumeStats};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
 
@@ -493,9 +493,10 @@ impl Engine {
         if s.local_eof.load(Ordering::SeqCst) && self.send_fin(ch, end).await.is_err() {
             return Outcome::Lost;
         }
-        // Local bytes are read after room for the frame header: header and payload go out in
-        // one write, one channel packet.
-        let mut buf = vec![0u8; DATA_HEADER + SEND_DATA];
+        // Local bytes are read after room for an ACK and the frame header: the ACK (when one
+        // is due), header and payload go out in one write, one channel packet.
+        const PAYLOAD: usize = ACK_FRAME + DATA_HEADER;
+        let mut buf = vec![0u8; PAYLOAD + SEND_DATA];
         let mut ack_at: Option<tokio::time::Instant> = None;
         loop {
             if self.done() {
@@ -509,7 +510,7 @@ impl Engine {
             };
             let has_space = room > 0;
             let sent = tokio::select! {
-                r = local_r.read(&mut buf[DATA_HEADER..DATA_HEADER + room.clamp(1, SEND_DATA)]), if reading && has_space => match r {
+                r = local_r.read(&mut buf[PAYLOAD..PAYLOAD + room.clamp(1, SEND_DATA)]), if reading && has_space => match r {
                     Ok(0) => {
                         s.local_eof.store(true, Ordering::SeqCst);
                         let end = self.out().end();
@@ -518,10 +519,24 @@ impl Engine {
                     Ok(n) => {
                         // Into the replay buffer before any await: a cancelled attachment
                         // loses no byte.
-                        self.out().push(&buf[DATA_HEADER..DATA_HEADER + n]);
+                        self.out().push(&buf[PAYLOAD..PAYLOAD + n]);
                         self.counters.count_a_to_b(n as u64);
-                        frame::put_data_header(&mut buf, n);
-                        self.frame(ch.write_all(&buf[..DATA_HEADER + n])).await
+                        frame::put_data_header(&mut buf[ACK_FRAME..], n);
+                        // A due ACK rides along while the packet has room for it (a full one
+                        // would split in two); else the threshold or the tick sends it.
+                        let ack = self.due_ack().filter(|_| PAYLOAD + n <= MAX_DATA);
+                        let start = match ack {
+                            Some(offset) => {
+                                frame::put_ack(&mut buf, offset);
+                                0
+                            }
+                            None => ACK_FRAME,
+                        };
+                        let sent = self.frame(ch.write_all(&buf[start..PAYLOAD + n])).await;
+                        if let (Ok(()), Some(offset)) = (&sent, ack) {
+                            s.acked.fetch_max(offset, Ordering::SeqCst);
+                        }
+                        sent
                     }
                     Err(e) => return Outcome::Aborted(format!("local connection: {e}")),
                 },
@@ -559,15 +574,31 @@ impl Engine {
         r
     }
 
-    /// Sends FIN at `end`; only once it is out whole may the stream count as done.
+    /// Sends FIN at `end`, behind the ACK that is due if any (one packet: a short
+    /// connection's last ACK and its FIN travel together); only once it is out whole may the
+    /// stream count as done.
     async fn send_fin<C: tokio::io::AsyncWrite>(
         &self,
         ch: &mut WriteHalf<C>,
         end: u64,
     ) -> io::Result<()> {
-        self.frame(ch.write_all(&Frame::Fin(end).header())).await?;
+        let ack = self.due_ack();
+        let mut frames = ack
+            .map(|offset| Frame::Ack(offset).header())
+            .unwrap_or_default();
+        frames.extend_from_slice(&Frame::Fin(end).header());
+        self.frame(ch.write_all(&frames)).await?;
+        if let Some(offset) = ack {
+            self.shared.acked.fetch_max(offset, Ordering::SeqCst);
+        }
         self.shared.fin_sent.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// What an ACK written now would say, when it would say something new.
+    fn due_ack(&self) -> Option<u64> {
+        let received = self.shared.received.load(Ordering::SeqCst);
+        (received != self.shared.acked.load(Ordering::SeqCst)).then_some(received)
     }
 
     /// Channel -> local connection: payload written as it comes (counted byte by byte, so a
@@ -629,7 +660,14 @@ impl Engine {
                     if s.peer_fin.swap(offset, Ordering::SeqCst) == u64::MAX {
                         let _ = local_w.shutdown().await;
                     }
-                    s.ack_wanted.notify_one();
+                    // Acknowledge the rest: in front of our own FIN when that is still to
+                    // come (the local connection usually ends right after the peer's), at
+                    // once when ours is already out.
+                    if s.fin_sent.load(Ordering::SeqCst) {
+                        s.ack_wanted.notify_one();
+                    } else {
+                        s.ack_soon.notify_one();
+                    }
                 }
                 Frame::Abort => return Outcome::Aborted(format!("{PEER_ABORT} failed")),
             }
@@ -728,12 +766,11 @@ impl Engine {
 
     /// Acknowledges everything received so far, if anything is new.
     async fn ack<C: tokio::io::AsyncWrite>(&self, ch: &mut WriteHalf<C>) -> io::Result<()> {
-        let received = self.shared.received.load(Ordering::SeqCst);
-        if received == self.shared.acked.load(Ordering::SeqCst) {
+        let Some(received) = self.due_ack() else {
             return Ok(());
-        }
+        };
         ch.write_all(&Frame::Ack(received).header()).await?;
-        self.shared.acked.store(received, Ordering::SeqCst);
+        self.shared.acked.fetch_max(received, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -1008,6 +1045,57 @@ mod tests {
         assert_eq!(resumable, plain, "the near end of a resumable stream");
         let far = far.await.unwrap().totals;
         assert_eq!((far.a_to_b, far.b_to_a), (5, 7), "the far end, mirrored");
+    }
+
+    /// A request and its answer: the ACK of the request rides in front of the answer, and the
+    /// ACK of the last bytes in front of the FIN, so a short connection sends no ACK packet of
+    /// its own (each one cost a channel packet, encryption and wake-ups at both ends).
+    #[tokio::test]
+    async fn a_short_exchange_sends_its_acks_with_its_data_and_fin() {
+        use tokio::io::duplex;
+
+        let engine = Engine::new(0, Arc::new(Counters::default()), Replay::Kept(None));
+        let (mut app, local) = duplex(1024);
+        let (near, mut peer) = duplex(64 * 1024);
+        let stream = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(local);
+            let att = Attachment {
+                channel: Box::new(near),
+                peer_received: 0,
+                reply_owed: false,
+            };
+            engine.attach(&mut r, &mut w, att).await
+        });
+        let data = |payload: &[u8]| [&Frame::Data(payload.len() as u32).header(), payload].concat();
+        peer.write_all(&data(b"abc")).await.unwrap();
+        let mut got = [0u8; 3];
+        app.read_exact(&mut got).await.unwrap();
+        app.write_all(b"xyz").await.unwrap();
+        let mut answer = vec![0u8; ACK_FRAME + DATA_HEADER + 3];
+        peer.read_exact(&mut answer).await.unwrap();
+        assert_eq!(
+            answer,
+            [Frame::Ack(3).header(), data(b"xyz")].concat(),
+            "ACK before the answer"
+        );
+
+        let last = [data(b"hi"), Frame::Fin(5).header(), Frame::Ack(3).header()].concat();
+        peer.write_all(&last).await.unwrap();
+        let mut rest = Vec::new();
+        app.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"hi");
+        // Time for a separate ACK to go out, if one were sent before the FIN.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        app.shutdown().await.unwrap();
+        let mut end = vec![0u8; 64];
+        let n = peer.read(&mut end).await.unwrap();
+        assert_eq!(
+            end[..n],
+            [Frame::Ack(5).header(), Frame::Fin(3).header()].concat(),
+            "one write: the last ACK, then FIN"
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(5), stream).await;
+        assert_eq!(outcome.expect("done").unwrap(), Outcome::Done);
     }
 
     /// An acknowledgement from the control channel frees buffer space but does not end the
