@@ -138,12 +138,8 @@ impl ForwardContext {
 }
 
 impl ForwardContext {
-    /// Serves a channel the peer opened (-R on the client, -L/-D/-W on the relay). A plain
-    /// channel: dial where `dial` says first, then accept the channel and pump, or reject it
-    /// with "connect failed" as OpenSSH does. On a session with resumable streams the channel
-    /// is accepted at once and the stream's hello decides: a new stream goes where `dial` says,
-    /// a re-attach joins its stream. `guard` (e.g. a channel-cap slot) lives as long as the
-    /// connection.
+    /// Serves a channel the peer opened (-R on the client, -L/-D/-W on the relay) in a task of
+    /// its own: [`Self::serve_channel`], spawned.
     pub fn dial_then_pump<S, M, G>(
         &self,
         channel: russh::Channel<S>,
@@ -156,32 +152,51 @@ impl ForwardContext {
         G: Send + 'static,
     {
         let ctx = self.clone();
-        let registry = self.resume().cloned();
-        self.tracker.spawn(async move {
-            let Some(registry) = registry else {
-                let _guard = guard;
-                let label = dial.label();
-                // `connect` logs a failure with the target.
-                match dial.connect(&ctx).await {
-                    Ok(stream) => {
-                        reply.accept().await;
-                        ctx.pump(channel.into_stream(), stream, &label).await;
-                    }
-                    Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+        self.tracker
+            .spawn(async move { ctx.serve_channel(channel, dial, reply, guard).await });
+    }
+
+    /// Serves a channel the peer opened, in the caller's task (one that already runs for this
+    /// channel, such as the relay's policy check: one task hop less per connection). A plain
+    /// channel: dial where `dial` says first, then accept the channel and pump, or reject it
+    /// with "connect failed" as OpenSSH does. On a session with resumable streams the channel
+    /// is accepted at once and the stream's hello decides: a new stream goes where `dial` says,
+    /// a re-attach joins its stream. `guard` (e.g. a channel-cap slot) lives as long as the
+    /// connection.
+    pub async fn serve_channel<S, M, G>(
+        &self,
+        channel: russh::Channel<S>,
+        dial: Dial,
+        reply: russh::ChannelOpenHandleInner<M>,
+        guard: G,
+    ) where
+        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
+        M: Send + 'static,
+        G: Send + 'static,
+    {
+        let Some(registry) = self.resume().cloned() else {
+            let _guard = guard;
+            let label = dial.label();
+            // `connect` logs a failure with the target.
+            match dial.connect(self).await {
+                Ok(stream) => {
+                    reply.accept().await;
+                    self.pump(channel.into_stream(), stream, &label).await;
                 }
-                return;
-            };
-            reply.accept().await;
-            let local = || dial.connect(&ctx);
-            registry
-                .accept(
-                    Box::new(channel.into_stream()),
-                    local,
-                    ctx.counters.clone(),
-                    guard,
-                )
-                .await;
-        });
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+            return;
+        };
+        reply.accept().await;
+        let local = || dial.connect(self);
+        registry
+            .accept(
+                Box::new(channel.into_stream()),
+                local,
+                self.counters.clone(),
+                guard,
+            )
+            .await;
     }
 }
 

@@ -430,7 +430,7 @@ pub struct Track {
 impl AccessLog {
     /// Starts tracking one connection; its line is written when the result is dropped.
     /// Tracks a -L/-W/-D (direct-tcpip) connection opened by `who` from `from` to `to`: call
-    /// before [`ForwardContext::dial_then_pump`] with the context returned, and pass the
+    /// before [`ForwardContext::serve_channel`] with the context returned, and pass the
     /// result along with its guard, e.g. `(slot, tracked)`. Its bytes are counted in the
     /// returned context's own counters (still rolled up into the session's).
     pub fn track_direct(

@@ -579,7 +579,8 @@ impl russh::server::Handler for SessionHandler {
                     let target = Endpoint::Tcp { host, port }.to_string();
                     let stop = relay.stop_listening.clone();
                     let (ctx, tracked) = relay.access.track_direct(who, peer, &target, &ctx, stop);
-                    ctx.dial_then_pump(channel, Dial::Addrs(target, addrs), reply, (slot, tracked));
+                    ctx.serve_channel(channel, Dial::Addrs(target, addrs), reply, (slot, tracked))
+                        .await;
                 }
                 Err(Blocked::Policy(reason)) => {
                     relay
