@@ -42,7 +42,8 @@ async fn sideband_offered(sideband: &Option<Sideband>) {
 /// How an abort that came from the peer reads (no ABORT is sent back for it).
 const PEER_ABORT: &str = "the peer's connection";
 
-/// How often received bytes are acknowledged when fewer than the threshold arrived.
+/// How often received bytes are acknowledged when fewer than the threshold arrived (sooner
+/// when DATA or FIN goes out first: a due ACK rides in front of it).
 const ACK_TICK: Duration = Duration::from_millis(50);
 
 /// A channel ready to carry the stream, and the peer's receive offset to replay from.
