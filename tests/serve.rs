@@ -262,16 +262,6 @@ async fn permit_open_listen_and_key_options_allow_and_refuse() {
     );
 }
 
-/// Where `burrow serve --metrics 127.0.0.1:0` serves, from its log.
-async fn metrics_addr(relay: &Relay) -> SocketAddr {
-    relay
-        .child
-        .stderr()
-        .wait_until_async(UP_TIMEOUT, common::output::logged_metrics_address)
-        .await
-        .unwrap_or_else(|| panic!("no metrics address logged:\n{}", relay.child.stderr_text()))
-}
-
 /// `ssh -W target` through `relay` with stdin closed: (exit status, stdout, stderr).
 fn ssh_w(
     relay: &Relay,
@@ -299,7 +289,7 @@ async fn by_default_forwards_reach_only_published_listeners_never_the_relay_itse
     let at_a = echo_server().await; // A's service, published with -R
     let flags = ["--metrics", "127.0.0.1:0"];
     let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &flags).await;
-    let metrics = metrics_addr(&relay).await;
+    let metrics = relay.metrics_addr().await;
     let ssh_port = relay.addr.port();
     let refused = |target: &str| {
         let (ok, out, err) = ssh_w(&relay, &key, dir.path(), target);
@@ -365,7 +355,7 @@ async fn by_default_forwards_reach_only_published_listeners_never_the_relay_itse
         &flags,
     )
     .await;
-    let any_metrics = metrics_addr(&any).await;
+    let any_metrics = any.metrics_addr().await;
     let (ok, _, err) = ssh_w(&any, &key, dir.path(), &inside.hostport());
     assert!(ok, "permit_open any: {err}");
     for target in [

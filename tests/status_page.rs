@@ -34,16 +34,6 @@ struct TwoSessions {
     _echo: Service,
 }
 
-/// The metrics/status address `burrow serve` logged.
-async fn status_addr(relay: &Relay) -> SocketAddr {
-    relay
-        .child
-        .stderr()
-        .wait_until_async(UP_TIMEOUT, common::output::logged_metrics_address)
-        .await
-        .unwrap_or_else(|| panic!("no metrics address logged:\n{}", relay.child.stderr_text()))
-}
-
 async fn two_sessions(extra: &[&str]) -> TwoSessions {
     let dir = test_dir();
     let alice = keygen(dir.path(), "alice", KeyKind::Ed25519, None);
@@ -56,7 +46,7 @@ async fn two_sessions(extra: &[&str]) -> TwoSessions {
     let mut flags = vec!["--metrics", "127.0.0.1:0"];
     flags.extend_from_slice(extra);
     let relay = Relay::start(dir.path(), "relay", &authorized, None, &flags).await;
-    let status = status_addr(&relay).await;
+    let status = relay.metrics_addr().await;
     let echo = echo_server().await;
     let target = format!("remote forward to {}", echo.hostport());
     let mut clients = Vec::new();
@@ -277,7 +267,7 @@ async fn status_endpoint_with_a_token_answers_401_without_it() {
         ],
     )
     .await;
-    let addr = status_addr(&relay).await;
+    let addr = relay.metrics_addr().await;
     for path in ["/metrics", "/api/status", "/"] {
         for auth in [
             None,

@@ -78,7 +78,8 @@ async fn relay_forward(
     relay_forward_with(dir, filter, delay, target, "").await
 }
 
-/// [`relay_forward`] with `limits` (serve.toml's `[limits]` lines) in the relay's config.
+/// [`relay_forward`] with `limits` (serve.toml's `[limits]` lines) in the relay's config. The
+/// relay serves its metrics on a loopback port of its choice ([`Relay::metrics_addr`]).
 async fn relay_forward_with(
     dir: &std::path::Path,
     filter: &str,
@@ -95,7 +96,7 @@ async fn relay_forward_with(
             "relay",
             std::slice::from_ref(&key.public_line),
             Some(&config),
-            &[],
+            &["--metrics", "127.0.0.1:0"],
         )
         .await
     };
@@ -193,7 +194,8 @@ const LFP_DELAY: Duration = Duration::from_millis(100);
 /// Resumable streams (burrow ssh to burrow serve) keep every byte in a replay buffer until it is
 /// acknowledged; at 4 MiB fixed that capped a download at 4 MiB per round trip. Over a 200 ms
 /// round trip the relay's buffer for a 64 MiB download grows past its first 4 MiB (its debug
-/// line `replay buffer grew`, with `burrow::resume=debug`), and every byte arrives in order.
+/// line `replay buffer grew`, with `burrow::resume=debug`, and as often in its metrics'
+/// `burrow_relay_stream_buffers_grown_total`), and every byte arrives in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_buffers_grow_on_a_download_from_burrow_serve_exclusive() {
     const FILTER: &str = "warn,burrow=info,burrow::resume=debug";
@@ -228,6 +230,16 @@ async fn replay_buffers_grow_on_a_download_from_burrow_serve_exclusive() {
         "the relay sent {BYTES} bytes over a 200 ms round trip and never grew its replay \
          buffer:\n{relay_log}\nclient: {}",
         client.stderr_text()
+    );
+    let (status, body) = http_get(relay.metrics_addr().await, "/metrics", UP_TIMEOUT)
+        .await
+        .expect("the relay's metrics");
+    let metrics = String::from_utf8_lossy(&body);
+    let counted = format!("burrow_relay_stream_buffers_grown_total {}", grew.len());
+    assert!(
+        status == 200 && metrics.lines().any(|l| l == counted),
+        "{} growths logged, metrics say otherwise ({status}):\n{metrics}",
+        grew.len()
     );
 }
 

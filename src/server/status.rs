@@ -71,6 +71,10 @@ pub struct Totals {
     /// Streams carried unresumable because a replay buffer budget (per key or relay-wide) was
     /// full.
     pub streams_unresumable: u64,
+    /// Replay buffers grown because they limited their stream.
+    pub streams_buffers_grown: u64,
+    /// Replay buffer growths a resume budget refused (the stream kept its buffer size).
+    pub streams_growth_refused: u64,
     /// Bytes reserved by the replay buffers of resumable streams now.
     pub resume_reserved_bytes: u64,
     /// Refusals by reason.
@@ -202,6 +206,8 @@ impl Relay {
             streams_expired: self.resume.stats.expired.load(Ordering::Relaxed),
             streams_refused: self.resume.stats.refused.load(Ordering::Relaxed),
             streams_unresumable: self.resume.stats.unresumable.load(Ordering::Relaxed),
+            streams_buffers_grown: self.resume.stats.grown.load(Ordering::Relaxed),
+            streams_growth_refused: self.resume.stats.growth_refused.load(Ordering::Relaxed),
             resume_reserved_bytes: self.resume.reserved(),
             refusals: st
                 .refusals()
@@ -272,7 +278,7 @@ impl Relay {
 /// Prometheus text for these totals.
 pub fn render_metrics(t: &Totals) -> String {
     let mut out = Exposition::default();
-    let plain: [(&str, &str, &str, u64); 17] = [
+    let plain: [(&str, &str, &str, u64); 19] = [
         (
             "burrow_relay_sessions",
             "gauge",
@@ -370,6 +376,18 @@ pub fn render_metrics(t: &Totals) -> String {
             t.streams_unresumable,
         ),
         (
+            "burrow_relay_stream_buffers_grown_total",
+            "counter",
+            "replay buffers of resumable streams grown because they limited their stream",
+            t.streams_buffers_grown,
+        ),
+        (
+            "burrow_relay_stream_buffer_growth_refused_total",
+            "counter",
+            "replay buffer growths a resume budget refused (the stream kept its buffer)",
+            t.streams_growth_refused,
+        ),
+        (
             "burrow_relay_resume_reserved_bytes",
             "gauge",
             "bytes reserved by the replay buffers of resumable streams",
@@ -436,6 +454,8 @@ mod tests {
             streams_expired: 2,
             streams_refused: 0,
             streams_unresumable: 3,
+            streams_buffers_grown: 8,
+            streams_growth_refused: 5,
             resume_reserved_bytes: 4096,
             refusals: [("permitopen", 2), ("bind", 0)].into_iter().collect(),
             throughput: Throughput::default(),
@@ -454,6 +474,8 @@ mod tests {
             "burrow_relay_streams_resumed_total 7",
             "burrow_relay_streams_expired_total 2",
             "burrow_relay_streams_unresumable_total 3",
+            "burrow_relay_stream_buffers_grown_total 8",
+            "burrow_relay_stream_buffer_growth_refused_total 5",
             "burrow_relay_resume_reserved_bytes 4096",
             "burrow_relay_refusals_total{reason=\"permitopen\"} 2",
             "burrow_relay_refusals_total{reason=\"bind\"} 0",

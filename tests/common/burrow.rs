@@ -145,6 +145,15 @@ pub struct Relay {
 pub const PERMIT_OPEN_ANY: &str = "permit_open = [\"any\"]\n";
 
 impl Relay {
+    /// Where a relay started with `--metrics 127.0.0.1:0` serves, from its log.
+    pub async fn metrics_addr(&self) -> SocketAddr {
+        self.child
+            .stderr()
+            .wait_until_async(UP_TIMEOUT, super::output::logged_metrics_address)
+            .await
+            .unwrap_or_else(|| panic!("no metrics address logged:\n{}", self.child.stderr_text()))
+    }
+
     /// A relay in `dir` that accepts `key` alone and lets it reach anything ([`PERMIT_OPEN_ANY`]),
     /// for tests whose subject is the data path, not the policy.
     pub async fn open_to(dir: &std::path::Path, key: &Keypair) -> Relay {
