@@ -593,6 +593,11 @@ impl Engine {
             self.shared.acked.fetch_max(offset, Ordering::SeqCst);
         }
         self.shared.fin_sent.store(true, Ordering::SeqCst);
+        // The peer's FIN may have come while ours was going out (it then asked only for the
+        // tick): its ACK goes at once now. SeqCst pairs with the downlink's peer_fin/fin_sent.
+        if self.shared.peer_fin.load(Ordering::SeqCst) != u64::MAX && self.due_ack().is_some() {
+            self.shared.ack_wanted.notify_one();
+        }
         Ok(())
     }
 
@@ -1048,16 +1053,18 @@ mod tests {
         assert_eq!((far.a_to_b, far.b_to_a), (5, 7), "the far end, mirrored");
     }
 
-    /// A request and its answer: the ACK of the request rides in front of the answer, and the
-    /// ACK of the last bytes in front of the FIN, so a short connection sends no ACK packet of
-    /// its own (each one cost a channel packet, encryption and wake-ups at both ends).
-    #[tokio::test]
-    async fn a_short_exchange_sends_its_acks_with_its_data_and_fin() {
-        use tokio::io::duplex;
-
-        let engine = Engine::new(0, Arc::new(Counters::default()), Replay::Kept(None));
-        let (mut app, local) = duplex(1024);
-        let (near, mut peer) = duplex(64 * 1024);
+    /// `engine` attached to a channel of `capacity` bytes whose far end the test plays as the
+    /// peer, frame by frame: (the local application's end, the peer's end, the attachment).
+    fn scripted(
+        engine: Engine,
+        capacity: usize,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<Outcome>,
+    ) {
+        let (app, local) = tokio::io::duplex(1024);
+        let (near, peer) = tokio::io::duplex(capacity);
         let stream = tokio::spawn(async move {
             let (mut r, mut w) = tokio::io::split(local);
             let att = Attachment {
@@ -1067,6 +1074,16 @@ mod tests {
             };
             engine.attach(&mut r, &mut w, att).await
         });
+        (app, peer, stream)
+    }
+
+    /// A request and its answer: the ACK of the request rides in front of the answer, and the
+    /// ACK of the last bytes in front of the FIN, so a short connection sends no ACK packet of
+    /// its own (each one cost a channel packet, encryption and wake-ups at both ends).
+    #[tokio::test(start_paused = true)]
+    async fn a_short_exchange_sends_its_acks_with_its_data_and_fin() {
+        let engine = Engine::new(0, Arc::new(Counters::default()), Replay::Kept(None));
+        let (mut app, mut peer, stream) = scripted(engine, 64 * 1024);
         let data = |payload: &[u8]| [&Frame::Data(payload.len() as u32).header(), payload].concat();
         peer.write_all(&data(b"abc")).await.unwrap();
         let mut got = [0u8; 3];
@@ -1099,6 +1116,38 @@ mod tests {
         assert_eq!(outcome.expect("done").unwrap(), Outcome::Done);
     }
 
+    /// Our FIN waits behind a full channel while the peer's last DATA and FIN arrive (our FIN
+    /// is not out yet, so they ask only for the tick): once our FIN is out, the ACK of theirs
+    /// goes at once, since no FIN of ours is left to carry it (attack review of the ride-along
+    /// ACKs: it waited for the 50 ms tick).
+    #[tokio::test(start_paused = true)]
+    async fn the_ack_of_a_fin_that_came_while_ours_was_blocked_goes_at_once() {
+        let engine = Engine::new(0, Arc::new(Counters::default()), Replay::Kept(None));
+        let (mut app, mut peer, stream) = scripted(engine, 16);
+        // DATA(11) fills the 16-byte channel: our FIN waits behind it.
+        app.write_all(&[b'x'; 11]).await.unwrap();
+        app.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let data = |payload: &[u8]| [&Frame::Data(payload.len() as u32).header(), payload].concat();
+        peer.write_all(&[data(b"y"), Frame::Fin(1).header()].concat())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut ours = vec![0u8; DATA_HEADER + 11 + ACK_FRAME];
+        peer.read_exact(&mut ours).await.unwrap();
+        assert_eq!(ours[DATA_HEADER + 11..], Frame::Fin(11).header()[..]);
+        peer.write_all(&Frame::Ack(11).header()).await.unwrap();
+        let ack =
+            tokio::time::timeout(Duration::from_millis(10), frame::read_frame(&mut peer)).await;
+        assert_eq!(
+            ack.expect("the ACK of the peer's FIN waited for the tick")
+                .unwrap(),
+            Some(Frame::Ack(1))
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(5), stream).await;
+        assert_eq!(outcome.expect("done").unwrap(), Outcome::Done);
+    }
+
     /// An acknowledgement from the control channel frees buffer space but does not end the
     /// stream: the peer may still have its in-channel ACK to write, and closing the channel
     /// under that write left the peer's end waiting for a re-attach (the load test's 1000
@@ -1106,8 +1155,6 @@ mod tests {
     /// control channel only: the stream ends once the in-channel ACK comes, not before.
     #[tokio::test]
     async fn only_an_in_channel_ack_completes_a_stream() {
-        use tokio::io::duplex;
-
         let inbox = Arc::new(Inbox::default());
         let sideband = Sideband {
             id: 7,
@@ -1116,17 +1163,7 @@ mod tests {
         };
         let engine = Engine::new(0, Arc::new(Counters::default()), Replay::Kept(None))
             .with_sideband(sideband);
-        let (mut app, local) = duplex(1024);
-        let (near, mut peer) = duplex(64 * 1024);
-        let stream = tokio::spawn(async move {
-            let (mut r, mut w) = tokio::io::split(local);
-            let att = Attachment {
-                channel: Box::new(near),
-                peer_received: 0,
-                reply_owed: false,
-            };
-            engine.attach(&mut r, &mut w, att).await
-        });
+        let (mut app, mut peer, stream) = scripted(engine, 64 * 1024);
         app.write_all(b"hello").await.unwrap();
         app.shutdown().await.unwrap();
         // The peer reads DATA(5) and FIN(5), ends its own side (FIN at 0) and acknowledges
