@@ -138,33 +138,16 @@ impl ForwardContext {
 }
 
 impl ForwardContext {
-    /// Serves a channel the peer opened (-R on the client, -L/-D/-W on the relay) in a task of
-    /// its own: [`Self::serve_channel`], spawned.
-    pub fn dial_then_pump<S, M, G>(
-        &self,
-        channel: russh::Channel<S>,
-        dial: Dial,
-        reply: russh::ChannelOpenHandleInner<M>,
-        guard: G,
-    ) where
-        S: From<(russh::ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
-        M: Send + 'static,
-        G: Send + 'static,
-    {
-        let ctx = self.clone();
-        self.tracker
-            .spawn(async move { ctx.serve_channel(channel, dial, reply, guard).await });
-    }
-
-    /// Serves a channel the peer opened, in the caller's task (one that already runs for this
-    /// channel, such as the relay's policy check: one task hop less per connection). A plain
+    /// Serves a channel the peer opened (-R on the client, -L/-D/-W on the relay): awaited in
+    /// a task that already runs for this channel (the relay's policy check: one task hop less
+    /// per connection), or spawned by the caller on `tracker`. A plain
     /// channel: dial where `dial` says first, then accept the channel and pump, or reject it
     /// with "connect failed" as OpenSSH does. On a session with resumable streams the channel
     /// is accepted at once and the stream's hello decides: a new stream goes where `dial` says,
     /// a re-attach joins its stream. `guard` (e.g. a channel-cap slot) lives as long as the
     /// connection.
     pub async fn serve_channel<S, M, G>(
-        &self,
+        self,
         channel: russh::Channel<S>,
         dial: Dial,
         reply: russh::ChannelOpenHandleInner<M>,
@@ -178,7 +161,7 @@ impl ForwardContext {
             let _guard = guard;
             let label = dial.label();
             // `connect` logs a failure with the target.
-            match dial.connect(self).await {
+            match dial.connect(&self).await {
                 Ok(stream) => {
                     reply.accept().await;
                     self.pump(channel.into_stream(), stream, &label).await;
@@ -188,7 +171,7 @@ impl ForwardContext {
             return;
         };
         reply.accept().await;
-        let local = || dial.connect(self);
+        let local = || dial.connect(&self);
         registry
             .accept(
                 Box::new(channel.into_stream()),

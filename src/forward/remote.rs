@@ -422,7 +422,8 @@ impl RemoteForwards {
                 Some((None, ctx, _)) => (Dial::Socks(self.permit.clone()), ctx),
                 None => (Dial::Nowhere, self.ctx.clone()),
             };
-            ctx.dial_then_pump(channel, dial, reply, ());
+            ctx.tracker
+                .spawn(ctx.clone().serve_channel(channel, dial, reply, ()));
             return;
         }
         match found {
@@ -431,7 +432,9 @@ impl RemoteForwards {
                 drop(reply);
             }
             Some((Some(target), ctx, _)) => {
-                ctx.dial_then_pump(channel, Dial::Target(target, preamble), reply, ())
+                let dial = Dial::Target(target, preamble);
+                ctx.tracker
+                    .spawn(ctx.clone().serve_channel(channel, dial, reply, ()));
             }
             Some((None, ctx, _)) => rdynamic::serve(channel, reply, &ctx, self.permit.clone()),
         }

@@ -262,7 +262,11 @@ impl SessionHandler {
         let to = format!("{name}:{port}");
         let (ctx, tracked) =
             (self.relay.access).track_direct(self.who(key), self.peer, &to, &self.ctx, stop);
-        ctx.dial_then_pump(channel, target.dial(self.peer), reply, (slot, tracked));
+        let dial = target.dial(self.peer);
+        ctx.tracker.spawn(
+            ctx.clone()
+                .serve_channel(channel, dial, reply, (slot, tracked)),
+        );
     }
 
     /// The resume control channel: see [`Control`].
