@@ -367,6 +367,71 @@ async fn control_master_ask_confirms_through_askpass() {
     );
 }
 
+/// A ControlMaster=ask confirmation waits for a person; the master's forwards keep working
+/// meanwhile (burrow ssh runs one runtime thread, so the prompt must not hold it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_ask_does_not_stall_the_masters_forwards() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, key, sshd) = setup();
+    let d = dir.path();
+    let echo = echo_server().await;
+    let ctl = d.join("pctl").display().to_string();
+    // The answer waits (at most 30 s) until the test lets it go.
+    let release = d.join("answer-now");
+    let askpass = d.join("slow-askpass.sh");
+    let script = format!(
+        "#!/bin/sh\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\necho yes\n",
+        release.display()
+    );
+    std::fs::write(&askpass, script).unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lport = free_port();
+    let own = format!("127.0.0.1:{lport}:{}", echo.hostport());
+    let mut cmd = burrow_ssh(&sshd, Some(&key));
+    cmd.env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .args(["-MM", "-S", &ctl, "-N", "-L", &own])
+        .arg(sshd.dest("root"));
+    let mut master = spawn_logged(cmd, d, "burrow-slow-ask-master");
+    wait_socket(Some(&mut master), Path::new(&ctl)).await;
+    transfer_checked(loopback(lport), 1 << 16)
+        .await
+        .expect("the master's own -L before any ask");
+
+    let asked = format!("127.0.0.1:{}:{}", free_port(), echo.hostport());
+    let mut request = client("ssh", &sshd, &key);
+    request.args(["-S", &ctl, "-O", "forward", "-L", &asked, "root@127.0.0.1"]);
+    let pending = tokio::task::spawn_blocking({
+        let d = d.to_path_buf();
+        move || {
+            let (status, _, err) = run_with_timeout(request, &d, "asked", RUN_TIMEOUT);
+            (status.and_then(|s| s.code()), err)
+        }
+    });
+    // Until the askpass has started, the master has not reached the prompt yet.
+    let mut asking = false;
+    for _ in 0..100 {
+        if !pids_with_cmdline(&askpass.display().to_string()).is_empty() {
+            asking = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(asking, "the master never ran the askpass");
+    let during = tokio::time::timeout(
+        Duration::from_secs(10),
+        transfer_checked(loopback(lport), 1 << 16),
+    )
+    .await;
+    std::fs::write(&release, b"").unwrap();
+    assert!(
+        matches!(during, Ok(Ok(_))),
+        "the master's -L stalled while a confirmation was pending: {during:?}"
+    );
+    let (code, err) = pending.await.unwrap();
+    assert_eq!(code, Some(0), "the confirmed forward: {err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_socket_serves_only_its_owner() {
     if !is_root() || !have("setpriv") {

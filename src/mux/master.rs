@@ -142,8 +142,17 @@ impl Master {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.tracker.wait()).await;
     }
 
-    fn ask(&self, question: &str) -> bool {
-        !self.asks || prompt::confirm(question)
+    /// ControlMaster=ask: the answer comes from a person (a terminal or SSH_ASKPASS), so it is
+    /// waited for on a blocking thread; `burrow ssh` runs one runtime thread, and a prompt held
+    /// there would stall every forward of this master until it is answered.
+    async fn ask(&self, question: &str) -> bool {
+        if !self.asks {
+            return true;
+        }
+        let question = question.to_owned();
+        tokio::task::spawn_blocking(move || prompt::confirm(&question))
+            .await
+            .unwrap_or(false)
     }
 
     async fn serve_client(self: Arc<Self>, mut stream: UnixStream) {
@@ -193,7 +202,10 @@ impl Master {
                 pid: std::process::id(),
             },
             Request::Terminate { rid } => {
-                if !self.ask(&format!("Terminate shared connection to {}? ", self.host)) {
+                if !self
+                    .ask(&format!("Terminate shared connection to {}? ", self.host))
+                    .await
+                {
                     return Ok(Some(denied(rid)));
                 }
                 self.terminate.cancel();
@@ -204,7 +216,7 @@ impl Master {
                     "Disable further multiplexing on shared connection to {}? ",
                     self.host
                 );
-                if !self.ask(&q) {
+                if !self.ask(&q).await {
                     return Ok(Some(denied(rid)));
                 }
                 self.stop_listening.cancel();
@@ -235,7 +247,7 @@ impl Master {
                 if let Some(port) = self.session.remote_port(&f) {
                     return remote_reply(rid, &f, port);
                 }
-                if !self.ask(&question) {
+                if !self.ask(&question).await {
                     return denied(rid);
                 }
                 match self.session.open_remote(&f).await {
@@ -255,7 +267,7 @@ impl Master {
         if self.session.has_local(&spec) {
             return Reply::Ok { rid };
         }
-        if !self.ask(question) {
+        if !self.ask(question).await {
             return denied(rid);
         }
         let (listen, opened) = match &spec {
@@ -324,7 +336,7 @@ impl Master {
             Request::StdioForward { host, port, .. } => format!("Allow forward to {host}:{port}? "),
             _ => format!("Allow shared connection to {}? ", self.host),
         };
-        if !self.ask(&question) {
+        if !self.ask(&question).await {
             return write_message(stream, &denied(rid).encode()).await;
         }
         let sid = self.next_session.fetch_add(1, Ordering::SeqCst);
