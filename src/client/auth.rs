@@ -88,7 +88,7 @@ async fn publickey(handle: &mut SshHandle, opts: &ClientOptions) -> Result<Outco
     }
     let rsa_hash = rsa_hash(handle).await;
     for file in &files {
-        let Some(key) = load_private_key(file, opts.batch_mode) else {
+        let Some(key) = load_private_key(file, opts.batch_mode).await else {
             continue;
         };
         let hash = matches!(key.algorithm(), Algorithm::Rsa { .. })
@@ -172,7 +172,7 @@ fn public_key_of(private: &Path) -> Option<PublicKey> {
 }
 
 /// Loads a key file, asking for its passphrase when it is encrypted (up to three tries).
-fn load_private_key(path: &Path, batch_mode: bool) -> Option<russh::keys::PrivateKey> {
+async fn load_private_key(path: &Path, batch_mode: bool) -> Option<russh::keys::PrivateKey> {
     if !path.exists() {
         eprintln!(
             "Warning: Identity file {} not accessible: No such file or directory.",
@@ -192,7 +192,8 @@ fn load_private_key(path: &Path, batch_mode: bool) -> Option<russh::keys::Privat
         return None;
     }
     for _ in 0..3 {
-        let pass = prompt::secret(&format!("Enter passphrase for key '{}': ", path.display()))?;
+        let question = format!("Enter passphrase for key '{}': ", path.display());
+        let pass = prompt::secret_off_thread(question).await?;
         if pass.is_empty() {
             return None;
         }
@@ -231,9 +232,9 @@ async fn keyboard_interactive(
                 let mut answers = Vec::with_capacity(prompts.len());
                 for p in prompts {
                     let answer = if p.echo {
-                        prompt::line(&p.prompt)
+                        prompt::line_off_thread(p.prompt).await
                     } else {
-                        prompt::secret(&p.prompt)
+                        prompt::secret_off_thread(p.prompt).await
                     };
                     match answer {
                         Some(a) => answers.push(a),
@@ -255,8 +256,8 @@ async fn password(handle: &mut SshHandle, opts: &ClientOptions) -> Result<Outcom
         if attempt > 0 {
             eprintln!("Permission denied, please try again.");
         }
-        let Some(pass) = prompt::secret(&format!("{}@{}'s password: ", opts.user, opts.hostname))
-        else {
+        let question = format!("{}@{}'s password: ", opts.user, opts.hostname);
+        let Some(pass) = prompt::secret_off_thread(question).await else {
             break;
         };
         match outcome(handle.authenticate_password(&opts.user, pass).await?) {

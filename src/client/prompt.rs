@@ -14,6 +14,31 @@ pub fn open_tty() -> Option<File> {
         .ok()
 }
 
+/// The prompts below, waited for on the blocking pool: a person may take minutes to answer,
+/// and `burrow ssh`'s one runtime thread also carries what is already up meanwhile (a -J jump
+/// host's session, a master's forwards).
+pub async fn secret_off_thread(prompt: String) -> Option<String> {
+    tokio::task::spawn_blocking(move || secret(&prompt))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// [`line`] on the blocking pool (see [`secret_off_thread`]).
+pub async fn line_off_thread(prompt: String) -> Option<String> {
+    tokio::task::spawn_blocking(move || line(&prompt))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// [`confirm`] on the blocking pool (see [`secret_off_thread`]); no answer refuses.
+pub async fn confirm_off_thread(question: String) -> bool {
+    tokio::task::spawn_blocking(move || confirm(&question))
+        .await
+        .unwrap_or(false)
+}
+
 /// How SSH_ASKPASS_REQUIRE asks us to behave.
 fn askpass_program() -> Option<String> {
     let program = std::env::var("SSH_ASKPASS")

@@ -142,17 +142,10 @@ impl Master {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.tracker.wait()).await;
     }
 
-    /// ControlMaster=ask: the answer comes from a person (a terminal or SSH_ASKPASS), so it is
-    /// waited for on a blocking thread; `burrow ssh` runs one runtime thread, and a prompt held
-    /// there would stall every forward of this master until it is answered.
+    /// ControlMaster=ask: a person answers, off the runtime thread, so this master's forwards
+    /// keep running meanwhile.
     async fn ask(&self, question: &str) -> bool {
-        if !self.asks {
-            return true;
-        }
-        let question = question.to_owned();
-        tokio::task::spawn_blocking(move || prompt::confirm(&question))
-            .await
-            .unwrap_or(false)
+        !self.asks || prompt::confirm_off_thread(question.to_owned()).await
     }
 
     async fn serve_client(self: Arc<Self>, mut stream: UnixStream) {
