@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use crate::ceiling::Ceilings;
 use crate::load::{self, Route, Servers};
 use crate::peers::{free_port, Client, Lab, Pair, Server, PAIRS};
-use crate::procs::{tree_cpu_secs, Proc};
+use crate::procs::{own_cpu_secs, tree_cpu_secs, Proc};
 use crate::report::{percentile, Better, Row, Summary, Target};
 use crate::Settings;
 
@@ -169,6 +169,14 @@ fn moonshot() -> Target {
     Target::new(2.0, vec![BURROW_TO_SERVE]).named("moonshot")
 }
 
+/// The server process of `pair` (sshd's listener, whose children are its sessions).
+fn server_pid(lab: &Lab, pair: Pair) -> u32 {
+    match pair.server {
+        Server::Sshd => lab.sshd.pid(),
+        Server::Serve => lab.serve.pid(),
+    }
+}
+
 /// CPU seconds per GiB of (client, server) during one run, per direction (true: download) and
 /// pair.
 type CpuLog = Arc<Mutex<Vec<(bool, Pair, f64, f64)>>>;
@@ -229,14 +237,10 @@ pub async fn throughput(
                 ("-L", false) => c.l_sink,
                 _ => c.r_sink,
             };
-            let server_pid = match c.pair.server {
-                Server::Sshd => lab.sshd.pid(),
-                Server::Serve => lab.serve.pid(),
-            };
             let log = (fwd == "-L" && streams == 1).then(|| cpu.clone());
             bulk_run(
                 c.pair,
-                (c.proc.pid(), server_pid),
+                (c.proc.pid(), server_pid(lab, c.pair)),
                 addr,
                 (streams, down),
                 s.secs,
@@ -311,6 +315,7 @@ fn cpu_rows(log: &[(bool, Pair, f64, f64)], short: &str, ceiling: &str) -> Vec<R
 
 /// -D one stream, round-trip latency and connections/s.
 pub async fn single_cipher_cases(
+    lab: &Lab,
     clients: &[Running],
     servers: &Servers,
     s: &Settings,
@@ -337,12 +342,32 @@ pub async fn single_cipher_cases(
         targets: Vec::new(),
     });
     rows.extend(round_trip_rows(clients, s, ceil, latency).await?);
+    rows.extend(connection_rows(lab, clients, s, ceil).await?);
+    Ok(rows)
+}
+
+/// Microseconds of CPU per connection of (client, server, this process) during one run.
+type ConnCpuLog = Arc<Mutex<Vec<(Pair, [f64; 3])>>>;
+
+/// New connections/s through -L (4 loops of connect, one byte each way, close), and what each
+/// connection cost in CPU: the client, the server (sshd's whole process tree, or burrow serve)
+/// and the load generator with its echo server (this process). The three together are what two
+/// cores have to spend per connection, so they show how far a faster burrow can lift the
+/// ratio when the other end, or the generator, costs what it costs.
+async fn connection_rows(
+    lab: &Lab,
+    clients: &[Running],
+    s: &Settings,
+    ceil: &Ceilings,
+) -> Result<Vec<Row>> {
     eprintln!("  connections/s");
+    let cpu: ConnCpuLog = Arc::default();
     let values = interleaved(clients, s.runs, |c| {
-        load::connections_per_s(c.l_echo, 4, s.secs, 20_000)
+        let pids = (c.proc.pid(), server_pid(lab, c.pair));
+        connections_run(c.pair, pids, c.l_echo, s.secs, cpu.clone())
     })
     .await?;
-    rows.push(Row {
+    let mut rows = vec![Row {
         group: "connections",
         case: "new connections/s through -L".into(),
         unit: "conn/s",
@@ -350,8 +375,55 @@ pub async fn single_cipher_cases(
         values,
         ceiling: format!("tcp {:.0}", ceil.cps),
         targets: vec![Target::new(1.5, burrow_pairs())],
-    });
+    }];
+    let log = cpu.lock().map(|l| l.clone()).unwrap_or_default();
+    let who = ["client", "server", "load generator and echo server"];
+    for (i, who) in who.into_iter().enumerate() {
+        let values = PAIRS
+            .iter()
+            .map(|&p| {
+                let runs = log.iter().filter(|e| e.0 == p).map(|e| e.1[i]);
+                (p, Summary::of(runs.collect()))
+            })
+            .collect();
+        rows.push(Row {
+            group: "connections",
+            case: format!("{who} CPU per connection through -L"),
+            unit: "µs",
+            better: Better::Lower,
+            values,
+            ceiling: String::new(),
+            targets: Vec::new(),
+        });
+    }
     Ok(rows)
+}
+
+/// One connections/s run; logs the CPU the client, the server and this process spent per
+/// connection.
+async fn connections_run(
+    pair: Pair,
+    (client_pid, server_pid): (u32, u32),
+    addr: SocketAddr,
+    secs: f64,
+    cpu: ConnCpuLog,
+) -> Result<f64> {
+    let before = [
+        tree_cpu_secs(client_pid),
+        tree_cpu_secs(server_pid),
+        own_cpu_secs(),
+    ];
+    let made = load::connections(addr, 4, secs, 20_000).await?;
+    let after = [
+        tree_cpu_secs(client_pid),
+        tree_cpu_secs(server_pid),
+        own_cpu_secs(),
+    ];
+    let per_conn = |i: usize| (after[i] - before[i]) * 1e6 / made.count.max(1) as f64;
+    if let Ok(mut log) = cpu.lock() {
+        log.push((pair, [per_conn(0), per_conn(1), per_conn(2)]));
+    }
+    Ok(made.per_s())
 }
 
 /// p50 and p99 of 64-byte round trips through -L; all samples of every run kept for the chart.

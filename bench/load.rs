@@ -453,6 +453,30 @@ pub async fn connections_per_s(
     secs: f64,
     max: usize,
 ) -> Result<f64> {
+    Ok(connections(addr, workers, secs, max).await?.per_s())
+}
+
+/// What one run of [`connections`] made.
+pub struct Connections {
+    /// Connections opened, echoed through and closed.
+    pub count: usize,
+    /// How long that took.
+    pub elapsed: Duration,
+}
+
+impl Connections {
+    pub fn per_s(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The loops behind [`connections_per_s`], reporting how many connections they made.
+pub async fn connections(
+    addr: SocketAddr,
+    workers: usize,
+    secs: f64,
+    max: usize,
+) -> Result<Connections> {
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let per_worker = max / workers.max(1);
@@ -467,11 +491,14 @@ pub async fn connections_per_s(
             anyhow::Ok(n)
         });
     }
-    let mut total = 0;
+    let mut count = 0;
     while let Some(r) = set.join_next().await {
-        total += r??;
+        count += r??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(Connections {
+        count,
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Opens `count` connections through `addr` (an echo forward), each proven open by one byte each

@@ -148,7 +148,8 @@ async fn main() -> Result<()> {
             );
         }
         if first && s.wants("latency") {
-            let r = cases::single_cipher_cases(&clients, &servers, &s, &ceil, &mut latency).await;
+            let r =
+                cases::single_cipher_cases(&lab, &clients, &servers, &s, &ceil, &mut latency).await;
             keep(&mut rows, &mut errors, "latency", r);
         }
     }

@@ -145,6 +145,12 @@ pub fn tree_cpu_secs(pid: u32) -> f64 {
         / 100.0
 }
 
+/// CPU time used so far by this process alone (the load generator and the echo, sink and
+/// source servers, which run in it), in seconds; its children (the peers) are not counted.
+pub fn own_cpu_secs() -> f64 {
+    cpu_ticks(std::process::id()).unwrap_or(0) as f64 / 100.0
+}
+
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
