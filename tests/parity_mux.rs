@@ -432,6 +432,53 @@ async fn a_pending_ask_does_not_stall_the_masters_forwards() {
     assert_eq!(code, Some(0), "the confirmed forward: {err}");
 }
 
+/// Two passengers that each need a ControlMaster=ask confirmation at once are asked one after
+/// the other, as ssh(1) asks: two prompts on one terminal would take each other's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_are_asked_one_at_a_time() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, key, sshd) = setup();
+    let d = dir.path();
+    let echo = echo_server().await;
+    let ctl = d.join("tctl").display().to_string();
+    // Marks an overlap when a second askpass starts while the first still runs.
+    let inflight = d.join("inflight");
+    let overlap = d.join("overlap");
+    let askpass = d.join("turn-askpass.sh");
+    let script = format!(
+        "#!/bin/sh\nmkdir '{i}' 2>/dev/null || touch '{o}'\nsleep 0.5\nrmdir '{i}' 2>/dev/null\necho yes\n",
+        i = inflight.display(),
+        o = overlap.display()
+    );
+    std::fs::write(&askpass, script).unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = burrow_ssh(&sshd, Some(&key));
+    cmd.env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .args(["-MM", "-S", &ctl, "-N"])
+        .arg(sshd.dest("root"));
+    let mut master = spawn_logged(cmd, d, "burrow-turn-master");
+    wait_socket(Some(&mut master), Path::new(&ctl)).await;
+    let requests: Vec<_> = (0..2)
+        .map(|i| {
+            let spec = format!("127.0.0.1:{}:{}", free_port(), echo.hostport());
+            let mut request = client("ssh", &sshd, &key);
+            request.args(["-S", &ctl, "-O", "forward", "-L", &spec, "root@127.0.0.1"]);
+            let d = d.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let name = format!("turn-{i}");
+                let (status, _, err) = run_with_timeout(request, &d, &name, RUN_TIMEOUT);
+                (status.and_then(|s| s.code()), err)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (code, err) = request.await.unwrap();
+        assert_eq!(code, Some(0), "a confirmed forward: {err}");
+    }
+    assert!(!overlap.exists(), "two confirmations were asked at once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_socket_serves_only_its_owner() {
     if !is_root() || !have("setpriv") {

@@ -191,9 +191,18 @@ async fn load_private_key(path: &Path, batch_mode: bool) -> Option<russh::keys::
     if batch_mode {
         return None;
     }
+    // The passphrase's key stretching (bcrypt rounds) can take seconds: off the runtime
+    // thread with the prompts.
+    let path = path.to_owned();
+    prompt::in_turn(move || ask_passphrase(&path))
+        .await
+        .flatten()
+}
+
+/// Up to three passphrase prompts for the encrypted key at `path`.
+fn ask_passphrase(path: &Path) -> Option<russh::keys::PrivateKey> {
     for _ in 0..3 {
-        let question = format!("Enter passphrase for key '{}': ", path.display());
-        let pass = prompt::secret_off_thread(question).await?;
+        let pass = prompt::secret(&format!("Enter passphrase for key '{}': ", path.display()))?;
         if pass.is_empty() {
             return None;
         }

@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 /// The controlling terminal, if there is one.
 pub fn open_tty() -> Option<File> {
@@ -14,29 +15,39 @@ pub fn open_tty() -> Option<File> {
         .ok()
 }
 
-/// The prompts below, waited for on the blocking pool: a person may take minutes to answer,
-/// and `burrow ssh`'s one runtime thread also carries what is already up meanwhile (a -J jump
-/// host's session, a master's forwards).
+/// Runs `ask` (a prompt, or work around one) on the blocking pool, one at a time.
+///
+/// Off the runtime thread because a person may take minutes to answer, and `burrow ssh`'s one
+/// runtime thread also carries what is already up meanwhile (a -J jump host's session, a
+/// master's forwards). One at a time, as ssh(1) asks: two readers of one terminal would each
+/// save and restore its echo setting over the other's, and take each other's answers. A
+/// caller that gives up (a timeout) leaves its prompt to finish; the next one waits for it,
+/// on the runtime without holding a thread.
+pub async fn in_turn<T: Send + 'static>(ask: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static TURN: std::sync::LazyLock<Arc<tokio::sync::Mutex<()>>> =
+        std::sync::LazyLock::new(Arc::default);
+    let turn = TURN.clone().lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        ask()
+    })
+    .await
+    .ok()
+}
+
+/// [`secret`], in turn and off the runtime thread (see [`in_turn`]).
 pub async fn secret_off_thread(prompt: String) -> Option<String> {
-    tokio::task::spawn_blocking(move || secret(&prompt))
-        .await
-        .ok()
-        .flatten()
+    in_turn(move || secret(&prompt)).await.flatten()
 }
 
-/// [`line`] on the blocking pool (see [`secret_off_thread`]).
+/// [`line`], in turn and off the runtime thread (see [`in_turn`]).
 pub async fn line_off_thread(prompt: String) -> Option<String> {
-    tokio::task::spawn_blocking(move || line(&prompt))
-        .await
-        .ok()
-        .flatten()
+    in_turn(move || line(&prompt)).await.flatten()
 }
 
-/// [`confirm`] on the blocking pool (see [`secret_off_thread`]); no answer refuses.
+/// [`confirm`], in turn and off the runtime thread (see [`in_turn`]); no answer refuses.
 pub async fn confirm_off_thread(question: String) -> bool {
-    tokio::task::spawn_blocking(move || confirm(&question))
-        .await
-        .unwrap_or(false)
+    in_turn(move || confirm(&question)).await.unwrap_or(false)
 }
 
 /// How SSH_ASKPASS_REQUIRE asks us to behave.
