@@ -255,38 +255,39 @@ where
     let reads_local = matches!(direction, Direction::AToB);
     let (on_read, on_write) = (side(reads_local), side(!reads_local));
     let grows_to = if reads_local { CHUNK } else { BULK_CHUNK };
-    let mut buf = vec![0u8; CHUNK];
+    // Filled through `read_buf`, so only the pages data lands in are ever touched: an idle
+    // connection holds two mostly untouched 32 KiB buffers, not 64 KiB of zeroes (which the
+    // main heap, where `burrow ssh`'s one thread allocates, would make resident).
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     loop {
-        let n = if buf.len() > CHUNK {
-            let quick = tokio::time::timeout(IDLE_SHRINK, reader.read(&mut buf)).await;
+        buf.clear();
+        let n = if buf.capacity() > CHUNK {
+            let quick = tokio::time::timeout(IDLE_SHRINK, reader.read_buf(&mut buf)).await;
             match quick {
                 Ok(read) => read,
                 // Dropping a pending read loses nothing (`AsyncRead`'s contract).
                 Err(_idle) => {
-                    buf.truncate(CHUNK);
-                    buf.shrink_to_fit();
-                    reader.read(&mut buf).await
+                    buf.shrink_to(CHUNK);
+                    reader.read_buf(&mut buf).await
                 }
             }
         } else {
-            reader.read(&mut buf).await
+            reader.read_buf(&mut buf).await
         };
         let n = n.map_err(on_read)?;
-        if n == buf.len() && n < grows_to {
-            buf.resize(grows_to, 0);
-        }
         if n == 0 {
             return writer.shutdown().await.map_err(on_write);
         }
-        writer
-            .write_all(buf.get(..n).unwrap_or_default())
-            .await
-            .map_err(on_write)?;
+        writer.write_all(&buf).await.map_err(on_write)?;
         // A no-op for sockets and channels; stdout (-W) is line-buffered and would hold binary
         // data back otherwise.
         writer.flush().await.map_err(on_write)?;
         moved.fetch_add(n as u64, Ordering::Relaxed);
         counters.add_bytes(direction, n as u64);
+        if n == buf.capacity() && n < grows_to {
+            buf.clear();
+            buf.reserve_exact(grows_to);
+        }
     }
 }
 
