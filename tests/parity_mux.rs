@@ -367,47 +367,78 @@ async fn control_master_ask_confirms_through_askpass() {
     );
 }
 
+/// An executable `/bin/sh` script `name` in `dir` with `body`.
+fn shell_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+    path
+}
+
+/// A burrow master with ControlMaster=ask (-MM) whose confirmations come from `askpass`, with
+/// `extra` arguments, listening on `ctl`.
+async fn ask_master(
+    sshd: &Sshd,
+    key: &Keypair,
+    dir: &Path,
+    (ctl, askpass): (&str, &Path),
+    extra: &[&str],
+) -> ChildGuard {
+    let mut cmd = burrow_ssh(sshd, Some(key));
+    cmd.env("SSH_ASKPASS", askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .args(["-MM", "-S", ctl, "-N"])
+        .args(extra)
+        .arg(sshd.dest("root"));
+    let mut master = spawn_logged(cmd, dir, "burrow-ask-master");
+    wait_socket(Some(&mut master), Path::new(ctl)).await;
+    master
+}
+
+/// `ssh -O forward -L spec` to the master on `ctl`, run in the background: (exit code, stderr).
+fn forward_request(
+    sshd: &Sshd,
+    key: &Keypair,
+    dir: &Path,
+    ctl: &str,
+    spec: &str,
+) -> tokio::task::JoinHandle<(Option<i32>, String)> {
+    let mut request = client("ssh", sshd, key);
+    request.args(["-S", ctl, "-O", "forward", "-L", spec, "root@127.0.0.1"]);
+    let (dir, name) = (
+        dir.to_path_buf(),
+        format!("forward-{}", spec.replace(':', "_")),
+    );
+    tokio::task::spawn_blocking(move || {
+        let (status, _, err) = run_with_timeout(request, &dir, &name, RUN_TIMEOUT);
+        (status.and_then(|s| s.code()), err)
+    })
+}
+
 /// A ControlMaster=ask confirmation waits for a person; the master's forwards keep working
 /// meanwhile (burrow ssh runs one runtime thread, so the prompt must not hold it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_ask_does_not_stall_the_masters_forwards() {
-    use std::os::unix::fs::PermissionsExt as _;
     let (dir, key, sshd) = setup();
     let d = dir.path();
     let echo = echo_server().await;
     let ctl = d.join("pctl").display().to_string();
     // The answer waits (at most 30 s) until the test lets it go.
     let release = d.join("answer-now");
-    let askpass = d.join("slow-askpass.sh");
-    let script = format!(
-        "#!/bin/sh\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\necho yes\n",
+    let body = format!(
+        "i=0\nwhile [ ! -e '{}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\necho yes\n",
         release.display()
     );
-    std::fs::write(&askpass, script).unwrap();
-    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let askpass = shell_script(d, "slow-askpass.sh", &body);
     let lport = free_port();
     let own = format!("127.0.0.1:{lport}:{}", echo.hostport());
-    let mut cmd = burrow_ssh(&sshd, Some(&key));
-    cmd.env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .args(["-MM", "-S", &ctl, "-N", "-L", &own])
-        .arg(sshd.dest("root"));
-    let mut master = spawn_logged(cmd, d, "burrow-slow-ask-master");
-    wait_socket(Some(&mut master), Path::new(&ctl)).await;
+    let _master = ask_master(&sshd, &key, d, (&ctl, &askpass), &["-L", &own]).await;
     transfer_checked(loopback(lport), 1 << 16)
         .await
         .expect("the master's own -L before any ask");
 
     let asked = format!("127.0.0.1:{}:{}", free_port(), echo.hostport());
-    let mut request = client("ssh", &sshd, &key);
-    request.args(["-S", &ctl, "-O", "forward", "-L", &asked, "root@127.0.0.1"]);
-    let pending = tokio::task::spawn_blocking({
-        let d = d.to_path_buf();
-        move || {
-            let (status, _, err) = run_with_timeout(request, &d, "asked", RUN_TIMEOUT);
-            (status.and_then(|s| s.code()), err)
-        }
-    });
+    let pending = forward_request(&sshd, &key, d, &ctl, &asked);
     // Until the askpass has started, the master has not reached the prompt yet.
     let mut asking = false;
     for _ in 0..100 {
@@ -436,7 +467,6 @@ async fn a_pending_ask_does_not_stall_the_masters_forwards() {
 /// the other, as ssh(1) asks: two prompts on one terminal would take each other's answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmations_are_asked_one_at_a_time() {
-    use std::os::unix::fs::PermissionsExt as _;
     let (dir, key, sshd) = setup();
     let d = dir.path();
     let echo = echo_server().await;
@@ -444,32 +474,17 @@ async fn confirmations_are_asked_one_at_a_time() {
     // Marks an overlap when a second askpass starts while the first still runs.
     let inflight = d.join("inflight");
     let overlap = d.join("overlap");
-    let askpass = d.join("turn-askpass.sh");
-    let script = format!(
-        "#!/bin/sh\nmkdir '{i}' 2>/dev/null || touch '{o}'\nsleep 0.5\nrmdir '{i}' 2>/dev/null\necho yes\n",
+    let body = format!(
+        "mkdir '{i}' 2>/dev/null || touch '{o}'\nsleep 0.5\nrmdir '{i}' 2>/dev/null\necho yes\n",
         i = inflight.display(),
         o = overlap.display()
     );
-    std::fs::write(&askpass, script).unwrap();
-    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = burrow_ssh(&sshd, Some(&key));
-    cmd.env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .args(["-MM", "-S", &ctl, "-N"])
-        .arg(sshd.dest("root"));
-    let mut master = spawn_logged(cmd, d, "burrow-turn-master");
-    wait_socket(Some(&mut master), Path::new(&ctl)).await;
+    let askpass = shell_script(d, "turn-askpass.sh", &body);
+    let _master = ask_master(&sshd, &key, d, (&ctl, &askpass), &[]).await;
     let requests: Vec<_> = (0..2)
-        .map(|i| {
+        .map(|_| {
             let spec = format!("127.0.0.1:{}:{}", free_port(), echo.hostport());
-            let mut request = client("ssh", &sshd, &key);
-            request.args(["-S", &ctl, "-O", "forward", "-L", &spec, "root@127.0.0.1"]);
-            let d = d.to_path_buf();
-            tokio::task::spawn_blocking(move || {
-                let name = format!("turn-{i}");
-                let (status, _, err) = run_with_timeout(request, &d, &name, RUN_TIMEOUT);
-                (status.and_then(|s| s.code()), err)
-            })
+            forward_request(&sshd, &key, d, &ctl, &spec)
         })
         .collect();
     for request in requests {

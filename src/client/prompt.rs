@@ -40,7 +40,7 @@ pub async fn secret_off_thread(prompt: String) -> Option<String> {
     in_turn(move || secret(&prompt)).await.flatten()
 }
 
-/// [`line`], in turn and off the runtime thread (see [`in_turn`]).
+/// [`line()`], in turn and off the runtime thread (see [`in_turn`]).
 pub async fn line_off_thread(prompt: String) -> Option<String> {
     in_turn(move || line(&prompt)).await.flatten()
 }
