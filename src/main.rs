@@ -49,7 +49,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// transport (every packet's crypto) is a single task anyway; worker threads only added
 /// cross-thread wake-ups to every forwarded connection. Measured (issue 21): client CPU per
 /// forwarded connection and per GiB both fell, and context switches per connection halved.
-/// Blocking work (host key prompts, ControlMaster=ask) goes to the blocking pool.
+/// Whatever waits for a person (passwords, passphrases, host keys, ControlMaster=ask) waits
+/// on the blocking pool (`client::prompt::in_turn`, the host key check).
 fn ssh_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
