@@ -246,12 +246,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Fr
 }
 
 /// Writes `payload` as DATA frames of at most [`SEND_DATA`] bytes, each in one write.
+/// Nothing is allocated for an empty payload (every attachment starts with one), and no more
+/// than the largest frame for a short one.
 pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> io::Result<()> {
-    let mut buf = vec![0u8; DATA_HEADER + SEND_DATA];
+    let mut buf = Vec::new();
     for chunk in payload.chunks(SEND_DATA) {
-        buf[DATA_HEADER..DATA_HEADER + chunk.len()].copy_from_slice(chunk);
+        buf.clear();
+        buf.resize(DATA_HEADER, 0);
         put_data_header(&mut buf, chunk.len());
-        w.write_all(&buf[..DATA_HEADER + chunk.len()]).await?;
+        buf.extend_from_slice(chunk);
+        w.write_all(&buf).await?;
     }
     Ok(())
 }
