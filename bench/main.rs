@@ -40,7 +40,7 @@ pub struct Settings {
     pub lfp_secs: f64,
     /// Timed round trips per run.
     pub round_trips: usize,
-    /// Idle connections held for the client memory case.
+    /// Idle connections held for the idle memory case (client and server).
     pub idle: usize,
     /// -R sessions for the relay memory case.
     pub sessions: usize,
@@ -173,7 +173,7 @@ async fn main() -> Result<()> {
     if s.wants("memory") {
         eprintln!("[{:>4.0} s] memory", started.elapsed().as_secs_f64());
         let r = sessions::idle_memory(&lab, &servers, &s, CIPHERS[0]).await;
-        keep(&mut rows, &mut errors, "client memory", r.map(|r| vec![r]));
+        keep(&mut rows, &mut errors, "idle memory", r);
         let r = sessions::relay_memory(&lab, &servers, &s, CIPHERS[0]).await;
         keep(&mut rows, &mut errors, "relay memory", r);
     }

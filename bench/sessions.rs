@@ -1,5 +1,5 @@
-//! Cases that start processes: time from start to forward ready, client memory per idle
-//! connection, and relay memory per session (200 `ssh -R` sessions against sshd and against
+//! Cases that start processes: time from start to forward ready, client and server memory per
+//! idle connection, and relay memory per session (200 `ssh -R` sessions against sshd and against
 //! burrow serve). Memory is measured on fresh processes, so what earlier cases left in a heap
 //! does not hide (or inflate) the growth.
 
@@ -154,49 +154,73 @@ fn tree_rss_kib(pid: u32) -> u64 {
         .sum()
 }
 
-/// Client RSS growth per idle connection through one -L, on a fresh client per run (clients of
-/// sshd only: the client's memory is what is compared).
-pub async fn idle_memory(lab: &Lab, servers: &Servers, s: &Settings, cipher: &str) -> Result<Row> {
+/// RSS growth per idle connection through one -L, of the client and of the server, for every
+/// pair. Each run starts a fresh client and fresh servers: a heap keeps what an earlier run
+/// freed, which would hide the next run's growth. sshd's figure sums its process tree (the
+/// session's process holds the channels).
+pub async fn idle_memory(
+    lab: &Lab,
+    servers: &Servers,
+    s: &Settings,
+    cipher: &str,
+) -> Result<Vec<Row>> {
     eprintln!("  {} idle connections", s.idle);
-    let mut values = Vec::new();
-    for client in [Client::OpenSsh, Client::Burrow] {
-        let mut runs = Vec::new();
-        for _ in 0..s.runs {
+    let mut client_runs: Vec<Vec<f64>> = vec![Vec::new(); PAIRS.len()];
+    let mut server_runs: Vec<Vec<f64>> = vec![Vec::new(); PAIRS.len()];
+    for run in 0..s.runs {
+        for (i, pair) in PAIRS.iter().enumerate() {
+            let fresh = lab.fresh(&format!("idle-{run}-{}", pair.key()))?;
+            let server_pid = match pair.server {
+                Server::Sshd => fresh.sshd.pid(),
+                Server::Serve => fresh.serve.pid(),
+            };
             let port = free_port()?;
             let spec = format!("127.0.0.1:{port}:127.0.0.1:{}", servers.echo.port());
-            let mut cmd = lab.client(client, lab.sshd_addr, cipher, &["-L".into(), spec]);
-            let proc = Proc::spawn(&format!("idle-{client:?}"), &mut cmd, &lab.dir)?;
+            let mut cmd = fresh.client(
+                pair.client,
+                fresh.addr(pair.server),
+                cipher,
+                &["-L".into(), spec],
+            );
+            let name = format!("idle-{}", pair.key());
+            let proc = Proc::spawn(&name, &mut cmd, &fresh.dir)?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             load::wait_echo(addr, UP_LIMIT).await?;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let before = rss_kib(proc.pid())?;
+            let before = (rss_kib(proc.pid())?, tree_rss_kib(server_pid));
             let held = load::hold_idle(addr, s.idle).await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let after = rss_kib(proc.pid())?;
+            let after = (rss_kib(proc.pid())?, tree_rss_kib(server_pid));
             drop(held);
-            runs.push(after.saturating_sub(before) as f64 / s.idle as f64);
+            let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / s.idle as f64;
+            client_runs[i].push(per(before.0, after.0));
+            server_runs[i].push(per(before.1, after.1));
         }
-        values.push((
-            Pair {
-                client,
-                server: Server::Sshd,
-            },
-            Summary::of(runs),
-        ));
     }
-    Ok(Row {
+    let row = |side: &str, runs: Vec<Vec<f64>>, targets| Row {
         group: "memory",
-        case: format!("client RSS per idle -L connection ({})", s.idle),
+        case: format!("{side} RSS per idle -L connection ({})", s.idle),
         unit: "KiB",
         better: Better::Lower,
-        values,
+        values: PAIRS
+            .iter()
+            .copied()
+            .zip(runs.into_iter().map(Summary::of))
+            .collect(),
         ceiling: String::new(),
-        targets: vec![Target::new(
-            1.0,
-            vec![Pair {
-                client: Client::Burrow,
-                server: Server::Sshd,
-            }],
-        )],
-    })
+        targets,
+    };
+    let with = |pick: fn(&Pair) -> bool| PAIRS.iter().copied().filter(pick).collect::<Vec<_>>();
+    Ok(vec![
+        row(
+            "client",
+            client_runs,
+            vec![Target::new(1.0, with(|p| p.client == Client::Burrow))],
+        ),
+        row(
+            "server",
+            server_runs,
+            vec![Target::new(1.0, with(|p| p.server == Server::Serve))],
+        ),
+    ])
 }
