@@ -245,11 +245,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Fr
     Ok(Some(frame))
 }
 
-/// Writes `payload` as DATA frames of at most [`SEND_DATA`] bytes, each in one write.
-/// Nothing is allocated for an empty payload (every attachment starts with one), and no more
-/// than the largest frame for a short one.
+/// Writes `payload` as DATA frames of at most [`SEND_DATA`] bytes, each in one write. Nothing is
+/// allocated for an empty payload (a first attachment has nothing to replay), and no more than
+/// the largest frame for a short one.
 pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> io::Result<()> {
-    let mut buf = Vec::new();
+    if payload.is_empty() {
+        return Ok(());
+    }
+    let mut buf = Vec::with_capacity(DATA_HEADER + payload.len().min(SEND_DATA));
     for chunk in payload.chunks(SEND_DATA) {
         buf.clear();
         buf.resize(DATA_HEADER, 0);

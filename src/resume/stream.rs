@@ -505,6 +505,8 @@ impl Engine {
             if self.done() {
                 return Outcome::Done;
             }
+            // Cut back to the header room after every frame: a read appends right behind it.
+            debug_assert_eq!(buf.len(), PAYLOAD, "uplink buffer not cut back");
             let reading = !s.local_eof.load(Ordering::SeqCst);
             // Never read more than fits: the buffer stays within its capacity (and allocation).
             let room = {
@@ -788,14 +790,15 @@ impl Engine {
     }
 }
 
-/// Reads at most `max` bytes into `buf`'s spare capacity. Unlike reading into a zeroed buffer,
-/// this touches only the pages data lands in: a stream's two 32 KiB buffers cost nothing until
-/// used, and no allocation is zeroed per stream (see `pipe::copy_half`). Cancel-safe, as
-/// `read_buf` is.
+/// Reads at most `max` (at least 1) bytes into `buf`'s spare capacity; 0 means EOF. Unlike
+/// reading into a zeroed buffer, this writes only where data lands: a stream's two 32 KiB
+/// buffers are not touched until used, and nothing is zeroed per stream (see
+/// `pipe::copy_half`). Cancel-safe, as `read_buf` is.
 async fn read_spare<R>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>
 where
     R: tokio::io::AsyncRead + Unpin,
 {
+    debug_assert!(max > 0, "a read of 0 bytes would look like EOF");
     r.read_buf(&mut (&mut *buf).limit(max)).await
 }
 
