@@ -169,14 +169,6 @@ fn moonshot() -> Target {
     Target::new(2.0, vec![BURROW_TO_SERVE]).named("moonshot")
 }
 
-/// The server process of `pair` (sshd's listener, whose children are its sessions).
-fn server_pid(lab: &Lab, pair: Pair) -> u32 {
-    match pair.server {
-        Server::Sshd => lab.sshd.pid(),
-        Server::Serve => lab.serve.pid(),
-    }
-}
-
 /// CPU seconds per GiB of (client, server) during one run, per direction (true: download) and
 /// pair.
 type CpuLog = Arc<Mutex<Vec<(bool, Pair, f64, f64)>>>;
@@ -240,7 +232,7 @@ pub async fn throughput(
             let log = (fwd == "-L" && streams == 1).then(|| cpu.clone());
             bulk_run(
                 c.pair,
-                (c.proc.pid(), server_pid(lab, c.pair)),
+                (c.proc.pid(), lab.pid(c.pair.server)),
                 addr,
                 (streams, down),
                 s.secs,
@@ -363,7 +355,7 @@ async fn connection_rows(
     eprintln!("  connections/s");
     let cpu: ConnCpuLog = Arc::default();
     let values = interleaved(clients, s.runs, |c| {
-        let pids = (c.proc.pid(), server_pid(lab, c.pair));
+        let pids = (c.proc.pid(), lab.pid(c.pair.server));
         connections_run(c.pair, pids, c.l_echo, s.secs, cpu.clone())
     })
     .await?;

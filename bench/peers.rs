@@ -140,6 +140,14 @@ impl Lab {
         start_sshd(&dir, &self.dir.join("authorized_keys"), config)
     }
 
+    /// The process of `server` (sshd's listener, whose children are its sessions).
+    pub fn pid(&self, server: Server) -> u32 {
+        match server {
+            Server::Sshd => self.sshd.pid(),
+            Server::Serve => self.serve.pid(),
+        }
+    }
+
     /// The address of `server`.
     pub fn addr(&self, server: Server) -> SocketAddr {
         match server {

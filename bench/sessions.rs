@@ -70,10 +70,8 @@ pub async fn relay_memory(
     let lab = &lab.fresh("relay")?;
     let mut pss = Vec::new();
     let mut rss = Vec::new();
-    for (server, pid) in [
-        (Server::Sshd, lab.sshd.pid()),
-        (Server::Serve, lab.serve.pid()),
-    ] {
+    for server in [Server::Sshd, Server::Serve] {
+        let pid = lab.pid(server);
         eprintln!("  {} -R sessions on {server:?}", s.sessions);
         let pair = Pair {
             client: Client::OpenSsh,
@@ -170,10 +168,7 @@ pub async fn idle_memory(
     for run in 0..s.runs {
         for (i, pair) in PAIRS.iter().enumerate() {
             let fresh = lab.fresh(&format!("idle-{run}-{}", pair.key()))?;
-            let server_pid = match pair.server {
-                Server::Sshd => fresh.sshd.pid(),
-                Server::Serve => fresh.serve.pid(),
-            };
+            let server_pid = fresh.pid(pair.server);
             let port = free_port()?;
             let spec = format!("127.0.0.1:{port}:127.0.0.1:{}", servers.echo.port());
             let mut cmd = fresh.client(
