@@ -222,6 +222,13 @@ pub async fn throughput(
     let cpu: CpuLog = Arc::default();
     for (fwd, streams, down) in BULK {
         let what = if down { " download" } else { "" };
+        let case = format!(
+            "{fwd} {streams} stream{}{what} {short}",
+            if streams > 1 { "s" } else { "" }
+        );
+        if !s.wants_case(&case) {
+            continue;
+        }
         eprintln!("  {fwd} {streams} stream(s){what}, {short}");
         let values = interleaved(clients, s.runs, |c| {
             let addr = match (fwd, down) {
@@ -247,10 +254,7 @@ pub async fn throughput(
         }
         rows.push(Row {
             group: "throughput",
-            case: format!(
-                "{fwd} {streams} stream{}{what} {short}",
-                if streams > 1 { "s" } else { "" }
-            ),
+            case,
             unit: "MiB/s",
             better: Better::Higher,
             values,
@@ -270,6 +274,9 @@ pub async fn throughput(
 fn cpu_rows(log: &[(bool, Pair, f64, f64)], short: &str, ceiling: &str) -> Vec<Row> {
     let mut rows = Vec::new();
     for down in [false, true] {
+        if !log.iter().any(|e| e.0 == down) {
+            continue; // that direction's case was not run (--case)
+        }
         let (direction, client_does, server_does) = if down {
             ("download", "received", "sent")
         } else {
@@ -315,26 +322,33 @@ pub async fn single_cipher_cases(
     latency: &mut Vec<(Pair, Vec<f64>)>,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    eprintln!("  -D 1 stream");
-    let values = interleaved(clients, s.runs, |c| {
-        let route = Route::Socks5 {
-            proxy: c.socks,
-            target: servers.sink,
-        };
-        load::bulk(route, 1, s.secs, false)
-    })
-    .await?;
-    rows.push(Row {
-        group: "throughput",
-        case: "-D 1 stream chacha20-poly1305".into(),
-        unit: "MiB/s",
-        better: Better::Higher,
-        values,
-        ceiling: format!("tcp {:.0}", ceil.tcp_1),
-        targets: Vec::new(),
-    });
-    rows.extend(round_trip_rows(clients, s, ceil, latency).await?);
-    rows.extend(connection_rows(lab, clients, s, ceil).await?);
+    let socks = "-D 1 stream chacha20-poly1305";
+    if s.wants_case(socks) {
+        eprintln!("  -D 1 stream");
+        let values = interleaved(clients, s.runs, |c| {
+            let route = Route::Socks5 {
+                proxy: c.socks,
+                target: servers.sink,
+            };
+            load::bulk(route, 1, s.secs, false)
+        })
+        .await?;
+        rows.push(Row {
+            group: "throughput",
+            case: socks.into(),
+            unit: "MiB/s",
+            better: Better::Higher,
+            values,
+            ceiling: format!("tcp {:.0}", ceil.tcp_1),
+            targets: Vec::new(),
+        });
+    }
+    if s.wants_case("64-byte round trip -L") {
+        rows.extend(round_trip_rows(clients, s, ceil, latency).await?);
+    }
+    if s.wants_case("new connections/s through -L") {
+        rows.extend(connection_rows(lab, clients, s, ceil).await?);
+    }
     Ok(rows)
 }
 

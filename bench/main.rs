@@ -48,6 +48,9 @@ pub struct Settings {
     pub rekey_mib: u64,
     /// Sections to run (all when empty): throughput, latency, rekey, lfp, start, memory.
     pub only: Vec<String>,
+    /// Bulk cases to run, by a part of their row name ("-R 1 stream", "aes128"): re-runs one
+    /// row of the table for an A/B without the rest (all when empty).
+    pub cases: Vec<String>,
     /// The burrow binary.
     pub burrow: PathBuf,
     /// Where latest.json and latest.svg go.
@@ -57,6 +60,11 @@ pub struct Settings {
 impl Settings {
     fn wants(&self, section: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
+    /// Whether the bulk case named `case` is to run (every `--case` part must be in its name).
+    pub fn wants_case(&self, case: &str) -> bool {
+        self.cases.iter().all(|part| case.contains(part.as_str()))
     }
 }
 
@@ -71,6 +79,7 @@ fn parse_args() -> Result<Settings> {
         sessions: 200,
         rekey_mib: 1024,
         only: Vec::new(),
+        cases: Vec::new(),
         burrow: root.join("target/release/burrow"),
         out: root.join("bench/results"),
     };
@@ -88,10 +97,11 @@ fn parse_args() -> Result<Settings> {
             "--lfp-secs" => s.lfp_secs = value()?.parse().context("--lfp-secs")?,
             "--rekey-mib" => s.rekey_mib = value()?.parse().context("--rekey-mib")?,
             "--only" => s.only = value()?.split(',').map(str::to_owned).collect(),
+            "--case" => s.cases.push(value()?),
             "--burrow" => s.burrow = value()?.into(),
             "--out" => s.out = value()?.into(),
             "-h" | "--help" => {
-                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--rekey-mib MIB] [--only throughput,latency,rekey,lfp,start,memory] [--burrow BIN] [--out DIR]");
+                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--rekey-mib MIB] [--only throughput,latency,rekey,lfp,start,memory] [--case NAME-PART]... [--burrow BIN] [--out DIR]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
