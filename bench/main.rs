@@ -117,6 +117,17 @@ fn parse_args() -> Result<Settings> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let s = parse_args()?;
+    // Interrupted (Ctrl-C, `timeout`), the run is dropped rather than the process killed, so
+    // the sshd, relay and clients it started are ended by their `Proc`'s Drop, not left behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = run(s) => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        _ = term.recv() => bail!("terminated"),
+    }
+}
+
+async fn run(s: Settings) -> Result<()> {
     if !s.burrow.exists() {
         bail!(
             "{} not found: build it first (bench/run does)",
