@@ -91,7 +91,12 @@ async fn phase(
     bytes: u64,
     echo: &Service,
 ) -> (Duration, Duration) {
-    let live = |s: &Stats| Stats::get(&s.connections) - Stats::get(&s.closed);
+    // `closed` first: read the other way round, a connection opened and closed between the
+    // two reads would count as closed but not as opened.
+    let live = |s: &Stats| {
+        let closed = Stats::get(&s.closed);
+        Stats::get(&s.connections).saturating_sub(closed)
+    };
     // A readiness probe's or the last phase's connection may still be closing at the echo end
     // (its close crosses the tunnel after the client's): wait for it, bounded.
     let idle = async {
@@ -209,9 +214,11 @@ async fn concurrent_connections_through_l_and_r_lose_nothing_and_leak_nothing_ex
     let lport = allocated_port(&client, &format!("local forward to {}", echo.hostport())).await;
     let rport = allocated_port(&client, &format!("remote forward to {}", echo.hostport())).await;
     assert!(wait_port(loopback(rport), Duration::from_secs(30)).await);
-    // The readiness probe reached the echo service through -R; let it close.
+    // The readiness probe reaches the echo service through -R: wait until it has (0 == 0 is
+    // true before it arrives) and has closed again. Bounded: the phase checks idleness itself.
     for _ in 0..100 {
-        if Stats::get(&echo.stats.connections) == Stats::get(&echo.stats.closed) {
+        let closed = Stats::get(&echo.stats.closed);
+        if closed >= 1 && Stats::get(&echo.stats.connections) == closed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
