@@ -48,8 +48,9 @@ pub struct Settings {
     pub rekey_mib: u64,
     /// Sections to run (all when empty): throughput, latency, rekey, lfp, start, memory.
     pub only: Vec<String>,
-    /// Bulk cases to run, by a part of their row name ("-R 1 stream", "aes128"): re-runs one
-    /// row of the table for an A/B without the rest (all when empty).
+    /// Cases of the throughput and latency sections to run: those whose name contains every
+    /// part given ("-R 1 stream", "aes128"), to re-run one row for an A/B without the rest (all
+    /// when empty). A bulk case's CPU rows come with it; other sections ignore this.
     pub cases: Vec<String>,
     /// The burrow binary.
     pub burrow: PathBuf,
@@ -62,7 +63,7 @@ impl Settings {
         self.only.is_empty() || self.only.iter().any(|s| s == section)
     }
 
-    /// Whether the bulk case named `case` is to run (every `--case` part must be in its name).
+    /// Whether the case named `case` is to run (every `--case` part must be in its name).
     pub fn wants_case(&self, case: &str) -> bool {
         self.cases.iter().all(|part| case.contains(part.as_str()))
     }
@@ -117,13 +118,20 @@ fn parse_args() -> Result<Settings> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let s = parse_args()?;
-    // Interrupted (Ctrl-C, `timeout`), the run is dropped rather than the process killed, so
-    // the sshd, relay and clients it started are ended by their `Proc`'s Drop, not left behind.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Interrupted (Ctrl-C, `timeout`, a dropped terminal), the run is dropped rather than the
+    // process killed, so the sshd, relay and clients it started are ended by their `Proc`'s
+    // Drop, not left behind. The handlers are installed before the run starts; a signal that
+    // arrives while the run is in blocking start-up code is acted on when that returns.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::select! {
-        r = run(s) => r,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        biased;
+        _ = int.recv() => bail!("interrupted"),
         _ = term.recv() => bail!("terminated"),
+        _ = hup.recv() => bail!("hung up"),
+        r = run(s) => r,
     }
 }
 
@@ -197,6 +205,15 @@ async fn run(s: Settings) -> Result<()> {
         keep(&mut rows, &mut errors, "idle memory", r);
         let r = sessions::relay_memory(&lab, &servers, &s, CIPHERS[0]).await;
         keep(&mut rows, &mut errors, "relay memory", r);
+    }
+    if rows.is_empty() && !s.cases.is_empty() {
+        // Before anything is written: an empty table must not replace the last results.
+        bail!(
+            "no case matched --case {:?} (names: \"-L 1 stream download aes128-gcm\", \
+             \"-D 1 stream chacha20-poly1305\", \"64-byte round trip -L\", \
+             \"new connections/s through -L\")",
+            s.cases
+        );
     }
     let table = report::table(&rows);
     println!("{table}");
