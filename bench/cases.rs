@@ -312,6 +312,12 @@ fn cpu_rows(log: &[(bool, Pair, f64, f64)], short: &str, ceiling: &str) -> Vec<R
     rows
 }
 
+/// The latency section's cases, by the name `--case` matches (the round trips' rows add " p50" and
+/// " p99").
+pub const SOCKS_CASE: &str = "-D 1 stream chacha20-poly1305";
+pub const ROUND_TRIP_CASE: &str = "64-byte round trip -L";
+pub const CONNECTIONS_CASE: &str = "new connections/s through -L";
+
 /// -D one stream, round-trip latency and connections/s.
 pub async fn single_cipher_cases(
     lab: &Lab,
@@ -322,8 +328,7 @@ pub async fn single_cipher_cases(
     latency: &mut Vec<(Pair, Vec<f64>)>,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let socks = "-D 1 stream chacha20-poly1305";
-    if s.wants_case(socks) {
+    if s.wants_case(SOCKS_CASE) {
         eprintln!("  -D 1 stream");
         let values = interleaved(clients, s.runs, |c| {
             let route = Route::Socks5 {
@@ -335,7 +340,7 @@ pub async fn single_cipher_cases(
         .await?;
         rows.push(Row {
             group: "throughput",
-            case: socks.into(),
+            case: SOCKS_CASE.into(),
             unit: "MiB/s",
             better: Better::Higher,
             values,
@@ -343,10 +348,10 @@ pub async fn single_cipher_cases(
             targets: Vec::new(),
         });
     }
-    if s.wants_case("64-byte round trip -L") {
+    if s.wants_case(ROUND_TRIP_CASE) {
         rows.extend(round_trip_rows(clients, s, ceil, latency).await?);
     }
-    if s.wants_case("new connections/s through -L") {
+    if s.wants_case(CONNECTIONS_CASE) {
         rows.extend(connection_rows(lab, clients, s, ceil).await?);
     }
     Ok(rows)
@@ -375,7 +380,7 @@ async fn connection_rows(
     .await?;
     let mut rows = vec![Row {
         group: "connections",
-        case: "new connections/s through -L".into(),
+        case: CONNECTIONS_CASE.into(),
         unit: "conn/s",
         better: Better::Higher,
         values,
@@ -467,9 +472,9 @@ async fn round_trip_rows(
     for (c, v) in clients.iter().zip(all) {
         latency.push((c.pair, v));
     }
-    let row = |case: &str, values, direct: f64, targets| Row {
+    let row = |quantile: &str, values, direct: f64, targets| Row {
         group: "latency",
-        case: case.into(),
+        case: format!("{ROUND_TRIP_CASE} {quantile}"),
         unit: "µs",
         better: Better::Lower,
         values,
@@ -477,14 +482,9 @@ async fn round_trip_rows(
         targets,
     };
     Ok(vec![
+        row("p50", per_pair(&p50), ceil.rtt_p50, Vec::new()),
         row(
-            "64-byte round trip -L p50",
-            per_pair(&p50),
-            ceil.rtt_p50,
-            Vec::new(),
-        ),
-        row(
-            "64-byte round trip -L p99",
+            "p99",
             per_pair(&p99),
             ceil.rtt_p99,
             vec![Target::new(1.0, burrow_pairs())],

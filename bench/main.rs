@@ -209,10 +209,12 @@ async fn run(s: Settings) -> Result<()> {
     if rows.is_empty() && !s.cases.is_empty() {
         // Before anything is written: an empty table must not replace the last results.
         bail!(
-            "no case matched --case {:?} (names: \"-L 1 stream download aes128-gcm\", \
-             \"-D 1 stream chacha20-poly1305\", \"64-byte round trip -L\", \
-             \"new connections/s through -L\")",
-            s.cases
+            "no case matched --case {:?} (names: \"-L 1 stream download aes128-gcm\", {:?}, \
+             {:?}, {:?})",
+            s.cases,
+            cases::SOCKS_CASE,
+            cases::ROUND_TRIP_CASE,
+            cases::CONNECTIONS_CASE
         );
     }
     let table = report::table(&rows);
