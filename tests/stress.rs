@@ -395,3 +395,52 @@ async fn many_streams_each_way_between_burrows_aes128_gcm_lose_nothing_exclusive
 async fn many_streams_each_way_between_burrows_chacha20_poly1305_lose_nothing_exclusive() {
     stress("chacha20-poly1305@openssh.com").await;
 }
+
+/// The relay announces 128 KiB channel packets, so burrow ssh's resumable streams send it
+/// frames of that size (a quarter of the packets of OpenSSH's 32 KiB), and it must take what it
+/// announces: a russh client uploads 32 MiB in full 128 KiB packets through it to the checker,
+/// which compares every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_announces_128_kib_packets_and_takes_them_whole() {
+    let (dir, key, target, _checker) = setup().await;
+    let relay = Relay::open_to(dir.path(), &key).await;
+    let session = russh_client::connect_with_key(relay.addr, &key).await;
+    let channel = russh_client::open_direct(&session, target).await;
+    assert_eq!(
+        channel.max_packet_size(),
+        128 * 1024,
+        "the packet size the relay announces"
+    );
+    let (seed, bytes) = (0x6269_6770_6b74_u64, 32u64 << 20);
+    let upload = async move {
+        let mut s = channel.into_stream();
+        let mut head = vec![b'U'];
+        head.extend_from_slice(&seed.to_be_bytes());
+        head.extend_from_slice(&bytes.to_be_bytes());
+        s.write_all(&head).await?;
+        // Writes of 256 KiB: russh cuts them at the announced size, into 128 KiB packets.
+        let mut stream = DetStream::new(seed, bytes);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let k = stream.fill(&mut buf);
+            if k == 0 {
+                break;
+            }
+            s.write_all(&buf[..k]).await?;
+        }
+        s.shutdown().await?;
+        let mut verdict = Vec::new();
+        s.read_to_end(&mut verdict).await?;
+        Ok::<_, std::io::Error>(verdict)
+    };
+    let verdict = tokio::time::timeout(PHASE_LIMIT, upload)
+        .await
+        .expect("the upload ends within the phase limit")
+        .expect("the upload");
+    assert_eq!(
+        String::from_utf8_lossy(&verdict),
+        String::from_utf8_lossy(VERDICT_OK),
+        "relay:\n{}",
+        relay.child.stderr_text()
+    );
+}

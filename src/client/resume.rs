@@ -54,6 +54,8 @@ async fn handshake(
             _ => {}
         }
     }
+    // Before any stream can attach on this session (`accepted` lets new ones start).
+    registry.set_peer_packet(channel.max_packet_size());
     accepted();
     let hello = resume::instance_message(&registry.instance());
     channel.data(hello.as_slice()).await.ok()?;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
@@ -79,6 +79,8 @@ pub struct Registry {
     budgets: Option<Budgets>,
     /// Our streams' acknowledgements for the control channel (see [`super::control`]).
     outbox: Arc<Outbox>,
+    /// The channel packet size the peer's session announces (see [`Self::set_peer_packet`]).
+    peer_packet: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -136,6 +138,7 @@ impl Registry {
             instance: rand::random(),
             budgets,
             outbox: Arc::default(),
+            peer_packet: Arc::new(AtomicUsize::new(super::frame::PACKET)),
         })
     }
 
@@ -152,6 +155,16 @@ impl Registry {
     /// The session streams opened by this side re-open on (None while disconnected).
     pub fn set_opener(&self, opener: Option<Arc<dyn Opener>>) {
         self.opener.send_replace(opener);
+    }
+
+    /// The peer session's channel packet size (its control channel's, as every channel of a
+    /// session announces the same): streams fill such packets with their frames from their
+    /// next attachment on (see [`super::frame::send_data`]). Set before the session's streams
+    /// attach; a new session sets its own, so a re-attach to an older relay never sends it
+    /// frames larger than it accepts.
+    pub fn set_peer_packet(&self, bytes: u32) {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self.peer_packet.store(bytes, Ordering::Relaxed);
     }
 
     /// What the control channel's writer sends: our streams' acknowledgements.
@@ -394,7 +407,8 @@ impl Registry {
             };
             let engine = Engine::new(registry.config.buffer, counters, replay)
                 .growing(registry.config.buffer_max, registry.stats.clone(), &id)
-                .with_sideband(sideband);
+                .with_sideband(sideband)
+                .framing_for(registry.peer_packet.clone());
             let reason = registry.run(key, role, local, first, rx, &engine).await;
             carried.close(&engine.closed(reason));
             drop(engine);

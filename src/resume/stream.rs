@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::budget::{Exhausted, Reservation};
 use super::control::{Inbox, Outbox};
-use super::frame::{self, Frame, Reply, ACK_FRAME, DATA_HEADER, MAX_DATA, SEND_DATA};
+use super::frame::{self, Frame, Reply, ACK_FRAME, DATA_HEADER, PACKET};
 use super::{BoxedIo, ResumeStats};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
 
@@ -227,7 +227,7 @@ impl OutBuf {
             ));
         }
         let n = usize::try_from(offset - self.base).map_err(|e| e.to_string())?;
-        let full = self.unacked() + MAX_DATA > self.limit;
+        let full = self.unacked() + PACKET > self.limit;
         if let Some(kept) = &mut self.kept {
             kept.drain(..n);
         }
@@ -298,13 +298,16 @@ pub struct Engine {
     /// Counts growths (None: not counted), and names the stream in logs.
     stats: Option<Arc<ResumeStats>>,
     id: String,
+    /// The channel packet size the peer announced for this session (see
+    /// [`frame::send_data`]); read at each attachment, as a re-attach may be to a new session.
+    peer_packet: Arc<AtomicUsize>,
 }
 
 impl Engine {
     /// The capacity of a stream configured with `buffer`: what its replay buffer can hold at
     /// most, and what it reserves.
     pub fn capacity_for(buffer: usize) -> usize {
-        buffer.max(MAX_DATA)
+        buffer.max(PACKET)
     }
 
     /// A stream with an empty history, with at most `capacity` unacknowledged bytes, kept for
@@ -344,12 +347,20 @@ impl Engine {
                 fin_sent: AtomicBool::new(false),
                 mid_frame: AtomicBool::new(false),
             },
-            ack_every: (capacity as u64 / 4).clamp(MAX_DATA as u64, 256 * 1024),
+            ack_every: (capacity as u64 / 4).clamp(PACKET as u64, 256 * 1024),
             sideband: None,
             counters,
             stats: None,
             id: String::new(),
+            peer_packet: Arc::new(AtomicUsize::new(PACKET)),
         }
+    }
+
+    /// Sizes DATA frames to fill the peer's channel packets, as `peer_packet` says at each
+    /// attachment (without it: [`PACKET`]).
+    pub fn framing_for(mut self, peer_packet: Arc<AtomicUsize>) -> Self {
+        self.peer_packet = peer_packet;
+        self
     }
 
     /// Acknowledges on the control channel too, and applies the peer's acknowledgements from
@@ -460,9 +471,10 @@ impl Engine {
             .peer_acked
             .fetch_max(att.peer_received, Ordering::SeqCst);
         self.shared.space.notify_one();
+        let send_data = frame::send_data(self.peer_packet.load(Ordering::Relaxed));
         let (mut ch_r, mut ch_w) = tokio::io::split(channel);
         let outcome = tokio::select! {
-            o = self.uplink(local_r, &mut ch_w) => o,
+            o = self.uplink(local_r, &mut ch_w, send_data) => o,
             o = self.downlink(&mut ch_r, local_w) => o,
             o = self.post_trailing_acks(), if self.sideband.is_some() => o,
         };
@@ -479,7 +491,12 @@ impl Engine {
     /// Local connection -> channel: replays what the peer missed, then new bytes, FIN at the
     /// end, and acknowledgements. The only writer of the channel: the downlink never waits for
     /// it, so two peers can never wait on each other's full channels.
-    async fn uplink<L, C>(&self, local_r: &mut ReadHalf<L>, ch: &mut WriteHalf<C>) -> Outcome
+    async fn uplink<L, C>(
+        &self,
+        local_r: &mut ReadHalf<L>,
+        ch: &mut WriteHalf<C>,
+        send_data: usize,
+    ) -> Outcome
     where
         L: tokio::io::AsyncRead,
         C: tokio::io::AsyncWrite,
@@ -489,7 +506,11 @@ impl Engine {
             let out = self.out();
             (out.pending(), out.end())
         };
-        if self.frame(frame::write_data(ch, &pending)).await.is_err() {
+        if self
+            .frame(frame::write_data(ch, &pending, send_data))
+            .await
+            .is_err()
+        {
             return Outcome::Lost;
         }
         if s.local_eof.load(Ordering::SeqCst) && self.send_fin(ch, end).await.is_err() {
@@ -498,7 +519,7 @@ impl Engine {
         // Local bytes are read after room for an ACK and the frame header: the ACK (when one
         // is due), header and payload go out in one write, one channel packet.
         const PAYLOAD: usize = ACK_FRAME + DATA_HEADER;
-        let mut buf: Vec<u8> = Vec::with_capacity(PAYLOAD + SEND_DATA);
+        let mut buf: Vec<u8> = Vec::with_capacity(PAYLOAD + send_data);
         buf.resize(PAYLOAD, 0);
         let mut ack_at: Option<tokio::time::Instant> = None;
         loop {
@@ -515,7 +536,7 @@ impl Engine {
             };
             let has_space = room > 0;
             let sent = tokio::select! {
-                r = read_spare(local_r, &mut buf, room.clamp(1, SEND_DATA)), if reading && has_space => match r {
+                r = read_spare(local_r, &mut buf, room.clamp(1, send_data)), if reading && has_space => match r {
                     Ok(0) => {
                         s.local_eof.store(true, Ordering::SeqCst);
                         let end = self.out().end();
@@ -529,7 +550,7 @@ impl Engine {
                         frame::put_data_header(&mut buf[ACK_FRAME..], n);
                         // A due ACK rides along while the packet has room for it (a full one
                         // would split in two); else the threshold or the tick sends it.
-                        let ack = self.due_ack().filter(|_| PAYLOAD + n <= MAX_DATA);
+                        let ack = self.due_ack().filter(|_| ACK_FRAME + n <= send_data);
                         let start = match ack {
                             Some(offset) => {
                                 frame::put_ack(&mut buf, offset);
@@ -621,7 +642,8 @@ impl Engine {
         C: tokio::io::AsyncRead,
     {
         let s = &self.shared;
-        let mut buf: Vec<u8> = Vec::with_capacity(MAX_DATA);
+        // Grows to the largest frame the peer sends (see `read_exact_spare`).
+        let mut buf: Vec<u8> = Vec::with_capacity(PACKET);
         loop {
             let frame = match frame::read_frame(ch_r).await {
                 Ok(Some(f)) => f,
@@ -808,6 +830,7 @@ async fn read_exact_spare<R>(r: &mut R, buf: &mut Vec<u8>, len: usize) -> io::Re
 where
     R: tokio::io::AsyncRead + Unpin,
 {
+    buf.reserve(len);
     let end = buf.len() + len;
     while buf.len() < end {
         if read_spare(r, buf, end - buf.len()).await? == 0 {
@@ -845,7 +868,7 @@ mod tests {
     #[tokio::test]
     async fn spare_capacity_reads_take_exactly_what_was_asked() {
         let mut r = (&b"ab"[..]).chain(&b"c"[..]).chain(&b"defgh"[..]);
-        let mut buf = Vec::with_capacity(MAX_DATA);
+        let mut buf = Vec::with_capacity(PACKET);
         buf.extend_from_slice(b"hdr");
         read_exact_spare(&mut r, &mut buf, 4).await.unwrap();
         assert_eq!(buf, b"hdrabcd", "three reads, none past the 4 asked for");
@@ -886,9 +909,9 @@ mod tests {
     /// pattern of a stream whose buffer is its limit (the uplink refills whatever an ACK frees).
     /// What changed, if anything.
     fn full_round(out: &mut OutBuf, step: usize, clock: &mut Clock) -> Option<Tuned> {
-        let chunk = vec![1u8; MAX_DATA];
+        let chunk = vec![1u8; PACKET];
         while out.unacked() < out.limit {
-            let n = (out.limit - out.unacked()).min(MAX_DATA);
+            let n = (out.limit - out.unacked()).min(PACKET);
             out.push(&chunk[..n]);
         }
         let to = out.base + step as u64;
@@ -969,7 +992,7 @@ mod tests {
         // Limited elsewhere (channel, link, local source): never more than half the buffer out.
         let mut out = outbuf(256 << 10, 32 << 20, true, None);
         let mut clock = Clock::slow();
-        let chunk = vec![1u8; MAX_DATA];
+        let chunk = vec![1u8; PACKET];
         for _ in 0..1000 {
             for _ in 0..4 {
                 out.push(&chunk);
@@ -1040,10 +1063,10 @@ mod tests {
         // 3000 KiB is no power of two: VecDeque's own doubling would go to 4 MiB.
         let limit = 3000 * 1024;
         let mut out = outbuf(limit, limit, true, None);
-        let chunk = vec![7u8; MAX_DATA];
+        let chunk = vec![7u8; PACKET];
         let mut most = 0;
         for round in 0..3u64 {
-            while out.unacked() + MAX_DATA <= limit {
+            while out.unacked() + PACKET <= limit {
                 out.push(&chunk);
                 most = most.max(out.kept.as_ref().map_or(0, VecDeque::capacity));
             }
@@ -1059,10 +1082,10 @@ mod tests {
         off.push(&chunk);
         assert_eq!(
             (off.unacked(), off.pending().len()),
-            (MAX_DATA, 0),
+            (PACKET, 0),
             "counted, not kept"
         );
-        off.ack(MAX_DATA as u64).unwrap();
+        off.ack(PACKET as u64).unwrap();
         assert_eq!(off.unacked(), 0);
     }
 
@@ -1104,6 +1127,59 @@ mod tests {
         assert_eq!(resumable, plain, "the near end of a resumable stream");
         let far = far.await.unwrap().totals;
         assert_eq!((far.a_to_b, far.b_to_a), (5, 7), "the far end, mirrored");
+    }
+
+    /// Bulk bytes go out in DATA frames that fill the packets the peer announced: 32 KiB for
+    /// OpenSSH's and russh's default (and older burrows, which accept no more), 128 KiB for a
+    /// relay that announces it; never more than a burrow accepts.
+    #[tokio::test]
+    async fn frames_fill_the_packets_the_peer_announced() {
+        const BULK: usize = 600 * 1024;
+        for (announced, payload) in [
+            (None, PACKET - DATA_HEADER),
+            (Some(PACKET), PACKET - DATA_HEADER),
+            (Some(frame::RELAY_PACKET), frame::RELAY_PACKET - DATA_HEADER),
+            (Some(usize::MAX), frame::MAX_DATA - DATA_HEADER),
+        ] {
+            let mut engine = Engine::new(1 << 20, Arc::new(Counters::default()), Replay::Off);
+            if let Some(bytes) = announced {
+                engine = engine.framing_for(Arc::new(AtomicUsize::new(bytes)));
+            }
+            let (mut app, local) = tokio::io::duplex(BULK);
+            let (near, mut peer) = tokio::io::duplex(2 * BULK);
+            // All of it is waiting before the stream starts, so each read can fill a frame.
+            let bulk: Vec<u8> = (0..BULK).map(|i| i as u8).collect();
+            app.write_all(&bulk).await.unwrap();
+            let stream = tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(local);
+                let att = Attachment {
+                    channel: Box::new(near),
+                    peer_received: 0,
+                    reply_owed: false,
+                };
+                engine.attach(&mut r, &mut w, att).await
+            });
+            let mut sizes = Vec::new();
+            let mut got = Vec::new();
+            while got.len() < BULK {
+                match frame::read_frame(&mut peer).await.unwrap() {
+                    Some(Frame::Data(len)) => {
+                        let mut chunk = vec![0u8; len as usize];
+                        peer.read_exact(&mut chunk).await.unwrap();
+                        sizes.push(chunk.len());
+                        got.extend(chunk);
+                    }
+                    other => panic!("{other:?} before all bulk bytes"),
+                }
+            }
+            assert_eq!(got, bulk, "announced {announced:?}");
+            let (last, full) = sizes.split_last().unwrap();
+            assert!(
+                full.iter().all(|&n| n == payload) && *last <= payload,
+                "announced {announced:?}: frames of {sizes:?}, want {payload}"
+            );
+            stream.abort();
+        }
     }
 
     /// `engine` attached to a channel of `capacity` bytes whose far end the test plays as the

@@ -192,6 +192,9 @@ fn ssh_config(config: &ServeConfig, host_key: russh::keys::PrivateKey) -> russh:
         keepalive_interval: config.limits.keepalive_interval,
         keepalive_max: config.limits.keepalive_count_max,
         nodelay: true,
+        // A client's resumable streams send frames that fill these packets; OpenSSH clients
+        // and older burrows keep sending their own (32 KiB) packets.
+        maximum_packet_size: crate::resume::frame::RELAY_PACKET as u32,
         preferred,
         ..Default::default()
     }

@@ -556,6 +556,12 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
         self.write_half.writable_packet_size().await
     }
 
+    /// burrow: the maximum packet size the peer announced for this channel (the largest
+    /// data payload it takes in one packet); writes are split at it.
+    pub fn max_packet_size(&self) -> u32 {
+        self.write_half.max_packet_size
+    }
+
     pub fn id(&self) -> ChannelId {
         self.write_half.id()
     }
