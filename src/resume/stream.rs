@@ -642,7 +642,8 @@ impl Engine {
         C: tokio::io::AsyncRead,
     {
         let s = &self.shared;
-        // Grows to the largest frame the peer sends (see `read_exact_spare`).
+        // A frame's payload goes on in pieces of at most this: a peer's 128 KiB frames cost the
+        // relay no more memory per stream than 32 KiB ones did.
         let mut buf: Vec<u8> = Vec::with_capacity(PACKET);
         loop {
             let frame = match frame::read_frame(ch_r).await {
@@ -655,19 +656,20 @@ impl Engine {
             };
             match frame {
                 Frame::Data(len) => {
-                    buf.clear();
-                    if read_exact_spare(ch_r, &mut buf, len as usize)
-                        .await
-                        .is_err()
-                    {
-                        return Outcome::Lost;
-                    }
-                    let payload = &buf[..];
                     if s.peer_fin.load(Ordering::SeqCst) != u64::MAX {
                         return Outcome::Aborted("DATA after FIN".into());
                     }
-                    if let Err(e) = self.deliver(local_w, payload).await {
-                        return Outcome::Aborted(format!("local connection: {e}"));
+                    let mut left = len as usize;
+                    while left > 0 {
+                        let piece = left.min(PACKET);
+                        buf.clear();
+                        if read_exact_spare(ch_r, &mut buf, piece).await.is_err() {
+                            return Outcome::Lost;
+                        }
+                        if let Err(e) = self.deliver(local_w, &buf).await {
+                            return Outcome::Aborted(format!("local connection: {e}"));
+                        }
+                        left -= piece;
                     }
                     let received = s.received.load(Ordering::SeqCst);
                     if received - s.posted.load(Ordering::SeqCst) >= self.ack_every {
@@ -813,9 +815,9 @@ impl Engine {
 }
 
 /// Reads at most `max` (at least 1) bytes into `buf`'s spare capacity; 0 means EOF. Unlike
-/// reading into a zeroed buffer, this writes only where data lands: a stream's two 32 KiB
-/// buffers are not touched until used, and nothing is zeroed per stream (see
-/// `pipe::copy_half`). Cancel-safe, as `read_buf` is.
+/// reading into a zeroed buffer, this writes only where data lands: a stream's two buffers
+/// (32 KiB to receive, one frame to send) are not touched until used, and nothing is zeroed
+/// per stream (see `pipe::copy_half`). Cancel-safe, as `read_buf` is.
 async fn read_spare<R>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -830,7 +832,6 @@ async fn read_exact_spare<R>(r: &mut R, buf: &mut Vec<u8>, len: usize) -> io::Re
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    buf.reserve(len);
     let end = buf.len() + len;
     while buf.len() < end {
         if read_spare(r, buf, end - buf.len()).await? == 0 {
