@@ -27,6 +27,48 @@ struct MemSession {
     cut: CancellationToken,
     /// One-way delay of every channel (a long fat pipe), or none.
     delay: Option<Duration>,
+    /// The largest write offered to any of the session's channels on this side: the size of
+    /// the frames its streams send.
+    largest_write: Arc<AtomicUsize>,
+}
+
+/// Records the largest write offered through it (a whole frame; the pipe may take less).
+struct LargestWrite<S> {
+    inner: S,
+    largest: Arc<AtomicUsize>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for LargestWrite<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for LargestWrite<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.largest.fetch_max(buf.len(), Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Like `duplex`, but every byte arrives `delay` after it was written, each way, and nothing
@@ -47,6 +89,7 @@ impl Opener for MemSession {
         let peer = self.peer.clone();
         let target = self.target;
         let delay = self.delay;
+        let largest = self.largest_write.clone();
         async move {
             if cut.is_cancelled() {
                 return Err(io::Error::new(
@@ -58,7 +101,10 @@ impl Opener for MemSession {
                 Some(d) => delayed_duplex(d),
                 None => tokio::io::duplex(64 * 1024),
             };
-            let near: BoxedIo = Box::new(Cancellable::new(a, cut.clone()));
+            let near: BoxedIo = Box::new(LargestWrite {
+                inner: Cancellable::new(a, cut.clone()),
+                largest,
+            });
             let far: BoxedIo = Box::new(Cancellable::new(b, cut));
             tokio::spawn(async move {
                 let dial = || async move {
@@ -110,6 +156,8 @@ struct Pair {
     target: SocketAddr,
     cut: CancellationToken,
     delay: Option<Duration>,
+    /// See [`MemSession::largest_write`]: the client's side of every session.
+    largest_write: Arc<AtomicUsize>,
 }
 
 impl Pair {
@@ -146,6 +194,7 @@ impl Pair {
             target,
             cut,
             delay,
+            largest_write: Arc::default(),
         };
         pair.connect();
         pair
@@ -159,6 +208,7 @@ impl Pair {
             target: self.target,
             cut: self.cut.clone(),
             delay: self.delay,
+            largest_write: self.largest_write.clone(),
         })));
         let (near, far) = match self.delay {
             Some(d) => delayed_duplex(d),
@@ -237,6 +287,39 @@ async fn echo_survives_two_cuts_byte_exact() {
     panic!("finished streams were not forgotten");
 }
 
+/// A stream's frames fill the packets the peer's session announced, as the registry learned it
+/// (`set_peer_packet`, which burrow ssh calls with its control channel's packet size): 32 KiB
+/// until then, as large as the local reads after (this test's pipes hold 64 KiB).
+#[tokio::test]
+async fn streams_send_frames_as_large_as_the_session_announced() {
+    use crate::resume::frame::{PACKET, RELAY_PACKET};
+    let pair = Pair::new(10_000).await;
+    for (announced, larger) in [(None, false), (Some(RELAY_PACKET), true)] {
+        if let Some(bytes) = announced {
+            pair.client.set_peer_packet(bytes as u32);
+        }
+        pair.largest_write.store(0, Ordering::Relaxed);
+        let (mut app_r, mut app_w) = tokio::io::split(pair.open_stream().await);
+        let writer = tokio::spawn(async move {
+            app_w.write_all(&data(1 << 20)).await.unwrap();
+            app_w.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), app_r.read_to_end(&mut got))
+            .await
+            .expect("echo completes")
+            .unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, data(1 << 20), "announced {announced:?}");
+        let largest = pair.largest_write.load(Ordering::Relaxed);
+        assert_eq!(
+            largest > PACKET,
+            larger,
+            "announced {announced:?}: largest channel write {largest}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn past_the_grace_period_streams_close_cleanly() {
     let pair = Pair::new(300).await;
@@ -304,6 +387,7 @@ async fn a_refused_target_is_reported_as_connect_failed() {
         target: dead,
         cut: CancellationToken::new(),
         delay: None,
+        largest_write: Arc::default(),
     };
     let spec = ChannelSpec::Direct {
         host: "dead".into(),
