@@ -1,9 +1,10 @@
 //! The C allocator's settings (a module of the binary, not of the library: the library forbids
 //! `unsafe`, and `mallopt` is a C call). burrow's receive path allocates one buffer per SSH
 //! packet (its payload: 32 KiB from OpenSSH, up to 128 KiB from a burrow client; handed to the
-//! channel without another copy) and frees it on another thread once the data is written on. glibc's defaults give freed memory at the top of the heap
-//! back to the kernel as soon as 128 KiB are free there, and fault it in again (the kernel
-//! zeroing every page) for the next packets: profiled on `burrow serve` receiving 1 GiB, page
+//! channel without another copy) and frees it on another thread once the data is written on.
+//! glibc's defaults give freed memory at the top of the heap back to the kernel as soon as
+//! 128 KiB are free there, and fault it in again (the kernel zeroing every page) for the next
+//! packets: profiled on `burrow serve` receiving 1 GiB, page
 //! faults were ~15% of its samples, and its CPU per GiB received fell by a third (0.91-1.15 s to
 //! 0.60-0.66 s over three runs each) with the settings below.
 //!

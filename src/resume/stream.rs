@@ -827,7 +827,8 @@ where
 }
 
 /// Appends exactly `len` bytes to `buf`, read through its spare capacity; EOF first is
-/// `UnexpectedEof`, as from `read_exact`.
+/// `UnexpectedEof`, as from `read_exact`. The caller gives `buf` room for them; a full `Vec`
+/// would grow (reallocate) to take them.
 async fn read_exact_spare<R>(r: &mut R, buf: &mut Vec<u8>, len: usize) -> io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -1151,15 +1152,7 @@ mod tests {
             // All of it is waiting before the stream starts, so each read can fill a frame.
             let bulk: Vec<u8> = (0..BULK).map(|i| i as u8).collect();
             app.write_all(&bulk).await.unwrap();
-            let stream = tokio::spawn(async move {
-                let (mut r, mut w) = tokio::io::split(local);
-                let att = Attachment {
-                    channel: Box::new(near),
-                    peer_received: 0,
-                    reply_owed: false,
-                };
-                engine.attach(&mut r, &mut w, att).await
-            });
+            let stream = attach_in_task(engine, local, near);
             let mut sizes = Vec::new();
             let mut got = Vec::new();
             while got.len() < BULK {
@@ -1195,7 +1188,16 @@ mod tests {
     ) {
         let (app, local) = tokio::io::duplex(1024);
         let (near, peer) = tokio::io::duplex(capacity);
-        let stream = tokio::spawn(async move {
+        (app, peer, attach_in_task(engine, local, near))
+    }
+
+    /// `engine`'s first attachment, between `local` and the channel `near`, in a task.
+    fn attach_in_task(
+        engine: Engine,
+        local: tokio::io::DuplexStream,
+        near: tokio::io::DuplexStream,
+    ) -> tokio::task::JoinHandle<Outcome> {
+        tokio::spawn(async move {
             let (mut r, mut w) = tokio::io::split(local);
             let att = Attachment {
                 channel: Box::new(near),
@@ -1203,8 +1205,7 @@ mod tests {
                 reply_owed: false,
             };
             engine.attach(&mut r, &mut w, att).await
-        });
-        (app, peer, stream)
+        })
     }
 
     /// A request and its answer: the ACK of the request rides in front of the answer, and the

@@ -242,17 +242,34 @@ impl Pair {
 
 #[tokio::test]
 async fn echo_survives_two_cuts_byte_exact() {
+    echo_through_two_cuts(None, 7919).await;
+}
+
+/// The same with the relay's 128 KiB packets and 64 KiB writes: the cuts fall inside frames
+/// larger than the 32 KiB pieces a receiver delivers them in.
+#[tokio::test]
+async fn echo_in_large_frames_survives_two_cuts_byte_exact() {
+    echo_through_two_cuts(Some(crate::resume::frame::RELAY_PACKET), 64 * 1024).await;
+}
+
+/// 8 MiB echoed through a stream, written `chunk` bytes at a time, while its session is cut
+/// twice; the client's registry told the peer's packet size when `peer_packet` is given.
+async fn echo_through_two_cuts(peer_packet: Option<usize>, chunk: usize) {
     let mut pair = Pair::new(10_000).await;
+    if let Some(bytes) = peer_packet {
+        pair.client.set_peer_packet(bytes as u32);
+    }
     let app = pair.open_stream().await;
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let total = 8 << 20;
     let sent = data(total);
     let expected = Sha256::digest(&sent);
+    // Paced (about 0.5 s in all) so that both cuts fall in the middle of the transfer.
+    let pause_every = (16 * 7919 / chunk).max(1);
     let writer = tokio::spawn(async move {
-        // Paced (about 0.5 s in all) so that both cuts fall in the middle of the transfer.
-        for (i, chunk) in sent.chunks(7919).enumerate() {
-            app_w.write_all(chunk).await.unwrap();
-            if i % 16 == 0 {
+        for (i, piece) in sent.chunks(chunk).enumerate() {
+            app_w.write_all(piece).await.unwrap();
+            if i % pause_every == 0 {
                 tokio::time::sleep(Duration::from_millis(4)).await;
             }
         }
