@@ -257,6 +257,52 @@ mod tests {
         }
     }
 
+    /// burrow: a message that fills the output buffer before the flush (any random
+    /// 58,271-byte payload with miniz_oxide 0.8's fast level) used to end its packet
+    /// mid-stream: the inflater came back short, and every later packet was garbage
+    /// (a relay saw "SshEncoding: length invalid"). Lengths around it, on fresh streams and on
+    /// one long stream as a session has.
+    #[test]
+    fn a_message_that_fills_the_output_is_flushed_whole() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        };
+        let mut long_comp = Compress::None;
+        let mut long_decomp = Decompress::None;
+        Compression::Zlib.init_compress(&mut long_comp);
+        Compression::Zlib.init_decompress(&mut long_decomp);
+        for len in (58_200..58_340).chain([58_271, 65_497, 131_081]) {
+            let payload = random(len);
+            let mut comp = Compress::None;
+            let mut decomp = Decompress::None;
+            Compression::Zlib.init_compress(&mut comp);
+            Compression::Zlib.init_decompress(&mut decomp);
+            for (comp, decomp, stream) in [
+                (&mut comp, &mut decomp, "fresh"),
+                (&mut long_comp, &mut long_decomp, "long"),
+            ] {
+                let mut cbuf = b"hdr".to_vec();
+                let n = comp.compress_into(&payload, &mut cbuf, 3).unwrap();
+                assert_eq!(cbuf.len(), 3 + n);
+                let mut dbuf = Vec::new();
+                let out = decomp.decompress(&cbuf[3..], &mut dbuf).unwrap();
+                assert!(
+                    out == payload.as_slice(),
+                    "{stream} stream: {len} bytes came back as {}",
+                    out.len()
+                );
+            }
+        }
+    }
+
     #[test]
     fn partial_flush_packets_round_trip() {
         // Real SSH packets are partial flushes on one continuous stream, not
@@ -320,6 +366,14 @@ impl Compress {
                 let reserve = Self::zlib_output_reserve_bound(input.len());
                 output.resize(start_len + reserve, 0);
                 let flush = flate2::FlushCompress::Partial;
+                // burrow: a call that fills the output can stop before the flush it was asked
+                // for, and then the next call (miniz_oxide) only hands over what it held back
+                // and returns `Ok` with room to spare, the flush still not done: the packet
+                // would end mid-message and the peer's inflater would lose step for good (a
+                // random 58,271-byte payload did it every time). So after a full buffer, one
+                // more call follows the one that comes back with room; it completes the flush,
+                // or adds an empty block that the inflater skips.
+                let mut filled = false;
                 loop {
                     let n_in_ = z.total_in() as usize - n_in;
                     let n_out_ = z.total_out() as usize - n_out;
@@ -332,11 +386,14 @@ impl Compress {
                         flate2::Status::BufError => {
                             let growth = output.len().saturating_sub(start_len).max(1);
                             output.resize(output.len() + growth, 0);
+                            filled = true;
                         }
                         _ if output_full => {
                             let growth = output.len().saturating_sub(start_len).max(1);
                             output.resize(output.len() + growth, 0);
+                            filled = true;
                         }
+                        _ if filled => filled = false,
                         _ => break,
                     }
                 }
