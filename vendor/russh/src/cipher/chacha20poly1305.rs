@@ -37,10 +37,14 @@ impl super::Cipher for SshChacha20Poly1305Cipher {
         _: &[u8],
         _: &dyn MacAlgorithm,
     ) -> Box<dyn super::OpeningKey + Send> {
-        Box::new(OpeningKey(chacha20_poly1305_openssh::OpeningKey::new(
-            #[allow(clippy::unwrap_used)]
-            k.try_into().unwrap(),
-        )))
+        #[allow(clippy::unwrap_used)]
+        let k: &[u8; chacha20_poly1305_openssh::KEY_LEN] = k.try_into().unwrap();
+        // burrow: the AVX-512 keystream where the CPU has it (chacha20poly1305_wide.rs).
+        #[cfg(all(chacha20_avx512, feature = "aws-lc-rs", target_arch = "x86_64"))]
+        if super::chacha20poly1305_wide::wide_keystream_available() {
+            return Box::new(super::chacha20poly1305_wide::OpeningKey::new(k, true));
+        }
+        Box::new(OpeningKey(chacha20_poly1305_openssh::OpeningKey::new(k)))
     }
 
     fn make_sealing_key(
@@ -50,10 +54,14 @@ impl super::Cipher for SshChacha20Poly1305Cipher {
         _: &[u8],
         _: &dyn MacAlgorithm,
     ) -> Box<dyn super::SealingKey + Send> {
-        Box::new(SealingKey(chacha20_poly1305_openssh::SealingKey::new(
-            #[allow(clippy::unwrap_used)]
-            k.try_into().unwrap(),
-        )))
+        #[allow(clippy::unwrap_used)]
+        let k: &[u8; chacha20_poly1305_openssh::KEY_LEN] = k.try_into().unwrap();
+        // burrow: the AVX-512 keystream where the CPU has it (chacha20poly1305_wide.rs).
+        #[cfg(all(chacha20_avx512, feature = "aws-lc-rs", target_arch = "x86_64"))]
+        if super::chacha20poly1305_wide::wide_keystream_available() {
+            return Box::new(super::chacha20poly1305_wide::SealingKey::new(k, true));
+        }
+        Box::new(SealingKey(chacha20_poly1305_openssh::SealingKey::new(k)))
     }
 }
 
@@ -99,28 +107,11 @@ impl super::OpeningKey for OpeningKey {
 
 impl super::SealingKey for SealingKey {
     fn padding_length(&self, payload: &[u8]) -> usize {
-        let block_size = 8;
-        let extra_len = super::PACKET_LENGTH_LEN + super::PADDING_LENGTH_LEN;
-        let padding_len = if payload.len() + extra_len <= super::MINIMUM_PACKET_LEN {
-            super::MINIMUM_PACKET_LEN - payload.len() - super::PADDING_LENGTH_LEN
-        } else {
-            block_size - ((super::PADDING_LENGTH_LEN + payload.len()) % block_size)
-        };
-        if padding_len < super::PACKET_LENGTH_LEN {
-            padding_len + block_size
-        } else {
-            padding_len
-        }
+        padding_length(payload)
     }
 
-    // As explained in "SSH via CTR mode with stateful decryption" in
-    // https://openvpn.net/papers/ssh-security.pdf, the padding doesn't need to
-    // be random because we're doing stateful counter-mode encryption. Use
-    // fixed padding to avoid PRNG overhead.
     fn fill_padding(&self, padding_out: &mut [u8]) {
-        for padding_byte in padding_out {
-            *padding_byte = 0;
-        }
+        fill_padding(padding_out)
     }
 
     fn tag_len(&self) -> usize {
@@ -139,5 +130,31 @@ impl super::SealingKey for SealingKey {
             #[allow(clippy::unwrap_used)]
             tag.try_into().unwrap(),
         );
+    }
+}
+
+// burrow: the padding rules, shared with chacha20poly1305_wide.rs.
+pub(super) fn padding_length(payload: &[u8]) -> usize {
+    let block_size = 8;
+    let extra_len = super::PACKET_LENGTH_LEN + super::PADDING_LENGTH_LEN;
+    let padding_len = if payload.len() + extra_len <= super::MINIMUM_PACKET_LEN {
+        super::MINIMUM_PACKET_LEN - payload.len() - super::PADDING_LENGTH_LEN
+    } else {
+        block_size - ((super::PADDING_LENGTH_LEN + payload.len()) % block_size)
+    };
+    if padding_len < super::PACKET_LENGTH_LEN {
+        padding_len + block_size
+    } else {
+        padding_len
+    }
+}
+
+// As explained in "SSH via CTR mode with stateful decryption" in
+// https://openvpn.net/papers/ssh-security.pdf, the padding doesn't need to
+// be random because we're doing stateful counter-mode encryption. Use
+// fixed padding to avoid PRNG overhead.
+pub(super) fn fill_padding(padding_out: &mut [u8]) {
+    for padding_byte in padding_out {
+        *padding_byte = 0;
     }
 }

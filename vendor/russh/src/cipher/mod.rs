@@ -44,6 +44,9 @@ use crate::sshbuffer::SSHBuffer;
 pub(crate) mod block;
 pub(crate) mod cbc;
 pub(crate) mod chacha20poly1305;
+// burrow: chacha20-poly1305@openssh.com with an AVX-512 keystream (BURROW-PATCH.md).
+#[cfg(all(chacha20_avx512, feature = "aws-lc-rs", target_arch = "x86_64"))]
+pub(crate) mod chacha20poly1305_wide;
 pub(crate) mod clear;
 pub(crate) mod gcm;
 
