@@ -258,7 +258,7 @@ mod tests {
     }
 
     /// burrow: a message that fills the output buffer before the flush (any random
-    /// 58,271-byte payload with miniz_oxide 0.8's fast level) used to end its packet
+    /// 58,271-byte payload with miniz_oxide 0.9's fast level) used to end its packet
     /// mid-stream: the inflater came back short, and every later packet was garbage
     /// (a relay saw "SshEncoding: length invalid"). Lengths around it, on fresh streams and on
     /// one long stream as a session has.
