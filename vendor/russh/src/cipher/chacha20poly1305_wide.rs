@@ -56,10 +56,14 @@ impl Keys {
         keys
     }
 
-    fn poly1305_key(&self, nonce: &[u8; 12]) -> [u8; 32] {
+    /// The Poly1305 tag of `authenticated` under this packet's one-time key (block 0 of the
+    /// main key's keystream), which is zeroed again after use.
+    fn tag(&self, nonce: &[u8; 12], authenticated: &[u8]) -> [u8; TAG_LEN] {
         let mut poly_key = [0u8; 32];
         xor_keystream_aws_lc(&self.main, nonce, 0, &mut poly_key);
-        poly_key
+        let tag = poly1305(&poly_key, authenticated);
+        poly_key.zeroize();
+        tag
     }
 
     fn xor_payload(&self, nonce: &[u8; 12], payload: &mut [u8]) {
@@ -188,10 +192,7 @@ impl super::OpeningKey for OpeningKey {
         let ciphertext_len = ciphertext_and_tag.len() - TAG_LEN;
         let (ciphertext, tag) = ciphertext_and_tag.split_at_mut(ciphertext_len);
         let nonce = nonce(sequence_number);
-        let mut poly_key = self.0.poly1305_key(&nonce);
-        let expected = poly1305(&poly_key, ciphertext);
-        poly_key.zeroize();
-        if !tags_equal(&expected, tag) {
+        if !tags_equal(&self.0.tag(&nonce, ciphertext), tag) {
             return Err(Error::DecryptionError);
         }
         let payload = ciphertext
@@ -227,9 +228,7 @@ impl super::SealingKey for SealingKey {
         let (length, payload) = packet.split_at_mut(PACKET_LENGTH_LEN.min(packet.len()));
         xor_keystream_aws_lc(&self.0.header, &nonce, 0, length);
         self.0.xor_payload(&nonce, payload);
-        let mut poly_key = self.0.poly1305_key(&nonce);
-        let tag = poly1305(&poly_key, packet);
-        poly_key.zeroize();
+        let tag = self.0.tag(&nonce, packet);
         debug_assert_eq!(tag_out.len(), TAG_LEN);
         for (out, byte) in tag_out.iter_mut().zip(tag) {
             *out = byte;
