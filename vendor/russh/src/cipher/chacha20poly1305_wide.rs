@@ -13,14 +13,13 @@
 // sequence number as a 64-bit big-endian integer, which is the IETF 96-bit nonce
 // 0u32 || seq as u64 with a 32-bit block counter (a packet is far shorter than 2^32 blocks).
 
+use aws_lc_rs::aead::chacha20_poly1305_openssh::{KEY_LEN, TAG_LEN};
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use zeroize::Zeroize;
 
 use super::super::Error;
+use super::PACKET_LENGTH_LEN;
 
-const KEY_LEN: usize = 64;
-const TAG_LEN: usize = 16;
-const PACKET_LENGTH_LEN: usize = 4;
 const CHACHA_BLOCK: usize = 64;
 /// One AVX-512 batch of the `chacha20` crate: 16 blocks. Shorter spans go to aws-lc.
 const WIDE_SPAN: usize = 16 * CHACHA_BLOCK;
