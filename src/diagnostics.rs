@@ -35,7 +35,14 @@ pub fn snapshot(counters: &Counters) -> Snapshot {
 
 /// Logs a [`snapshot`] at info level.
 pub fn log_snapshot(counters: &Counters) {
-    let s = snapshot(counters);
+    log_snapshot_with(counters, 0);
+}
+
+/// Logs a [`snapshot`] at info level, counting `other_tasks` (alive on runtimes other than the
+/// current one: the relay's session threads) as well.
+pub fn log_snapshot_with(counters: &Counters, other_tasks: usize) {
+    let mut s = snapshot(counters);
+    s.tasks += other_tasks;
     tracing::info!(
         tasks = s.tasks,
         fds = s.fds.unwrap_or(0),

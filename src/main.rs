@@ -50,8 +50,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// cross-thread wake-ups to every forwarded connection. Measured (issue 21): client CPU per
 /// forwarded connection and per GiB both fell, and context switches per connection halved.
 /// Whatever waits for a person (passwords, passphrases, host keys, ControlMaster=ask) waits
-/// on the blocking pool (`client::prompt::in_turn`, the host key check).
-fn ssh_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// on the blocking pool (`client::prompt::in_turn`, the host key check). `burrow serve`'s
+/// main thread uses one too: its sessions run on their own threads (`server::workers`).
+fn one_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,7 +111,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_token_file: args.metrics_token_file,
     };
     let config = ServeConfig::load(&overrides)?;
-    runtime()?.block_on(server::run(config))
+    // Sessions run on the relay's own session threads (`server::workers`); this thread only
+    // accepts, answers signals and serves the metrics endpoint.
+    one_thread_runtime()?.block_on(server::run(config))
 }
 
 fn ssh(args: SshArgs) -> u8 {
@@ -142,7 +145,7 @@ fn ssh(args: SshArgs) -> u8 {
         background::Role::Exit(code) => return code,
         background::Role::Run(ready) => ready,
     };
-    let runtime = match ssh_runtime() {
+    let runtime = match one_thread_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("burrow: cannot start the async runtime: {e}");

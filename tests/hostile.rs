@@ -804,3 +804,46 @@ async fn a_hostile_resume_control_channel_hurts_only_itself() {
     assert!(client.try_status().is_none(), "{}", client.stderr_text());
     assert!(relay.child.try_status().is_none(), "the relay is running");
 }
+
+/// The relay offers no finite-field Diffie-Hellman (src/transport.rs `RELAY_KEX`): russh
+/// computes it on pure-Rust big integers, about half a second of CPU per 8192-bit exchange,
+/// which any peer could ask for again and again before authenticating while the session's
+/// thread (src/server/workers.rs) runs nothing else. An OpenSSH client limited to those
+/// exchanges is refused with OpenSSH's message; with its defaults it authenticates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_offers_no_slow_diffie_hellman_key_exchange() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let relay = Relay::start(dir.path(), "relay", &[&key.public_line], None, &[]).await;
+    let limit = Duration::from_secs(30);
+    for kex in [
+        "diffie-hellman-group18-sha512",
+        "diffie-hellman-group-exchange-sha256",
+        "diffie-hellman-group14-sha256",
+    ] {
+        let mut cmd = relay.ssh(&key);
+        cmd.args([
+            "-o",
+            &format!("KexAlgorithms={kex}"),
+            "-N",
+            "root@127.0.0.1",
+        ]);
+        let (st, _, err) = run_with_timeout(cmd, dir.path(), "ssh-dh", limit);
+        assert_eq!(st.and_then(|s| s.code()), Some(255), "{kex}: {err}");
+        assert!(
+            err.contains("no matching key exchange method found"),
+            "{kex}: {err}"
+        );
+    }
+    // The defaults still reach authentication (the relay then refuses the command).
+    let mut cmd = relay.ssh(&key);
+    cmd.args(["-v", "root@127.0.0.1", "true"]);
+    let (_, _, err) = run_with_timeout(cmd, dir.path(), "ssh-default", limit);
+    assert!(err.contains("Authenticated to 127.0.0.1"), "{err}");
+    assert!(
+        ["curve25519-sha256", "mlkem768x25519-sha256"]
+            .iter()
+            .any(|k| err.contains(&format!("kex: algorithm: {k}"))),
+        "{err}"
+    );
+}

@@ -20,6 +20,7 @@ pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod strict_modes;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -82,6 +83,11 @@ pub struct Relay {
     pub access: Arc<access_log::AccessLog>,
     next_session: AtomicU64,
     ssh: Arc<russh::server::Config>,
+    /// The threads sessions run on (see [`workers`]).
+    workers: workers::Workers,
+    /// The runtime that accepts connections, whose blocking pool every session's name lookups
+    /// share (see [`workers::BLOCKING_THREADS`]).
+    pub lookups: tokio::runtime::Handle,
 }
 
 impl Relay {
@@ -174,6 +180,7 @@ impl Drop for ChannelSlot {
 fn ssh_config(config: &ServeConfig, host_key: russh::keys::PrivateKey) -> russh::server::Config {
     use russh::{MethodKind, MethodSet, Preferred};
     let preferred = Preferred {
+        kex: std::borrow::Cow::Borrowed(crate::transport::RELAY_KEX),
         cipher: std::borrow::Cow::Borrowed(crate::transport::CIPHERS),
         ..Preferred::default()
     };
@@ -270,6 +277,9 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
         access: Arc::new(access),
         next_session: AtomicU64::new(1),
         ssh,
+        workers: workers::Workers::start().context("starting the session threads")?,
+        lookups: tokio::runtime::Handle::try_current()
+            .context("the relay starts inside a tokio runtime")?,
     });
     let r = relay.clone();
     relay
@@ -288,18 +298,44 @@ async fn accept_loop(relay: Arc<Relay>, listener: tokio::net::TcpListener) {
             () = relay.stop_listening.cancelled() => return,
         };
         match accepted {
-            Ok((socket, peer)) => {
-                let r = relay.clone();
-                relay
-                    .tracker
-                    .spawn(async move { serve_connection(r, socket, peer).await });
-            }
+            Ok((socket, peer)) => hand_to_session_thread(&relay, socket, peer),
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
+
+/// Runs the connection's session on the session thread with the fewest sessions (see
+/// [`workers`]). The socket moves there too: registered with that thread's own event loop, its
+/// readiness wakes no other thread.
+fn hand_to_session_thread(relay: &Arc<Relay>, socket: TcpStream, peer: SocketAddr) {
+    let r = relay.clone();
+    let Some(place) = relay.workers.place() else {
+        relay
+            .tracker
+            .spawn(async move { serve_connection(r, socket, peer).await });
+        return;
+    };
+    let socket = match socket.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot hand the connection to a session thread; closing it");
+            return;
+        }
+    };
+    let handle = place.handle.clone();
+    relay.tracker.spawn_on(
+        async move {
+            let _place = place;
+            match TcpStream::from_std(socket) {
+                Ok(socket) => serve_connection(r, socket, peer).await,
+                Err(e) => tracing::warn!(%peer, error = %e, "cannot take the connection on its session thread; closing it"),
+            }
+        },
+        &handle,
+    );
 }
 
 /// One client connection from TCP accept to session end.
@@ -410,7 +446,7 @@ async fn wait_for_signals(relay: &Arc<Relay>) -> anyhow::Result<()> {
     let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
-            _ = usr1.recv() => crate::diagnostics::log_snapshot(&relay.counters),
+            _ = usr1.recv() => crate::diagnostics::log_snapshot_with(&relay.counters, relay.workers.alive_tasks()),
             _ = hup.recv() => {
                 match relay.reload_keys() {
                     Ok(n) => tracing::info!(keys = n, "reloaded authorized keys"),
@@ -440,4 +476,5 @@ pub async fn shutdown(relay: &Arc<Relay>) {
         relay.kill.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), relay.tracker.wait()).await;
     }
+    relay.workers.stop(Duration::from_secs(2)).await;
 }
