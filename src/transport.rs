@@ -14,17 +14,21 @@ pub const CIPHERS: &[cipher::Name] = &[
     cipher::AES_128_CTR,
 ];
 
-/// Key exchanges the relay offers: hybrid ML-KEM and curve25519, what every OpenSSH since 6.5
-/// and burrow itself negotiate. Not russh's finite-field Diffie-Hellman groups: they run on
-/// pure-Rust big integers, where one 8192-bit exchange (group18, or a group exchange at the
-/// client's chosen size) costs the relay about half a second of CPU. Any peer, before
-/// authenticating, could ask for that again and again, and a session thread (`server::workers`)
-/// would run nothing else meanwhile. OpenSSH's sshd offers them; clients that know only them
-/// (older than OpenSSH 6.5, 2014) are refused with "no matching key exchange method found".
+/// Key exchanges the relay offers: hybrid ML-KEM and curve25519, what OpenSSH since 6.5 and
+/// burrow itself negotiate, and NIST P-256/P-384 ECDH for clients that may not use curve25519
+/// (FIPS policies). Not russh's finite-field Diffie-Hellman groups: they run on pure-Rust big
+/// integers, where one 8192-bit exchange (group18, or a group exchange at the client's chosen
+/// size) costs the relay about half a second of CPU. Any peer, before authenticating, could ask
+/// for that again and again, and a session thread (`server::workers`) would run nothing else
+/// meanwhile. sshd offered them by default until OpenSSH 10.0; a client that knows only them is
+/// refused with "no matching key exchange method found". The two server extension names keep
+/// RFC 8308 extension negotiation and strict key exchange (the Terrapin countermeasure) on.
 pub const RELAY_KEX: &[kex::Name] = &[
     kex::MLKEM768X25519_SHA256,
     kex::CURVE25519,
     kex::CURVE25519_PRE_RFC_8731,
+    kex::ECDH_SHA2_NISTP256,
+    kex::ECDH_SHA2_NISTP384,
     kex::EXTENSION_SUPPORT_AS_SERVER,
     kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
 ];

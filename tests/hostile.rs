@@ -805,7 +805,8 @@ async fn a_hostile_resume_control_channel_hurts_only_itself() {
     assert!(relay.child.try_status().is_none(), "the relay is running");
 }
 
-/// The relay offers no finite-field Diffie-Hellman (src/transport.rs `RELAY_KEX`): russh
+/// The relay offers no finite-field Diffie-Hellman (src/transport.rs `RELAY_KEX`), and keeps
+/// strict key exchange and extension negotiation on: russh
 /// computes it on pure-Rust big integers, about half a second of CPU per 8192-bit exchange,
 /// which any peer could ask for again and again before authenticating while the session's
 /// thread (src/server/workers.rs) runs nothing else. An OpenSSH client limited to those
@@ -834,6 +835,24 @@ async fn the_relay_offers_no_slow_diffie_hellman_key_exchange() {
             err.contains("no matching key exchange method found"),
             "{kex}: {err}"
         );
+        // What the relay offers instead, with strict key exchange and extension negotiation.
+        let offer = err
+            .split("Their offer: ")
+            .nth(1)
+            .and_then(|o| o.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{kex}: no offer in {err}"));
+        for wanted in [
+            "curve25519-sha256",
+            "ecdh-sha2-nistp256",
+            "kex-strict-s-v00@openssh.com",
+            "ext-info-s",
+        ] {
+            assert!(
+                offer.split(',').any(|k| k == wanted),
+                "{wanted} not offered: {offer}"
+            );
+        }
+        assert!(!offer.contains("diffie-hellman"), "{offer}");
     }
     // The defaults still reach authentication (the relay then refuses the command).
     let mut cmd = relay.ssh(&key);

@@ -135,14 +135,44 @@ pub async fn bind(listen: &Listen, opts: BindOptions) -> Result<Vec<Listener>, B
     match listen {
         Listen::Unix(path) => bind_unix(path, opts.unix).map(|l| vec![l]),
         Listen::Tcp { bind, port } => {
-            let addrs = bind_addrs(&bind_target(bind, opts.gateway_ports), *port).await?;
+            let addrs = bind_addrs(&bind_target(bind, opts.gateway_ports), *port, None).await?;
             bind_tcp_all(&addrs, *port)
         }
     }
 }
 
-/// The addresses a [`BindTarget`] stands for on `port` (a host name is resolved now).
-pub async fn bind_addrs(target: &BindTarget, port: u16) -> Result<Vec<IpAddr>, BindError> {
+/// Resolves `host:port` as `tokio::net::lookup_host` does, but on `pool`'s blocking threads
+/// when one is given: the relay resolves on one pool shared by all its sessions, not on the
+/// small pool of the session thread a lookup comes from (`server::workers`). An address needs
+/// no lookup and is answered on the spot.
+pub async fn lookup_on(
+    pool: Option<&tokio::runtime::Handle>,
+    host: &str,
+    port: u16,
+) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let Some(pool) = pool else {
+        return Ok(tokio::net::lookup_host((host, port)).await?.collect());
+    };
+    let name = host.to_owned();
+    pool.spawn(async move {
+        tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map(|a| a.collect::<Vec<_>>())
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(format!("the lookup did not finish: {e}"))))
+}
+
+/// The addresses a [`BindTarget`] stands for on `port` (a host name is resolved now, on
+/// `pool` if given, see [`lookup_on`]).
+pub async fn bind_addrs(
+    target: &BindTarget,
+    port: u16,
+    pool: Option<&tokio::runtime::Handle>,
+) -> Result<Vec<IpAddr>, BindError> {
     Ok(match target {
         BindTarget::Loopback => vec![
             IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -153,13 +183,13 @@ pub async fn bind_addrs(target: &BindTarget, port: u16) -> Result<Vec<IpAddr>, B
             IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         ],
         BindTarget::Host(h) => {
-            let found = tokio::net::lookup_host((h.as_str(), port))
+            let found = lookup_on(pool, h, port)
                 .await
                 .map_err(|e| BindError::Resolve {
                     host: h.clone(),
                     reason: io_reason(&e),
                 })?;
-            let mut ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+            let mut ips: Vec<IpAddr> = found.into_iter().map(|a| a.ip()).collect();
             ips.dedup();
             ips
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::policy::{DenyReason, Reach};
 use super::Relay;
+use crate::forward::listen::lookup_on;
 
 /// Why a destination that passed [`super::policy::check_open`] still cannot be reached.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +51,9 @@ pub async fn admit(
         };
         return Err(Blocked::Policy(reason));
     }
-    let resolved: Vec<SocketAddr> = lookup(relay, host, port)
-        .await?
+    let resolved: Vec<SocketAddr> = lookup_on(Some(&relay.lookups), host, port)
+        .await
+        .map_err(|e| Blocked::Resolve(crate::reason::io_reason(&e)))?
         .into_iter()
         .map(|a| SocketAddr::new(kernel_destination(a.ip()), a.port()))
         .collect();
@@ -74,29 +76,6 @@ pub async fn admit(
         return Err(Blocked::Policy(reason));
     }
     Ok(allowed)
-}
-
-/// Resolves `host:port` on the relay's shared lookup pool ([`Relay::lookups`]), not on the
-/// session's own thread, whose small pool a session's slow lookups could fill for every other
-/// session there. An address needs no lookup and is answered on the spot.
-async fn lookup(relay: &Relay, host: &str, port: u16) -> Result<Vec<SocketAddr>, Blocked> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let name = host.to_owned();
-    let found = relay
-        .lookups
-        .spawn(async move {
-            tokio::net::lookup_host((name.as_str(), port))
-                .await
-                .map(|a| a.collect::<Vec<_>>())
-        })
-        .await;
-    match found {
-        Ok(Ok(addrs)) => Ok(addrs),
-        Ok(Err(e)) => Err(Blocked::Resolve(crate::reason::io_reason(&e))),
-        Err(e) => Err(Blocked::Resolve(format!("the lookup did not finish: {e}"))),
-    }
 }
 
 /// True when the relay's own SSH or metrics listener uses `port` (on any address). A -R

@@ -537,7 +537,7 @@ impl SessionListeners {
             return Err(own_port());
         }
         let target = policy::listen_addr(requested_addr, self.relay.config.policy.gateway_ports);
-        let ips = bind_addrs(&target, port)
+        let ips = bind_addrs(&target, port, Some(&self.relay.lookups))
             .await
             .map_err(|e| Refused::new(Refusal::Resolve, e))?;
         let listeners = self

@@ -86,7 +86,7 @@ pub struct Relay {
     /// The threads sessions run on (see [`workers`]).
     workers: workers::Workers,
     /// The runtime that accepts connections, whose blocking pool every session's name lookups
-    /// share (see [`workers::BLOCKING_THREADS`]).
+    /// share (`forward::listen::lookup_on`), rather than each session thread's own.
     pub lookups: tokio::runtime::Handle,
 }
 

@@ -4,13 +4,14 @@
 //! On a work-stealing runtime a session's tasks (its transport, one pump per forwarded
 //! connection, its listeners) land on whichever worker is free, so every channel message and
 //! every window update between them can be a wake-up of another thread. Measured on the relay
-//! (issue 21, one 4 GiB download through -L, 2 cores): with every session on one thread the relay
-//! spent 10–20% less CPU per GiB sent and moved 8–20% more bytes per second than on the
-//! work-stealing runtime, the same lesson as `burrow ssh`'s one thread. So each accepted
-//! connection goes to the thread with the fewest sessions, and everything the session spawns
-//! (`tokio::spawn` inside it) stays on that thread; sessions on different threads still share the
-//! relay's state (`Relay`), and a task may still wait on one of another thread (a resumable stream
-//! reattached from a new session), only not every message.
+//! (issue 21, `bench --only throughput` on 2 cores, interleaved, with a prototype that ran the
+//! whole relay on one thread, which is the same for one session): the relay spent 7–21% less
+//! CPU per GiB sent and received, and burrow→serve moved 4–26% more bytes per second, the same
+//! lesson as `burrow ssh`'s one thread. So each accepted connection goes to the thread with the
+//! fewest sessions, and everything the session spawns (`tokio::spawn` inside it) stays on that
+//! thread; sessions on different threads still share the relay's state (`Relay`), and a task
+//! may still wait on one of another thread (a resumable stream re-attached from a later session
+//! stays on the thread it started on), only not for every message.
 //!
 //! The price, as with nginx's or HAProxy's threads: one session's forwards share one core. A
 //! session's transport (every packet's crypto) was a single task before, so the cap is about
@@ -22,10 +23,11 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-/// Threads for blocking work over all session threads (each runtime has its own pool): together
-/// no more than the one pool the relay had on tokio's default runtime. Name lookups for
-/// forwards do not use them: they run on the main runtime's pool, shared by every session
-/// (`Relay::lookups`), so one session's slow lookups cannot queue another's behind them.
+/// Threads for blocking work over all session threads (each runtime has its own pool). The
+/// relay's name lookups (-L/-D/-W destinations, -R bind names) do not use them: they run on the
+/// accepting runtime's pool, shared by every session (`Relay::lookups`,
+/// `forward::listen::lookup_on`), so one session's slow lookups cannot fill a small pool for
+/// the others on its thread.
 const BLOCKING_THREADS: usize = 512;
 
 /// The session threads; they stop (dropping whatever still runs there) when this is dropped.
@@ -122,7 +124,7 @@ impl Workers {
         let n = self.threads.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let worker = (0..n)
-            .filter_map(|k| self.threads.get((start + k) % n))
+            .filter_map(|k| self.threads.get(start.wrapping_add(k) % n))
             .min_by_key(|w| w.sessions.load(Ordering::Relaxed))?;
         worker.sessions.fetch_add(1, Ordering::Relaxed);
         Some(Placement {
