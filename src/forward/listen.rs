@@ -356,3 +356,62 @@ pub fn serve_until<F, Fut>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A current-thread runtime on its own thread with `blocking` blocking threads; dropped
+    /// (and its thread ended) when the returned sender is.
+    fn runtime_thread(blocking: usize) -> (tokio::runtime::Handle, std::sync::mpsc::Sender<()>) {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads(blocking)
+                .build()
+                .expect("runtime");
+            handle_tx.send(rt.handle().clone()).expect("handle");
+            rt.block_on(async {
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+            });
+        });
+        (handle_rx.recv().expect("handle"), stop_tx)
+    }
+
+    /// The relay's lookups run on the pool they are given, not on the caller's: with the
+    /// caller's one blocking thread held, a lookup on another pool still finishes, and one on
+    /// the full pool waits. Names come from /etc/hosts; nothing is sent anywhere.
+    #[test]
+    fn a_lookup_runs_on_the_pool_it_is_given() {
+        let (full, hold_full) = runtime_thread(1); // its one blocking thread waits for `hold_full`
+        let (shared, stop_shared) = runtime_thread(8);
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        caller.block_on(async {
+            let on_shared = tokio::time::timeout(
+                Duration::from_secs(10),
+                lookup_on(Some(&shared), "localhost", 22),
+            )
+            .await;
+            let addrs = on_shared
+                .expect("a lookup on a free pool finishes")
+                .expect("localhost resolves");
+            assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 22));
+            let on_full = tokio::time::timeout(
+                Duration::from_millis(300),
+                lookup_on(Some(&full), "localhost", 22),
+            )
+            .await;
+            assert!(on_full.is_err(), "a lookup on a full pool should wait");
+            // An address is answered without any pool.
+            let ip = lookup_on(Some(&full), "::1", 7).await.expect("an address");
+            assert_eq!(ip, vec![SocketAddr::from((Ipv6Addr::LOCALHOST, 7))]);
+        });
+        drop((hold_full, stop_shared));
+    }
+}
