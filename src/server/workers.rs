@@ -68,13 +68,14 @@ impl Workers {
 
     /// Starts `n` threads (at least one). If one cannot start, those already started stop.
     pub fn start_n(n: usize) -> std::io::Result<Self> {
+        let n = n.max(1);
         let mut workers = Self {
-            threads: Vec::with_capacity(n.max(1)),
+            threads: Vec::with_capacity(n),
             stop: CancellationToken::new(),
             next: AtomicUsize::new(0),
         };
-        let blocking = (BLOCKING_THREADS / n.max(1)).max(1);
-        for i in 0..n.max(1) {
+        let blocking = (BLOCKING_THREADS / n).max(1);
+        for i in 0..n {
             // On error `workers` is dropped, which stops the threads started so far.
             let (handle, thread) = workers.start_thread(i, blocking)?;
             workers.threads.push(Worker {
