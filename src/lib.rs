@@ -44,7 +44,9 @@
 //!   stream engine (`resume::stream`) frames the bytes over the channel and keeps what the
 //!   peer has not acknowledged, and after a reconnect (`client::resume`, `server::resume`) a
 //!   new channel re-attaches and both sides replay exactly what the other missed.
-#![forbid(unsafe_code)]
+// No unsafe code, except two socket-option calls that no wrapper crate offers (`batched_reads`,
+// which allows it for itself alone).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
@@ -56,6 +58,7 @@
 /// show the version alone (see [`docs::command`]), or they would change with every commit.
 pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BURROW_COMMIT"), ")");
 
+pub mod batched_reads;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -139,7 +139,12 @@ async fn open_tcp(
     remote: Option<SharedRemoteForwards>,
 ) -> Result<(Handle<ClientHandler>, Arc<SessionEvents>), ClientError> {
     let stream = tcp_connect(opts).await?;
-    handshake(opts, stream, remote).await
+    handshake(
+        opts,
+        crate::batched_reads::BatchedReads::new(stream),
+        remote,
+    )
+    .await
 }
 
 async fn open_via(

@@ -362,7 +362,10 @@ async fn serve_connection(relay: Arc<Relay>, socket: TcpStream, peer: SocketAddr
         authenticated.clone(),
         permit,
     );
-    let stream = stream::Cancellable::new(socket, session_cancel.clone());
+    let stream = stream::Cancellable::new(
+        crate::batched_reads::BatchedReads::new(socket),
+        session_cancel.clone(),
+    );
     let ssh = relay.ssh.clone();
     let session = async move {
         let running = russh::server::run_stream(ssh, stream, handler).await?;
