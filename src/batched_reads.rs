@@ -12,14 +12,21 @@
 //!
 //! How, and what it costs: only after a read of at least [`STREAMING_READ`] bytes (the peer is
 //! streaming) is the low-water mark raised, and it is lowered again by the first small read or
-//! when nothing has woken the reader for [`PAUSE`]. So an interactive session, a request and
-//! its reply, or a slow link never waits for anything: their reads are small. The price is at
-//! the end of a fast burst: the last bytes short of 256 KiB wait for the pause, 1-2 ms (tokio's
-//! timer has millisecond ticks), once per burst. The end of the stream (FIN) and errors wake the
-//! reader at once whatever the mark: the kernel reports them apart from the byte count.
-//! The mark is also kept at a quarter of the socket's receive buffer or less: Linux grows the
-//! buffer and clamps the TCP window to the mark when the buffer is too small to hold it, and a
-//! window clamped to 256 KiB would cripple a long link.
+//! when nothing has woken the reader for [`PAUSE`]. Interactive sessions and small requests and
+//! replies read less than that and never wait. The price is at the end of a burst: the last
+//! bytes short of the mark wait for the pause, 1-2 ms (tokio's timer has millisecond ticks).
+//! Request and reply traffic with messages of 16 KiB or more (HTTP, database results) would pay
+//! that on every round trip, so a wait that the pause had to end counts against batching: the
+//! next [`FIRST_BACKOFF`] large reads do not raise the mark, and every further such wait
+//! multiplies that by four (up to [`MAX_BACKOFF`]), until a read while the mark is raised shows
+//! the peer streaming again. Such traffic pays the pause a few times, then no more (measured in
+//! `tests::request_and_reply_stop_paying_the_pause`). The end of the stream (FIN) and errors
+//! wake the reader at once whatever the mark: the kernel reports them apart from the byte count.
+//!
+//! The mark is also kept at an eighth of the socket's receive buffer or less, and batching stops
+//! for good if raising it grew the buffer anyway: Linux grows the buffer and clamps the TCP
+//! window to the mark when it estimates the buffer cannot hold it, and a window clamped to 256
+//! KiB would cripple a long link.
 #![allow(unsafe_code)] // setsockopt/getsockopt; the library denies unsafe code everywhere else
 
 use std::future::Future;
@@ -42,6 +49,10 @@ pub const STREAMING_READ: usize = 16 * 1024;
 pub const BATCH: usize = 256 * 1024;
 /// How long a raised mark may hold back bytes that are already there.
 pub const PAUSE: Duration = Duration::from_millis(1);
+/// Large reads that do not raise the mark after the pause first had to end a wait.
+pub const FIRST_BACKOFF: u32 = 8;
+/// The most large reads that do not raise the mark after repeated pauses.
+pub const MAX_BACKOFF: u32 = 4096;
 
 /// A TCP stream whose reads are batched while the peer streams; writes pass straight through.
 pub struct BatchedReads {
@@ -54,6 +65,16 @@ pub struct BatchedReads {
     pause_armed: bool,
     /// Reset for each wait rather than allocated anew.
     pause: Pin<Box<Sleep>>,
+    /// Large reads still to let pass before raising the mark again.
+    skip: u32,
+    /// What `skip` becomes when the pause next ends a wait (0: [`FIRST_BACKOFF`]).
+    backoff: u32,
+    /// Raising the mark grew the receive buffer: never raise it again.
+    disabled: bool,
+    /// The last read went around the runtime and filled its room: read that way again.
+    draining: bool,
+    /// Waits the pause ended (for the tests).
+    pauses: u32,
 }
 
 impl BatchedReads {
@@ -65,17 +86,33 @@ impl BatchedReads {
             raised: false,
             pause_armed: false,
             pause: Box::pin(tokio::time::sleep(PAUSE)),
+            skip: 0,
+            backoff: 0,
+            disabled: false,
+            draining: false,
+            pauses: 0,
         }
     }
 
     /// Raises the mark if the receive buffer is large enough to hold it without the kernel
     /// clamping the window (see the module's notes); says whether it did.
     fn raise(&mut self) -> bool {
-        let rcvbuf = socket2::SockRef::from(&self.inner)
-            .recv_buffer_size()
-            .unwrap_or(0);
-        let mark = BATCH.min(rcvbuf / 4);
-        mark >= STREAMING_READ && set_rcvlowat(self.inner.as_fd(), mark).is_ok()
+        let rcvbuf = || {
+            socket2::SockRef::from(&self.inner)
+                .recv_buffer_size()
+                .unwrap_or(0)
+        };
+        let before = rcvbuf();
+        let mark = BATCH.min(before / 8);
+        if mark < STREAMING_READ || set_rcvlowat(self.inner.as_fd(), mark).is_err() {
+            return false;
+        }
+        if rcvbuf() != before {
+            self.disabled = true;
+            let _ = set_rcvlowat(self.inner.as_fd(), 1);
+            return false;
+        }
+        true
     }
 
     fn lower(&mut self) -> io::Result<()> {
@@ -83,12 +120,28 @@ impl BatchedReads {
         set_rcvlowat(self.inner.as_fd(), 1)
     }
 
+    /// After a read of `n` bytes: keeps the mark raised while the peer streams.
+    fn after_read(&mut self, n: usize) -> io::Result<()> {
+        self.pause_armed = false;
+        self.streaming = n >= STREAMING_READ;
+        if self.streaming {
+            if self.raised {
+                // The peer kept the raised mark busy: it streams, batching pays.
+                self.backoff = 0;
+            }
+            self.skip = self.skip.saturating_sub(1);
+        }
+        if self.raised && !self.streaming {
+            self.lower()?;
+        }
+        Ok(())
+    }
+
     /// Called when a read found nothing: raises the mark if the peer was streaming, and says
     /// whether the wait may go on, or (`Ready`) the pause has run out and the mark is lowered.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.streaming && !self.raised {
+        if self.streaming && !self.raised && self.skip == 0 && !self.disabled {
             self.raised = self.raise();
-            self.streaming = self.raised;
         }
         if !self.raised {
             return Poll::Pending;
@@ -100,7 +153,45 @@ impl BatchedReads {
         std::task::ready!(self.pause.as_mut().poll(cx));
         self.pause_armed = false;
         self.streaming = false;
+        self.pauses = self.pauses.saturating_add(1);
+        self.backoff = match self.backoff {
+            0 => FIRST_BACKOFF,
+            b => b.saturating_mul(4).min(MAX_BACKOFF),
+        };
+        self.skip = self.backoff;
         Poll::Ready(self.lower())
+    }
+
+    /// Reads what the socket holds without asking the runtime, which saw its readiness used up
+    /// before the pause lowered the mark: Linux reports the bytes that arrived under the mark
+    /// when it is lowered (since 4.18), but this does not rely on it. `draining` stays on while
+    /// such reads fill the room they are given, so nothing is left behind unreported.
+    fn read_now(&mut self, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        use std::io::Read;
+        let room = buf.remaining().min(BATCH);
+        let socket = socket2::SockRef::from(&self.inner);
+        match (&*socket).read(buf.initialize_unfilled_to(room)) {
+            Ok(n) => {
+                buf.advance(n);
+                self.draining = n == room && n > 0;
+                Poll::Ready(Ok(()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.draining = false;
+                Poll::Pending
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for BatchedReads {
+    /// Whoever reads the socket next (nothing in burrow does) would otherwise wait for the mark.
+    fn drop(&mut self) {
+        if self.raised {
+            let _ = set_rcvlowat(self.inner.as_fd(), 1);
+        }
     }
 }
 
@@ -111,22 +202,31 @@ impl AsyncRead for BatchedReads {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
+        if this.draining {
+            if let Poll::Ready(r) = this.read_now(buf) {
+                r?;
+                this.after_read(buf.filled().len() - before)?;
+                return Poll::Ready(Ok(()));
+            }
+        }
         loop {
-            let before = buf.filled().len();
             match Pin::new(&mut this.inner).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {
-                    this.pause_armed = false;
-                    this.streaming = buf.filled().len() - before >= STREAMING_READ;
-                    if this.raised && !this.streaming {
-                        this.lower()?;
-                    }
+                    this.after_read(buf.filled().len() - before)?;
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                // Lowering the mark makes the kernel report the bytes already there (the
-                // socket's readiness comes through the runtime, so the loop polls again to
-                // register for it).
-                Poll::Pending => std::task::ready!(this.poll_wait(cx))?,
+                Poll::Pending => {
+                    std::task::ready!(this.poll_wait(cx))?;
+                    // The pause lowered the mark: take what is there, or wait as usual (the
+                    // loop's next poll registers for the socket's readiness).
+                    if let Poll::Ready(r) = this.read_now(buf) {
+                        r?;
+                        this.after_read(buf.filled().len() - before)?;
+                        return Poll::Ready(Ok(()));
+                    }
+                }
             }
         }
     }
@@ -215,6 +315,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    /// Far above the pause, far below a hang: a liveness bound, not a speed test.
+    const PROMPTLY: Duration = Duration::from_millis(500);
+
     async fn pair() -> (BatchedReads, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -226,36 +329,42 @@ mod tests {
         rcvlowat(r.inner.as_fd()).unwrap()
     }
 
-    /// Polls one read once, with nothing to read: the reader starts its wait and gives up.
+    /// Polls one read exactly once, with nothing to read: the reader starts its wait.
     async fn start_waiting(r: &mut BatchedReads) {
         let mut b = [0u8; 1];
-        let once = tokio::time::timeout(Duration::ZERO, r.read(&mut b)).await;
-        assert!(once.is_err(), "nothing was sent, yet a read returned");
+        let mut read = std::pin::pin!(r.read(&mut b));
+        let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        assert!(polled.is_pending(), "nothing was sent, yet a read returned");
+    }
+
+    /// One read of `len` bytes that are all there already: the peer streams.
+    async fn one_large_read(r: &mut BatchedReads, w: &mut TcpStream, len: usize) {
+        w.write_all(&vec![7u8; len]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(r.read(&mut buf).await.unwrap(), len);
     }
 
     #[tokio::test]
     async fn a_streaming_peer_raises_the_mark_and_a_short_tail_still_arrives() {
         let (mut r, mut w) = pair().await;
-        // One read of 64 KiB: the peer streams.
-        let burst = vec![7u8; 64 * 1024];
-        w.write_all(&burst).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut buf = vec![0u8; 1 << 20];
-        assert_eq!(r.read(&mut buf).await.unwrap(), burst.len());
+        one_large_read(&mut r, &mut w, 64 * 1024).await;
 
         start_waiting(&mut r).await;
         let rcvbuf = socket2::SockRef::from(&r.inner).recv_buffer_size().unwrap();
-        assert_eq!(mark(&r), BATCH.min(rcvbuf / 4), "raised while waiting");
+        assert_eq!(mark(&r), BATCH.min(rcvbuf / 8), "raised while waiting");
         assert!(mark(&r) >= STREAMING_READ);
 
         // A tail far below the mark: only the pause can deliver it.
         w.write_all(b"the end").await.unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf))
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(PROMPTLY, r.read(&mut buf))
             .await
             .expect("the raised mark held back the tail")
             .unwrap();
         assert_eq!(&buf[..n], b"the end");
-        assert_eq!(mark(&r), 1, "a small read leaves the mark lowered");
+        assert_eq!(mark(&r), 1, "the pause lowered the mark");
+        assert_eq!(r.pauses, 1);
     }
 
     #[tokio::test]
@@ -268,5 +377,110 @@ mod tests {
             start_waiting(&mut r).await;
             assert_eq!(mark(&r), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn a_stream_keeps_the_mark_raised_and_only_its_end_waits() {
+        let (mut r, mut w) = pair().await;
+        let total = 32 << 20;
+        let writer = tokio::spawn(async move {
+            let chunk = vec![1u8; 64 * 1024];
+            for _ in 0..total / chunk.len() {
+                w.write_all(&chunk).await.unwrap();
+            }
+            w
+        });
+        let mut buf = vec![0u8; 512 * 1024];
+        let (mut got, mut reads_while_raised) = (0, 0);
+        while got < total {
+            let raised = r.raised;
+            let n = tokio::time::timeout(PROMPTLY, r.read(&mut buf))
+                .await
+                .expect("a stream stalled")
+                .unwrap();
+            assert!(n > 0);
+            got += n;
+            reads_while_raised += usize::from(raised && r.raised);
+        }
+        let _w = writer.await.unwrap();
+        assert_eq!(got, total);
+        assert!(r.pauses <= 1, "{} waits ended by the pause", r.pauses);
+        assert!(
+            reads_while_raised >= 16,
+            "{reads_while_raised} batched reads"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_under_a_raised_mark_ends_the_backoff() {
+        let (mut r, _w) = pair().await;
+        // As after a few pauses: the next large reads were not to raise the mark.
+        (r.backoff, r.skip) = (32, 5);
+        r.after_read(STREAMING_READ).unwrap();
+        assert_eq!(
+            (r.backoff, r.skip),
+            (32, 4),
+            "a large read counts down the skip"
+        );
+        r.after_read(100).unwrap();
+        assert_eq!((r.backoff, r.skip), (32, 4), "a small read does not");
+        // A large read while the mark is raised: the peer streams, batching pays again.
+        r.raised = true;
+        r.after_read(BATCH).unwrap();
+        assert_eq!(r.backoff, 0);
+        assert!(r.raised, "still streaming: the mark stays up");
+        r.after_read(100).unwrap();
+        assert!(!r.raised, "a small read lowers it");
+        assert_eq!(mark(&r), 1);
+    }
+
+    #[tokio::test]
+    async fn request_and_reply_stop_paying_the_pause() {
+        let (mut r, mut w) = pair().await;
+        // A buffer as large as a busy connection's, so the mark (256 KiB) is above the replies.
+        socket2::SockRef::from(&r.inner)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        let reply = vec![5u8; 20 * 1024];
+        let server = tokio::spawn(async move {
+            let mut req = [0u8; 3];
+            while w.read_exact(&mut req).await.is_ok() {
+                w.write_all(&reply).await.unwrap();
+            }
+        });
+        let mut got = vec![0u8; 20 * 1024];
+        for _ in 0..40 {
+            r.write_all(b"req").await.unwrap();
+            tokio::time::timeout(PROMPTLY, r.read_exact(&mut got))
+                .await
+                .expect("a reply stalled")
+                .unwrap();
+        }
+        // The pause ends the wait for the second reply, and once more after FIRST_BACKOFF
+        // replies; then the backoff (32 replies) outlasts the test.
+        assert_eq!(r.pauses, 2, "waits ended by the pause");
+        drop(r);
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn only_this_module_allows_unsafe_code() {
+        let mut allowed = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && std::fs::read_to_string(&path)
+                        .unwrap()
+                        .contains(concat!("allow(", "unsafe_code)"))
+                {
+                    allowed.push(path.file_name().unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        assert_eq!(allowed, ["batched_reads.rs"]);
     }
 }
