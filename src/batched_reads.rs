@@ -1,4 +1,4 @@
-//! Fewer wake-ups while an SSH peer streams: the TCP socket wakes its reader once 256 KiB have
+//! Fewer wake-ups while an SSH server streams: the TCP socket wakes its reader once 256 KiB have
 //! arrived (`SO_RCVLOWAT`) instead of for every write the peer makes.
 //!
 //! Why: burrow decrypts faster than sshd encrypts, so in a download it drained the socket after
@@ -7,8 +7,8 @@
 //! already there. Each wake-up costs the reader an `epoll_wait`, a failed `recvmsg` and a context
 //! switch. Measured with `bench --only throughput --case "-L 1 stream"` (two interleaved rounds
 //! against the build before): the client's CPU per GiB received from sshd fell from 0.88/0.92
-//! to 0.69/0.68 s (chacha20-poly1305) and from 0.54/0.46 to 0.35/0.33 s (aes128-gcm), the
-//! relay's per GiB received from OpenSSH's ssh from 0.82/0.82 to 0.72/0.66 s (chacha20-poly1305).
+//! to 0.69/0.68 s (chacha20-poly1305) and from 0.54/0.46 to 0.35/0.33 s (aes128-gcm).
+//! `burrow serve` does not use it yet (see `server::serve_connection`).
 //!
 //! How, and what it costs: only after a read of at least [`STREAMING_READ`] bytes (the peer is
 //! streaming) is the low-water mark raised, and it is lowered again by the first small read or
