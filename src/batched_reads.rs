@@ -109,7 +109,7 @@ impl BatchedReads {
         }
         if rcvbuf() != before {
             self.disabled = true;
-            let _ = set_rcvlowat(self.inner.as_fd(), 1);
+            let _ = self.lower();
             return false;
         }
         true
@@ -165,7 +165,8 @@ impl BatchedReads {
     /// Reads what the socket holds without asking the runtime, which saw its readiness used up
     /// before the pause lowered the mark: Linux reports the bytes that arrived under the mark
     /// when it is lowered (since 4.18), but this does not rely on it. `draining` stays on while
-    /// such reads fill the room they are given, so nothing is left behind unreported.
+    /// such reads fill the room they are given, so nothing is left behind unreported. A read is
+    /// counted as any other (`after_read`).
     fn read_now(&mut self, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         use std::io::Read;
         let room = buf.remaining().min(BATCH);
@@ -174,7 +175,7 @@ impl BatchedReads {
             Ok(n) => {
                 buf.advance(n);
                 self.draining = n == room && n > 0;
-                Poll::Ready(Ok(()))
+                Poll::Ready(self.after_read(n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.draining = false;
@@ -205,16 +206,13 @@ impl AsyncRead for BatchedReads {
         let before = buf.filled().len();
         if this.draining {
             if let Poll::Ready(r) = this.read_now(buf) {
-                r?;
-                this.after_read(buf.filled().len() - before)?;
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(r);
             }
         }
         loop {
             match Pin::new(&mut this.inner).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {
-                    this.after_read(buf.filled().len() - before)?;
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(this.after_read(buf.filled().len() - before));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -222,9 +220,7 @@ impl AsyncRead for BatchedReads {
                     // The pause lowered the mark: take what is there, or wait as usual (the
                     // loop's next poll registers for the socket's readiness).
                     if let Poll::Ready(r) = this.read_now(buf) {
-                        r?;
-                        this.after_read(buf.filled().len() - before)?;
-                        return Poll::Ready(Ok(()));
+                        return Poll::Ready(r);
                     }
                 }
             }
