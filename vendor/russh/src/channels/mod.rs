@@ -3,7 +3,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc::{Sender, UnboundedSender};
+use tokio::sync::mpsc::{Sender, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{Mutex, Notify};
 
 use crate::{ChannelId, ChannelOpenFailure, Error, Pty, Sig};
@@ -146,6 +146,31 @@ impl WindowSizeRef {
 // loop over this unbounded channel, so crediting never blocks and is never lost; the
 // session loop re-opens the peer's window from these credits.
 pub(crate) type WindowCredits = UnboundedSender<(ChannelId, u32)>;
+
+// burrow: takes `first` and every credit already waiting, summed per channel. The session
+// loop then re-opens each window once per wake-up, as OpenSSH's `channel_check_window()` runs
+// once per poll, instead of once per consumed message: one credit per message sent a burst of
+// small WINDOW_ADJUSTs (3x OpenSSH's count per GiB), each a packet the peer must decrypt.
+pub(crate) fn drain_window_credits(
+    first: (ChannelId, u32),
+    credits: &mut UnboundedReceiver<(ChannelId, u32)>,
+) -> Vec<(ChannelId, u32)> {
+    let mut all = vec![first];
+    while let Ok(credit) = credits.try_recv() {
+        all.push(credit);
+    }
+    if all.len() > 1 {
+        all.sort_unstable_by_key(|&(id, _)| id);
+        all.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 = kept.1.saturating_add(next.1);
+            }
+            same
+        });
+    }
+    all
+}
 
 // burrow: the per-channel queue (bounded for control messages, merging small data).
 mod queue;
@@ -788,6 +813,29 @@ mod tests {
             },
             receiver,
         )
+    }
+
+    // burrow: a wake-up to many credits re-opens each channel's window once, by their sum.
+    #[test]
+    fn burrow_waiting_credits_are_summed_per_channel() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for credit in [(ChannelId(3), 100), (ChannelId(2), 7), (ChannelId(3), 50)] {
+            tx.send(credit).unwrap();
+        }
+        let mut drained = drain_window_credits((ChannelId(2), 1), &mut rx);
+        drained.sort();
+        assert_eq!(drained, vec![(ChannelId(2), 8), (ChannelId(3), 150)]);
+        assert!(rx.try_recv().is_err(), "every waiting credit is taken");
+        assert_eq!(
+            drain_window_credits((ChannelId(5), u32::MAX), &mut rx),
+            vec![(ChannelId(5), u32::MAX)]
+        );
+        tx.send((ChannelId(5), 9)).unwrap();
+        assert_eq!(
+            drain_window_credits((ChannelId(5), u32::MAX), &mut rx),
+            vec![(ChannelId(5), u32::MAX)],
+            "a sum saturates"
+        );
     }
 
     #[tokio::test]

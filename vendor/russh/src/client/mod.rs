@@ -1551,9 +1551,10 @@ impl Session {
                 }
                 // burrow: read halves consumed channel data: re-open the peer's windows. Not
                 // gated: WINDOW_ADJUST waits in `enc.write` during a kex like other traffic.
-                Some((id, consumed)) = self.window_credits.recv() => {
-                    self.credit_window(handler, id, consumed)?;
-                    while let Ok((id, consumed)) = self.window_credits.try_recv() {
+                Some(first) = self.window_credits.recv() => {
+                    for (id, consumed) in
+                        crate::channels::drain_window_credits(first, &mut self.window_credits)
+                    {
                         self.credit_window(handler, id, consumed)?;
                     }
                 }
