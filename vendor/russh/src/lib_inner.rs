@@ -527,17 +527,33 @@ pub(crate) struct ChannelParams {
 
 /// burrow: state of a channel's window probe: a `winadj@putty.projects.tartarus.org` channel
 /// request with want-reply, sent right after a WINDOW_ADJUST (PuTTY's technique). Any peer
-/// answers it (CHANNEL_FAILURE for an unknown request), and the data received between sending
-/// it and its answer is what the peer sent in one round trip.
+/// answers it (CHANNEL_FAILURE for an unknown request); the time to the answer is a round trip,
+/// and the data received over the last probe cycle gives the peer's rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WindowProbe {
     /// Not probed: the channel may carry requests of the application whose replies would be
     /// confused with the probe's (session, x11, agent channels).
     Never,
-    /// May probe; none in flight.
-    Idle,
-    /// Probe sent; bytes received since.
-    InFlight { received: u32 },
+    /// May probe; none in flight. `since`: when the last probe was answered (none yet: the
+    /// next probe starts counting), and the bytes received since then.
+    Idle {
+        since: Option<std::time::Instant>,
+        received: u64,
+    },
+    /// Probe sent at `sent`; bytes received since `since` (the previous answer, or `sent`).
+    InFlight {
+        sent: std::time::Instant,
+        since: std::time::Instant,
+        received: u64,
+    },
+}
+
+impl WindowProbe {
+    /// A forward's probe before its first round trip.
+    pub(crate) const START: WindowProbe = WindowProbe::Idle {
+        since: None,
+        received: 0,
+    };
 }
 
 impl ChannelParams {

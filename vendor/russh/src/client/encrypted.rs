@@ -903,7 +903,7 @@ impl Session {
                 // probed.
                 let probe = match msg.typ {
                     ChannelType::ForwardedTcpIp(_) | ChannelType::ForwardedStreamLocal(_) => {
-                        crate::WindowProbe::Idle
+                        crate::WindowProbe::START
                     }
                     _ => crate::WindowProbe::Never,
                 };

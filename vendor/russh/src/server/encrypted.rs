@@ -2270,7 +2270,7 @@ impl Session {
         let probe = match msg.typ {
             ChannelType::DirectTcpip(_)
             | ChannelType::ForwardedTcpIp(_)
-            | ChannelType::DirectStreamLocal(_) => crate::WindowProbe::Idle,
+            | ChannelType::DirectStreamLocal(_) => crate::WindowProbe::START,
             _ => crate::WindowProbe::Never,
         };
         let channel_params = ChannelParams {
