@@ -56,6 +56,9 @@ pub struct Settings {
     pub burrow: PathBuf,
     /// Where latest.json and latest.svg go.
     pub out: PathBuf,
+    /// Keep the lab directory (keys, configs, every peer's log) instead of deleting it; with
+    /// `BURROW_LOG` set, the burrow peers log there at that level, to see why a run was slow.
+    pub keep_lab: bool,
 }
 
 impl Settings {
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Settings> {
         cases: Vec::new(),
         burrow: root.join("target/release/burrow"),
         out: root.join("bench/results"),
+        keep_lab: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -101,8 +105,9 @@ fn parse_args() -> Result<Settings> {
             "--case" => s.cases.push(value()?),
             "--burrow" => s.burrow = value()?.into(),
             "--out" => s.out = value()?.into(),
+            "--keep-lab" => s.keep_lab = true,
             "-h" | "--help" => {
-                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--rekey-mib MIB] [--only throughput,latency,rekey,lfp,start,memory] [--case NAME-PART]... [--burrow BIN] [--out DIR]");
+                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--rekey-mib MIB] [--only throughput,latency,rekey,lfp,start,memory] [--case NAME-PART]... [--burrow BIN] [--out DIR] [--keep-lab]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -243,6 +248,9 @@ async fn run(s: Settings) -> Result<()> {
         s.out.display(),
         started.elapsed().as_secs_f64()
     );
+    if s.keep_lab {
+        eprintln!("kept the lab in {}", tmp.keep().display());
+    }
     if !errors.is_empty() {
         bail!("{} section(s) failed", errors.len());
     }
