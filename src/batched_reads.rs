@@ -8,7 +8,7 @@
 //! switch. Measured with `bench --only throughput --case "-L 1 stream"` (two interleaved rounds
 //! against the build before): the client's CPU per GiB received from sshd fell from 0.88/0.92
 //! to 0.69/0.68 s (chacha20-poly1305) and from 0.54/0.46 to 0.35/0.33 s (aes128-gcm).
-//! `burrow serve` does not use it yet (see `server::serve_connection`).
+//! `burrow serve` wraps its clients' connections the same way.
 //!
 //! How, and what it costs: only after a read of at least [`STREAMING_READ`] bytes (the peer is
 //! streaming) is the low-water mark raised, and it is lowered again by the first small read or
