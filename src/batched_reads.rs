@@ -18,8 +18,8 @@
 //! Request and reply traffic with messages of 16 KiB or more (HTTP, database results) would pay
 //! that on every round trip, so a wait that the pause had to end counts against batching: the
 //! next [`FIRST_BACKOFF`] large reads do not raise the mark, and every further such wait
-//! multiplies that by four (up to [`MAX_BACKOFF`]), until a read while the mark is raised shows
-//! the peer streaming again. Such traffic pays the pause a few times, then no more (measured in
+//! multiplies that by four (up to [`MAX_BACKOFF`]), until [`STREAMING_AGAIN`] bytes read with the
+//! mark raised and no pause show the peer streaming again. Such traffic pays the pause a few times, then no more (measured in
 //! `tests::request_and_reply_stop_paying_the_pause`). The end of the stream (FIN) and errors
 //! wake the reader at once whatever the mark: the kernel reports them apart from the byte count.
 //!
@@ -53,6 +53,10 @@ pub const PAUSE: Duration = Duration::from_millis(1);
 pub const FIRST_BACKOFF: u32 = 8;
 /// The most large reads that do not raise the mark after repeated pauses.
 pub const MAX_BACKOFF: u32 = 4096;
+/// Bytes read with the mark raised, with no pause in between, that show the peer streams again
+/// and end the backoff. One raised read is not enough: a reply of 0.5-1 MiB has some in its
+/// middle and still ends in a pause, and with that rule it paid the pause every round trip.
+pub const STREAMING_AGAIN: usize = 8 << 20;
 
 /// A TCP stream whose reads are batched while the peer streams; writes pass straight through.
 pub struct BatchedReads {
@@ -69,6 +73,8 @@ pub struct BatchedReads {
     skip: u32,
     /// What `skip` becomes when the pause next ends a wait (0: [`FIRST_BACKOFF`]).
     backoff: u32,
+    /// Bytes read with the mark raised since the pause last ended a wait.
+    raised_streak: usize,
     /// Raising the mark grew the receive buffer: never raise it again.
     disabled: bool,
     /// The last read went around the runtime and filled its room: read that way again.
@@ -88,6 +94,7 @@ impl BatchedReads {
             pause: Box::pin(tokio::time::sleep(PAUSE)),
             skip: 0,
             backoff: 0,
+            raised_streak: 0,
             disabled: false,
             draining: false,
             pauses: 0,
@@ -126,8 +133,11 @@ impl BatchedReads {
         self.streaming = n >= STREAMING_READ;
         if self.streaming {
             if self.raised {
-                // The peer kept the raised mark busy: it streams, batching pays.
-                self.backoff = 0;
+                self.raised_streak = self.raised_streak.saturating_add(n);
+                if self.raised_streak >= STREAMING_AGAIN {
+                    // The peer kept the raised mark busy for long: it streams, batching pays.
+                    self.backoff = 0;
+                }
             }
             self.skip = self.skip.saturating_sub(1);
         }
@@ -154,6 +164,7 @@ impl BatchedReads {
         self.pause_armed = false;
         self.streaming = false;
         self.pauses = self.pauses.saturating_add(1);
+        self.raised_streak = 0;
         self.backoff = match self.backoff {
             0 => FIRST_BACKOFF,
             b => b.saturating_mul(4).min(MAX_BACKOFF),
@@ -420,14 +431,83 @@ mod tests {
         );
         r.after_read(100).unwrap();
         assert_eq!((r.backoff, r.skip), (32, 4), "a small read does not");
-        // A large read while the mark is raised: the peer streams, batching pays again.
+        // Large reads while the mark is raised: not one, only a long run of them shows the peer
+        // streaming again (a 1 MiB reply has some in its middle, then waits for the pause).
         r.raised = true;
+        for _ in 0..STREAMING_AGAIN / BATCH - 1 {
+            r.after_read(BATCH).unwrap();
+        }
+        assert_eq!(
+            r.backoff, 32,
+            "a reply's worth of raised reads keeps the backoff"
+        );
         r.after_read(BATCH).unwrap();
-        assert_eq!(r.backoff, 0);
+        assert_eq!(
+            r.backoff, 0,
+            "{STREAMING_AGAIN} bytes batched: the peer streams"
+        );
         assert!(r.raised, "still streaming: the mark stays up");
         r.after_read(100).unwrap();
         assert!(!r.raised, "a small read lowers it");
         assert_eq!(mark(&r), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pause_restarts_the_count_that_ends_the_backoff() {
+        let (mut r, mut w) = pair().await;
+        one_large_read(&mut r, &mut w, 64 * 1024).await;
+        (r.backoff, r.raised_streak) = (32, STREAMING_AGAIN - 1);
+        // A tail below the mark: the pause ends the wait.
+        w.write_all(b"tail").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(PROMPTLY, r.read(&mut buf))
+            .await
+            .expect("the raised mark held back the tail")
+            .unwrap();
+        assert_eq!(&buf[..n], b"tail");
+        assert_eq!((r.pauses, r.backoff, r.raised_streak), (1, 128, 0));
+    }
+
+    /// Replies of about 1 MiB written in 64 KiB pieces a little apart, so that some of each
+    /// is read under the raised mark and its tail waits for the pause: once the backoff has
+    /// grown past a reply's large reads, replies stop paying it. Each pause can only come
+    /// after a raise, and raises come after 8, 32, 128, 512 large reads: in 40 replies of 17
+    /// pieces, at most about six, however the pieces are timed.
+    #[tokio::test]
+    async fn large_replies_stop_paying_the_pause_too() {
+        let (mut r, w) = pair().await;
+        socket2::SockRef::from(&r.inner)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        let mut w = w.into_std().unwrap();
+        w.set_nonblocking(false).unwrap();
+        const PIECES: usize = 17;
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let piece = vec![5u8; 64 * 1024];
+            let mut req = [0u8; 3];
+            while w.read_exact(&mut req).is_ok() {
+                for _ in 0..PIECES {
+                    w.write_all(&piece).unwrap();
+                    std::thread::sleep(Duration::from_micros(150));
+                }
+            }
+        });
+        let mut got = vec![0u8; PIECES * 64 * 1024];
+        for _ in 0..40 {
+            r.write_all(b"req").await.unwrap();
+            tokio::time::timeout(PROMPTLY, r.read_exact(&mut got))
+                .await
+                .expect("a reply stalled")
+                .unwrap();
+        }
+        assert!(
+            r.pauses <= 8,
+            "{} of 40 replies waited for the pause",
+            r.pauses
+        );
+        drop(r);
+        server.join().unwrap();
     }
 
     #[tokio::test]
