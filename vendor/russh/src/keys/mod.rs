@@ -861,7 +861,19 @@ Cog3JMeTrb3LiPHgN6gU2P30MRp6L1j1J/MtlOAr5rux
         }
 
         let public = key.public_key();
-        let stream = tokio::net::UnixStream::connect(&agent_path).await?;
+        // burrow: the socket file exists once ssh-agent has bound it, but a connect before its
+        // listen() is refused (seen once in CI): retry for a while.
+        let mut tries = 0;
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&agent_path).await {
+                Ok(stream) => break stream,
+                Err(e) if tries < 200 && e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let mut client = agent::client::AgentClient::connect(stream);
         client.add_identity(&key, &[]).await?;
         client.request_identities().await?;
