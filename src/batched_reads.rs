@@ -352,6 +352,17 @@ mod tests {
         assert_eq!(r.read(&mut buf).await.unwrap(), len);
     }
 
+    /// Sends `tail` (far below a raised mark) and reads it back within [`PROMPTLY`].
+    async fn tail_arrives(r: &mut BatchedReads, w: &mut TcpStream, tail: &[u8]) {
+        w.write_all(tail).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(PROMPTLY, r.read(&mut buf))
+            .await
+            .expect("the raised mark held back the tail")
+            .unwrap();
+        assert_eq!(&buf[..n], tail);
+    }
+
     #[tokio::test]
     async fn a_streaming_peer_raises_the_mark_and_a_short_tail_still_arrives() {
         let (mut r, mut w) = pair().await;
@@ -363,13 +374,7 @@ mod tests {
         assert!(mark(&r) >= STREAMING_READ);
 
         // A tail far below the mark: only the pause can deliver it.
-        w.write_all(b"the end").await.unwrap();
-        let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(PROMPTLY, r.read(&mut buf))
-            .await
-            .expect("the raised mark held back the tail")
-            .unwrap();
-        assert_eq!(&buf[..n], b"the end");
+        tail_arrives(&mut r, &mut w, b"the end").await;
         assert_eq!(mark(&r), 1, "the pause lowered the mark");
         assert_eq!(r.pauses, 1);
     }
@@ -458,13 +463,7 @@ mod tests {
         one_large_read(&mut r, &mut w, 64 * 1024).await;
         (r.backoff, r.raised_streak) = (32, STREAMING_AGAIN - 1);
         // A tail below the mark: the pause ends the wait.
-        w.write_all(b"tail").await.unwrap();
-        let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(PROMPTLY, r.read(&mut buf))
-            .await
-            .expect("the raised mark held back the tail")
-            .unwrap();
-        assert_eq!(&buf[..n], b"tail");
+        tail_arrives(&mut r, &mut w, b"tail").await;
         assert_eq!((r.pauses, r.backoff, r.raised_streak), (1, 128, 0));
     }
 

@@ -443,17 +443,12 @@ impl Encrypted {
                 WINDOW_PROBE_REQUEST.encode(&mut self.write)?;
                 self.write.push(1); // want reply
             });
-            channel.receive_probe = match since {
-                Some(since) => crate::WindowProbe::InFlight {
-                    sent: now,
-                    since,
-                    received,
-                },
-                None => crate::WindowProbe::InFlight {
-                    sent: now,
-                    since: now,
-                    received: 0,
-                },
+            // The first probe counts from itself.
+            let (since, received) = since.map_or((now, 0), |since| (since, received));
+            channel.receive_probe = crate::WindowProbe::InFlight {
+                sent: now,
+                since,
+                received,
             };
         }
         Ok(true)
