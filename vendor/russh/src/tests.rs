@@ -743,6 +743,106 @@ mod channels {
         .await;
     }
 
+    /// burrow: a reader that takes many queued messages at once re-opens the window with one
+    /// WINDOW_ADJUST, not one per message: the session loop sums the waiting credits.
+    #[tokio::test]
+    async fn burrow_messages_read_at_once_reopen_the_window_once() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        #[derive(Debug)]
+        struct Client {}
+
+        impl client::Handler for Client {
+            type Error = crate::Error;
+
+            async fn check_server_key(
+                &mut self,
+                _server_public_key: &PublicKeyOrCertificate,
+            ) -> Result<bool, Self::Error> {
+                Ok(true)
+            }
+        }
+
+        struct Server {
+            channel: Option<tokio::sync::oneshot::Sender<Channel<server::Msg>>>,
+            adjusts: Arc<AtomicUsize>,
+        }
+
+        impl server::Handler for Server {
+            type Error = crate::Error;
+
+            async fn auth_publickey(
+                &mut self,
+                _: &str,
+                _: server::VerifiedPublicKey<'_>,
+            ) -> Result<server::Auth, Self::Error> {
+                Ok(server::Auth::Accept)
+            }
+
+            async fn channel_open_session(
+                &mut self,
+                channel: Channel<server::Msg>,
+                reply: server::ChannelOpenHandle,
+                _session: &mut server::Session,
+            ) -> Result<(), Self::Error> {
+                if let Some(tx) = self.channel.take() {
+                    let _ = tx.send(channel);
+                }
+                reply.accept().await;
+                Ok(())
+            }
+
+            fn adjust_window(&mut self, _channel: ChannelId, current: u32) -> u32 {
+                self.adjusts.fetch_add(1, Ordering::SeqCst);
+                current
+            }
+        }
+
+        const TOTAL: usize = 40 * 32 * 1024; // 40 packets, within the 2 MiB window
+        let adjusts = Arc::new(AtomicUsize::new(0));
+        let (channel_tx, channel_rx) = tokio::sync::oneshot::channel();
+        let (written_tx, written_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server {
+            channel: Some(channel_tx),
+            adjusts: adjusts.clone(),
+        };
+        test_session(
+            Client {},
+            server,
+            |client| async move {
+                let ch = client.channel_open_session().await.unwrap();
+                let mut writer = ch.make_writer();
+                writer.write_all(&vec![3u8; TOTAL]).await.unwrap();
+                writer.flush().await.unwrap();
+                let _ = written_tx.send(());
+                client
+            },
+            |server| async move {
+                let mut channel = channel_rx.await.unwrap();
+                written_rx.await.unwrap();
+                // Let every packet reach the channel's queue before anything is read.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let mut left = TOTAL;
+                while left > 0 {
+                    match channel.wait().await {
+                        Some(ChannelMsg::Data { data }) => left -= data.len(),
+                        msg => panic!("unexpected {msg:?}"),
+                    }
+                }
+                // The session loop takes the credits.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let sent = adjusts.load(Ordering::SeqCst);
+                assert!(
+                    (1..=2).contains(&sent),
+                    "{sent} WINDOW_ADJUSTs for 40 packets read at once"
+                );
+                server
+            },
+        )
+        .await;
+    }
+
     /// What a client sends in a pty-req is what the application on the server
     /// side must see: exactly those modes, with no padding behind them.
     #[tokio::test]
