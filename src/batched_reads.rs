@@ -352,6 +352,18 @@ mod tests {
         assert_eq!(r.read(&mut buf).await.unwrap(), len);
     }
 
+    /// Sends 40 requests, reading each `reply_len`-byte reply within [`PROMPTLY`].
+    async fn ask_40_times(r: &mut BatchedReads, reply_len: usize) {
+        let mut got = vec![0u8; reply_len];
+        for _ in 0..40 {
+            r.write_all(b"req").await.unwrap();
+            tokio::time::timeout(PROMPTLY, r.read_exact(&mut got))
+                .await
+                .expect("a reply stalled")
+                .unwrap();
+        }
+    }
+
     /// Sends `tail` (far below a raised mark) and reads it back within [`PROMPTLY`].
     async fn tail_arrives(r: &mut BatchedReads, w: &mut TcpStream, tail: &[u8]) {
         w.write_all(tail).await.unwrap();
@@ -492,14 +504,7 @@ mod tests {
                 }
             }
         });
-        let mut got = vec![0u8; PIECES * 64 * 1024];
-        for _ in 0..40 {
-            r.write_all(b"req").await.unwrap();
-            tokio::time::timeout(PROMPTLY, r.read_exact(&mut got))
-                .await
-                .expect("a reply stalled")
-                .unwrap();
-        }
+        ask_40_times(&mut r, PIECES * 64 * 1024).await;
         assert!(
             r.pauses <= 8,
             "{} of 40 replies waited for the pause",
@@ -523,14 +528,7 @@ mod tests {
                 w.write_all(&reply).await.unwrap();
             }
         });
-        let mut got = vec![0u8; 20 * 1024];
-        for _ in 0..40 {
-            r.write_all(b"req").await.unwrap();
-            tokio::time::timeout(PROMPTLY, r.read_exact(&mut got))
-                .await
-                .expect("a reply stalled")
-                .unwrap();
-        }
+        ask_40_times(&mut r, 20 * 1024).await;
         // The pause ends the wait for the second reply, and once more after FIRST_BACKOFF
         // replies; then the backoff (32 replies) outlasts the test.
         assert_eq!(r.pauses, 2, "waits ended by the pause");
