@@ -1,4 +1,4 @@
-//! Fewer wake-ups while an SSH server streams: the TCP socket wakes its reader once 256 KiB have
+//! Fewer wake-ups while an SSH peer streams: the TCP socket wakes its reader once 256 KiB have
 //! arrived (`SO_RCVLOWAT`) instead of for every write the peer makes.
 //!
 //! Why: burrow decrypts faster than sshd encrypts, so in a download it drained the socket after
@@ -18,9 +18,10 @@
 //! Request and reply traffic with messages of 16 KiB or more (HTTP, database results) would pay
 //! that on every round trip, so a wait that the pause had to end counts against batching: the
 //! next [`FIRST_BACKOFF`] large reads do not raise the mark, and every further such wait
-//! multiplies that by four (up to [`MAX_BACKOFF`]), until [`STREAMING_AGAIN`] bytes read with the
-//! mark raised and no pause show the peer streaming again. Such traffic pays the pause a few times, then no more (measured in
-//! `tests::request_and_reply_stop_paying_the_pause`). The end of the stream (FIN) and errors
+//! multiplies that by four (up to [`MAX_BACKOFF`]), until [`STREAMING_AGAIN`] bytes read with
+//! the mark raised and no pause show the peer streaming again. Such traffic pays the pause a
+//! few times, then no more (measured in `tests::request_and_reply_stop_paying_the_pause` and
+//! `tests::large_replies_stop_paying_the_pause_too`). The end of the stream (FIN) and errors
 //! wake the reader at once whatever the mark: the kernel reports them apart from the byte count.
 //!
 //! The mark is also kept at an eighth of the socket's receive buffer or less, and batching stops
