@@ -523,6 +523,64 @@ pub(crate) struct ChannelParams {
     receive_window_max: u32,
     /// burrow: the round-trip probe that decides whether the window should grow.
     receive_probe: WindowProbe,
+    /// burrow: what the growth of `receive_window_max` took from the session's
+    /// [`WindowBudget`], given back when the channel is gone.
+    receive_window_growth: Option<WindowGrowth>,
+}
+
+/// burrow: where the bytes of grown receive windows come from. A channel's window (and so
+/// what a stalled reader can leave queued) grows past the configured size only by what
+/// [`WindowBudget::take`] grants, and the channel gives it all back when it is gone. A server
+/// facing many clients sets one per session (`server::Session::set_window_budget`) so that
+/// one client's channels cannot grow its memory without bound; without one, windows grow up
+/// to their limit.
+pub trait WindowBudget: Send + Sync + std::fmt::Debug {
+    /// Takes `bytes` if they fit, all or nothing; false leaves the window as it is.
+    fn take(&self, bytes: u64) -> bool;
+    /// Gives back `bytes` that [`WindowBudget::take`] granted.
+    fn give_back(&self, bytes: u64);
+}
+
+/// burrow: the bytes one channel's window growth holds from a [`WindowBudget`], given back
+/// on drop (the channel closed, or its session ended).
+#[derive(Debug)]
+pub(crate) struct WindowGrowth {
+    budget: std::sync::Arc<dyn WindowBudget>,
+    bytes: u64,
+}
+
+impl WindowGrowth {
+    /// Takes `bytes` more from `budget` for `held` (a channel's growth so far, if any).
+    /// False, with nothing changed, if the budget refuses, or if `held` came from another
+    /// budget (a session's budget is set once, after authentication).
+    pub(crate) fn take(
+        held: &mut Option<WindowGrowth>,
+        budget: &std::sync::Arc<dyn WindowBudget>,
+        bytes: u64,
+    ) -> bool {
+        let same_budget = held
+            .as_ref()
+            .is_none_or(|growth| std::sync::Arc::ptr_eq(&growth.budget, budget));
+        if !same_budget || !budget.take(bytes) {
+            return false;
+        }
+        match held {
+            Some(growth) => growth.bytes += bytes,
+            None => {
+                *held = Some(WindowGrowth {
+                    budget: std::sync::Arc::clone(budget),
+                    bytes,
+                })
+            }
+        }
+        true
+    }
+}
+
+impl Drop for WindowGrowth {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
 }
 
 /// burrow: state of a channel's window probe: a `winadj@putty.projects.tartarus.org` channel

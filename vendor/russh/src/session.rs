@@ -476,18 +476,22 @@ impl Encrypted {
     /// as it is consumed) is what limits: the target doubles, up to `RECEIVE_WINDOW_LIMIT`,
     /// and the extra is granted at once. On a short round trip little arrives per probe and
     /// the window stays at its configured size.
+    ///
+    /// With a `budget`, the window grows only by what the budget grants (see [`crate::WindowBudget`]).
     pub fn window_probe_reply(
         &mut self,
         channel: ChannelId,
         window_max: u32,
+        budget: Option<&std::sync::Arc<dyn crate::WindowBudget>>,
     ) -> Result<bool, crate::Error> {
-        self.window_probe_reply_at(channel, window_max, std::time::Instant::now())
+        self.window_probe_reply_at(channel, window_max, budget, std::time::Instant::now())
     }
 
     fn window_probe_reply_at(
         &mut self,
         channel: ChannelId,
         window_max: u32,
+        budget: Option<&std::sync::Arc<dyn crate::WindowBudget>>,
         now: std::time::Instant,
     ) -> Result<bool, crate::Error> {
         let Some(channel) = self.channels.get_mut(&channel) else {
@@ -515,12 +519,22 @@ impl Encrypted {
             return Ok(true);
         }
         let grown = current.saturating_mul(2).min(RECEIVE_WINDOW_LIMIT);
+        let extra = grown - current;
+        if let Some(budget) = budget
+            && !crate::WindowGrowth::take(&mut channel.receive_window_growth, budget, u64::from(extra))
+        {
+            debug!(
+                "channel {}: {per_round_trip} bytes per round trip, receive window stays {current}: \
+                 the window budget has no {extra} bytes left",
+                channel.sender_channel
+            );
+            return Ok(true);
+        }
         debug!(
             "channel {}: {per_round_trip} bytes per round trip, receive window {current} -> {grown}",
             channel.sender_channel
         );
         channel.receive_window_max = grown;
-        let extra = grown - current;
         push_packet!(self.write, {
             self.write.push(msg::CHANNEL_WINDOW_ADJUST);
             channel.recipient_channel.encode(&mut self.write)?;
@@ -982,6 +996,7 @@ impl Encrypted {
                     receive_window_exceeded: 0,
                     receive_window_max: 0,
                     receive_probe: crate::WindowProbe::Never,
+                    receive_window_growth: None,
                 });
                 return ChannelId(self.last_channel_id.0);
             }
@@ -1128,6 +1143,7 @@ mod tests {
             receive_window_exceeded: 0,
             receive_window_max: 0,
             receive_probe: crate::WindowProbe::Never,
+            receive_window_growth: None,
         }
     }
 
@@ -1186,6 +1202,7 @@ mod tests {
             receive_window_exceeded: 0,
             receive_window_max: 0,
             receive_probe: crate::WindowProbe::Never,
+            receive_window_growth: None,
         }
     }
 
@@ -1893,7 +1910,7 @@ mod tests {
         encrypted.write.clear();
         // The whole window arrives before the answer: the window is what limits.
         encrypted.adjust_window_size(id, &[0; 8192], BURROW_WINDOW, true).unwrap();
-        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW, None).unwrap());
         assert_eq!(burrow_window_adjusts(&encrypted.write), vec![(47, BURROW_WINDOW)]);
         assert_eq!(encrypted.channels[&id].receive_window_max, 2 * BURROW_WINDOW);
         assert_eq!(encrypted.channels[&id].sender_window_size, BURROW_WINDOW);
@@ -1903,8 +1920,8 @@ mod tests {
         assert_eq!(encrypted.channels[&id].sender_window_size, 2 * BURROW_WINDOW);
         // A reply when no probe is in flight belongs to the application.
         encrypted.adjust_window_size(id, &[0; 10], BURROW_WINDOW, true).unwrap();
-        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
-        assert!(!encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW, None).unwrap());
+        assert!(!encrypted.window_probe_reply(id, BURROW_WINDOW, None).unwrap());
     }
 
     #[test]
@@ -1916,7 +1933,7 @@ mod tests {
         assert!(encrypted.consume_window(id, 4000, BURROW_WINDOW).unwrap());
         encrypted.write.clear();
         encrypted.adjust_window_size(id, &[0; 1000], BURROW_WINDOW, true).unwrap();
-        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        assert!(encrypted.window_probe_reply(id, BURROW_WINDOW, None).unwrap());
         assert!(encrypted.write.is_empty());
         assert_eq!(encrypted.channels[&id].receive_window_max, 0);
     }
@@ -1938,7 +1955,7 @@ mod tests {
         encrypted.adjust_window_size(id, &vec![0; tail], BURROW_WINDOW, true).unwrap();
         assert!(encrypted.consume_window_at(id, tail as u32, BURROW_WINDOW, t0 + ms(5)).unwrap());
         // The first probe counts from its own start: the tail alone, too little.
-        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, t0 + ms(100)).unwrap());
+        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, None, t0 + ms(100)).unwrap());
         assert_eq!(encrypted.channels[&id].receive_window_max, 0);
         // The next burst: its head before the probe, its tail while the probe is out.
         encrypted.adjust_window_size(id, &vec![0; head], BURROW_WINDOW, true).unwrap();
@@ -1949,7 +1966,7 @@ mod tests {
             vec![msg::CHANNEL_WINDOW_ADJUST, msg::CHANNEL_REQUEST]
         );
         encrypted.adjust_window_size(id, &vec![0; tail], BURROW_WINDOW, true).unwrap();
-        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, t0 + ms(202)).unwrap());
+        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, None, t0 + ms(202)).unwrap());
         assert_eq!(encrypted.channels[&id].receive_window_max, 2 * BURROW_WINDOW);
     }
 
@@ -1963,12 +1980,93 @@ mod tests {
         let ms = std::time::Duration::from_millis;
         encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
         assert!(encrypted.consume_window_at(id, 4000, BURROW_WINDOW, t0).unwrap());
-        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, t0 + ms(100)).unwrap());
+        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, None, t0 + ms(100)).unwrap());
         encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
         assert!(encrypted.consume_window_at(id, 4000, BURROW_WINDOW, t0 + ms(1000)).unwrap());
         encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
-        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, t0 + ms(1100)).unwrap());
+        assert!(encrypted.window_probe_reply_at(id, BURROW_WINDOW, None, t0 + ms(1100)).unwrap());
         assert_eq!(encrypted.channels[&id].receive_window_max, 0);
+    }
+
+    /// A budget of `limit` bytes for grown windows, counting what is held.
+    #[derive(Debug)]
+    struct BurrowTestBudget {
+        limit: u64,
+        used: std::sync::atomic::AtomicU64,
+    }
+
+    impl crate::WindowBudget for BurrowTestBudget {
+        fn take(&self, bytes: u64) -> bool {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.used
+                .fetch_update(SeqCst, SeqCst, |u| Some(u + bytes).filter(|&t| t <= self.limit))
+                .is_ok()
+        }
+        fn give_back(&self, bytes: u64) {
+            self.used.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// One 100 ms probe cycle on `id`, from `start`: a little data re-opens the window and
+    /// sends the probe, then the whole current window arrives before the answer. Returns
+    /// whether the window grew.
+    fn burrow_full_round_trip(
+        encrypted: &mut Encrypted,
+        id: ChannelId,
+        budget: &std::sync::Arc<dyn crate::WindowBudget>,
+        start: std::time::Instant,
+    ) -> bool {
+        let before = encrypted.channels[&id].receive_window_max.max(BURROW_WINDOW);
+        encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
+        assert!(encrypted.consume_window_at(id, 4000, BURROW_WINDOW, start).unwrap());
+        let window = vec![0; before as usize];
+        encrypted.adjust_window_size(id, &window, BURROW_WINDOW, true).unwrap();
+        encrypted.write.clear();
+        let answer = start + std::time::Duration::from_millis(100);
+        let reply = encrypted.window_probe_reply_at(id, BURROW_WINDOW, Some(budget), answer);
+        assert!(reply.unwrap());
+        let grew = encrypted.channels[&id].receive_window_max > before;
+        // A window that stays sends no adjust.
+        assert_eq!(grew, !encrypted.write.is_empty());
+        encrypted.consume_window_at(id, window.len() as u32, BURROW_WINDOW, answer).unwrap();
+        grew
+    }
+
+    /// Growth takes its bytes from the session's budget: a channel grows while the budget has
+    /// them, another channel of the session finds it spent (its window stays), and a closed
+    /// channel gives back everything it took.
+    #[test]
+    fn burrow_window_grows_only_within_its_budget_and_gives_it_back() {
+        let (a, b) = (ChannelId(3), ChannelId(4));
+        let mut encrypted = burrow_encrypted(a);
+        let mut channel = test_ready_channel(b, 48);
+        channel.sender_window_size = BURROW_WINDOW;
+        encrypted.channels.insert(b, channel);
+        encrypted.allow_window_probe(a);
+        encrypted.allow_window_probe(b);
+        let counted = std::sync::Arc::new(BurrowTestBudget {
+            limit: 3 * u64::from(BURROW_WINDOW),
+            used: 0.into(),
+        });
+        let budget: std::sync::Arc<dyn crate::WindowBudget> = counted.clone();
+        let used = || counted.used.load(std::sync::atomic::Ordering::SeqCst);
+        let t0 = std::time::Instant::now();
+        let cycle = |n: u32| t0 + n * std::time::Duration::from_millis(100);
+
+        assert!(burrow_full_round_trip(&mut encrypted, a, &budget, cycle(0)));
+        assert_eq!(used(), u64::from(BURROW_WINDOW));
+        assert!(burrow_full_round_trip(&mut encrypted, a, &budget, cycle(1)));
+        assert_eq!(used(), 3 * u64::from(BURROW_WINDOW));
+        // Spent: b's window stays at the configured size.
+        assert!(!burrow_full_round_trip(&mut encrypted, b, &budget, cycle(2)));
+        assert_eq!(encrypted.channels[&b].receive_window_max, 0);
+        // a's growth is given back when a is gone, and b can grow.
+        encrypted.channels.remove(&a);
+        assert_eq!(used(), 0);
+        assert!(burrow_full_round_trip(&mut encrypted, b, &budget, cycle(3)));
+        assert_eq!(used(), u64::from(BURROW_WINDOW));
+        drop(encrypted);
+        assert_eq!(used(), 0);
     }
 
     #[test]
@@ -1988,7 +2086,7 @@ mod tests {
         encrypted.adjust_window_size(id, &[0; 4000], BURROW_WINDOW, true).unwrap();
         assert!(encrypted.consume_window(id, 4000, BURROW_WINDOW).unwrap());
         assert_eq!(burrow_window_adjusts(&encrypted.write), vec![(47, 4000)]);
-        assert!(!encrypted.window_probe_reply(id, BURROW_WINDOW).unwrap());
+        assert!(!encrypted.window_probe_reply(id, BURROW_WINDOW, None).unwrap());
         // At the limit: no more probes.
         let mut encrypted = burrow_encrypted(id);
         encrypted.allow_window_probe(id);

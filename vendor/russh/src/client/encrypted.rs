@@ -863,7 +863,7 @@ impl Session {
                 // burrow: the answer to our window probe is not the application's.
                 let target = self.common.config.window_size;
                 if let Some(ref mut enc) = self.common.encrypted
-                    && enc.window_probe_reply(channel_num, target)?
+                    && enc.window_probe_reply(channel_num, target, None)?
                 {
                     return Ok(());
                 }
@@ -881,7 +881,7 @@ impl Session {
                 // burrow: the answer to our window probe is not the application's.
                 let target = self.common.config.window_size;
                 if let Some(ref mut enc) = self.common.encrypted
-                    && enc.window_probe_reply(channel_num, target)?
+                    && enc.window_probe_reply(channel_num, target, None)?
                 {
                     return Ok(());
                 }
@@ -923,6 +923,7 @@ impl Session {
                     receive_window_exceeded: 0,
                     receive_window_max: 0,
                     receive_probe: probe,
+                    receive_window_growth: None,
                 };
 
                 let (channel, channel_ref) = Channel::new(

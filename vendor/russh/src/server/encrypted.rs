@@ -1054,6 +1054,7 @@ mod tests {
             open_global_requests: std::collections::VecDeque::new(),
             kex: SessionKexState::Idle,
             window_credits, // burrow
+            window_budget: None, // burrow
         }
     }
 
@@ -1730,7 +1731,7 @@ impl Session {
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
                 if let Some(ref mut enc) = self.common.encrypted {
-                    enc.window_probe_reply(channel_num, target)?;
+                    enc.window_probe_reply(channel_num, target, self.window_budget.as_ref())?;
                 }
                 Ok(())
             }
@@ -2292,6 +2293,7 @@ impl Session {
             receive_window_exceeded: 0,
             receive_window_max: 0,
             receive_probe: probe,
+            receive_window_growth: None,
         };
 
         let (channel, channel_ref) = Channel::new(

@@ -35,6 +35,8 @@ pub struct Session {
     // burrow: bytes consumed by the read halves of this session's channels (see
     // `WindowCredits`); the sender is `Handle::window_credits`.
     pub(crate) window_credits: UnboundedReceiver<(ChannelId, u32)>,
+    // burrow: what this session's grown receive windows may take (`set_window_budget`).
+    pub(crate) window_budget: Option<Arc<dyn crate::WindowBudget>>,
 }
 
 #[derive(Debug)]
@@ -930,6 +932,14 @@ impl Session {
         Ok(())
     }
 
+    /// burrow: holds the growth of this session's receive windows (see
+    /// [`crate::WindowBudget`]) to `budget`, e.g. one shared by every session of the
+    /// authenticated user. Set it once, before channels grow (in `Handler::auth_succeeded`):
+    /// a channel that already grew from another budget stops growing.
+    pub fn set_window_budget(&mut self, budget: Arc<dyn crate::WindowBudget>) {
+        self.window_budget = Some(budget);
+    }
+
     /// Get a handle to this session.
     pub fn handle(&self) -> Handle {
         self.sender.clone()
@@ -1747,6 +1757,7 @@ mod tests {
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
             window_credits, // burrow
+            window_budget: None, // burrow
         }
     }
 
