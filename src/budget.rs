@@ -1,34 +1,41 @@
-//! Byte budgets for the relay's replay buffers, so resumable streams cannot pin its memory.
+//! Byte budgets, per key and relay-wide, so that what one key's connections make the relay hold
+//! stays bounded whatever the peers do. Two things reserve from them:
 //!
-//! A resumable stream keeps the bytes it sent until the peer acknowledges them, and keeps them
-//! for the whole grace period after its client is gone. Without a bound, one key's streams
-//! whose readers never read hold `buffer` bytes each for as long as they like. So every
-//! resumable stream on the relay reserves its buffer from two budgets, the one of its key and
-//! the relay-wide one, and a stream that does not fit is carried without a replay buffer
-//! (unresumable: it works like a plain forward and ends when its channel is lost), never
-//! buffered past a budget.
+//! - **Replay buffers of resumable streams** (`resume_budget_*`). A resumable stream keeps the
+//!   bytes it sent until the peer acknowledges them, and keeps them for the whole grace period
+//!   after its client is gone. Without a bound, one key's streams whose readers never read hold
+//!   `buffer` bytes each for as long as they like. So every resumable stream reserves its buffer
+//!   from its key's budget and the relay-wide one, and a stream that does not fit is carried
+//!   without a replay buffer (unresumable: it works like a plain forward and ends when its
+//!   channel is lost), never buffered past a budget.
+//! - **Grown receive windows** (`window_growth_*`). A forward's receive window grows past the
+//!   configured 2 MiB on a long round trip (vendor/russh, "Adaptive receive window"), and a
+//!   window is what a channel whose reader stalls can leave queued in the relay. Each growth
+//!   takes its bytes from these budgets first (through [`russh::WindowBudget`]); a refused one
+//!   leaves the window as it is, the channel running on at its size.
 //!
-//! What is reserved is the buffer's *capacity*, up front, when the stream opens, not the bytes
-//! it holds at a given moment:
-//! - the bound then holds for the memory itself: a stream's buffer grows as it fills but is
-//!   never allocated past that capacity, so the sum of the reservations bounds the memory that
-//!   replay buffers can ever take, whatever the peers do;
+//! What is reserved is a buffer's or window's *capacity*, not the bytes it holds at a given
+//! moment:
+//! - the bound then holds for the memory itself: a buffer grows as it fills but is never
+//!   allocated past that capacity, and a peer may never send past its window, so the sum of
+//!   the reservations bounds the memory these can ever take;
 //! - a stream admitted as resumable always has its whole buffer: counting bytes as they are
 //!   buffered would have to stall a stream whose next read does not fit, and with a shared
 //!   relay-wide budget one key's unread streams would then stall every other key's streams, or
 //!   drop their resumability in the middle of a transfer;
-//! - the decision is taken once, where it is cheap and clear (at open, before any byte moved),
-//!   and reserve/release pair up exactly: one reservation per stream, given back when the
-//!   stream ends (done, failed, expired or stopped), by `Drop`.
+//! - the decision is taken where it is cheap and clear (a stream's open, a window's growth),
+//!   and reserve/release pair up exactly: what was taken is given back when the stream or
+//!   channel ends (done, failed, expired or stopped), by `Drop`.
 //!
 //! The price: an idle stream counts as a full one. At the defaults (4 MiB buffer, 64 MiB per
 //! key) a key has 16 resumable streams at once and its further streams are carried
 //! unresumable; an operator who wants more lowers `resume_buffer_kib` or raises the budget.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
-/// Bytes reservable by replay buffers: one key's, or the whole relay's.
+/// Reservable bytes: one key's, or the whole relay's.
 #[derive(Debug)]
 pub struct Budget {
     limit: u64,
@@ -75,31 +82,21 @@ impl Budget {
     }
 }
 
-/// Which budget a stream did not fit in.
+/// Which budget a reservation did not fit in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exhausted {
-    /// The budget of the stream's key (`resume_budget_per_key_mib`).
+    /// The budget of the key.
     Key,
-    /// The relay-wide budget (`resume_budget_total_mib`).
+    /// The relay-wide budget.
     Relay,
 }
 
-impl Exhausted {
-    /// The serve.toml setting that bounds it (for logs).
-    pub fn setting(self) -> &'static str {
-        match self {
-            Exhausted::Key => "resume_budget_per_key_mib",
-            Exhausted::Relay => "resume_budget_total_mib",
-        }
-    }
-}
-
-/// The budgets a stream of one key reserves from.
+/// The budgets one key reserves from.
 #[derive(Debug, Clone)]
 pub struct Budgets {
-    /// Shared by every stream of the key, across its sessions and client instances.
+    /// Shared by every reservation of the key, across its sessions and client instances.
     pub key: Arc<Budget>,
-    /// Shared by every stream on the relay.
+    /// Shared by every reservation on the relay.
     pub relay: Arc<Budget>,
 }
 
@@ -124,6 +121,66 @@ impl Budgets {
             return Err(Exhausted::Relay);
         }
         Ok(())
+    }
+
+    /// Gives back `n` bytes that [`Self::take`] took from both.
+    fn give_back(&self, n: u64) {
+        self.relay.give_back(n);
+        self.key.give_back(n);
+    }
+}
+
+/// The sizes of a pair of budgets (serve.toml `resume_budget_*_mib`, `window_growth_*_mib`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetConfig {
+    /// What one key may reserve, across its sessions and client instances.
+    pub per_key: u64,
+    /// What every key may reserve together.
+    pub total: u64,
+}
+
+/// One budget per key, created on first use and shared by everything of that key while any of
+/// it is alive, and one relay-wide budget shared by all keys.
+#[derive(Debug)]
+pub struct KeyedBudgets {
+    per_key: u64,
+    relay: Arc<Budget>,
+    /// Weak: a key's budget lives as long as a reservation or a holder of its [`Budgets`].
+    keys: Mutex<HashMap<String, Weak<Budget>>>,
+}
+
+impl KeyedBudgets {
+    /// `config.per_key` bytes for each key, `config.total` for all of them together.
+    pub fn new(config: BudgetConfig) -> Self {
+        Self {
+            per_key: config.per_key,
+            relay: Arc::new(Budget::new(config.total)),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The budgets of key `fp` (its fingerprint): its own and the relay's. Forgets the budgets
+    /// of keys nothing holds any more.
+    pub fn for_key(&self, fp: &str) -> Budgets {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.retain(|_, b| b.strong_count() > 0);
+        let key = match keys.get(fp).and_then(Weak::upgrade) {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(Budget::new(self.per_key));
+                keys.insert(fp.to_string(), Arc::downgrade(&b));
+                b
+            }
+        };
+        Budgets {
+            key,
+            relay: self.relay.clone(),
+        }
+    }
+
+    /// Bytes reserved now, all keys together.
+    pub fn reserved(&self) -> u64 {
+        self.relay.used()
     }
 }
 
@@ -154,6 +211,64 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         self.budgets.relay.give_back(self.bytes);
         self.budgets.key.give_back(self.bytes);
+    }
+}
+
+/// The budgets of grown receive windows: one per key and one for the relay, and how many
+/// growths they refused (a window that stays at its size).
+#[derive(Debug)]
+pub struct WindowBudgets {
+    budgets: KeyedBudgets,
+    refused: Arc<AtomicU64>,
+}
+
+impl WindowBudgets {
+    /// `config.per_key` bytes of growth for each key, `config.total` for all of them.
+    pub fn new(config: BudgetConfig) -> Self {
+        Self {
+            budgets: KeyedBudgets::new(config),
+            refused: Arc::default(),
+        }
+    }
+
+    /// What the sessions of key `fp` grow their windows from (`Session::set_window_budget`).
+    pub fn for_key(&self, fp: &str) -> Arc<dyn russh::WindowBudget> {
+        Arc::new(KeyWindowBudget {
+            budgets: self.budgets.for_key(fp),
+            refused: self.refused.clone(),
+        })
+    }
+
+    /// Bytes the grown windows of every key hold now.
+    pub fn reserved(&self) -> u64 {
+        self.budgets.reserved()
+    }
+
+    /// Growths refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// One key's window growth budgets: all or nothing from the key's and the relay's, given back
+/// when the channel that grew is gone.
+#[derive(Debug)]
+struct KeyWindowBudget {
+    budgets: Budgets,
+    refused: Arc<AtomicU64>,
+}
+
+impl russh::WindowBudget for KeyWindowBudget {
+    fn take(&self, bytes: u64) -> bool {
+        let taken = self.budgets.take(bytes).is_ok();
+        if !taken {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.budgets.give_back(bytes)
     }
 }
 

@@ -59,6 +59,7 @@
 pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BURROW_COMMIT"), ")");
 
 pub mod batched_reads;
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod config;

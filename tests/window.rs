@@ -3,7 +3,8 @@
 //! window past the fixed 2 MiB once a round trip's worth of data fills most of it, against
 //! OpenSSH's sshd and against burrow serve; and with both directions of an echo running at once
 //! nothing stalls and every byte arrives (the demo's 64 MiB echo once stalled with this change,
-//! before the session loops learned to read while writing).
+//! before the session loops learned to read while writing). The relay grows its windows only
+//! within its key's growth budget, and gets the bytes back when the connection closes.
 //!
 //! The link is a delay line on loopback (tests/common/delay.rs), 40 ms each way. Growth is read
 //! from russh's debug line for it (`BURROW_LOG=...,russh::session=debug`); no speed is asserted.
@@ -272,4 +273,73 @@ async fn an_echo_through_a_relay_with_small_replay_buffers_completes_exclusive()
             )
         });
     println!("echoed 64 MiB each way at {:.1} MiB/s", t.mib_per_s());
+}
+
+/// The relay's growth budget (`window_growth_per_key_mib`): a window is what a client can make
+/// the relay queue for a connection whose other end stops reading, so its growth past 2 MiB
+/// is bounded per key. With 2 MiB for the key, the relay's window on an upload over an 80 ms
+/// round trip grows once (2 -> 4 MiB) and then stays, the refusals counted in its metrics;
+/// the echo completes anyway, every byte compared. Once the forwarded connection is closed
+/// the growth is given back (`burrow_relay_window_growth_bytes 0`), and the next connection's
+/// window grows once again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_grows_windows_only_within_the_key_budget_and_gets_it_back_exclusive() {
+    let dir = test_dir();
+    let echo = echo_server().await;
+    let (relay, _line, client, addr) = relay_forward_with(
+        dir.path(),
+        LOG_FILTER,
+        DELAY,
+        &echo.hostport(),
+        "window_growth_per_key_mib = 2\n",
+    )
+    .await;
+    let metrics_addr = relay.metrics_addr().await;
+    for round in 1..=2 {
+        echo_through(addr).await;
+        let relay_log = relay.child.stderr_text();
+        let grew = growth(&relay_log);
+        let grown: Vec<&&str> = grew.iter().filter(|l| !l.contains("stays")).collect();
+        let refused = grew.iter().filter(|l| l.contains("budget")).count();
+        assert!(
+            grown.len() == round && grown.iter().all(|l| l.contains("2097152 -> 4194304")),
+            "round {round}: the relay's windows should have grown once per connection, \
+             2 -> 4 MiB, within a 2 MiB budget:\n{relay_log}\nclient: {}",
+            client.stderr_text()
+        );
+        assert!(
+            refused > 0,
+            "round {round}: no growth was refused:\n{relay_log}"
+        );
+        let deadline = std::time::Instant::now() + UP_TIMEOUT;
+        let metrics = loop {
+            let (status, body) = http_get(metrics_addr, "/metrics", UP_TIMEOUT)
+                .await
+                .expect("the relay's metrics");
+            let metrics = String::from_utf8_lossy(&body).into_owned();
+            assert_eq!(status, 200, "{metrics}");
+            if metrics
+                .lines()
+                .any(|l| l == "burrow_relay_window_growth_bytes 0")
+                || std::time::Instant::now() > deadline
+            {
+                break metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == "burrow_relay_window_growth_bytes 0"),
+            "round {round}: the closed connection's growth was not given back:\n{metrics}"
+        );
+        let counted = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("burrow_relay_window_growth_refused_total "))
+            .and_then(|n| n.parse::<usize>().ok());
+        assert!(
+            counted.is_some_and(|n| n >= refused),
+            "round {round}: {refused} refusals logged, metrics say {counted:?}:\n{metrics}"
+        );
+    }
 }

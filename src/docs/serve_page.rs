@@ -238,6 +238,24 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
              neither can be read.",
         ),
         Key::new(
+            "window_growth_per_key_mib",
+            "MiB",
+            (d.window_growth.per_key >> 20).to_string(),
+        )
+        .help(
+            "Memory one key's grown channel windows may add together, across its sessions. A \
+             forward's receive window starts at 2 MiB and doubles, up to 16 MiB, while a long \
+             round trip makes it what limits the transfer; a window is what a client can make \
+             the relay queue for a connection whose other end stops reading. Each doubling \
+             takes its bytes from this budget and the one below first; where they have no room \
+             the window keeps its size (the transfer goes on, slower on a long link), and what \
+             a channel took comes back when it closes. 0 keeps every window at 2 MiB.",
+        ),
+        Key::new("window_growth_total_mib", "MiB", "an eighth of memory").help(
+            "Grown channel windows: the same over every key, with the same default as \
+             resume_budget_total_mib (a separate budget).",
+        ),
+        Key::new(
             "auth_free_failures",
             "integer",
             d.penalty.free_failures.to_string(),
@@ -377,6 +395,8 @@ mod tests {
         let file = |text: &str| crate::server::config::parse_file(text, Path::new("x")).unwrap();
         let per_key: u64 = default_of("resume_budget_per_key_mib").parse().unwrap();
         assert_eq!(c.limits.resume_budget.per_key, per_key << 20);
+        let growth: u64 = default_of("window_growth_per_key_mib").parse().unwrap();
+        assert_eq!(c.limits.window_growth.per_key, growth << 20);
         for key in ["gateway_ports", "allow_tcp_forwarding"] {
             let explicit = file(&format!("{key} = {}\n", default_of(key)));
             let explicit = ServeConfig::from_parts(explicit, &ServeOverrides::default(), "-");

@@ -11,7 +11,6 @@
 //! the project owns no domain, and `.invalid` (RFC 2606) can never collide with anyone's
 //! extension name.
 
-pub mod budget;
 pub mod control;
 pub mod frame;
 mod registry;
@@ -37,6 +36,14 @@ pub const CONTROL_OK: [u8; 5] = [
     CONTROL_MAGIC[3],
     0,
 ];
+/// The serve.toml setting behind a replay buffer budget that was full (for logs).
+pub(crate) fn budget_setting(full: crate::budget::Exhausted) -> &'static str {
+    match full {
+        crate::budget::Exhausted::Key => "resume_budget_per_key_mib",
+        crate::budget::Exhausted::Relay => "resume_budget_total_mib",
+    }
+}
+
 /// How long a peer may take to send a hello or a reply before the channel is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 

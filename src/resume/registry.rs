@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::budget::Budgets;
 use super::control::{Inbox, Outbox};
 use super::frame::{Hello, Reply, StreamKey};
 use super::stream::{Attachment, Engine, Outcome, Replay, Sideband};
 use super::{BoxedIo, ChannelSpec, Opener, ResumeConfig, HANDSHAKE_TIMEOUT};
+use crate::budget::Budgets;
 use crate::pipe::{Carried, CloseReason, Counters};
 
 /// Pause between re-attach attempts on the same session.
@@ -371,7 +371,7 @@ impl Registry {
                     self.stats.unresumable.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         stream = id,
-                        budget = full.setting(),
+                        budget = super::budget_setting(full),
                         buffer = capacity,
                         "resumable stream carried without a replay buffer: its budget is full; \
                          it ends if its channel is lost"

@@ -14,10 +14,10 @@ use bytes::BufMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 
-use super::budget::{Exhausted, Reservation};
 use super::control::{Inbox, Outbox};
 use super::frame::{self, Frame, Reply, ACK_FRAME, DATA_HEADER, PACKET};
 use super::{BoxedIo, ResumeStats};
+use crate::budget::{Exhausted, Reservation};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
 
 /// How long an ABORT may take to go out before the channel is simply dropped.
@@ -775,7 +775,7 @@ impl Engine {
                     tracing::info!(
                         stream = self.id,
                         buffer = at,
-                        budget = budget.setting(),
+                        budget = super::budget_setting(budget),
                         "replay buffer limits this stream but its budget has no room to grow it"
                     );
                 }
@@ -1009,7 +1009,7 @@ mod tests {
 
     #[test]
     fn growth_stops_at_the_key_budget_and_the_stream_runs_on() {
-        use crate::resume::budget::{Budget, Budgets};
+        use crate::budget::{Budget, Budgets};
         // Room for the initial 256 KiB and one doubling (512 KiB), not for 1 MiB.
         let budgets = Budgets {
             key: Arc::new(Budget::new(768 << 10)),

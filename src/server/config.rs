@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::budget::BudgetConfig;
 use crate::observe::ObserveConfig;
 use crate::server::penalty::PenaltyConfig;
 use crate::server::policy::{self, AllowTcpForwarding, GatewayPorts};
@@ -129,6 +130,11 @@ pub struct LimitsFile {
     /// Resumable streams: replay buffer bytes all streams may reserve together (default an
     /// eighth of memory, 512 if unknown); streams past it are carried unresumable.
     pub resume_budget_total_mib: Option<u64>,
+    /// Grown channel receive windows: bytes one key's channels may add together (default 256).
+    pub window_growth_per_key_mib: Option<u64>,
+    /// Grown channel receive windows: bytes all channels may add together (default an eighth
+    /// of memory, 512 if unknown).
+    pub window_growth_total_mib: Option<u64>,
     /// Failed authentications a source may have before its failure replies are delayed.
     pub auth_free_failures: Option<u32>,
     /// Longest delay of a failure reply for a source past its allowance (seconds).
@@ -199,7 +205,9 @@ pub struct Limits {
     /// Resumable streams (burrow clients only): replay buffer and grace period.
     pub resume: crate::resume::ResumeConfig,
     /// Resumable streams: what replay buffers may reserve, per key and relay-wide.
-    pub resume_budget: crate::server::resume::BudgetConfig,
+    pub resume_budget: BudgetConfig,
+    /// What grown receive windows may add past the 2 MiB window, per key and relay-wide.
+    pub window_growth: BudgetConfig,
     /// Per-source brute-force penalty (OpenSSH PerSourcePenalties-like).
     pub penalty: PenaltyConfig,
 }
@@ -217,9 +225,13 @@ impl Default for Limits {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_count_max: 3,
             resume: crate::resume::ResumeConfig::default(),
-            resume_budget: crate::server::resume::BudgetConfig {
+            resume_budget: BudgetConfig {
                 per_key: DEFAULT_RESUME_BUDGET_PER_KEY,
-                total: default_resume_budget_total(),
+                total: default_budget_total(),
+            },
+            window_growth: BudgetConfig {
+                per_key: DEFAULT_WINDOW_GROWTH_PER_KEY,
+                total: default_budget_total(),
             },
             penalty: PenaltyConfig::default(),
         }
@@ -230,16 +242,49 @@ impl Default for Limits {
 /// 4 MiB buffer.
 pub const DEFAULT_RESUME_BUDGET_PER_KEY: u64 = 64 << 20;
 
-/// Relay-wide budget when the machine's memory cannot be read.
-pub const FALLBACK_RESUME_BUDGET_TOTAL: u64 = 512 << 20;
+/// What one key's grown receive windows may add: a window grows from 2 MiB to at most 16, so
+/// 18 channels at their largest, far more than a key's long-distance bulk transfers need at
+/// once, against 14 GiB for `max_channels_per_key` (1024) channels unbounded.
+pub const DEFAULT_WINDOW_GROWTH_PER_KEY: u64 = 256 << 20;
 
-/// Replay buffer bytes all resumable streams may reserve: an eighth of the memory this process
-/// may use (MemTotal, or a smaller cgroup limit), so replay buffers alone can never take the
-/// machine; [`FALLBACK_RESUME_BUDGET_TOTAL`] where that is unknown.
-pub fn default_resume_budget_total() -> u64 {
-    crate::resume::budget::memory_available()
+/// A relay-wide budget when the machine's memory cannot be read.
+pub const FALLBACK_BUDGET_TOTAL: u64 = 512 << 20;
+
+/// A relay-wide budget (replay buffers, grown windows): an eighth of the memory this process
+/// may use (MemTotal, or a smaller cgroup limit), so neither can take the machine alone;
+/// [`FALLBACK_BUDGET_TOTAL`] where that is unknown.
+pub fn default_budget_total() -> u64 {
+    crate::budget::memory_available()
         .map(|m| m / 8)
-        .unwrap_or(FALLBACK_RESUME_BUDGET_TOTAL)
+        .unwrap_or(FALLBACK_BUDGET_TOTAL)
+}
+
+/// `mib` (a `[limits]` field named `field`) in bytes, `default` when absent. Err names the
+/// field.
+fn mib_bytes(
+    field: &'static str,
+    mib: Option<u64>,
+    default: u64,
+) -> Result<u64, (&'static str, String)> {
+    match mib {
+        None => Ok(default),
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| (field, format!("{mib} MiB is too large"))),
+    }
+}
+
+/// The window growth budgets from `[limits]`. Any size goes: 0 (or less than a first
+/// growth, 2 MiB) keeps every window at 2 MiB. Err names the field.
+fn window_growth(
+    per_key_mib: Option<u64>,
+    total_mib: Option<u64>,
+) -> Result<BudgetConfig, (&'static str, String)> {
+    let d = Limits::default().window_growth;
+    Ok(BudgetConfig {
+        per_key: mib_bytes("window_growth_per_key_mib", per_key_mib, d.per_key)?,
+        total: mib_bytes("window_growth_total_mib", total_mib, d.total)?,
+    })
 }
 
 /// The budgets from `[limits]`: MiB, each at least one stream's buffer (`buffer` bytes) or 0
@@ -248,25 +293,24 @@ fn resume_budget(
     per_key_mib: Option<u64>,
     total_mib: Option<u64>,
     buffer: usize,
-) -> Result<crate::server::resume::BudgetConfig, (&'static str, String)> {
+) -> Result<BudgetConfig, (&'static str, String)> {
     let buffer = crate::resume::buffer_capacity(buffer) as u64;
-    let bytes = |field: &'static str, mib: Option<u64>, default: u64| match mib {
-        None => Ok(default),
-        Some(mib) => match mib.checked_mul(1 << 20) {
-            None => Err((field, format!("{mib} MiB is too large"))),
-            Some(b) if b != 0 && b < buffer => Err((
+    let bytes =
+        |field: &'static str, mib: Option<u64>, default: u64| match mib_bytes(field, mib, default)?
+        {
+            b if b != 0 && b < buffer => Err((
                 field,
                 format!(
-                    "{mib} MiB is less than one stream's replay buffer ({} KiB, \
-                     resume_buffer_kib): no stream could ever be resumable; 0 says that on purpose",
+                    "{} MiB is less than one stream's replay buffer ({} KiB, \
+                 resume_buffer_kib): no stream could ever be resumable; 0 says that on purpose",
+                    b >> 20,
                     buffer / 1024
                 ),
             )),
-            Some(b) => Ok(b),
-        },
-    };
+            b => Ok(b),
+        };
     let d = Limits::default().resume_budget;
-    Ok(crate::server::resume::BudgetConfig {
+    Ok(BudgetConfig {
         per_key: bytes("resume_budget_per_key_mib", per_key_mib, d.per_key)?,
         total: bytes("resume_budget_total_mib", total_mib, d.total)?,
     })
@@ -345,8 +389,14 @@ impl ServeConfig {
             file.limits.resume_budget_per_key_mib,
             file.limits.resume_budget_total_mib,
         );
+        let growth = (
+            file.limits.window_growth_per_key_mib,
+            file.limits.window_growth_total_mib,
+        );
         let mut limits = limits(file.limits);
         limits.resume_budget = resume_budget(per_key_mib, total_mib, limits.resume.buffer)
+            .map_err(|(field, message)| invalid(field, message))?;
+        limits.window_growth = window_growth(growth.0, growth.1)
             .map_err(|(field, message)| invalid(field, message))?;
         let token_file = over.metrics_token_file.clone().or(file.metrics_token_file);
         let access_log = match file.access_log {
@@ -456,8 +506,10 @@ fn limits(f: LimitsFile) -> Limits {
                 .map(Duration::from_secs)
                 .unwrap_or(d.resume.grace),
         },
-        // Validated by from_parts (resume_budget), which has the file name for errors.
+        // Validated by from_parts (resume_budget, window_growth), which has the file name for
+        // errors.
         resume_budget: d.resume_budget,
+        window_growth: d.window_growth,
         penalty: PenaltyConfig {
             free_failures: f.auth_free_failures.unwrap_or(d.penalty.free_failures),
             max_delay: f
@@ -706,18 +758,20 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:2".parse().unwrap());
     }
 
+    /// A serve.toml of `text`, as `burrow serve` loads it.
+    fn load(text: &str) -> Result<ServeConfig, ServeConfigError> {
+        let file = parse_file(text, Path::new("x.toml")).unwrap();
+        ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml")
+    }
+
     #[test]
     fn resume_budgets_default_validate_and_name_their_field() {
-        let load = |text: &str| {
-            let file = parse_file(text, Path::new("x.toml")).unwrap();
-            ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml")
-        };
         let c = load("").unwrap();
         assert_eq!(c.limits.resume_budget.per_key, 64 << 20);
         let total = c.limits.resume_budget.total;
-        match crate::resume::budget::memory_available() {
+        match crate::budget::memory_available() {
             Some(m) => assert_eq!(total, m / 8),
-            None => assert_eq!(total, FALLBACK_RESUME_BUDGET_TOTAL),
+            None => assert_eq!(total, FALLBACK_BUDGET_TOTAL),
         }
         let c =
             load("[limits]\nresume_budget_per_key_mib = 8\nresume_budget_total_mib = 0\n").unwrap();
@@ -746,6 +800,29 @@ mod tests {
             c.limits.resume_budget.per_key,
             1 << 20,
             "two 512 KiB buffers"
+        );
+    }
+
+    #[test]
+    fn window_growth_budgets_default_accept_zero_and_name_their_field() {
+        let c = load("").unwrap();
+        assert_eq!(
+            c.limits.window_growth.per_key,
+            DEFAULT_WINDOW_GROWTH_PER_KEY
+        );
+        assert_eq!(c.limits.window_growth.total, default_budget_total());
+        let c = load("[limits]\nwindow_growth_per_key_mib = 0\nwindow_growth_total_mib = 64\n")
+            .unwrap();
+        assert_eq!(
+            (c.limits.window_growth.per_key, c.limits.window_growth.total),
+            (0, 64 << 20)
+        );
+        let e = load("[limits]\nwindow_growth_per_key_mib = 9223372036854775807\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("window_growth_per_key_mib") && e.contains("too large"),
+            "{e}"
         );
     }
 }

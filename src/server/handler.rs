@@ -368,6 +368,7 @@ impl russh::server::Handler for SessionHandler {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let Some(k) = &self.key {
+            session.set_window_budget(self.relay.windows.for_key(&k.fp));
             let me = SessionRef {
                 id: self.id,
                 key_fp: k.fp.clone(),

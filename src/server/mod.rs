@@ -76,6 +76,8 @@ pub struct Relay {
     pub stats: RelayStats,
     /// Resumable streams by key and client instance.
     pub resume: resume::Instances,
+    /// What grown channel receive windows may hold, per key and relay-wide.
+    pub windows: crate::budget::WindowBudgets,
     /// Where the metrics endpoint really listens, once started: never reachable through a
     /// forward unless permit_open names it (see [`direct`]).
     pub metrics_addr: std::sync::OnceLock<SocketAddr>,
@@ -261,6 +263,7 @@ pub fn start(config: ServeConfig, listener: tokio::net::TcpListener) -> anyhow::
             config.limits.resume_budget,
             kill.clone(),
         ),
+        windows: crate::budget::WindowBudgets::new(config.limits.window_growth),
         unauthenticated: Arc::new(Semaphore::new(config.limits.max_startups)),
         penalties: penalty::Penalties::new(config.limits.penalty.clone()),
         config,

@@ -2,7 +2,7 @@
 //! instance), so only the same key can ever see, let alone re-attach, its streams; and opening
 //! `forwarded-tcpip` channels on whichever session of that instance is current. Every stream's
 //! replay buffer is reserved from its key's budget and the relay's (see
-//! [`crate::resume::budget`]).
+//! [`crate::budget`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -10,21 +10,11 @@ use std::sync::{Arc, Mutex, Weak};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::resume::budget::{Budget, Budgets};
+use crate::budget::{BudgetConfig, KeyedBudgets};
 use crate::resume::{BoxedIo, ChannelSpec, Opener, Registry, ResumeConfig, ResumeStats};
 
 /// A key fingerprint and a client's instance id.
 type InstanceKey = (String, [u8; 16]);
-
-/// Byte budgets for replay buffers (serve.toml `resume_budget_per_key_mib`,
-/// `resume_budget_total_mib`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BudgetConfig {
-    /// What the streams of one key may reserve, across its sessions and client instances.
-    pub per_key: u64,
-    /// What the streams of every key may reserve together.
-    pub total: u64,
-}
 
 /// Registries by key fingerprint and instance id.
 pub struct Instances {
@@ -34,12 +24,9 @@ pub struct Instances {
     cancel: CancellationToken,
     /// Weak: a registry lives as long as a session of its instance or one of its streams.
     map: Mutex<HashMap<InstanceKey, Weak<Registry>>>,
-    budget_config: BudgetConfig,
-    /// Shared by every key.
-    relay_budget: Arc<Budget>,
-    /// Per key, shared by its instances; weak like the registries (each registry holds its
-    /// key's budget, each reservation both budgets).
-    key_budgets: Mutex<HashMap<String, Weak<Budget>>>,
+    /// Per key, shared by its instances; each registry holds its key's budgets, each
+    /// reservation both.
+    budgets: KeyedBudgets,
 }
 
 impl Instances {
@@ -50,37 +37,17 @@ impl Instances {
             config,
             cancel,
             map: Mutex::new(HashMap::new()),
-            budget_config: budgets,
-            relay_budget: Arc::new(Budget::new(budgets.total)),
-            key_budgets: Mutex::new(HashMap::new()),
+            budgets: KeyedBudgets::new(budgets),
         }
     }
 
     /// Bytes the replay buffers of every stream have reserved now.
     pub fn reserved(&self) -> u64 {
-        self.relay_budget.used()
+        self.budgets.reserved()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Weak<Registry>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The budgets of key `fp`'s streams: its own (one for all its instances) and the relay's.
-    fn budgets(&self, fp: &str) -> Budgets {
-        let mut map = self.key_budgets.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, b| b.strong_count() > 0);
-        let key = match map.get(fp).and_then(Weak::upgrade) {
-            Some(b) => b,
-            None => {
-                let b = Arc::new(Budget::new(self.budget_config.per_key));
-                map.insert(fp.to_string(), Arc::downgrade(&b));
-                b
-            }
-        };
-        Budgets {
-            key,
-            relay: self.relay_budget.clone(),
-        }
     }
 
     /// The registry of `instance` under key `fp`, now served by `handle`: streams this relay
@@ -108,7 +75,7 @@ impl Instances {
                     self.config,
                     self.cancel.child_token(),
                     self.stats.clone(),
-                    Some(self.budgets(fp)),
+                    Some(self.budgets.for_key(fp)),
                 );
                 map.insert(key, Arc::downgrade(&r));
                 r
@@ -286,14 +253,14 @@ mod tests {
         let other_instance = instances.registry("SHA256:mine", [8; 16]);
         assert!(!Arc::ptr_eq(&mine, &other_instance));
         // One budget per key, whichever instance its streams come from.
-        let mine_budget = instances.budgets("SHA256:mine").key;
+        let mine_budget = instances.budgets.for_key("SHA256:mine").key;
         assert!(Arc::ptr_eq(
             &mine_budget,
-            &instances.budgets("SHA256:mine").key
+            &instances.budgets.for_key("SHA256:mine").key
         ));
         assert!(!Arc::ptr_eq(
             &mine_budget,
-            &instances.budgets("SHA256:theirs").key
+            &instances.budgets.for_key("SHA256:theirs").key
         ));
         assert_eq!(mine_budget.limit(), 64 << 20);
         drop((mine, again, theirs));

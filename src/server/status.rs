@@ -77,6 +77,11 @@ pub struct Totals {
     pub streams_growth_refused: u64,
     /// Bytes reserved by the replay buffers of resumable streams now.
     pub resume_reserved_bytes: u64,
+    /// Bytes channel receive windows have grown by, past the configured window, now.
+    pub window_growth_bytes: u64,
+    /// Window growths a window growth budget refused (counted each round trip a channel would
+    /// have grown).
+    pub window_growth_refused: u64,
     /// Refusals by reason.
     pub refusals: BTreeMap<&'static str, u64>,
     /// Relay-wide throughput.
@@ -209,6 +214,8 @@ impl Relay {
             streams_buffers_grown: self.resume.stats.grown.load(Ordering::Relaxed),
             streams_growth_refused: self.resume.stats.growth_refused.load(Ordering::Relaxed),
             resume_reserved_bytes: self.resume.reserved(),
+            window_growth_bytes: self.windows.reserved(),
+            window_growth_refused: self.windows.refused(),
             refusals: st
                 .refusals()
                 .into_iter()
@@ -278,7 +285,7 @@ impl Relay {
 /// Prometheus text for these totals.
 pub fn render_metrics(t: &Totals) -> String {
     let mut out = Exposition::default();
-    let plain: [(&str, &str, &str, u64); 19] = [
+    let plain: [(&str, &str, &str, u64); 21] = [
         (
             "burrow_relay_sessions",
             "gauge",
@@ -393,6 +400,18 @@ pub fn render_metrics(t: &Totals) -> String {
             "bytes reserved by the replay buffers of resumable streams",
             t.resume_reserved_bytes,
         ),
+        (
+            "burrow_relay_window_growth_bytes",
+            "gauge",
+            "bytes channel receive windows have grown by, past the configured window",
+            t.window_growth_bytes,
+        ),
+        (
+            "burrow_relay_window_growth_refused_total",
+            "counter",
+            "window growths a window growth budget refused (each round trip it would have grown)",
+            t.window_growth_refused,
+        ),
     ];
     for (name, kind, help, value) in plain {
         out.family(name, kind, help);
@@ -457,6 +476,8 @@ mod tests {
             streams_buffers_grown: 8,
             streams_growth_refused: 5,
             resume_reserved_bytes: 4096,
+            window_growth_bytes: 2 << 20,
+            window_growth_refused: 3,
             refusals: [("permitopen", 2), ("bind", 0)].into_iter().collect(),
             throughput: Throughput::default(),
         };
@@ -477,6 +498,8 @@ mod tests {
             "burrow_relay_stream_buffers_grown_total 8",
             "burrow_relay_stream_buffer_growth_refused_total 5",
             "burrow_relay_resume_reserved_bytes 4096",
+            "burrow_relay_window_growth_bytes 2097152",
+            "burrow_relay_window_growth_refused_total 3",
             "burrow_relay_refusals_total{reason=\"permitopen\"} 2",
             "burrow_relay_refusals_total{reason=\"bind\"} 0",
             "# TYPE burrow_relay_refusals_total counter",

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::resume::budget::Budget;
+use crate::budget::Budget;
 use crate::server::stream::Cancellable;
 
 /// The integration tests' delay line; only its one-way delay is used here.
