@@ -524,8 +524,8 @@ pub(crate) struct ChannelParams {
     /// burrow: the round-trip probe that decides whether the window should grow.
     receive_probe: WindowProbe,
     /// burrow: what the growth of `receive_window_max` took from the session's
-    /// [`WindowBudget`], given back when the channel is gone.
-    receive_window_growth: Option<WindowGrowth>,
+    /// [`WindowBudget`], given back when the channel and its queue are gone.
+    receive_window_growth: Option<std::sync::Arc<WindowGrowth>>,
 }
 
 /// burrow: where the bytes of grown receive windows come from. A channel's window (and so
@@ -541,12 +541,14 @@ pub trait WindowBudget: Send + Sync + std::fmt::Debug {
     fn give_back(&self, bytes: u64);
 }
 
-/// burrow: the bytes one channel's window growth holds from a [`WindowBudget`], given back
-/// on drop (the channel closed, or its session ended).
+/// burrow: the bytes one channel's window growth holds from a [`WindowBudget`]. Shared by the
+/// channel's parameters and its queue (`ChannelRef::hold_window_growth`), and given back when
+/// both are gone: a window bounds what the queue may hold, and the queue keeps its data past
+/// the channel's close, until the application has read it or dropped its read half.
 #[derive(Debug)]
 pub(crate) struct WindowGrowth {
     budget: std::sync::Arc<dyn WindowBudget>,
-    bytes: u64,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl WindowGrowth {
@@ -554,7 +556,7 @@ impl WindowGrowth {
     /// False, with nothing changed, if the budget refuses, or if `held` came from another
     /// budget (a session's budget is set once, after authentication).
     pub(crate) fn take(
-        held: &mut Option<WindowGrowth>,
+        held: &mut Option<std::sync::Arc<WindowGrowth>>,
         budget: &std::sync::Arc<dyn WindowBudget>,
         bytes: u64,
     ) -> bool {
@@ -565,12 +567,16 @@ impl WindowGrowth {
             return false;
         }
         match held {
-            Some(growth) => growth.bytes += bytes,
+            Some(growth) => {
+                growth
+                    .bytes
+                    .fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+            }
             None => {
-                *held = Some(WindowGrowth {
+                *held = Some(std::sync::Arc::new(WindowGrowth {
                     budget: std::sync::Arc::clone(budget),
-                    bytes,
-                })
+                    bytes: bytes.into(),
+                }))
             }
         }
         true
@@ -579,7 +585,43 @@ impl WindowGrowth {
 
 impl Drop for WindowGrowth {
     fn drop(&mut self) {
-        self.budget.give_back(self.bytes);
+        self.budget.give_back(*self.bytes.get_mut());
+    }
+}
+
+/// burrow: a [`WindowBudget`] of `limit` bytes for tests, counting what is held.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct BurrowTestBudget {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl BurrowTestBudget {
+    pub(crate) fn new(limit: u64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            limit,
+            used: 0.into(),
+        })
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+impl WindowBudget for BurrowTestBudget {
+    fn take(&self, bytes: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.used
+            .fetch_update(SeqCst, SeqCst, |u| Some(u + bytes).filter(|&t| t <= self.limit))
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -357,7 +357,10 @@ impl Encrypted {
                     "channel {}: peer sent {excess} bytes beyond its window ({} in total)",
                     channel.sender_channel, channel.receive_window_exceeded
                 );
-                if channel.receive_window_exceeded > target.max(channel.receive_window_max) / 10 {
+                // burrow: 10% of the configured window, not of a grown one: an honest peer
+                // never overruns, and a grown window's 10% would be queued past the budget
+                // that its growth came from.
+                if channel.receive_window_exceeded > target / 10 {
                     return Err(crate::Error::Inconsistent);
                 }
             }
@@ -542,6 +545,15 @@ impl Encrypted {
         });
         channel.sender_window_size = channel.sender_window_size.saturating_add(extra);
         Ok(true)
+    }
+
+    /// burrow: what `channel`'s window growth holds from the session's budget, if it grew
+    /// within one; its queue takes a share (`ChannelRef::hold_window_growth`).
+    pub(crate) fn window_growth(
+        &self,
+        channel: ChannelId,
+    ) -> Option<std::sync::Arc<crate::WindowGrowth>> {
+        self.channels.get(&channel)?.receive_window_growth.clone()
     }
 
     fn flush_channel(
@@ -1988,25 +2000,6 @@ mod tests {
         assert_eq!(encrypted.channels[&id].receive_window_max, 0);
     }
 
-    /// A budget of `limit` bytes for grown windows, counting what is held.
-    #[derive(Debug)]
-    struct BurrowTestBudget {
-        limit: u64,
-        used: std::sync::atomic::AtomicU64,
-    }
-
-    impl crate::WindowBudget for BurrowTestBudget {
-        fn take(&self, bytes: u64) -> bool {
-            use std::sync::atomic::Ordering::SeqCst;
-            self.used
-                .fetch_update(SeqCst, SeqCst, |u| Some(u + bytes).filter(|&t| t <= self.limit))
-                .is_ok()
-        }
-        fn give_back(&self, bytes: u64) {
-            self.used.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
     /// One 100 ms probe cycle on `id`, from `start`: a little data re-opens the window and
     /// sends the probe, then the whole current window arrives before the answer. Returns
     /// whether the window grew.
@@ -2034,7 +2027,7 @@ mod tests {
 
     /// Growth takes its bytes from the session's budget: a channel grows while the budget has
     /// them, another channel of the session finds it spent (its window stays), and a closed
-    /// channel gives back everything it took.
+    /// channel gives back everything it took once its queue is gone too.
     #[test]
     fn burrow_window_grows_only_within_its_budget_and_gives_it_back() {
         let (a, b) = (ChannelId(3), ChannelId(4));
@@ -2044,12 +2037,9 @@ mod tests {
         encrypted.channels.insert(b, channel);
         encrypted.allow_window_probe(a);
         encrypted.allow_window_probe(b);
-        let counted = std::sync::Arc::new(BurrowTestBudget {
-            limit: 3 * u64::from(BURROW_WINDOW),
-            used: 0.into(),
-        });
+        let counted = crate::BurrowTestBudget::new(3 * u64::from(BURROW_WINDOW));
         let budget: std::sync::Arc<dyn crate::WindowBudget> = counted.clone();
-        let used = || counted.used.load(std::sync::atomic::Ordering::SeqCst);
+        let used = || counted.used();
         let t0 = std::time::Instant::now();
         let cycle = |n: u32| t0 + n * std::time::Duration::from_millis(100);
 
@@ -2060,13 +2050,38 @@ mod tests {
         // Spent: b's window stays at the configured size.
         assert!(!burrow_full_round_trip(&mut encrypted, b, &budget, cycle(2)));
         assert_eq!(encrypted.channels[&b].receive_window_max, 0);
-        // a's growth is given back when a is gone, and b can grow.
+        // a's growth is given back when a and its queue are gone (the queue keeps the data
+        // the grown window let in past the close), and b can grow.
+        let (queue, read_half) = crate::channels::ChannelRef::new(10);
+        queue.hold_window_growth(encrypted.window_growth(a).unwrap());
         encrypted.channels.remove(&a);
+        assert_eq!(used(), 3 * u64::from(BURROW_WINDOW));
+        drop(queue);
+        assert_eq!(used(), 3 * u64::from(BURROW_WINDOW));
+        drop(read_half);
         assert_eq!(used(), 0);
         assert!(burrow_full_round_trip(&mut encrypted, b, &budget, cycle(3)));
         assert_eq!(used(), u64::from(BURROW_WINDOW));
         drop(encrypted);
         assert_eq!(used(), 0);
+    }
+
+    /// A grown window allows the same overrun as the configured one (10% of it), not 10% of
+    /// the grown size, which would be queued past the budget the growth came from.
+    #[test]
+    fn burrow_overrun_past_a_tenth_of_the_configured_window_cuts_a_grown_channel_off() {
+        let id = ChannelId(3);
+        let mut encrypted = burrow_encrypted(id);
+        encrypted.allow_window_probe(id);
+        let budget: std::sync::Arc<dyn crate::WindowBudget> = crate::BurrowTestBudget::new(1 << 30);
+        let t0 = std::time::Instant::now();
+        assert!(burrow_full_round_trip(&mut encrypted, id, &budget, t0));
+        let open = encrypted.channels[&id].sender_window_size as usize;
+        let over = BURROW_WINDOW as usize / 10 + 1;
+        assert!(matches!(
+            encrypted.adjust_window_size(id, &vec![0; open + over], BURROW_WINDOW, true),
+            Err(crate::Error::Inconsistent)
+        ));
     }
 
     #[test]

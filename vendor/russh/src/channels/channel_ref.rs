@@ -40,6 +40,12 @@ impl ChannelRef {
         self.sender.send(msg).await
     }
 
+    // burrow: the channel's queue keeps a share of what its grown window holds from the
+    // session's budget, so it is given back only once the queued data is gone too.
+    pub(crate) fn hold_window_growth(&self, growth: std::sync::Arc<crate::WindowGrowth>) {
+        self.sender.hold_window_growth(growth)
+    }
+
     // burrow: like `send` but never waits (used for informational messages).
     pub(crate) fn try_send(&self, msg: ChannelMsg) -> Result<(), TrySendError<ChannelMsg>> {
         self.sender.try_send(msg)

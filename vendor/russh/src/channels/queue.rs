@@ -214,6 +214,9 @@ fn takes_permit(msg: &ChannelMsg) -> bool {
 struct Shared {
     state: Mutex<State>,
     control_permits: Semaphore,
+    /// What the channel's grown window holds from its session's budget: the queue keeps a
+    /// share, so the bytes are given back only once the data the window let in is gone too.
+    window_growth: std::sync::OnceLock<Arc<crate::WindowGrowth>>,
 }
 
 impl Shared {
@@ -227,6 +230,7 @@ pub(crate) fn queue(channel_buffer_size: usize) -> (QueueTx, ChannelQueueRx) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         control_permits: Semaphore::new(channel_buffer_size),
+        window_growth: std::sync::OnceLock::new(),
     });
     (
         QueueTx {
@@ -273,6 +277,11 @@ impl QueueTx {
             }
         }
         self.push(msg)
+    }
+
+    /// Keeps `growth` (the channel's, the same each time) as long as the queue lives.
+    pub(crate) fn hold_window_growth(&self, growth: Arc<crate::WindowGrowth>) {
+        let _ = self.shared.window_growth.set(growth);
     }
 
     fn push(&self, msg: ChannelMsg) -> Result<(), TrySendError<ChannelMsg>> {

@@ -824,6 +824,52 @@ mod tests {
         );
     }
 
+    /// burrow: a grown window's bytes stay taken from the session's budget after the peer
+    /// closes the channel, while its queue still holds data the window let in, and come back
+    /// once the read half is gone (a peer closing channels whose reader stalls must not get
+    /// the budget back for new ones while the relay still holds their data).
+    #[tokio::test]
+    async fn burrow_window_growth_stays_held_while_a_closed_channel_queue_lives() {
+        let mut session = test_authenticated_session();
+        let counted = crate::BurrowTestBudget::new(64 << 20);
+        session.set_window_budget(counted.clone());
+        let window = session.common.config.window_size;
+        let channel = session
+            .common
+            .encrypted
+            .as_mut()
+            .unwrap()
+            .new_channel(window, session.common.config.maximum_packet_size);
+        let (channel_ref, read_half) = crate::channels::ChannelRef::new(4);
+        session.channels.insert(channel, channel_ref);
+        let mut handler = ChannelCallbackProbe::default();
+        let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
+        for x in [channel.0, 100, 1 << 20, 32768] {
+            x.encode(&mut confirmation).unwrap();
+        }
+        session.process_packet(&mut handler, &confirmation).await.unwrap();
+
+        // A probe goes out, the whole window arrives (queued, unread), the answer comes.
+        let enc = session.common.encrypted.as_mut().unwrap();
+        enc.allow_window_probe(channel);
+        // More than 3 packets consumed re-opens the window, with the probe behind the adjust.
+        enc.adjust_window_size(channel, &vec![0; 1 << 17], window, true).unwrap();
+        assert!(enc.consume_window(channel, 1 << 17, window).unwrap());
+        enc.adjust_window_size(channel, &vec![0; window as usize], window, true).unwrap();
+        let mut answer = vec![msg::CHANNEL_FAILURE];
+        channel.0.encode(&mut answer).unwrap();
+        session.process_packet(&mut handler, &answer).await.unwrap();
+        assert_eq!(counted.used(), u64::from(window), "the window doubled");
+
+        let mut close = vec![msg::CHANNEL_CLOSE];
+        channel.0.encode(&mut close).unwrap();
+        session.process_packet(&mut handler, &close).await.unwrap();
+        assert!(!session.channels.contains_key(&channel));
+        assert_eq!(counted.used(), u64::from(window), "held while the queue lives");
+        drop(read_half);
+        assert_eq!(counted.used(), 0, "given back with the queue");
+    }
+
     #[tokio::test]
     async fn open_replies_for_established_channel_are_rejected() {
         let mut session = test_authenticated_session();
@@ -1732,6 +1778,13 @@ impl Session {
                 let target = self.target_window_size;
                 if let Some(ref mut enc) = self.common.encrypted {
                     enc.window_probe_reply(channel_num, target, self.window_budget.as_ref())?;
+                    // What a grown window holds stays held while the channel's queue holds
+                    // the data it let in, past the channel's close.
+                    if let (Some(growth), Some(chan)) =
+                        (enc.window_growth(channel_num), self.channels.get(&channel_num))
+                    {
+                        chan.hold_window_growth(growth);
+                    }
                 }
                 Ok(())
             }
