@@ -417,6 +417,73 @@ mod tests {
     }
 
     #[test]
+    fn window_budgets_hold_each_key_to_its_own_and_all_to_the_total_and_count_refusals() {
+        let windows = WindowBudgets::new(BudgetConfig {
+            per_key: 6,
+            total: 10,
+        });
+        let (a, a_again, b) = (
+            windows.for_key("SHA256:a"),
+            windows.for_key("SHA256:a"),
+            windows.for_key("SHA256:b"),
+        );
+        assert!(a.take(4));
+        assert!(
+            !a_again.take(4),
+            "one budget for all sessions of a key: 4 + 4 > 6"
+        );
+        assert!(a_again.take(2));
+        assert!(!b.take(5), "relay-wide: 6 + 5 > 10");
+        assert!(b.take(4));
+        assert_eq!((windows.reserved(), windows.refused()), (10, 2));
+        a.give_back(4);
+        a_again.give_back(2);
+        assert!(b.take(2), "a's bytes came back to the relay");
+        b.give_back(6);
+        assert_eq!(windows.reserved(), 0);
+    }
+
+    #[test]
+    fn window_budgets_under_racing_sessions_never_overshoot_and_all_come_back() {
+        // 8 threads, 2 keys, each take paired with a give-back later: at no moment more than
+        // the total is held, and nothing is at the end.
+        let windows = Arc::new(WindowBudgets::new(BudgetConfig {
+            per_key: 40,
+            total: 64,
+        }));
+        let peak = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (windows, peak) = (windows.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let budget = windows.for_key(if t % 2 == 0 { "a" } else { "b" });
+                    let mut held = 0u64;
+                    for i in 0..500 {
+                        if budget.take(3) {
+                            held += 3;
+                        }
+                        peak.fetch_max(windows.reserved(), Ordering::Relaxed);
+                        if i % 3 == 0 && held > 0 {
+                            budget.give_back(3);
+                            held -= 3;
+                        }
+                    }
+                    budget.give_back(held);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            peak.load(Ordering::Relaxed) <= 63,
+            "never past 64 in steps of 3"
+        );
+        assert!(windows.refused() > 0, "the budgets were contended");
+        assert_eq!(windows.reserved(), 0, "no leak");
+    }
+
+    #[test]
     fn memory_sources_parse() {
         let meminfo = "MemTotal:       24683784 kB\nMemFree:         1000 kB\n";
         assert_eq!(parse_meminfo_total(meminfo), Some(24683784 * 1024));

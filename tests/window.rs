@@ -275,25 +275,32 @@ async fn an_echo_through_a_relay_with_small_replay_buffers_completes_exclusive()
     println!("echoed 64 MiB each way at {:.1} MiB/s", t.mib_per_s());
 }
 
-/// The relay's growth budget (`window_growth_per_key_mib`): a window is what a client can make
-/// the relay queue for a connection whose other end stops reading, so its growth past 2 MiB
-/// is bounded per key. With 2 MiB for the key, the relay's window on an upload over an 80 ms
-/// round trip grows once (2 -> 4 MiB) and then stays, the refusals counted in its metrics;
-/// the echo completes anyway, every byte compared. Once the forwarded connection is closed
-/// the growth is given back (`burrow_relay_window_growth_bytes 0`), and the next connection's
-/// window grows once again.
+/// The relay's growth budgets: a window is what a client can make the relay queue for a
+/// connection whose other end stops reading, so its growth past 2 MiB is bounded per key
+/// (`window_growth_per_key_mib`) and relay-wide (`window_growth_total_mib`). With 2 MiB in
+/// either, the relay's window on an upload over an 80 ms round trip grows once (2 -> 4 MiB)
+/// and then stays, the refusals counted in its metrics; the echo completes anyway, every byte
+/// compared. Once the forwarded connection is closed the growth is given back
+/// (`burrow_relay_window_growth_bytes 0`), and the next connection's window grows once again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_grows_windows_only_within_the_key_budget_and_gets_it_back_exclusive() {
+    grows_within_budget("window_growth_per_key_mib = 2\n").await;
+}
+
+/// [`the_relay_grows_windows_only_within_the_key_budget_and_gets_it_back_exclusive`] with the
+/// relay-wide budget as the one that binds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_grows_windows_only_within_the_relay_budget_exclusive() {
+    grows_within_budget("window_growth_per_key_mib = 64\nwindow_growth_total_mib = 2\n").await;
+}
+
+/// Two 64 MiB echoes through a relay with `limits`, which leave 2 MiB of window growth: each
+/// grows the relay's window exactly once, and gives it back.
+async fn grows_within_budget(limits: &str) {
     let dir = test_dir();
     let echo = echo_server().await;
-    let (relay, _line, client, addr) = relay_forward_with(
-        dir.path(),
-        LOG_FILTER,
-        DELAY,
-        &echo.hostport(),
-        "window_growth_per_key_mib = 2\n",
-    )
-    .await;
+    let (relay, _line, client, addr) =
+        relay_forward_with(dir.path(), LOG_FILTER, DELAY, &echo.hostport(), limits).await;
     let metrics_addr = relay.metrics_addr().await;
     for round in 1..=2 {
         echo_through(addr).await;

@@ -249,7 +249,8 @@ fn limit_keys(d: &Limits) -> Vec<Key> {
              the relay queue for a connection whose other end stops reading. Each doubling \
              takes its bytes from this budget and the one below first; where they have no room \
              the window keeps its size (the transfer goes on, slower on a long link), and what \
-             a channel took comes back when it closes. 0 keeps every window at 2 MiB.",
+             a channel took comes back when it has closed and the relay no longer holds its \
+             data. At least 2 MiB (one doubling), or 0 (every window stays at 2 MiB).",
         ),
         Key::new("window_growth_total_mib", "MiB", "an eighth of memory").help(
             "Grown channel windows: the same over every key, with the same default as \

@@ -274,16 +274,34 @@ fn mib_bytes(
     }
 }
 
-/// The window growth budgets from `[limits]`. Any size goes: 0 (or less than a first
-/// growth, 2 MiB) keeps every window at 2 MiB. Err names the field.
+/// The relay's channel receive window before any growth (russh's default): its first doubling
+/// takes this much from the growth budgets.
+pub const CHANNEL_WINDOW: u64 = 2 << 20;
+
+/// The window growth budgets from `[limits]`: each at least one first doubling
+/// ([`CHANNEL_WINDOW`]), or 0 (every window stays at 2 MiB). Err names the field.
 fn window_growth(
     per_key_mib: Option<u64>,
     total_mib: Option<u64>,
 ) -> Result<BudgetConfig, (&'static str, String)> {
+    let bytes =
+        |field: &'static str, mib: Option<u64>, default: u64| match mib_bytes(field, mib, default)?
+        {
+            b if b != 0 && b < CHANNEL_WINDOW => Err((
+                field,
+                format!(
+                    "{} MiB is less than a window's first doubling ({} MiB): no window could ever \
+                 grow; 0 says that on purpose",
+                    b >> 20,
+                    CHANNEL_WINDOW >> 20
+                ),
+            )),
+            b => Ok(b),
+        };
     let d = Limits::default().window_growth;
     Ok(BudgetConfig {
-        per_key: mib_bytes("window_growth_per_key_mib", per_key_mib, d.per_key)?,
-        total: mib_bytes("window_growth_total_mib", total_mib, d.total)?,
+        per_key: bytes("window_growth_per_key_mib", per_key_mib, d.per_key)?,
+        total: bytes("window_growth_total_mib", total_mib, d.total)?,
     })
 }
 
@@ -804,7 +822,7 @@ mod tests {
     }
 
     #[test]
-    fn window_growth_budgets_default_accept_zero_and_name_their_field() {
+    fn window_growth_budgets_default_validate_and_name_their_field() {
         let c = load("").unwrap();
         assert_eq!(
             c.limits.window_growth.per_key,
@@ -822,6 +840,13 @@ mod tests {
             .to_string();
         assert!(
             e.contains("window_growth_per_key_mib") && e.contains("too large"),
+            "{e}"
+        );
+        let e = load("[limits]\nwindow_growth_total_mib = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("window_growth_total_mib") && e.contains("first doubling"),
             "{e}"
         );
     }

@@ -204,6 +204,7 @@ fn ssh_config(config: &ServeConfig, host_key: russh::keys::PrivateKey) -> russh:
         // A client's resumable streams send frames that fill these packets; OpenSSH clients
         // and older burrows keep sending their own (32 KiB) packets.
         maximum_packet_size: crate::resume::frame::RELAY_PACKET as u32,
+        window_size: config::CHANNEL_WINDOW as u32,
         preferred,
         ..Default::default()
     }
