@@ -158,6 +158,15 @@ impl<C> CommonSession<C> {
             .is_some_and(|channel| channel.confirmed)
     }
 
+    /// burrow: whether `channel` still has its parameters: a channel we closed first lost them
+    /// when our CHANNEL_CLOSE went out (`Encrypted::close`), so the peer's CLOSE that answers
+    /// it finds none.
+    pub(crate) fn has_channel_params(&self, channel: ChannelId) -> bool {
+        self.encrypted
+            .as_ref()
+            .is_some_and(|enc| enc.channels.contains_key(&channel))
+    }
+
     /// `CHANNEL_OPEN_CONFIRMATION` and `CHANNEL_OPEN_FAILURE` are only valid
     /// as the reply to a local open that is still waiting for one. Channels
     /// opened by the peer are inserted already confirmed, so they never match.

@@ -824,6 +824,34 @@ mod tests {
         );
     }
 
+    /// burrow: a channel the server closes first loses its parameters when its CLOSE goes out;
+    /// the peer's CLOSE that answers it must still drop the channel's queue. Upstream returned
+    /// early there, so every such channel stayed in `channels` for the session's life (a
+    /// relay closing forwarded connections grew by ~0.7 KB per connection).
+    #[tokio::test]
+    async fn burrow_the_answer_to_our_close_drops_the_channel_queue() {
+        let mut session = test_authenticated_session();
+        let channel = insert_unconfirmed_server_open(&mut session);
+        let mut handler = ChannelCallbackProbe::default();
+        let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
+        for x in [channel.0, 100, 1 << 20, 32768] {
+            x.encode(&mut confirmation).unwrap();
+        }
+        session.process_packet(&mut handler, &confirmation).await.unwrap();
+        session.close(channel).unwrap();
+        assert!(session.channels.contains_key(&channel), "waits for the answer");
+        let mut close = vec![msg::CHANNEL_CLOSE];
+        channel.0.encode(&mut close).unwrap();
+        session.process_packet(&mut handler, &close).await.unwrap();
+        assert!(!session.channels.contains_key(&channel));
+        // A CLOSE for a channel still waiting for its confirmation is ignored, as before.
+        let pending = insert_unconfirmed_server_open(&mut session);
+        let mut close = vec![msg::CHANNEL_CLOSE];
+        pending.0.encode(&mut close).unwrap();
+        session.process_packet(&mut handler, &close).await.unwrap();
+        assert!(session.channels.contains_key(&pending));
+    }
+
     /// burrow: a grown window's bytes stay taken from the session's budget after the peer
     /// closes the channel, while its queue still holds data the window let in, and come back
     /// once the read half is gone (a peer closing channels whose reader stalls must not get
@@ -1694,6 +1722,12 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 map_err!(ensure_end(r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // burrow: the peer's CLOSE answering ours, which dropped the channel's
+                    // parameters: its queue goes now, or every channel we close first stays
+                    // in `self.channels`, with its queue, for the whole session.
+                    if !self.common.has_channel_params(channel_num) {
+                        self.channels.remove(&channel_num);
+                    }
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
