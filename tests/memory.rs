@@ -97,31 +97,46 @@ async fn until_still(counter: &AtomicU64, limit: Duration) -> u64 {
     last
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_reader_beside_a_1_gib_transfer_keeps_memory_bounded_exclusive() {
-    let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+/// A relay that lets its one key open anything, and a `burrow ssh -N` to it with one `-L` per
+/// target (host:port); returns them with the local ports of the forwards, in order.
+async fn relay_and_forwards(
+    dir: &std::path::Path,
+    targets: &[String],
+) -> (Relay, ChildGuard, Vec<u16>) {
+    let key = keygen(dir, "id", KeyKind::Ed25519, None);
     let relay = Relay::start(
-        dir.path(),
+        dir,
         "relay",
         &[&key.public_line],
         Some(PERMIT_OPEN_ANY),
         &[],
     )
     .await;
+    let mut cmd = relay.burrow_ssh(&key);
+    cmd.arg("-N");
+    for target in targets {
+        cmd.arg("-L").arg(format!("127.0.0.1:0:{target}"));
+    }
+    cmd.arg("root@127.0.0.1");
+    let client = spawn_logged(cmd, dir, "burrow-L");
+    let mut ports = Vec::new();
+    for target in targets {
+        ports.push(allocated_port(&client, &format!("local forward to {target}")).await);
+    }
+    (relay, client, ports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_beside_a_1_gib_transfer_keeps_memory_bounded_exclusive() {
+    let dir = test_dir();
     let stalled_len = 64 * MIB;
     let source = source_server(stalled_len, 21).await;
     let mut sink = sink_server().await;
-    let mut cmd = relay.burrow_ssh(&key);
-    cmd.args(["-N", "-L"])
-        .arg(format!("127.0.0.1:0:{}", source.hostport()))
-        .arg("-L")
-        .arg(format!("127.0.0.1:0:{}", sink.addr))
-        .arg("root@127.0.0.1");
-    let client = spawn_logged(cmd, dir.path(), "burrow-L");
-    let source_port =
-        allocated_port(&client, &format!("local forward to {}", source.hostport())).await;
-    let sink_port = allocated_port(&client, &format!("local forward to {}", sink.addr)).await;
+    let (relay, client, ports) =
+        relay_and_forwards(dir.path(), &[source.hostport(), sink.addr.to_string()]).await;
+    let [source_port, sink_port] = ports[..] else {
+        unreachable!("two forwards asked for")
+    };
     let pids = [client.pid(), relay.child.pid()];
     let base: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
 
@@ -440,23 +455,9 @@ async fn short_connections_leave_nothing_behind_exclusive() {
     const WARM_UP: usize = 1000;
     const MEASURED: usize = 8000;
     let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let relay = Relay::start(
-        dir.path(),
-        "relay",
-        &[&key.public_line],
-        Some(PERMIT_OPEN_ANY),
-        &[],
-    )
-    .await;
     let echo = echo_server().await;
-    let mut cmd = relay.burrow_ssh(&key);
-    cmd.args(["-N", "-L"])
-        .arg(format!("127.0.0.1:0:{}", echo.hostport()))
-        .arg("root@127.0.0.1");
-    let client = spawn_logged(cmd, dir.path(), "burrow-L");
-    let port = allocated_port(&client, &format!("local forward to {}", echo.hostport())).await;
-    let addr = loopback(port);
+    let (relay, client, ports) = relay_and_forwards(dir.path(), &[echo.hostport()]).await;
+    let addr = loopback(ports[0]);
     pings(addr, WARM_UP).await;
     let pids = [client.pid(), relay.child.pid()];
     let base: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();

@@ -782,6 +782,11 @@ mod tests {
         ServeConfig::from_parts(file, &ServeOverrides::default(), "x.toml")
     }
 
+    /// Why `burrow serve` refuses a serve.toml of `text`.
+    fn refusal(text: &str) -> String {
+        load(text).unwrap_err().to_string()
+    }
+
     #[test]
     fn resume_budgets_default_validate_and_name_their_field() {
         let c = load("").unwrap();
@@ -797,18 +802,14 @@ mod tests {
             (c.limits.resume_budget.per_key, c.limits.resume_budget.total),
             (8 << 20, 0)
         );
-        let e = load("[limits]\nresume_budget_per_key_mib = 2\n")
-            .unwrap_err()
-            .to_string();
+        let e = refusal("[limits]\nresume_budget_per_key_mib = 2\n");
         assert!(
             e.contains("x.toml")
                 && e.contains("resume_budget_per_key_mib")
                 && e.contains("4096 KiB"),
             "2 MiB cannot hold one 4 MiB buffer: {e}"
         );
-        let e = load("[limits]\nresume_budget_total_mib = 9223372036854775807\n")
-            .unwrap_err()
-            .to_string();
+        let e = refusal("[limits]\nresume_budget_total_mib = 9223372036854775807\n");
         assert!(
             e.contains("resume_budget_total_mib") && e.contains("too large"),
             "{e}"
@@ -835,16 +836,12 @@ mod tests {
             (c.limits.window_growth.per_key, c.limits.window_growth.total),
             (0, 64 << 20)
         );
-        let e = load("[limits]\nwindow_growth_per_key_mib = 9223372036854775807\n")
-            .unwrap_err()
-            .to_string();
+        let e = refusal("[limits]\nwindow_growth_per_key_mib = 9223372036854775807\n");
         assert!(
             e.contains("window_growth_per_key_mib") && e.contains("too large"),
             "{e}"
         );
-        let e = load("[limits]\nwindow_growth_total_mib = 1\n")
-            .unwrap_err()
-            .to_string();
+        let e = refusal("[limits]\nwindow_growth_total_mib = 1\n");
         assert!(
             e.contains("window_growth_total_mib") && e.contains("first doubling"),
             "{e}"
