@@ -68,6 +68,8 @@ pub(crate) struct Encrypted {
     pub rekey_wanted: bool,
     pub received_extensions: Vec<String>,
     pub extension_info_awaiters: HashMap<String, Vec<oneshot::Sender<()>>>,
+    // burrow: channels whose CLOSE we sent (`close`), for the session to drop their queues.
+    pub closed_by_us: Vec<ChannelId>,
 }
 
 pub(crate) struct CommonSession<Config> {
@@ -158,15 +160,6 @@ impl<C> CommonSession<C> {
             .is_some_and(|channel| channel.confirmed)
     }
 
-    /// burrow: whether `channel` still has its parameters: a channel we closed first lost them
-    /// when our CHANNEL_CLOSE went out (`Encrypted::close`), so the peer's CLOSE that answers
-    /// it finds none.
-    pub(crate) fn has_channel_params(&self, channel: ChannelId) -> bool {
-        self.encrypted
-            .as_ref()
-            .is_some_and(|enc| enc.channels.contains_key(&channel))
-    }
-
     /// `CHANNEL_OPEN_CONFIRMATION` and `CHANNEL_OPEN_FAILURE` are only valid
     /// as the reply to a local open that is still waiting for one. Channels
     /// opened by the peer are inserted already confirmed, so they never match.
@@ -217,6 +210,7 @@ impl<C> CommonSession<C> {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            closed_by_us: Vec::new(), // burrow
         });
         self.remote_to_local = newkeys.cipher.remote_to_local;
         self.packet_writer
@@ -317,7 +311,10 @@ impl Encrypted {
             channel.pending_close = true;
         } else {
             self.byte(channel, msg::CHANNEL_CLOSE)?;
-            self.channels.remove(&channel);
+            // burrow: the session drops the channel's queue at its next flush (`closed_by_us`).
+            if self.channels.remove(&channel).is_some() {
+                self.closed_by_us.push(channel);
+            }
         }
         Ok(())
     }
@@ -1139,6 +1136,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            closed_by_us: Vec::new(), // burrow
         }
     }
 

@@ -562,12 +562,6 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
-                    // burrow: the peer's CLOSE answering ours, which dropped the channel's
-                    // parameters: its queue goes now, or every channel we close first stays
-                    // in `self.channels`, with its queue, for the whole session.
-                    if !self.common.has_channel_params(channel_num) {
-                        self.channels.remove(&channel_num);
-                    }
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
@@ -1273,6 +1267,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            closed_by_us: Vec::new(), // burrow
         }
     }
 

@@ -1965,6 +1965,11 @@ impl Session {
     /// buffer. This does *not* flush to the socket.
     fn flush(&mut self) -> Result<(), crate::Error> {
         if let Some(ref mut enc) = self.common.encrypted {
+            // burrow: a channel whose CLOSE we sent is done on our side: its queue goes now,
+            // not when (if ever) the peer answers.
+            for id in enc.closed_by_us.drain(..) {
+                self.channels.remove(&id);
+            }
             // Tearing down: get the queued packets (incl. DISCONNECT) out in
             // order, kex or not.
             let is_rekeying = self.kex.active() && !self.common.disconnected;
@@ -2241,6 +2246,7 @@ mod tests {
                     rekey_wanted: false,
                     received_extensions: Vec::new(),
                     extension_info_awaiters: HashMap::new(),
+                    closed_by_us: Vec::new(), // burrow
                 }),
                 config,
                 wants_reply: false,
@@ -2585,6 +2591,7 @@ mod tests {
                     rekey_wanted: false,
                     received_extensions: Vec::new(),
                     extension_info_awaiters: HashMap::new(),
+                    closed_by_us: Vec::new(), // burrow
                 }),
                 config,
                 wants_reply: false,

@@ -793,7 +793,7 @@ mod tests {
     #[tokio::test]
     async fn channel_request_for_unconfirmed_server_open_does_not_call_handler() {
         let mut session = test_authenticated_session();
-        let channel = insert_unconfirmed_server_open(&mut session);
+        let (channel, _read_half) = insert_unconfirmed_server_open(&mut session);
         let mut handler = ChannelCallbackProbe::default();
 
         let mut packet = channel_request_payload(channel.0, b"exec");
@@ -809,7 +809,7 @@ mod tests {
     #[tokio::test]
     async fn window_adjust_for_unconfirmed_server_open_does_not_call_handler() {
         let mut session = test_authenticated_session();
-        let channel = insert_unconfirmed_server_open(&mut session);
+        let (channel, _read_half) = insert_unconfirmed_server_open(&mut session);
         let mut handler = ChannelCallbackProbe::default();
 
         let mut packet = Vec::new();
@@ -824,32 +824,86 @@ mod tests {
         );
     }
 
-    /// burrow: a channel the server closes first loses its parameters when its CLOSE goes out;
-    /// the peer's CLOSE that answers it must still drop the channel's queue. Upstream returned
-    /// early there, so every such channel stayed in `channels` for the session's life (a
-    /// relay closing forwarded connections grew by ~0.7 KB per connection).
-    #[tokio::test]
-    async fn burrow_the_answer_to_our_close_drops_the_channel_queue() {
-        let mut session = test_authenticated_session();
-        let channel = insert_unconfirmed_server_open(&mut session);
-        let mut handler = ChannelCallbackProbe::default();
+    /// A confirmed server-opened channel, with its read half.
+    async fn burrow_open_channel(
+        session: &mut Session,
+        handler: &mut ChannelCallbackProbe,
+    ) -> (ChannelId, crate::channels::ChannelQueueRx) {
+        let window = session.common.config.window_size;
+        let channel = session
+            .common
+            .encrypted
+            .as_mut()
+            .unwrap()
+            .new_channel(window, session.common.config.maximum_packet_size);
+        let (channel_ref, read_half) = crate::channels::ChannelRef::new(4);
+        session.channels.insert(channel, channel_ref);
         let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
         for x in [channel.0, 100, 1 << 20, 32768] {
             x.encode(&mut confirmation).unwrap();
         }
-        session.process_packet(&mut handler, &confirmation).await.unwrap();
-        session.close(channel).unwrap();
-        assert!(session.channels.contains_key(&channel), "waits for the answer");
-        let mut close = vec![msg::CHANNEL_CLOSE];
-        channel.0.encode(&mut close).unwrap();
-        session.process_packet(&mut handler, &close).await.unwrap();
-        assert!(!session.channels.contains_key(&channel));
+        session.process_packet(handler, &confirmation).await.unwrap();
+        (channel, read_half)
+    }
+
+    /// burrow: a channel we close is done on our side once our CLOSE goes out: its queue is
+    /// dropped at the next flush, whether or not the peer ever answers. Upstream dropped it
+    /// only on the peer's CLOSE, and 0.65.4 returned before even that when the close was ours
+    /// (the parameters were gone), so every channel the relay closed first stayed for the
+    /// session's life (~0.7 KB per forwarded connection), and a peer that never answers kept
+    /// them so in any case.
+    #[tokio::test]
+    async fn burrow_a_channel_we_close_drops_its_queue_without_waiting_for_the_answer() {
+        let mut session = test_authenticated_session();
+        let mut handler = ChannelCallbackProbe::default();
+        let mut read_halves = Vec::new();
+        for _ in 0..3 {
+            let (channel, read_half) = burrow_open_channel(&mut session, &mut handler).await;
+            read_halves.push(read_half);
+            session.close(channel).unwrap();
+            session.flush().unwrap();
+            assert!(!session.channels.contains_key(&channel), "dropped at the flush");
+            // The answer, when it comes, finds nothing to do.
+            let mut close = vec![msg::CHANNEL_CLOSE];
+            channel.0.encode(&mut close).unwrap();
+            session.process_packet(&mut handler, &close).await.unwrap();
+        }
+        assert!(session.channels.is_empty());
         // A CLOSE for a channel still waiting for its confirmation is ignored, as before.
-        let pending = insert_unconfirmed_server_open(&mut session);
+        let (pending, _read_half) = insert_unconfirmed_server_open(&mut session);
         let mut close = vec![msg::CHANNEL_CLOSE];
         pending.0.encode(&mut close).unwrap();
         session.process_packet(&mut handler, &close).await.unwrap();
         assert!(session.channels.contains_key(&pending));
+    }
+
+    /// burrow: an opener that gave up before the peer answered (its read half dropped): a late
+    /// failure no longer ends the session, and a late confirmation closes the channel instead
+    /// of leaving it open with nobody to read it.
+    #[tokio::test]
+    async fn burrow_late_answers_to_an_abandoned_open_are_handled() {
+        let mut session = test_authenticated_session();
+        let mut handler = ChannelCallbackProbe::default();
+        let (failed, read_half) = insert_unconfirmed_server_open(&mut session);
+        drop(read_half);
+        let mut failure = vec![msg::CHANNEL_OPEN_FAILURE];
+        failed.encode(&mut failure).unwrap();
+        2u32.encode(&mut failure).unwrap();
+        "".encode(&mut failure).unwrap();
+        "".encode(&mut failure).unwrap();
+        session.process_packet(&mut handler, &failure).await.unwrap();
+        assert!(!session.channels.contains_key(&failed));
+
+        let (confirmed, read_half) = insert_unconfirmed_server_open(&mut session);
+        drop(read_half); // nobody waits any more
+        let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
+        for x in [confirmed.0, 100, 1 << 20, 32768] {
+            x.encode(&mut confirmation).unwrap();
+        }
+        session.process_packet(&mut handler, &confirmation).await.unwrap();
+        session.flush().unwrap();
+        assert!(!session.channels.contains_key(&confirmed), "closed, not left open");
+        assert!(!session.common.is_established_channel(confirmed));
     }
 
     /// burrow: a grown window's bytes stay taken from the session's budget after the peer
@@ -901,7 +955,7 @@ mod tests {
     #[tokio::test]
     async fn open_replies_for_established_channel_are_rejected() {
         let mut session = test_authenticated_session();
-        let channel = insert_unconfirmed_server_open(&mut session);
+        let (channel, _read_half) = insert_unconfirmed_server_open(&mut session);
         let mut handler = ChannelCallbackProbe::default();
 
         let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
@@ -937,7 +991,7 @@ mod tests {
     #[tokio::test]
     async fn peer_close_with_queued_output_ends_channel() {
         let mut session = test_authenticated_session();
-        let channel = insert_unconfirmed_server_open(&mut session);
+        let (channel, _read_half) = insert_unconfirmed_server_open(&mut session);
         let mut handler = ChannelCallbackProbe::default();
 
         // Peer window of 0, so anything we write stays queued.
@@ -1008,7 +1062,11 @@ mod tests {
         session
     }
 
-    fn insert_unconfirmed_server_open(session: &mut Session) -> ChannelId {
+    // burrow: returns the read half too; a test that drops it has an opener that gave up
+    // (a late confirmation then closes the channel).
+    fn insert_unconfirmed_server_open(
+        session: &mut Session,
+    ) -> (ChannelId, crate::channels::ChannelQueueRx) {
         let channel = session
             .common
             .encrypted
@@ -1018,9 +1076,9 @@ mod tests {
                 session.common.config.window_size,
                 session.common.config.maximum_packet_size,
             );
-        let (channel_ref, _receiver) = crate::channels::ChannelRef::new(1); // burrow
+        let (channel_ref, receiver) = crate::channels::ChannelRef::new(16); // burrow
         session.channels.insert(channel, channel_ref);
-        channel
+        (channel, receiver)
     }
 
     fn publickey_probe_packet(user: &str, public_key: &PublicKey) -> Vec<u8> {
@@ -1154,6 +1212,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: std::collections::HashMap::new(),
+            closed_by_us: Vec::new(), // burrow
         }
     }
 }
@@ -1722,12 +1781,6 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 map_err!(ensure_end(r))?;
                 if !self.common.is_established_channel(channel_num) {
-                    // burrow: the peer's CLOSE answering ours, which dropped the channel's
-                    // parameters: its queue goes now, or every channel we close first stays
-                    // in `self.channels`, with its queue, for the whole session.
-                    if !self.common.has_channel_params(channel_num) {
-                        self.channels.remove(&channel_num);
-                    }
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
@@ -1878,7 +1931,7 @@ impl Session {
                     return Err(Error::Inconsistent.into());
                 };
 
-                if let Some(channel) = self.channels.get(&local_id) {
+                let delivered = if let Some(channel) = self.channels.get(&local_id) {
                     channel
                         .send(ChannelMsg::Open {
                             id: local_id,
@@ -1886,9 +1939,15 @@ impl Session {
                             window_size: msg.initial_window_size,
                         })
                         .await
-                        .unwrap_or(());
+                        .is_ok()
                 } else {
                     error!("no channel for id {local_id:?}");
+                    false
+                };
+                // burrow: nobody waits for this channel any more (its opener gave up before
+                // the confirmation came): close it rather than leave it open and unowned.
+                if !delivered && let Some(ref mut enc) = self.common.encrypted {
+                    enc.close(local_id)?;
                 }
                 handler
                     .channel_open_confirmation(
@@ -2260,10 +2319,11 @@ impl Session {
                 }
 
                 if let Some(channel_sender) = self.channels.remove(&channel_num) {
-                    channel_sender
+                    // burrow: best effort, as the client does: an opener that gave up waiting
+                    // (a timeout) is no reason to end the whole session.
+                    let _ = channel_sender
                         .send(ChannelMsg::OpenFailure(reason))
-                        .await
-                        .map_err(|_| crate::Error::SendError)?;
+                        .await;
                 }
 
                 Ok(())

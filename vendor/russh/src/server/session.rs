@@ -977,6 +977,11 @@ impl Session {
     /// Flush the session, i.e. encrypt the pending buffer.
     pub fn flush(&mut self) -> Result<(), Error> {
         if let Some(ref mut enc) = self.common.encrypted {
+            // burrow: a channel whose CLOSE we sent is done on our side: its queue goes now,
+            // not when (if ever) the peer answers.
+            for id in enc.closed_by_us.drain(..) {
+                self.channels.remove(&id);
+            }
             // Tearing down: get the queued packets (incl. DISCONNECT) out in
             // order, kex or not.
             let is_rekeying = self.kex.active() && !self.common.disconnected;
@@ -1735,6 +1740,7 @@ mod tests {
                     rekey_wanted: false,
                     received_extensions: Vec::new(),
                     extension_info_awaiters: HashMap::new(),
+                    closed_by_us: Vec::new(), // burrow
                 }),
                 auth_method: None,
                 auth_attempts: 0,
