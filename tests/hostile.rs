@@ -563,6 +563,41 @@ async fn session_channels_count_against_the_channel_cap() {
     );
 }
 
+/// A session channel the relay closes itself (it refuses every shell, exec and subsystem
+/// request, then closes the channel) gives its slot back too. It did not: the handler freed the
+/// slot only when russh reported a close the client started, so six refused commands on one
+/// connection (an OpenSSH ControlMaster running `ssh -S sock host cmd` six times) left a key
+/// with burrow-max-channels=4 refused every further channel, forwards included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_channels_the_relay_closes_give_their_slot_back() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-channels=4 {}", key.public_line);
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let session = common::russh_client::connect_with_key(relay.addr, &key).await;
+    for command in 0..6 {
+        let mut ch = tokio::time::timeout(UP_TIMEOUT, session.channel_open_session())
+            .await
+            .expect("the relay answers")
+            .unwrap_or_else(|e| panic!("session channel for command {command}: {e}"));
+        ch.exec(true, "true").await.expect("send exec");
+        let mut status = None;
+        let ended = tokio::time::timeout(UP_TIMEOUT, async {
+            while let Some(msg) = ch.wait().await {
+                if let russh::ChannelMsg::ExitStatus { exit_status } = msg {
+                    status = Some(exit_status);
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "command {command}: the relay never closed the channel"
+        );
+        assert_eq!(status, Some(1), "command {command}: refused with status 1");
+    }
+}
+
 /// Authenticated sessions are capped per key (`max_sessions_per_key`): each costs the relay
 /// memory (about 55 KB idle; 1000 sessions of one key grew it from 15 to 71 MB) whether it
 /// forwards or not, and nothing used to bound how many one key could hold. With a cap of 3,

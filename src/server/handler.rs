@@ -204,13 +204,20 @@ impl SessionHandler {
     /// Refuses a session request the way a ForceCommand would: the request "succeeds", the
     /// client shows our message on stderr and exits with status 1. (A bare failure reply makes
     /// OpenSSH exit with "exec request failed" before the message can be shown.)
-    fn refuse_session_request(&self, channel: ChannelId, what: &str, session: &mut Session) {
+    fn refuse_session_request(&mut self, channel: ChannelId, what: &str, session: &mut Session) {
         tracing::info!(request = what, "session request refused: forwarding only");
         let _ = session.channel_success(channel);
         let _ = session.extended_data(channel, 1, FORWARD_ONLY_MESSAGE.as_bytes().to_vec());
         let _ = session.exit_status_request(channel, 1);
         let _ = session.eof(channel);
+        self.close_session_channel(channel, session);
+    }
+
+    /// Closes a session channel from our side and gives its slot back now: russh reports only
+    /// the closes the client starts (`channel_close`), not ours.
+    fn close_session_channel(&mut self, channel: ChannelId, session: &mut Session) {
         let _ = session.close(channel);
+        self.session_channels.remove(&channel);
     }
 
     /// A slot of key `fp`'s channel cap for forward `what`; refused (logged and counted) at
@@ -295,7 +302,8 @@ impl SessionHandler {
                 session = self.id,
                 "bad resume control message ({why}); closing it"
             );
-            let _ = session.close(channel);
+            self.resume_control = None;
+            self.close_session_channel(channel, session);
         }
     }
 }

@@ -64,24 +64,35 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Option<C>>,
 {
-    let relay = async {
-        let first = user
-            .read_u8()
+    // The connecting program's messages have HANDSHAKE_TIMEOUT, not counting the wait for the
+    // client to answer the channel open: that wait is not cut short, since an open cannot be
+    // taken back and one the relay stopped waiting for would stay in the session until the
+    // client answers it (a client that never does would grow it one open per timeout).
+    let mut deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let first = within(deadline, async {
+        user.read_u8()
             .await
-            .map_err(|_| socks::SocksError::Closed(Stage::Start))?;
-        match first {
-            0x04 => {
+            .map_err(|_| socks::SocksError::Closed(Stage::Start).into())
+    })
+    .await?;
+    let (mut channel, to_channel) = match first {
+        0x04 => {
+            let bytes = within(deadline, async {
                 let (request, bytes) =
                     socks::read_raw(user, first, Stage::Socks4, parse_socks4).await?;
                 check(user, &request, allowed).await?;
-                let mut channel = open().await.ok_or(GateError::ClientGone)?;
-                send(&mut channel, &bytes).await?;
-                Ok(channel)
-            }
-            0x05 => {
-                let (_, greeting) =
-                    socks::read_raw(user, first, Stage::Socks5Greeting, parse_greeting).await?;
-                let mut channel = open().await.ok_or(GateError::ClientGone)?;
+                Ok(bytes)
+            })
+            .await?;
+            (open_whole(open, &mut deadline).await?, bytes)
+        }
+        0x05 => {
+            let (_, greeting) = within(deadline, async {
+                Ok(socks::read_raw(user, first, Stage::Socks5Greeting, parse_greeting).await?)
+            })
+            .await?;
+            let mut channel = open_whole(open, &mut deadline).await?;
+            let bytes = within(deadline, async {
                 send(&mut channel, &greeting).await?;
                 let mut choice = [0u8; 2];
                 channel
@@ -102,15 +113,38 @@ where
                     socks::read_raw(user, first, Stage::Socks5Request, parse_socks5_request)
                         .await?;
                 check(user, &request, allowed).await?;
-                send(&mut channel, &bytes).await?;
-                Ok(channel)
-            }
-            other => Err(GateError::NotSocks(other)),
+                Ok(bytes)
+            })
+            .await?;
+            (channel, bytes)
         }
+        other => return Err(GateError::NotSocks(other)),
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, relay)
+    within(deadline, send(&mut channel, &to_channel)).await?;
+    Ok(channel)
+}
+
+/// `step`, or [`GateError::Timeout`] once `deadline` has passed.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    step: impl Future<Output = Result<T, GateError>>,
+) -> Result<T, GateError> {
+    tokio::time::timeout_at(deadline, step)
         .await
         .map_err(|_| GateError::Timeout)?
+}
+
+/// The channel `open` returns, waited for whole; `deadline` moves by the wait, so the
+/// connecting program keeps the time it had left.
+async fn open_whole<C, F, Fut>(open: F, deadline: &mut tokio::time::Instant) -> Result<C, GateError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Option<C>>,
+{
+    let asked = tokio::time::Instant::now();
+    let channel = open().await.ok_or(GateError::ClientGone);
+    *deadline += asked.elapsed();
+    channel
 }
 
 /// Refuses (with a SOCKS reply to `user`) a destination outside `allowed`.
@@ -226,6 +260,43 @@ mod tests {
         assert!(result.is_err());
         assert!(at_client.is_empty());
         assert_eq!(to_user, vec![0x00, 0x5B, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// The wait for the client to answer the channel open is not cut short by the handshake's
+    /// timeout (an open cannot be taken back; one given up on stayed in the session until the
+    /// client answered), and does not count against the connecting program's time; the
+    /// program itself still gets only HANDSHAKE_TIMEOUT for its messages.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_channel_open_is_waited_for_whole_and_a_slow_program_still_times_out() {
+        let bytes = socks5_connect_domain("db.internal", 5432);
+        let (mut user_near, mut user_far) = tokio::io::duplex(1024);
+        let (chan_near, mut chan_far) = tokio::io::duplex(1024);
+        // The greeting now, the request only 20 s after the open was answered.
+        user_far.write_all(&bytes[..3]).await.unwrap();
+        let user = tokio::spawn(async move {
+            tokio::time::sleep(HANDSHAKE_TIMEOUT * 2 + Duration::from_secs(20)).await;
+            user_far.write_all(&bytes[3..]).await.unwrap();
+            user_far
+        });
+        let client = tokio::spawn(async move {
+            let mut greeting = [0u8; 3];
+            chan_far.read_exact(&mut greeting).await.unwrap();
+            chan_far.write_all(&[0x05, 0x00]).await.unwrap();
+            chan_far
+        });
+        let slow_open = || async {
+            tokio::time::sleep(HANDSHAKE_TIMEOUT * 2).await;
+            Some(chan_near)
+        };
+        let admitted = admit(&mut user_near, &allowed(), slow_open).await;
+        assert!(admitted.is_ok(), "{:?}", admitted.err());
+        drop((user.await, client.await));
+
+        // A program that sends nothing: the open is never asked for, the wait ends.
+        let (mut silent, _far) = tokio::io::duplex(1024);
+        let never = || async { None::<tokio::io::DuplexStream> };
+        let e = admit(&mut silent, &allowed(), never).await.unwrap_err();
+        assert!(matches!(e, GateError::Timeout), "{e}");
     }
 
     #[tokio::test]
