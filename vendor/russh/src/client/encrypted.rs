@@ -535,7 +535,7 @@ impl Session {
                     return Err(crate::Error::Inconsistent.into());
                 };
 
-                if let Some(channel) = self.channels.get(&local_id) {
+                let delivered = if let Some(channel) = self.channels.get(&local_id) {
                     channel
                         .send(ChannelMsg::Open {
                             id: local_id,
@@ -543,9 +543,15 @@ impl Session {
                             window_size: msg.initial_window_size,
                         })
                         .await
-                        .unwrap_or(());
+                        .is_ok()
                 } else {
                     error!("no channel for id {local_id:?}");
+                    false
+                };
+                // burrow: nobody waits for this channel any more (its opener gave up before
+                // the confirmation came): close it rather than leave it open and unowned.
+                if !delivered && let Some(ref mut enc) = self.common.encrypted {
+                    enc.close(local_id)?;
                 }
 
                 client
