@@ -598,6 +598,44 @@ async fn session_channels_the_relay_closes_give_their_slot_back() {
     }
 }
 
+/// The other side of [`session_channels_the_relay_closes_give_their_slot_back`]: a client that
+/// opens its session channels with a window of 0 keeps the relay's refusal message, and so the
+/// relay's close behind it, from ever going out. Those channels keep their slots (the client's
+/// own close would free them), so the cap still holds: 4 open, the rest refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_session_channels_kept_shut_by_the_client_stay_within_the_cap() {
+    let dir = test_dir();
+    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-channels=4 {}", key.public_line);
+    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let config = russh::client::Config {
+        window_size: 0,
+        ..Default::default()
+    };
+    let session = common::russh_client::authenticate(
+        common::russh_client::connect_with_config(relay.addr, config).await,
+        &key,
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(UP_TIMEOUT, session.channel_open_session())
+            .await
+            .expect("the relay answers")
+        {
+            Ok(ch) => {
+                ch.exec(true, "true").await.expect("send exec");
+                open.push(ch);
+            }
+            Err(e) => assert!(
+                format!("{e:?}").contains("ResourceShortage"),
+                "refused for the cap: {e:?}"
+            ),
+        }
+    }
+    assert_eq!(open.len(), 4, "session channels beyond the cap of 4");
+}
+
 /// Authenticated sessions are capped per key (`max_sessions_per_key`): each costs the relay
 /// memory (about 55 KB idle; 1000 sessions of one key grew it from 15 to 71 MB) whether it
 /// forwards or not, and nothing used to bound how many one key could hold. With a cap of 3,

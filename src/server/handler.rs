@@ -60,6 +60,8 @@ struct SessionChannel {
     _slot: ChannelSlot,
     /// Its writing half, until the resume control channel takes it.
     writer: Option<russh::ChannelWriteHalf<Msg>>,
+    /// A shell, exec or subsystem request was refused on it (once is enough).
+    refused: bool,
 }
 
 /// Refusals of one session written to the access log and the relay's messages. A refused
@@ -205,6 +207,16 @@ impl SessionHandler {
     /// client shows our message on stderr and exits with status 1. (A bare failure reply makes
     /// OpenSSH exit with "exec request failed" before the message can be shown.)
     fn refuse_session_request(&mut self, channel: ChannelId, what: &str, session: &mut Session) {
+        // One message per channel: further requests on a refused channel (its close may wait
+        // behind the message for a client that keeps its window shut) get a plain failure.
+        match self.session_channels.get_mut(&channel) {
+            Some(c) if c.refused => {
+                let _ = session.channel_failure(channel);
+                return;
+            }
+            Some(c) => c.refused = true,
+            None => {}
+        }
         tracing::info!(request = what, "session request refused: forwarding only");
         let _ = session.channel_success(channel);
         let _ = session.extended_data(channel, 1, FORWARD_ONLY_MESSAGE.as_bytes().to_vec());
@@ -213,11 +225,15 @@ impl SessionHandler {
         self.close_session_channel(channel, session);
     }
 
-    /// Closes a session channel from our side and gives its slot back now: russh reports only
-    /// the closes the client starts (`channel_close`), not ours.
+    /// Closes a session channel from our side, and gives its slot back once our CLOSE has gone
+    /// out: russh reports only the closes the client starts (`channel_close`), not ours. A
+    /// close that waits behind data (a client that keeps the channel's window shut) keeps the
+    /// slot, so the cap still bounds such channels; the client's own close frees it.
     fn close_session_channel(&mut self, channel: ChannelId, session: &mut Session) {
         let _ = session.close(channel);
-        self.session_channels.remove(&channel);
+        if !session.has_pending_data(channel) {
+            self.session_channels.remove(&channel);
+        }
     }
 
     /// A slot of key `fp`'s channel cap for forward `what`; refused (logged and counted) at
@@ -302,7 +318,7 @@ impl SessionHandler {
                 session = self.id,
                 "bad resume control message ({why}); closing it"
             );
-            self.resume_control = None;
+            // The broken control stays: the session does not get a second one.
             self.close_session_channel(channel, session);
         }
     }
@@ -449,6 +465,7 @@ impl russh::server::Handler for SessionHandler {
             SessionChannel {
                 _slot: slot,
                 writer: Some(writer),
+                refused: false,
             },
         );
         // Accepted so that shell/exec requests can be refused with a readable message.
