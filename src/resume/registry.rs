@@ -121,7 +121,7 @@ impl Registry {
     }
 
     /// Same, each stream reserving its replay buffer from `budgets` (a stream that does not
-    /// fit is carried unresumable; see [`super::budget`]).
+    /// fit is carried unresumable; see [`crate::budget`]).
     pub fn with_budgets(
         config: ResumeConfig,
         cancel: CancellationToken,

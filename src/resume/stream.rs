@@ -108,7 +108,7 @@ struct OutBuf {
     end: u64,
     /// Grown as needed (doubling) but never allocated past `limit`, the stream's capacity, and
     /// never filled past it: a stream's replay buffer costs at most what it reserved (see
-    /// [`super::budget`]), and a stream that never has much unacknowledged costs little. None
+    /// [`crate::budget`]), and a stream that never has much unacknowledged costs little. None
     /// for a stream carried without a replay buffer.
     kept: Option<VecDeque<u8>>,
     /// The capacity now: unacknowledged bytes never exceed it. Starts at the configured buffer
