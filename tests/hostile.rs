@@ -512,6 +512,13 @@ async fn socks_garbage_and_stalled_handshakes_cost_one_task_each_and_nothing_aft
     );
 }
 
+/// A relay whose one key may hold 4 channels at once (`burrow-max-channels=4`), and that key.
+async fn relay_with_four_channels(dir: &std::path::Path) -> (Relay, Keypair) {
+    let key = keygen(dir, "id", KeyKind::Ed25519, None);
+    let line = format!("burrow-max-channels=4 {}", key.public_line);
+    (Relay::start(dir, "relay", &[&line], None, &[]).await, key)
+}
+
 /// Session channels count against the key's channel cap like forwards do: a relay that only
 /// forwards has no use for more than a few, and each one the relay keeps costs memory. A key
 /// with burrow-max-channels=4 used to open session channels without end on one connection
@@ -520,9 +527,7 @@ async fn socks_garbage_and_stalled_handshakes_cost_one_task_each_and_nothing_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_channels_count_against_the_channel_cap() {
     let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let line = format!("burrow-max-channels=4 {}", key.public_line);
-    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let (relay, key) = relay_with_four_channels(dir.path()).await;
     let session = common::russh_client::connect_with_key(relay.addr, &key).await;
     let before = common::procstat::rss_kib(relay.child.pid());
     let mut open = Vec::new();
@@ -571,9 +576,7 @@ async fn session_channels_count_against_the_channel_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_channels_the_relay_closes_give_their_slot_back() {
     let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let line = format!("burrow-max-channels=4 {}", key.public_line);
-    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let (relay, key) = relay_with_four_channels(dir.path()).await;
     let session = common::russh_client::connect_with_key(relay.addr, &key).await;
     for command in 0..6 {
         let mut ch = tokio::time::timeout(UP_TIMEOUT, session.channel_open_session())
@@ -605,9 +608,7 @@ async fn session_channels_the_relay_closes_give_their_slot_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_session_channels_kept_shut_by_the_client_stay_within_the_cap() {
     let dir = test_dir();
-    let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
-    let line = format!("burrow-max-channels=4 {}", key.public_line);
-    let relay = Relay::start(dir.path(), "relay", &[&line], None, &[]).await;
+    let (relay, key) = relay_with_four_channels(dir.path()).await;
     let config = russh::client::Config {
         window_size: 0,
         ..Default::default()
