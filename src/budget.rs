@@ -77,7 +77,8 @@ impl Budget {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_sub(n)
             });
-        // Only a Reservation gives back, exactly what it took: an underflow is a bug here.
+        // Only a Reservation or a grown window gives back, exactly what it took: an underflow
+        // is a bug here.
         debug_assert!(released.is_ok(), "budget released more than was reserved");
     }
 }
@@ -209,8 +210,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budgets.relay.give_back(self.bytes);
-        self.budgets.key.give_back(self.bytes);
+        self.budgets.give_back(self.bytes);
     }
 }
 
