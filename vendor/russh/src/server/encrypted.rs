@@ -824,24 +824,22 @@ mod tests {
         );
     }
 
-    /// A confirmed server-opened channel, with its read half.
-    async fn burrow_open_channel(
-        session: &mut Session,
-        handler: &mut ChannelCallbackProbe,
-    ) -> (ChannelId, crate::channels::ChannelQueueRx) {
-        let window = session.common.config.window_size;
-        let channel = session
-            .common
-            .encrypted
-            .as_mut()
-            .unwrap()
-            .new_channel(window, session.common.config.maximum_packet_size);
-        let (channel_ref, read_half) = crate::channels::ChannelRef::new(4);
-        session.channels.insert(channel, channel_ref);
+    /// burrow: the peer's CHANNEL_OPEN_CONFIRMATION of our `channel`, with a 1 MiB window.
+    fn burrow_confirmation(channel: ChannelId) -> Vec<u8> {
         let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
         for x in [channel.0, 100, 1 << 20, 32768] {
             x.encode(&mut confirmation).unwrap();
         }
+        confirmation
+    }
+
+    /// burrow: a confirmed server-opened channel, with its read half.
+    async fn burrow_open_channel(
+        session: &mut Session,
+        handler: &mut ChannelCallbackProbe,
+    ) -> (ChannelId, crate::channels::ChannelQueueRx) {
+        let (channel, read_half) = insert_unconfirmed_server_open(session);
+        let confirmation = burrow_confirmation(channel);
         session.process_packet(handler, &confirmation).await.unwrap();
         (channel, read_half)
     }
@@ -896,10 +894,7 @@ mod tests {
 
         let (confirmed, read_half) = insert_unconfirmed_server_open(&mut session);
         drop(read_half); // nobody waits any more
-        let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
-        for x in [confirmed.0, 100, 1 << 20, 32768] {
-            x.encode(&mut confirmation).unwrap();
-        }
+        let confirmation = burrow_confirmation(confirmed);
         session.process_packet(&mut handler, &confirmation).await.unwrap();
         session.flush().unwrap();
         assert!(!session.channels.contains_key(&confirmed), "closed, not left open");
@@ -916,20 +911,8 @@ mod tests {
         let counted = crate::BurrowTestBudget::new(64 << 20);
         session.set_window_budget(counted.clone());
         let window = session.common.config.window_size;
-        let channel = session
-            .common
-            .encrypted
-            .as_mut()
-            .unwrap()
-            .new_channel(window, session.common.config.maximum_packet_size);
-        let (channel_ref, read_half) = crate::channels::ChannelRef::new(4);
-        session.channels.insert(channel, channel_ref);
         let mut handler = ChannelCallbackProbe::default();
-        let mut confirmation = vec![msg::CHANNEL_OPEN_CONFIRMATION];
-        for x in [channel.0, 100, 1 << 20, 32768] {
-            x.encode(&mut confirmation).unwrap();
-        }
-        session.process_packet(&mut handler, &confirmation).await.unwrap();
+        let (channel, read_half) = burrow_open_channel(&mut session, &mut handler).await;
 
         // A probe goes out, the whole window arrives (queued, unread), the answer comes.
         let enc = session.common.encrypted.as_mut().unwrap();
