@@ -56,6 +56,10 @@ pub struct Settings {
     pub burrow: PathBuf,
     /// Where latest.json and latest.svg go.
     pub out: PathBuf,
+    /// Environment variables (NAME=VALUE) for every sshd the bench starts, and for nothing
+    /// else: to test whether a slow row is sshd's own (its allocator, say) without changing
+    /// burrow's processes too. The bench's tables compare a stock sshd: leave it empty there.
+    pub sshd_env: Vec<(String, String)>,
     /// Keep the lab directory (keys, configs, every peer's log) instead of deleting it; with
     /// `BURROW_LOG` set, the burrow peers log there at that level, to see why a run was slow.
     pub keep_lab: bool,
@@ -87,6 +91,7 @@ fn parse_args() -> Result<Settings> {
         burrow: root.join("target/release/burrow"),
         out: root.join("bench/results"),
         keep_lab: false,
+        sshd_env: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -106,8 +111,9 @@ fn parse_args() -> Result<Settings> {
             "--burrow" => s.burrow = value()?.into(),
             "--out" => s.out = value()?.into(),
             "--keep-lab" => s.keep_lab = true,
+            "--sshd-env" => s.sshd_env.push(name_value(&value()?)?),
             "-h" | "--help" => {
-                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--rekey-mib MIB] [--only throughput,latency,rekey,lfp,start,memory] [--case NAME-PART]... [--burrow BIN] [--out DIR] [--keep-lab]");
+                println!("bench [--quick] [--runs N] [--secs S] [--lfp-secs S] [--rekey-mib MIB] [--only throughput,latency,rekey,lfp,start,memory] [--case NAME-PART]... [--burrow BIN] [--out DIR] [--keep-lab] [--sshd-env NAME=VALUE]...");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -118,6 +124,14 @@ fn parse_args() -> Result<Settings> {
     s.lfp_secs = s.lfp_secs.clamp(0.5, 60.0);
     s.rekey_mib = s.rekey_mib.clamp(64, 4096);
     Ok(s)
+}
+
+/// `NAME=VALUE` of `--sshd-env`.
+fn name_value(arg: &str) -> Result<(String, String)> {
+    match arg.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => bail!("--sshd-env wants NAME=VALUE, not {arg:?}"),
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +164,7 @@ async fn run(s: Settings) -> Result<()> {
     let started = std::time::Instant::now();
     let load_before = loadavg();
     let tmp = tempfile::Builder::new().prefix("burrow-bench-").tempdir()?;
-    let lab = peers::Lab::start(tmp.path(), &s.burrow)?;
+    let lab = peers::Lab::start(tmp.path(), &s.burrow, &s.sshd_env)?;
     let servers = load::Servers::start().await?;
     eprintln!("ceilings (loopback TCP, openssl speed)");
     let ceil = ceiling::measure(&servers, &CIPHERS, s.runs, s.secs).await?;

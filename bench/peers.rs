@@ -99,18 +99,20 @@ pub struct Lab {
     pub sshd: Proc,
     /// The burrow serve process.
     pub serve: Proc,
+    /// Extra environment of every sshd (`Settings::sshd_env`).
+    sshd_env: Vec<(String, String)>,
 }
 
 impl Lab {
     /// Generates keys and starts sshd and burrow serve on free loopback ports.
-    pub fn start(dir: &Path, burrow: &Path) -> Result<Lab> {
+    pub fn start(dir: &Path, burrow: &Path, sshd_env: &[(String, String)]) -> Result<Lab> {
         let key = dir.join("client_ed25519");
         keygen(&key)?;
         let public = std::fs::read_to_string(key.with_extension("pub"))?;
         let authorized = dir.join("authorized_keys");
         std::fs::write(&authorized, &public)?;
         let user = current_user();
-        let (sshd, sshd_addr) = start_sshd(dir, &authorized, &[])?;
+        let (sshd, sshd_addr) = start_sshd(dir, &authorized, &[], sshd_env)?;
         let (serve, serve_addr) = start_serve(dir, burrow, &authorized)?;
         Ok(Lab {
             dir: dir.to_path_buf(),
@@ -121,6 +123,7 @@ impl Lab {
             serve_addr,
             sshd,
             serve,
+            sshd_env: sshd_env.to_vec(),
         })
     }
 
@@ -129,7 +132,7 @@ impl Lab {
     pub fn fresh(&self, name: &str) -> Result<Lab> {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Lab::start(&dir, &self.burrow)
+        Lab::start(&dir, &self.burrow, &self.sshd_env)
     }
 
     /// Another sshd for the same clients (same authorized key) under `dir/name`, with `config`
@@ -137,7 +140,8 @@ impl Lab {
     pub fn other_sshd(&self, name: &str, config: &[&str]) -> Result<(Proc, SocketAddr)> {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        start_sshd(&dir, &self.dir.join("authorized_keys"), config)
+        let authorized = self.dir.join("authorized_keys");
+        start_sshd(&dir, &authorized, config, &self.sshd_env)
     }
 
     /// The process of `server` (sshd's listener, whose children are its sessions).
@@ -220,7 +224,12 @@ fn keygen(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start_sshd(dir: &Path, authorized: &Path, first: &[&str]) -> Result<(Proc, SocketAddr)> {
+fn start_sshd(
+    dir: &Path,
+    authorized: &Path,
+    first: &[&str],
+    env: &[(String, String)],
+) -> Result<(Proc, SocketAddr)> {
     std::fs::create_dir_all("/run/sshd").context("mkdir /run/sshd")?;
     let host_key = dir.join("sshd_host_ed25519");
     keygen(&host_key)?;
@@ -250,6 +259,8 @@ fn start_sshd(dir: &Path, authorized: &Path, first: &[&str]) -> Result<(Proc, So
     std::fs::write(&config, text)?;
     let mut cmd = Command::new(SSHD);
     cmd.args(["-D", "-e", "-f"]).arg(&config);
+    // sshd re-executes itself for each connection with the same environment.
+    cmd.envs(env.iter().map(|(name, value)| (name, value)));
     let mut proc = Proc::spawn("sshd", &mut cmd, dir)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_banner(&mut proc, addr)?;
