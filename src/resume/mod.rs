@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod frame;
+mod kept;
 mod registry;
 mod stream;
 

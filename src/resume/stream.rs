@@ -4,18 +4,18 @@
 //! has not received. The two directions run independently, so a slow local reader never
 //! blocks the other direction.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 
 use super::control::{Inbox, Outbox};
 use super::frame::{self, Frame, Reply, ACK_FRAME, DATA_HEADER, PACKET};
+use super::kept::{Kept, SHARE_MIN};
 use super::{BoxedIo, ResumeStats};
 use crate::budget::{Exhausted, Reservation};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
@@ -106,11 +106,11 @@ struct Shared {
 struct OutBuf {
     base: u64,
     end: u64,
-    /// Grown as needed (doubling) but never allocated past `limit`, the stream's capacity, and
-    /// never filled past it: a stream's replay buffer costs at most what it reserved (see
+    /// Never holds more memory than `limit`, the stream's capacity (the uplink reads only into
+    /// [`OutBuf::room`]): a stream's replay buffer costs at most what it reserved (see
     /// [`crate::budget`]), and a stream that never has much unacknowledged costs little. None
     /// for a stream carried without a replay buffer.
-    kept: Option<VecDeque<u8>>,
+    kept: Option<Kept>,
     /// The capacity now: unacknowledged bytes never exceed it. Starts at the configured buffer
     /// and grows (see [`Growth`]).
     limit: usize,
@@ -175,29 +175,52 @@ impl OutBuf {
         usize::try_from(self.end - self.base).unwrap_or(usize::MAX)
     }
 
-    /// Records `data` as sent (and keeps it, if this stream keeps bytes).
+    /// Memory the unacknowledged bytes take (as many as they are, for a stream that keeps none).
+    fn held(&self) -> usize {
+        self.kept.as_ref().map_or(0, Kept::held).max(self.unacked())
+    }
+
+    /// What the uplink may read next: the capacity left after what is held.
+    fn room(&self) -> usize {
+        self.limit.saturating_sub(self.held())
+    }
+
+    /// Records `data` as sent (and keeps a copy, if this stream keeps bytes).
     fn push(&mut self, data: &[u8]) {
+        let spare = self.room();
         self.end += data.len() as u64;
         if let Some(kept) = &mut self.kept {
-            let need = kept.len() + data.len();
-            if need > kept.capacity() {
-                // VecDeque's own growth could double past the limit: grow to at most the limit.
-                let target = (kept.capacity() * 2).clamp(need, self.limit.max(need));
-                kept.reserve_exact(target - kept.len());
-            }
-            kept.extend(data);
+            kept.push_copy(data, spare);
         }
+    }
+
+    /// Records a read, `buf[header..]`, as sent, and keeps it if this stream keeps bytes:
+    /// where it is when it fills at least half of its buffer and that buffer fits in the room
+    /// left (then `buf` is taken, and the frame to write is returned), else as a copy (the
+    /// frame stays in `buf`).
+    fn record_read(&mut self, buf: &mut BytesMut, header: usize) -> Option<bytes::Bytes> {
+        let n = buf.len().saturating_sub(header);
+        let room = self.room();
+        let held = buf.capacity();
+        if self.kept.is_none()
+            || n < SHARE_MIN
+            || n * 2 < held.saturating_sub(header)
+            || held > room
+        {
+            self.push(buf.get(header..).unwrap_or_default());
+            return None;
+        }
+        self.end += n as u64;
+        let framed = std::mem::take(buf).freeze();
+        if let Some(kept) = &mut self.kept {
+            kept.push_shared(framed.slice(header..), held);
+        }
+        Some(framed)
     }
 
     /// What the peer has not acknowledged, to send again on a new channel.
     fn pending(&self) -> Vec<u8> {
-        match &self.kept {
-            Some(kept) => {
-                let (a, b) = kept.as_slices();
-                [a, b].concat()
-            }
-            None => Vec::new(),
-        }
+        self.kept.as_ref().map_or_else(Vec::new, Kept::to_vec)
     }
 
     /// Drops what the peer has received; an offset past what was sent is a protocol error, one
@@ -227,9 +250,9 @@ impl OutBuf {
             ));
         }
         let n = usize::try_from(offset - self.base).map_err(|e| e.to_string())?;
-        let full = self.unacked() + PACKET > self.limit;
+        let full = self.held() + PACKET > self.limit;
         if let Some(kept) = &mut self.kept {
-            kept.drain(..n);
+            kept.release(n);
         }
         self.base = offset;
         Ok((n, full))
@@ -315,7 +338,7 @@ impl Engine {
     pub fn new(capacity: usize, counters: Arc<Counters>, replay: Replay) -> Self {
         let capacity = Self::capacity_for(capacity);
         let (kept, reservation) = match replay {
-            Replay::Kept(r) => (Some(VecDeque::new()), r),
+            Replay::Kept(r) => (Some(Kept::default()), r),
             Replay::Off => (None, None),
         };
         Self {
@@ -517,36 +540,39 @@ impl Engine {
             return Outcome::Lost;
         }
         // Local bytes are read after room for an ACK and the frame header: the ACK (when one
-        // is due), header and payload go out in one write, one channel packet.
+        // is due), header and payload go out in one write, one channel packet. A large read is
+        // kept for replay where it landed (see `super::kept`), so the next read gets a new
+        // buffer, sized like the reads that came before: reads fill their buffers, and the
+        // buffers a stream pins are little larger than what they hold.
         const PAYLOAD: usize = ACK_FRAME + DATA_HEADER;
-        let mut buf: Vec<u8> = Vec::with_capacity(PAYLOAD + send_data);
-        buf.resize(PAYLOAD, 0);
+        let mut buf = BytesMut::new();
+        let mut read_size = send_data;
         let mut ack_at: Option<tokio::time::Instant> = None;
         loop {
             if self.done() {
                 return Outcome::Done;
             }
-            // Cut back to the header room after every frame: a read appends right behind it.
-            debug_assert_eq!(buf.len(), PAYLOAD, "uplink buffer not cut back");
             let reading = !s.local_eof.load(Ordering::SeqCst);
-            // Never read more than fits: the buffer stays within its capacity (and allocation).
-            let room = {
-                let out = self.out();
-                out.limit.saturating_sub(out.unacked())
-            };
+            // Never read more than fits: what the stream holds stays within its capacity.
+            let room = self.out().room();
             let has_space = room > 0;
+            let want = room.clamp(1, read_size);
+            let size = PAYLOAD + want;
+            if buf.capacity() < size || buf.capacity() > 2 * size {
+                buf = BytesMut::with_capacity(size);
+            }
+            buf.clear();
+            buf.resize(PAYLOAD, 0);
             let sent = tokio::select! {
-                r = read_spare(local_r, &mut buf, room.clamp(1, send_data)), if reading && has_space => match r {
+                r = read_spare(local_r, &mut buf, want), if reading && has_space => match r {
                     Ok(0) => {
                         s.local_eof.store(true, Ordering::SeqCst);
                         let end = self.out().end();
                         self.send_fin(ch, end).await
                     }
                     Ok(n) => {
-                        // Into the replay buffer before any await: a cancelled attachment
-                        // loses no byte.
-                        self.out().push(&buf[PAYLOAD..PAYLOAD + n]);
                         self.counters.count_a_to_b(n as u64);
+                        read_size = next_read_size(read_size, want, n, send_data);
                         frame::put_data_header(&mut buf[ACK_FRAME..], n);
                         // A due ACK rides along while the packet has room for it (a full one
                         // would split in two); else the threshold or the tick sends it.
@@ -558,8 +584,11 @@ impl Engine {
                             }
                             None => ACK_FRAME,
                         };
-                        let sent = self.frame(ch.write_all(&buf[start..PAYLOAD + n])).await;
-                        buf.truncate(PAYLOAD);
+                        // Into the replay buffer before any await: a cancelled attachment
+                        // loses no byte.
+                        let framed = self.out().record_read(&mut buf, PAYLOAD);
+                        let frame = framed.as_deref().unwrap_or(&buf);
+                        let sent = self.frame(ch.write_all(&frame[start..])).await;
                         if let (Ok(()), Some(offset)) = (&sent, ack) {
                             s.acked.fetch_max(offset, Ordering::SeqCst);
                         }
@@ -814,13 +843,27 @@ impl Engine {
     }
 }
 
+/// The uplink's next read buffer, after a read of `n` into one for `want` bytes of at most
+/// `max`: twice as large after a read that filled it, the read's size (in whole 4 KiB) after
+/// one that filled less than half of it.
+fn next_read_size(size: usize, want: usize, n: usize, max: usize) -> usize {
+    if n >= want && want == size {
+        size.saturating_mul(2).min(max)
+    } else if n * 2 < want {
+        n.next_multiple_of(4096).clamp(SHARE_MIN, max)
+    } else {
+        size
+    }
+}
+
 /// Reads at most `max` (at least 1) bytes into `buf`'s spare capacity; 0 means EOF. Unlike
 /// reading into a zeroed buffer, this writes only where data lands: a stream's two buffers
 /// (32 KiB to receive, one frame to send) are not touched until used, and nothing is zeroed
 /// per stream (see `pipe::copy_half`). Cancel-safe, as `read_buf` is.
-async fn read_spare<R>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>
+async fn read_spare<R, B>(r: &mut R, buf: &mut B, max: usize) -> io::Result<usize>
 where
     R: tokio::io::AsyncRead + Unpin,
+    B: BufMut,
 {
     debug_assert!(max > 0, "a read of 0 bytes would look like EOF");
     r.read_buf(&mut (&mut *buf).limit(max)).await
@@ -851,7 +894,7 @@ mod tests {
         OutBuf {
             base: 0,
             end: 0,
-            kept: kept.then(VecDeque::new),
+            kept: kept.then(Kept::default),
             limit,
             growth: Growth {
                 max,
@@ -929,8 +972,8 @@ mod tests {
             if let Some(t) = full_round(&mut out, 64 << 10, &mut clock) {
                 grew.push(t);
             }
-            let cap = out.kept.as_ref().map_or(0, VecDeque::capacity);
-            assert!(cap <= out.limit + 64, "allocated {cap} past {}", out.limit);
+            let held = out.held();
+            assert!(held <= out.limit, "held {held} past {}", out.limit);
         }
         assert_eq!(
             grew,
@@ -1061,25 +1104,61 @@ mod tests {
     }
 
     #[test]
+    fn read_buffers_follow_the_reads() {
+        let max = frame::send_data(frame::MAX_DATA);
+        // 64 KiB reads into a buffer for 128 KiB: the next buffers are 64 KiB, and stay.
+        assert_eq!(next_read_size(max, max, 65_483, max), 65_536);
+        assert_eq!(next_read_size(65_536, 65_536, 65_483, max), 65_536);
+        // Filled: doubles, up to the most a frame carries.
+        assert_eq!(next_read_size(65_536, 65_536, 65_536, max), max);
+        assert_eq!(next_read_size(max, max, max, max), max);
+        // A byte at a time: the smallest buffer, which grows again as reads fill it.
+        assert_eq!(next_read_size(max, max, 1, max), SHARE_MIN);
+        assert_eq!(
+            next_read_size(SHARE_MIN, SHARE_MIN, SHARE_MIN, max),
+            2 * SHARE_MIN
+        );
+        // Less room than the buffer: the size stays.
+        assert_eq!(next_read_size(65_536, 1000, 1000, max), 65_536);
+    }
+
+    #[test]
     fn the_replay_buffer_never_allocates_past_its_capacity() {
-        // 3000 KiB is no power of two: VecDeque's own doubling would go to 4 MiB.
+        // 3000 KiB is no power of two; reads of every size, kept in place or copied, fill it
+        // the uplink's way: a buffer for what the room allows, a read of some of it.
+        const HEADER: usize = ACK_FRAME + DATA_HEADER;
         let limit = 3000 * 1024;
         let mut out = outbuf(limit, limit, true, None);
-        let chunk = vec![7u8; PACKET];
+        let mut sent: Vec<u8> = Vec::new();
         let mut most = 0;
+        let mut i = 0usize;
         for round in 0..3u64 {
-            while out.unacked() + PACKET <= limit {
-                out.push(&chunk);
-                most = most.max(out.kept.as_ref().map_or(0, VecDeque::capacity));
+            while out.room() > 0 {
+                let want = out.room().clamp(1, frame::MAX_DATA);
+                let n = [want, want / 2 + 1, 3000, 1, want / 3][i % 5].clamp(1, want);
+                let mut buf = BytesMut::with_capacity(HEADER + want);
+                buf.resize(HEADER, 0);
+                buf.extend((0..n).map(|k| ((i + k) % 251) as u8));
+                sent.extend_from_slice(&buf[HEADER..]);
+                let framed = out.record_read(&mut buf, HEADER);
+                let frame = framed.as_deref().unwrap_or(&buf);
+                assert_eq!(
+                    &frame[HEADER..],
+                    &sent[sent.len() - n..],
+                    "the frame is the read"
+                );
+                most = most.max(out.held());
+                i += 1;
             }
-            out.push(&chunk[..limit - out.unacked()]);
-            assert_eq!(out.unacked(), limit, "round {round}: filled to the limit");
-            let cap = out.kept.as_ref().map_or(0, VecDeque::capacity);
-            assert!(cap <= limit + 64, "allocated {cap} for a limit of {limit}");
+            assert!(out.held() <= limit, "round {round}: {} held", out.held());
             out.ack(out.end() - 1000).unwrap();
-            assert_eq!(out.pending().len(), 1000);
+            assert_eq!(out.pending(), sent[sent.len() - 1000..], "round {round}");
         }
-        assert!(most <= limit + 64, "allocated {most} on the way");
+        assert!(
+            most <= limit,
+            "held {most} for a limit of {limit} on the way"
+        );
+        let chunk = vec![7u8; PACKET];
         let mut off = outbuf(limit, limit, false, None);
         off.push(&chunk);
         assert_eq!(
