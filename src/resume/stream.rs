@@ -218,9 +218,16 @@ impl OutBuf {
         Some(framed)
     }
 
-    /// What the peer has not acknowledged, to send again on a new channel.
-    fn pending(&self) -> Vec<u8> {
-        self.kept.as_ref().map_or_else(Vec::new, Kept::to_vec)
+    /// What the peer has not acknowledged, to send again on a new channel: slices of the kept
+    /// bytes, not a copy (see [`Kept::replay`]).
+    fn replay(&mut self) -> Vec<bytes::Bytes> {
+        self.kept.as_mut().map_or_else(Vec::new, Kept::replay)
+    }
+
+    /// [`Self::replay`] in one buffer.
+    #[cfg(test)]
+    fn pending(&mut self) -> Vec<u8> {
+        self.replay().concat()
     }
 
     /// Drops what the peer has received; an offset past what was sent is a protocol error, one
@@ -525,16 +532,19 @@ impl Engine {
         C: tokio::io::AsyncWrite,
     {
         let s = &self.shared;
-        let (pending, end) = {
-            let out = self.out();
-            (out.pending(), out.end())
+        let (replay, end) = {
+            let mut out = self.out();
+            (out.replay(), out.end())
         };
-        if self
-            .frame(frame::write_data(ch, &pending, send_data))
-            .await
-            .is_err()
-        {
-            return Outcome::Lost;
+        // Each piece goes as soon as it is sent: acknowledgements can free it meanwhile.
+        for piece in replay {
+            if self
+                .frame(frame::write_data(ch, &piece, send_data))
+                .await
+                .is_err()
+            {
+                return Outcome::Lost;
+            }
         }
         if s.local_eof.load(Ordering::SeqCst) && self.send_fin(ch, end).await.is_err() {
             return Outcome::Lost;
@@ -557,12 +567,14 @@ impl Engine {
             let room = self.out().room();
             let has_space = room > 0;
             let want = room.clamp(1, read_size);
-            let size = PAYLOAD + want;
-            if buf.capacity() < size || buf.capacity() > 2 * size {
-                buf = BytesMut::with_capacity(size);
+            if reading && has_space {
+                let size = PAYLOAD + want;
+                if buf.capacity() < size || buf.capacity() > 2 * size {
+                    buf = BytesMut::with_capacity(size);
+                }
+                buf.clear();
+                buf.resize(PAYLOAD, 0);
             }
-            buf.clear();
-            buf.resize(PAYLOAD, 0);
             let sent = tokio::select! {
                 r = read_spare(local_r, &mut buf, want), if reading && has_space => match r {
                     Ok(0) => {
