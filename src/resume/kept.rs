@@ -4,8 +4,9 @@
 //! Why: the uplink copied every byte it read into a `VecDeque<u8>` before it framed it, one
 //! copy per byte more than a plain forward makes. Profiled (`perf record` during `bench --only
 //! throughput --case "-L 1 stream"`), `memmove` took 26% of the `burrow ssh` client's samples
-//! towards `burrow serve` with aes128-gcm, against 10% towards `sshd`; without that copy the
-//! sender's CPU per GiB fell by 7-15% (client sending, relay sending, both ciphers). A large read
+//! towards `burrow serve` with aes128-gcm, against 10% towards `sshd` (18% after this change);
+//! the client's CPU per GiB sent to the relay fell by 4-5% in the median of seven interleaved
+//! rounds of that bench against the build before (CHANGELOG). A large read
 //! is now kept as a slice of the buffer it was read into, the same buffer that carries its frame
 //! to the channel. Small reads are copied into compact pieces: kept in place, a stream that
 //! writes a byte at a time would pin a buffer per byte.
@@ -38,6 +39,16 @@ enum Piece {
     Shared { bytes: Bytes, held: usize },
     /// Copies of small reads; `start` bytes of it are released already.
     Copied { buf: Vec<u8>, start: usize },
+}
+
+impl Piece {
+    /// The bytes this piece still keeps.
+    fn remaining(&self) -> &[u8] {
+        match self {
+            Piece::Shared { bytes, .. } => bytes,
+            Piece::Copied { buf, start } => &buf[*start..],
+        }
+    }
 }
 
 /// Unacknowledged bytes, in order, in pieces.
@@ -117,9 +128,10 @@ impl Kept {
             let Some(front) = self.pieces.front_mut() else {
                 break;
             };
-            let (here, held) = match front {
-                Piece::Shared { bytes, held } => (bytes.len(), *held),
-                Piece::Copied { buf, start } => (buf.len() - *start, buf.capacity()),
+            let here = front.remaining().len();
+            let held = match front {
+                Piece::Shared { held, .. } => *held,
+                Piece::Copied { buf, .. } => buf.capacity(),
             };
             if here > n {
                 match front {
@@ -162,7 +174,7 @@ impl Kept {
             .iter()
             .map(|p| match p {
                 Piece::Shared { bytes, .. } => bytes.clone(),
-                Piece::Copied { buf, start } => Bytes::copy_from_slice(&buf[*start..]),
+                Piece::Copied { .. } => Bytes::copy_from_slice(p.remaining()),
             })
             .collect()
     }
@@ -172,10 +184,7 @@ impl Kept {
     pub fn to_vec(&self) -> Vec<u8> {
         let mut all = Vec::with_capacity(self.len);
         for piece in &self.pieces {
-            match piece {
-                Piece::Shared { bytes, .. } => all.extend_from_slice(bytes),
-                Piece::Copied { buf, start } => all.extend_from_slice(&buf[*start..]),
-            }
+            all.extend_from_slice(piece.remaining());
         }
         all
     }
@@ -260,14 +269,7 @@ mod tests {
         kept.push_copy(&numbers(5100, 20_000), usize::MAX);
         kept.release(30);
         let held = kept.held();
-        let before: Vec<*const u8> = kept
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Shared { bytes, .. } => bytes.as_ptr(),
-                Piece::Copied { buf, start } => buf[*start..].as_ptr(),
-            })
-            .collect();
+        let before: Vec<*const u8> = kept.pieces.iter().map(|p| p.remaining().as_ptr()).collect();
         assert_eq!(
             before.len(),
             4,
