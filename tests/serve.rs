@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use common::burrow::{allocated_port, listening_addresses, Relay, PERMIT_OPEN_ANY, UP_TIMEOUT};
 use common::*;
 
@@ -93,21 +95,48 @@ async fn burrow_client_against_burrow_relay() {
     let key = keygen(dir.path(), "id", KeyKind::Ed25519, None);
     let relay = relay_with(dir.path(), &[&key.public_line], Some(PERMIT_OPEN_ANY)).await;
     let echo = echo_server().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_target = format!("127.0.0.1:{}", dead.local_addr().unwrap().port());
+    drop(dead);
     let mut cmd = relay.burrow_ssh(&key);
     cmd.args(["-N", "-R"])
         .arg(format!("0:{}", echo.hostport()))
         .arg("-L")
         .arg(format!("127.0.0.1:0:{}", echo.hostport()))
+        .arg("-L")
+        .arg(format!("127.0.0.1:0:{dead_target}"))
         .arg("root@127.0.0.1");
     let child = spawn_logged(cmd, dir.path(), "burrow-RL");
     let rport = allocated_port(&child, &format!("remote forward to {}", echo.hostport())).await;
     let lport = allocated_port(&child, &format!("local forward to {}", echo.hostport())).await;
+    let dead_port = allocated_port(&child, &format!("local forward to {dead_target}")).await;
     transfer_checked(loopback(rport), 16 * MIB)
         .await
         .expect("-R");
     transfer_checked(loopback(lport), 16 * MIB)
         .await
         .expect("-L");
+    // -L's first bytes go right behind the stream's hello; a target the relay cannot reach
+    // still closes the connection with OpenSSH's reason, and the session carries on.
+    let mut refused = tokio::net::TcpStream::connect(loopback(dead_port))
+        .await
+        .unwrap();
+    let _ = refused.write_all(b"sent before the relay dialled").await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(UP_TIMEOUT, refused.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a refused target's connection stayed open or got bytes: {read:?} {rest:?}"
+    );
+    let want = format!("open failed: connect failed: Connection refused: forward to {dead_target}");
+    child
+        .stderr()
+        .wait_for_line_async(&want, UP_TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("no {want:?} in:\n{}", child.stderr_text()));
+    transfer_checked(loopback(lport), MIB)
+        .await
+        .expect("-L after a refused connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

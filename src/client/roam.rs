@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::{background, handler::EndReason, run_on, ClientError, Session};
 use crate::config::options::ClientOptions;
 use crate::config::tunnels::DEFAULT_RESUME_GRACE;
-use crate::resume::{BoxedIo, ChannelSpec, OpenError, Registry, ResumeConfig};
+use crate::resume::{BoxedIo, ChannelSpec, FirstBytes, OpenError, Registry, ResumeConfig};
 
 /// How long the stream waits for the relay to come back: the relay's own default grace, so
 /// neither side gives up on a stream the other still keeps (with default settings).
@@ -346,7 +346,8 @@ impl Link {
         };
         let opened = self
             .registry
-            .open(channel, spec)
+            // `-W`'s exit status and message say whether the target answered.
+            .open(channel, spec, FirstBytes::AfterReply)
             .await
             .map_err(|e| ClientError::Jump {
                 host: host.to_string(),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::listen::{self, BindError, BindOptions, Peer};
 use super::{ClientHandle, ClientSession, ForwardContext, Stream};
 use crate::reason::open_failure_text;
-use crate::resume::OpenError;
+use crate::resume::{FirstBytes, OpenError};
 use crate::socks::{self, Failure, TargetAddr};
 use crate::spec::{DynamicForward, Endpoint};
 
@@ -59,7 +59,10 @@ async fn proxy_one<H: ClientSession>(
         }
     };
     let spec = super::local::resume_spec(&target, &peer);
-    let carrier = match ctx.carrier(channel.into_stream(), spec).await {
+    let carrier = match ctx
+        .carrier(channel.into_stream(), spec, FirstBytes::AfterReply)
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::info!("channel: open failed: {e}: dynamic forward to {target}");

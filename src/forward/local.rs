@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use super::listen::{self, BindError, BindOptions, Peer};
 use super::{ClientHandle, ClientSession, ForwardContext, Stream};
 use crate::reason::open_failure_text;
-use crate::resume::ChannelSpec;
+use crate::resume::{ChannelSpec, FirstBytes};
 use crate::spec::{Endpoint, LocalForward};
 
 /// Binds the forward's listeners and starts accepting until `stop` (or the session's
@@ -50,7 +50,13 @@ async fn forward_one<H: ClientSession>(
         }
     };
     match ctx
-        .carrier(channel.into_stream(), resume_spec(&target, &peer))
+        .carrier(
+            channel.into_stream(),
+            resume_spec(&target, &peer),
+            // The client is not answered either way: it learns of a refused target when its
+            // connection closes, as with a plain channel.
+            FirstBytes::WithHello,
+        )
         .await
     {
         Ok(carrier) => ctx.carry(carrier, stream, &target.to_string(), ()).await,

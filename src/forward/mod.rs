@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::pipe::{self, Counters};
 use crate::reason::io_reason;
-use crate::resume::{BoxedIo, ChannelSpec, Io, OpenError, Opened, Registry};
+use crate::resume::{BoxedIo, ChannelSpec, FirstBytes, Io, OpenError, Opened, Registry};
 use crate::spec::Endpoint;
 
 /// The client session a forward runs over. Generic over the session's handler so that
@@ -74,17 +74,18 @@ impl ForwardContext {
         self.resume.get()
     }
 
-    /// Starts a stream on a channel this side opened: resumable (hello and reply first, so a
-    /// refused target is known before the local client is answered) when resumable streams are
-    /// on and `spec` says how to re-open it, else plain.
+    /// Starts a stream on a channel this side opened: resumable when resumable streams are on
+    /// and `spec` says how to re-open it, else plain. `first` says whether the peer's reply
+    /// (did the target answer?) must be in before this returns.
     pub async fn carrier<C: Io + 'static>(
         &self,
         channel: C,
         spec: Option<ChannelSpec>,
+        first: FirstBytes,
     ) -> Result<Carrier<C>, OpenError> {
         match (self.resume(), spec) {
             (Some(registry), Some(spec)) => registry
-                .open(Box::new(channel), spec)
+                .open(Box::new(channel), spec, first)
                 .await
                 .map(Carrier::Resumable),
             _ => Ok(Carrier::Plain(channel)),

@@ -1,8 +1,9 @@
 //! The wire format of a resumable stream inside its SSH channel. Pure encode/decode, so every
 //! rule is unit-tested and fuzzable without a network.
 //!
-//! A channel starts with a hello from the side that opened it and a reply from the other side;
-//! after that both directions carry frames: `DATA len bytes`, `ACK offset` (bytes received in
+//! A channel starts with a hello from the side that opened it and a reply from the other side
+//! (the opener of a new -L stream sends its first frames right behind the hello, and reads the
+//! reply before the first frame that comes back); after that both directions carry frames: `DATA len bytes`, `ACK offset` (bytes received in
 //! all so far), `FIN offset` (this side's stream ended at that offset), `ABORT` (the stream
 //! failed: drop it). Integers are big-endian, as everywhere in SSH.
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use registry::{OpenError, Opened, Registry, ResumeStats};
+pub use registry::{FirstBytes, OpenError, Opened, Registry, ResumeStats};
 
 /// The session subsystem that turns resumable streams on.
 pub const SUBSYSTEM: &str = "resume-v1@burrow.invalid";

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::control::{Inbox, Outbox};
 use super::frame::{Hello, Reply, StreamKey};
-use super::stream::{Attachment, Engine, Outcome, Replay, Sideband};
+use super::stream::{Attachment, Engine, Outcome, Replay, ReplyStep, Sideband};
 use super::{BoxedIo, ChannelSpec, Opener, ResumeConfig, HANDSHAKE_TIMEOUT};
 use crate::budget::Budgets;
 use crate::pipe::{Carried, CloseReason, Counters};
@@ -92,17 +92,44 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// A stream whose opening handshake succeeded; [`Opened::run`] carries it.
+/// A stream whose hello went out (and, opened with [`FirstBytes::AfterReply`], whose reply
+/// said yes); [`Opened::run`] carries it.
 pub struct Opened {
     registry: Arc<Registry>,
     key: StreamKey,
     spec: ChannelSpec,
     channel: BoxedIo,
+    /// The peer's reply is still to come, first on the channel (see [`FirstBytes::WithHello`]).
+    reply_due: bool,
+}
+
+/// When a new stream's first bytes may follow its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// After the peer's reply: the caller must know whether the target was reached before it
+    /// answers its own client (a SOCKS reply, an alias visitor's channel, `-W`'s exit status).
+    AfterReply,
+    /// Right behind the hello, without waiting for the reply: a new connection costs no round
+    /// trip more than a plain forward's (the peer dials once the hello is in, as a plain
+    /// forward's peer dials on the channel open). A refused target then ends the stream the
+    /// way a refused plain channel ends an `-L` connection: closed, with the reason logged.
+    WithHello,
 }
 
 enum Role {
     Opener(ChannelSpec),
     Receiver,
+}
+
+impl Role {
+    /// Where the stream goes, for messages.
+    fn target(&self) -> String {
+        match self {
+            Role::Opener(ChannelSpec::Direct { host, port, .. }) => format!("{host}:{port}"),
+            Role::Opener(ChannelSpec::Forwarded { addr, port, .. }) => format!("{addr}:{port}"),
+            Role::Receiver => "the peer's target".into(),
+        }
+    }
 }
 
 impl Registry {
@@ -207,17 +234,34 @@ impl Registry {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a new stream on a channel this side opened: hello, then the peer's reply (it
-    /// dials the target first, so a refused target is reported like ssh's "connect failed").
+    /// Starts a new stream on a channel this side opened: hello, then (with
+    /// [`FirstBytes::AfterReply`]) the peer's reply; it dials the target first, so a refused
+    /// target is reported like ssh's "connect failed".
     pub async fn open(
         self: &Arc<Self>,
         mut channel: BoxedIo,
         spec: ChannelSpec,
+        first: FirstBytes,
     ) -> Result<Opened, OpenError> {
         let key = StreamKey {
             id: rand::random(),
             secret: rand::random(),
         };
+        if first == FirstBytes::WithHello {
+            // Bounded like the handshake: a peer that takes no data holds no task forever.
+            let hello = Hello::New(key).encode();
+            return match tokio::time::timeout(HANDSHAKE_TIMEOUT, channel.write_all(&hello)).await {
+                Ok(Ok(())) => Ok(Opened {
+                    registry: self.clone(),
+                    key,
+                    spec,
+                    channel,
+                    reply_due: true,
+                }),
+                Ok(Err(e)) => Err(OpenError::Handshake(e.to_string())),
+                Err(_) => Err(OpenError::Handshake("hello not taken in time".into())),
+            };
+        }
         let handshake = async {
             channel.write_all(&Hello::New(key).encode()).await?;
             Reply::read(&mut channel).await
@@ -233,6 +277,7 @@ impl Registry {
                 key,
                 spec,
                 channel,
+                reply_due: false,
             }),
             Reply::ConnectFailed(reason) => Err(OpenError::ConnectFailed(reason)),
             other => Err(OpenError::Handshake(format!("unexpected reply {other:?}"))),
@@ -298,7 +343,7 @@ impl Registry {
                     let first = Attachment {
                         channel,
                         peer_received: 0,
-                        reply_owed: false,
+                        reply: ReplyStep::Settled,
                     };
                     self.spawn(key, Role::Receiver, local, first, counters, guard);
                 }
@@ -328,7 +373,7 @@ impl Registry {
                 let att = Attachment {
                     channel,
                     peer_received: received,
-                    reply_owed: true,
+                    reply: ReplyStep::Owed,
                 };
                 if tx.send(att).await.is_err() {
                     tracing::debug!(stream = key.id, "stream ended while re-attaching");
@@ -471,6 +516,14 @@ impl Registry {
                     tracing::info!(stream = id, "resumable stream closed: {why}");
                     return CloseReason::Aborted(why);
                 }
+                Outcome::ConnectFailed(reason) => {
+                    // As a refused plain channel is logged (`forward::local`).
+                    tracing::info!(
+                        "channel: open failed: connect failed: {reason}: forward to {}",
+                        role.target()
+                    );
+                    return CloseReason::PeerError(format!("connect failed: {reason}"));
+                }
                 Outcome::Lost if !engine.resumable() => {
                     tracing::info!(
                         stream = id,
@@ -577,7 +630,7 @@ async fn attach_on(
         Reply::Ok { received } => Some(Attachment {
             channel,
             peer_received: received,
-            reply_owed: false,
+            reply: ReplyStep::Settled,
         }),
         other => {
             tracing::info!(stream = key.id, "peer answered {other:?} to re-attach");
@@ -593,7 +646,11 @@ impl Opened {
         let first = Attachment {
             channel: self.channel,
             peer_received: 0,
-            reply_owed: false,
+            reply: if self.reply_due {
+                ReplyStep::Due
+            } else {
+                ReplyStep::Settled
+            },
         };
         self.registry.spawn(
             self.key,

@@ -40,6 +40,26 @@ async fn sideband_offered(sideband: &Option<Sideband>) {
     }
 }
 
+/// Reads the peer's reply to a new stream's hello when it comes after our first bytes
+/// ([`ReplyStep::Due`]); `None` when it says go ahead, else how the attachment ends.
+async fn read_new_stream_reply<C: tokio::io::AsyncRead>(ch_r: &mut ReadHalf<C>) -> Option<Outcome> {
+    match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, Reply::read(ch_r)).await {
+        Ok(Ok(Reply::Ok { received: 0 })) => None,
+        Ok(Ok(Reply::ConnectFailed(reason))) => Some(Outcome::ConnectFailed(reason)),
+        Ok(Ok(other)) => Some(Outcome::Aborted(format!(
+            "unexpected reply to a new stream: {other:?}"
+        ))),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+            Some(Outcome::Aborted(e.to_string()))
+        }
+        // The channel went before the reply: a re-attach asks whether the stream exists.
+        Ok(Err(_)) => Some(Outcome::Lost),
+        Err(_) => Some(Outcome::Aborted(
+            "no reply to the stream's hello in time".into(),
+        )),
+    }
+}
+
 /// How an abort that came from the peer reads (no ABORT is sent back for it).
 const PEER_ABORT: &str = "the peer's connection";
 
@@ -53,9 +73,21 @@ pub struct Attachment {
     pub channel: BoxedIo,
     /// Bytes of ours the peer has received.
     pub peer_received: u64,
-    /// We still owe the peer a [`Reply`] (an attach it opened): sent once the previous
-    /// attachment is over, so the offset in it is final.
-    pub reply_owed: bool,
+    /// Where the handshake's [`Reply`] stands.
+    pub reply: ReplyStep,
+}
+
+/// The handshake's [`Reply`] on an attachment's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStep {
+    /// Exchanged before the attachment was made.
+    Settled,
+    /// We owe the peer one (an attach it opened): sent once the previous attachment is over,
+    /// so the offset in it is final.
+    Owed,
+    /// The peer's reply to our new stream's hello comes first on the channel: we sent right
+    /// behind the hello (`FirstBytes::WithHello`).
+    Due,
 }
 
 /// How one attachment ended.
@@ -67,6 +99,9 @@ pub enum Outcome {
     Lost,
     /// The stream failed (local error, peer abort, protocol violation): close it.
     Aborted(String),
+    /// The peer could not reach the target of a stream we sent on before its reply
+    /// ([`ReplyStep::Due`]): close it as a refused channel is closed.
+    ConnectFailed(String),
 }
 
 /// State both directions share.
@@ -478,7 +513,7 @@ impl Engine {
             .fetch_max(self.received(), Ordering::SeqCst);
         self.shared.fin_sent.store(false, Ordering::SeqCst);
         self.shared.mid_frame.store(false, Ordering::SeqCst);
-        if att.reply_owed {
+        if att.reply == ReplyStep::Owed {
             let reply = Reply::Ok {
                 received: self.received(),
             };
@@ -505,7 +540,7 @@ impl Engine {
         let (mut ch_r, mut ch_w) = tokio::io::split(channel);
         let outcome = tokio::select! {
             o = self.uplink(local_r, &mut ch_w, send_data) => o,
-            o = self.downlink(&mut ch_r, local_w) => o,
+            o = self.downlink(&mut ch_r, local_w, att.reply == ReplyStep::Due) => o,
             o = self.post_trailing_acks(), if self.sideband.is_some() => o,
         };
         if let Outcome::Aborted(why) = &outcome {
@@ -677,11 +712,21 @@ impl Engine {
     /// Channel -> local connection: payload written as it comes (counted byte by byte, so a
     /// cut channel never makes the peer resend what the application already has), ACK and FIN
     /// applied.
-    async fn downlink<L, C>(&self, ch_r: &mut ReadHalf<C>, local_w: &mut WriteHalf<L>) -> Outcome
+    async fn downlink<L, C>(
+        &self,
+        ch_r: &mut ReadHalf<C>,
+        local_w: &mut WriteHalf<L>,
+        reply_due: bool,
+    ) -> Outcome
     where
         L: tokio::io::AsyncWrite,
         C: tokio::io::AsyncRead,
     {
+        if reply_due {
+            if let Some(refused) = read_new_stream_reply(ch_r).await {
+                return refused;
+            }
+        }
         let s = &self.shared;
         // A frame's payload goes on in pieces of at most this: a peer's 128 KiB frames cost the
         // relay no more memory per stream than 32 KiB ones did.
@@ -1205,7 +1250,7 @@ mod tests {
             let att = Attachment {
                 channel: Box::new(channel),
                 peer_received: 0,
-                reply_owed: false,
+                reply: ReplyStep::Settled,
             };
             assert_eq!(engine.attach(&mut r, &mut w, att).await, Outcome::Done);
             engine.closed(CloseReason::Done)
@@ -1293,7 +1338,7 @@ mod tests {
             let att = Attachment {
                 channel: Box::new(near),
                 peer_received: 0,
-                reply_owed: false,
+                reply: ReplyStep::Settled,
             };
             engine.attach(&mut r, &mut w, att).await
         })

@@ -31,7 +31,7 @@ use super::{ChannelSlot, Relay};
 use crate::forward::listen::{self, bind_addrs, bind_each, bind_tcp_all, Listener, Peer};
 use crate::forward::{Carrier, Dial, ForwardContext, Stream};
 use crate::pipe::Counters;
-use crate::resume::{BoxedIo, ChannelSpec};
+use crate::resume::{BoxedIo, ChannelSpec, FirstBytes};
 
 /// A session that holds listeners, as the registry sees it.
 #[derive(Clone)]
@@ -906,7 +906,7 @@ impl ListenerConnections {
         };
         let carrier = self
             .ctx
-            .carrier(channel, Some(forwarded.spec()))
+            .carrier(channel, Some(forwarded.spec()), FirstBytes::AfterReply)
             .await
             .map_err(|e| {
                 tracked.ended(ending::PUBLISHER_REFUSED);
@@ -987,7 +987,10 @@ impl Forwarded {
                 guard.1.ended(ending::PUBLISHER_REFUSED);
                 return;
             };
-            match ctx.carrier(ch, Some(self.spec())).await {
+            // After the reply: a client that cannot reach its target ends the connection as
+            // `publisher-refused` in the access log.
+            let carrier = ctx.carrier(ch, Some(self.spec()), FirstBytes::AfterReply);
+            match carrier.await {
                 Ok(c) => ctx.carry(c, stream, &label, guard).await,
                 Err(e) => {
                     guard.1.ended(ending::PUBLISHER_REFUSED);

@@ -233,7 +233,9 @@ impl Pair {
             orig_port: 1,
         };
         let channel = opener.open(spec.clone()).await.unwrap();
-        let opened = self.client.open(channel, spec).await.unwrap();
+        // As -L opens them: its first bytes go right behind the hello.
+        let opened = self.client.open(channel, spec, FirstBytes::WithHello).await;
+        let opened = opened.unwrap();
         let (app, local) = tokio::io::duplex(64 * 1024);
         opened.run(Box::new(local), Arc::new(Counters::default()), ());
         app
@@ -393,9 +395,8 @@ async fn a_wrong_secret_is_refused_and_counted() {
     assert_eq!(&one, b"y");
 }
 
-#[tokio::test]
-async fn a_refused_target_is_reported_as_connect_failed() {
-    let pair = Pair::new(10_000).await;
+/// A session whose peer dials a port nobody listens on, and a channel opened on it.
+async fn channel_to_a_dead_target(pair: &Pair) -> (BoxedIo, ChannelSpec) {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = closed.local_addr().unwrap();
     drop(closed);
@@ -412,8 +413,39 @@ async fn a_refused_target_is_reported_as_connect_failed() {
         orig: String::new(),
         orig_port: 0,
     };
-    let channel = session.open(spec.clone()).await.unwrap();
-    match pair.client.open(channel, spec).await {
+    (session.open(spec.clone()).await.unwrap(), spec)
+}
+
+/// A stream that sent right behind its hello (-L) and whose target refused: its local
+/// connection is closed without a byte, as a refused plain channel's is, and neither side
+/// keeps the stream.
+#[tokio::test]
+async fn a_refused_target_closes_a_stream_that_sent_before_the_reply() {
+    let pair = Pair::new(10_000).await;
+    let (channel, spec) = channel_to_a_dead_target(&pair).await;
+    let opened = pair.client.open(channel, spec, FirstBytes::WithHello).await;
+    let (mut app, local) = tokio::io::duplex(64 * 1024);
+    let counters = Arc::new(Counters::default());
+    opened.unwrap().run(Box::new(local), counters.clone(), ());
+    app.write_all(b"sent before the reply").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), app.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?} {got:?}");
+    assert!(
+        eventually(|| pair.client.stream_count() == 0 && pair.server.stream_count() == 0).await
+    );
+    assert_eq!(pair.client.stats.forgotten.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_refused_target_is_reported_as_connect_failed() {
+    let pair = Pair::new(10_000).await;
+    let (channel, spec) = channel_to_a_dead_target(&pair).await;
+    match pair
+        .client
+        .open(channel, spec, FirstBytes::AfterReply)
+        .await
+    {
         Err(OpenError::ConnectFailed(reason)) => {
             assert!(reason.contains("refused"), "{reason}")
         }
