@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use registry::{FirstBytes, OpenError, Opened, Registry, ResumeStats};
+pub use registry::{FirstBytes, Opened, Registry, ResumeStats};
 
 /// The session subsystem that turns resumable streams on.
 pub const SUBSYSTEM: &str = "resume-v1@burrow.invalid";
@@ -47,6 +47,22 @@ pub(crate) fn budget_setting(full: crate::budget::Exhausted) -> &'static str {
 
 /// How long a peer may take to send a hello or a reply before the channel is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the opener of a new stream waits for the peer's reply: longer than the peer's own
+/// dial may take (`ForwardContext::connect_timeout`, 30 s), so a target that never answers is
+/// reported as the peer's "Connection timed out", not as a reply that did not come.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Why opening a new stream failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The peer could not reach the target.
+    #[error("connect failed: {0}")]
+    ConnectFailed(String),
+    /// The channel broke or the peer answered nonsense.
+    #[error("resumable stream handshake: {0}")]
+    Handshake(String),
+}
 
 /// The default [`ResumeConfig::buffer_max`]: twice the largest SSH receive window burrow
 /// grants (the vendored russh's `RECEIVE_WINDOW_LIMIT`, 16 MiB; BURROW-PATCH.md, "Adaptive

@@ -15,7 +15,9 @@ use tokio_util::task::TaskTracker;
 use super::control::{Inbox, Outbox};
 use super::frame::{Hello, Reply, StreamKey};
 use super::stream::{Attachment, Engine, Outcome, Replay, ReplyStep, Sideband};
-use super::{BoxedIo, ChannelSpec, Opener, ResumeConfig, HANDSHAKE_TIMEOUT};
+use super::{
+    BoxedIo, ChannelSpec, OpenError, Opener, ResumeConfig, HANDSHAKE_TIMEOUT, REPLY_TIMEOUT,
+};
 use crate::budget::Budgets;
 use crate::pipe::{Carried, CloseReason, Counters};
 
@@ -42,17 +44,6 @@ pub struct ResumeStats {
     pub grown: AtomicU64,
     /// Growths a budget refused (the stream kept its buffer size).
     pub growth_refused: AtomicU64,
-}
-
-/// Why opening a new stream failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// The peer could not reach the target.
-    #[error("connect failed: {0}")]
-    ConnectFailed(String),
-    /// The channel broke or the peer answered nonsense.
-    #[error("resumable stream handshake: {0}")]
-    Handshake(String),
 }
 
 struct Entry {
@@ -124,10 +115,18 @@ enum Role {
 impl Role {
     /// Where the stream goes, for messages.
     fn target(&self) -> String {
-        match self {
-            Role::Opener(ChannelSpec::Direct { host, port, .. }) => format!("{host}:{port}"),
-            Role::Opener(ChannelSpec::Forwarded { addr, port, .. }) => format!("{addr}:{port}"),
-            Role::Receiver => "the peer's target".into(),
+        let (host, port) = match self {
+            Role::Opener(ChannelSpec::Direct { host, port, .. }) => (host, port),
+            Role::Opener(ChannelSpec::Forwarded { addr, port, .. }) => (addr, port),
+            Role::Receiver => return "the peer's target".into(),
+        };
+        match u16::try_from(*port) {
+            Ok(port) => crate::spec::Endpoint::Tcp {
+                host: host.clone(),
+                port,
+            }
+            .to_string(),
+            Err(_) => format!("{host}:{port}"),
         }
     }
 }
@@ -266,7 +265,7 @@ impl Registry {
             channel.write_all(&Hello::New(key).encode()).await?;
             Reply::read(&mut channel).await
         };
-        let reply = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        let reply = match tokio::time::timeout(REPLY_TIMEOUT, handshake).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(OpenError::Handshake(e.to_string())),
             Err(_) => return Err(OpenError::Handshake("no reply in time".into())),
@@ -516,13 +515,11 @@ impl Registry {
                     tracing::info!(stream = id, "resumable stream closed: {why}");
                     return CloseReason::Aborted(why);
                 }
-                Outcome::ConnectFailed(reason) => {
-                    // As a refused plain channel is logged (`forward::local`).
-                    tracing::info!(
-                        "channel: open failed: connect failed: {reason}: forward to {}",
-                        role.target()
-                    );
-                    return CloseReason::PeerError(format!("connect failed: {reason}"));
+                Outcome::OpenFailed(e) => {
+                    // As a refused channel of a stream that waited for its reply is logged
+                    // (`forward::local`).
+                    tracing::info!("channel: open failed: {e}: forward to {}", role.target());
+                    return CloseReason::PeerError(e.to_string());
                 }
                 Outcome::Lost if !engine.resumable() => {
                     tracing::info!(

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use super::control::{Inbox, Outbox};
 use super::frame::{self, Frame, Reply, ACK_FRAME, DATA_HEADER, PACKET};
 use super::kept::{Kept, SHARE_MIN};
+use super::OpenError;
 use super::{BoxedIo, ResumeStats};
 use crate::budget::{Exhausted, Reservation};
 use crate::pipe::{CloseReason, Closed, Counters, Totals};
@@ -43,20 +44,18 @@ async fn sideband_offered(sideband: &Option<Sideband>) {
 /// Reads the peer's reply to a new stream's hello when it comes after our first bytes
 /// ([`ReplyStep::Due`]); `None` when it says go ahead, else how the attachment ends.
 async fn read_new_stream_reply<C: tokio::io::AsyncRead>(ch_r: &mut ReadHalf<C>) -> Option<Outcome> {
-    match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, Reply::read(ch_r)).await {
+    let handshake = |why: String| Some(Outcome::OpenFailed(OpenError::Handshake(why)));
+    match tokio::time::timeout(super::REPLY_TIMEOUT, Reply::read(ch_r)).await {
         Ok(Ok(Reply::Ok { received: 0 })) => None,
-        Ok(Ok(Reply::ConnectFailed(reason))) => Some(Outcome::ConnectFailed(reason)),
-        Ok(Ok(other)) => Some(Outcome::Aborted(format!(
-            "unexpected reply to a new stream: {other:?}"
-        ))),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-            Some(Outcome::Aborted(e.to_string()))
+        Ok(Ok(Reply::ConnectFailed(reason))) => {
+            Some(Outcome::OpenFailed(OpenError::ConnectFailed(reason)))
         }
-        // The channel went before the reply: a re-attach asks whether the stream exists.
+        Ok(Ok(other)) => handshake(format!("unexpected reply {other:?}")),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => handshake(e.to_string()),
+        // The channel went before the reply (the link dropped while the peer dialled): a
+        // re-attach asks whether the stream exists.
         Ok(Err(_)) => Some(Outcome::Lost),
-        Err(_) => Some(Outcome::Aborted(
-            "no reply to the stream's hello in time".into(),
-        )),
+        Err(_) => handshake("no reply in time".into()),
     }
 }
 
@@ -99,9 +98,9 @@ pub enum Outcome {
     Lost,
     /// The stream failed (local error, peer abort, protocol violation): close it.
     Aborted(String),
-    /// The peer could not reach the target of a stream we sent on before its reply
-    /// ([`ReplyStep::Due`]): close it as a refused channel is closed.
-    ConnectFailed(String),
+    /// The peer's reply to a stream we sent on before it ([`ReplyStep::Due`]) said no, or
+    /// never came whole: close it as a refused channel is closed.
+    OpenFailed(OpenError),
 }
 
 /// State both directions share.

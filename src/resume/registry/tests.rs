@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::budget::Budget;
+use crate::resume::frame;
 use crate::server::stream::Cancellable;
 
 /// The integration tests' delay line; only its one-way delay is used here.
@@ -435,6 +436,89 @@ async fn a_refused_target_closes_a_stream_that_sent_before_the_reply() {
         eventually(|| pair.client.stream_count() == 0 && pair.server.stream_count() == 0).await
     );
     assert_eq!(pair.client.stats.forgotten.load(Ordering::Relaxed), 0);
+}
+
+/// A new stream opened as -L opens it, whose peer the test plays by hand on `far`: the
+/// application's end, and what the peer received before it answered (the hello, then frames).
+async fn early_stream(pair: &Pair, first: &[u8]) -> (tokio::io::DuplexStream, BoxedIo) {
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let spec = ChannelSpec::Direct {
+        host: "::1".into(),
+        port: 7,
+        orig: String::new(),
+        orig_port: 0,
+    };
+    let opened = pair
+        .client
+        .open(Box::new(near), spec, FirstBytes::WithHello);
+    let (mut app, local) = tokio::io::duplex(64 * 1024);
+    opened
+        .await
+        .unwrap()
+        .run(Box::new(local), Arc::new(Counters::default()), ());
+    app.write_all(first).await.unwrap();
+    (app, Box::new(far))
+}
+
+/// Reads the hello and one DATA frame from `far`, as the peer of [`early_stream`].
+async fn hello_and_data(far: &mut BoxedIo) -> Vec<u8> {
+    let within = Duration::from_secs(5);
+    let hello = tokio::time::timeout(within, Hello::read(far)).await;
+    assert!(matches!(hello, Ok(Ok(Hello::New(_)))), "{hello:?}");
+    let frame = tokio::time::timeout(within, frame::read_frame(far)).await;
+    let Ok(Ok(Some(frame::Frame::Data(len)))) = frame else {
+        panic!("no DATA frame before the reply: {frame:?}")
+    };
+    let mut payload = vec![0u8; len as usize];
+    far.read_exact(&mut payload).await.unwrap();
+    payload
+}
+
+/// The connection's first bytes reach the peer before it replied (it dials meanwhile), and
+/// what it sends after its reply reaches the application.
+#[tokio::test]
+async fn an_l_stream_sends_its_first_bytes_before_the_reply() {
+    let pair = Pair::new(10_000).await;
+    let (mut app, mut far) = early_stream(&pair, b"first").await;
+    assert_eq!(hello_and_data(&mut far).await, b"first");
+    far.write_all(&Reply::Ok { received: 0 }.encode())
+        .await
+        .unwrap();
+    frame::write_data(&mut far, b"back", frame::PACKET)
+        .await
+        .unwrap();
+    let mut got = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), app.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"back");
+}
+
+/// A peer that answers a new stream's hello with anything but "go ahead" (after the stream
+/// sent on it) ends that stream: its connection closes, and nothing waits for a re-attach.
+#[tokio::test]
+async fn a_stream_that_sent_before_a_bad_reply_is_closed() {
+    let lies = [
+        Reply::Unknown.encode(),
+        Reply::Refused.encode(),
+        Reply::Ok { received: 7 }.encode(),
+        b"not a reply at all".to_vec(),
+    ];
+    for lie in lies {
+        let pair = Pair::new(10_000).await;
+        let (mut app, mut far) = early_stream(&pair, b"first").await;
+        hello_and_data(&mut far).await;
+        far.write_all(&lie).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), app.read_to_end(&mut got)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{lie:?}: {read:?} {got:?}");
+        assert!(
+            eventually(|| pair.client.stream_count() == 0).await,
+            "{lie:?}"
+        );
+        assert_eq!(pair.client.stats.forgotten.load(Ordering::Relaxed), 0);
+    }
 }
 
 #[tokio::test]
