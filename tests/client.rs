@@ -383,11 +383,12 @@ async fn password_and_keyboard_interactive_login() {
 async fn known_hosts_accept_new_then_changed_key_is_refused() {
     let (dir, key, sshd) = setup();
     let kh = dir.path().join("kh");
-    let run = |policy: &str, name: &str| {
+    let run_with = |policy: &str, name: &str, extra: &[&str]| {
         let mut cmd = Command::new(burrow_bin());
         cmd.arg("ssh")
             .env_remove("SSH_AUTH_SOCK")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes"]);
+            .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(extra);
         cmd.arg("-o")
             .arg(format!("UserKnownHostsFile={}", kh.display()));
         cmd.args(["-o", "GlobalKnownHostsFile=/dev/null", "-o"])
@@ -398,6 +399,7 @@ async fn known_hosts_accept_new_then_changed_key_is_refused() {
         cmd.arg("127.0.0.1:9").arg(sshd.dest("root"));
         run_with_timeout(cmd, dir.path(), name, Duration::from_secs(60))
     };
+    let run = |policy: &str, name: &str| run_with(policy, name, &[]);
     // Unknown host with StrictHostKeyChecking=yes: refused, nothing written.
     let (st, _, err) = run("yes", "strict");
     assert_eq!(st.and_then(|s| s.code()), Some(255));
@@ -412,6 +414,12 @@ async fn known_hosts_accept_new_then_changed_key_is_refused() {
         "{text}\n{err}"
     );
     assert!(err.contains("Permanently added"), "{err}");
+    // With -q the key is remembered without a word, as ssh -q does.
+    std::fs::remove_file(&kh).unwrap();
+    let (_, _, err) = run_with("accept-new", "accept-new-quiet", &["-q"]);
+    let text = std::fs::read_to_string(&kh).unwrap_or_default();
+    assert!(text.contains(host_key), "{text}\n{err}");
+    assert!(!err.contains("Permanently added"), "{err}");
     // Now a different key for the same host: refused with OpenSSH's warning, also for accept-new.
     let other = keygen(dir.path(), "other_host", KeyKind::Ed25519, None);
     let other_key = other

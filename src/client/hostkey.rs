@@ -173,11 +173,13 @@ impl HostKeyPolicy {
             return true;
         };
         match known_hosts::append(file, &self.host, self.port, key, self.hash) {
-            Ok(()) => eprintln!(
+            // An informational message in OpenSSH (`logit`): -q silences it, as there.
+            Ok(()) if tracing::enabled!(tracing::Level::INFO) => eprintln!(
                 "Warning: Permanently added '{}' ({}) to the list of known hosts.",
                 self.display_host(),
                 known_hosts::key_type(key)
             ),
+            Ok(()) => {}
             Err(e) => eprintln!("Failed to add the host to the list of known hosts ({e})."),
         }
         true
