@@ -3,9 +3,10 @@
 //!
 //! A channel starts with a hello from the side that opened it and a reply from the other side
 //! (the opener of a new -L stream sends its first frames right behind the hello, and reads the
-//! reply before the first frame that comes back); after that both directions carry frames: `DATA len bytes`, `ACK offset` (bytes received in
-//! all so far), `FIN offset` (this side's stream ended at that offset), `ABORT` (the stream
-//! failed: drop it). Integers are big-endian, as everywhere in SSH.
+//! reply before the first frame that comes back); after that both directions carry frames:
+//! `DATA len bytes`, `ACK offset` (bytes received in all so far), `FIN offset` (this side's
+//! stream ended at that offset), `ABORT` (the stream failed: drop it). Integers are big-endian,
+//! as everywhere in SSH.
 
 use std::io;
 

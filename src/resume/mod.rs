@@ -64,6 +64,15 @@ pub enum OpenError {
     Handshake(String),
 }
 
+/// What the peer's reply to a new stream's hello means for the opener, whenever it reads it.
+fn answer_to_new_stream(reply: frame::Reply) -> Result<(), OpenError> {
+    match reply {
+        frame::Reply::Ok { received: 0 } => Ok(()),
+        frame::Reply::ConnectFailed(reason) => Err(OpenError::ConnectFailed(reason)),
+        other => Err(OpenError::Handshake(format!("unexpected reply {other:?}"))),
+    }
+}
+
 /// The default [`ResumeConfig::buffer_max`]: twice the largest SSH receive window burrow
 /// grants (the vendored russh's `RECEIVE_WINDOW_LIMIT`, 16 MiB; BURROW-PATCH.md, "Adaptive
 /// receive window"). A byte stays in the replay buffer from its send until its acknowledgement

@@ -16,7 +16,8 @@ use super::control::{Inbox, Outbox};
 use super::frame::{Hello, Reply, StreamKey};
 use super::stream::{Attachment, Engine, Outcome, Replay, ReplyStep, Sideband};
 use super::{
-    BoxedIo, ChannelSpec, OpenError, Opener, ResumeConfig, HANDSHAKE_TIMEOUT, REPLY_TIMEOUT,
+    answer_to_new_stream, BoxedIo, ChannelSpec, OpenError, Opener, ResumeConfig, HANDSHAKE_TIMEOUT,
+    REPLY_TIMEOUT,
 };
 use crate::budget::Budgets;
 use crate::pipe::{Carried, CloseReason, Counters};
@@ -90,8 +91,9 @@ pub struct Opened {
     key: StreamKey,
     spec: ChannelSpec,
     channel: BoxedIo,
-    /// The peer's reply is still to come, first on the channel (see [`FirstBytes::WithHello`]).
-    reply_due: bool,
+    /// Where the reply stands: settled, or still to come first on the channel
+    /// ([`FirstBytes::WithHello`]).
+    reply: ReplyStep,
 }
 
 /// When a new stream's first bytes may follow its hello.
@@ -246,41 +248,29 @@ impl Registry {
             id: rand::random(),
             secret: rand::random(),
         };
-        if first == FirstBytes::WithHello {
-            // Bounded like the handshake: a peer that takes no data holds no task forever.
-            let hello = Hello::New(key).encode();
-            return match tokio::time::timeout(HANDSHAKE_TIMEOUT, channel.write_all(&hello)).await {
-                Ok(Ok(())) => Ok(Opened {
-                    registry: self.clone(),
-                    key,
-                    spec,
-                    channel,
-                    reply_due: true,
-                }),
-                Ok(Err(e)) => Err(OpenError::Handshake(e.to_string())),
-                Err(_) => Err(OpenError::Handshake("hello not taken in time".into())),
-            };
-        }
         let handshake = async {
             channel.write_all(&Hello::New(key).encode()).await?;
-            Reply::read(&mut channel).await
+            match first {
+                FirstBytes::WithHello => Ok(None),
+                FirstBytes::AfterReply => Reply::read(&mut channel).await.map(Some),
+            }
         };
         let reply = match tokio::time::timeout(REPLY_TIMEOUT, handshake).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(OpenError::Handshake(e.to_string())),
             Err(_) => return Err(OpenError::Handshake("no reply in time".into())),
         };
-        match reply {
-            Reply::Ok { received: 0 } => Ok(Opened {
-                registry: self.clone(),
-                key,
-                spec,
-                channel,
-                reply_due: false,
-            }),
-            Reply::ConnectFailed(reason) => Err(OpenError::ConnectFailed(reason)),
-            other => Err(OpenError::Handshake(format!("unexpected reply {other:?}"))),
-        }
+        let reply = match reply {
+            None => ReplyStep::Due,
+            Some(reply) => answer_to_new_stream(reply).map(|()| ReplyStep::Settled)?,
+        };
+        Ok(Opened {
+            registry: self.clone(),
+            key,
+            spec,
+            channel,
+            reply,
+        })
     }
 
     /// Serves a channel the peer opened: a new stream (dial with `dial`, then reply) or a
@@ -643,11 +633,7 @@ impl Opened {
         let first = Attachment {
             channel: self.channel,
             peer_received: 0,
-            reply: if self.reply_due {
-                ReplyStep::Due
-            } else {
-                ReplyStep::Settled
-            },
+            reply: self.reply,
         };
         self.registry.spawn(
             self.key,

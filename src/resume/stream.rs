@@ -46,11 +46,9 @@ async fn sideband_offered(sideband: &Option<Sideband>) {
 async fn read_new_stream_reply<C: tokio::io::AsyncRead>(ch_r: &mut ReadHalf<C>) -> Option<Outcome> {
     let handshake = |why: String| Some(Outcome::OpenFailed(OpenError::Handshake(why)));
     match tokio::time::timeout(super::REPLY_TIMEOUT, Reply::read(ch_r)).await {
-        Ok(Ok(Reply::Ok { received: 0 })) => None,
-        Ok(Ok(Reply::ConnectFailed(reason))) => {
-            Some(Outcome::OpenFailed(OpenError::ConnectFailed(reason)))
-        }
-        Ok(Ok(other)) => handshake(format!("unexpected reply {other:?}")),
+        Ok(Ok(reply)) => super::answer_to_new_stream(reply)
+            .err()
+            .map(Outcome::OpenFailed),
         Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => handshake(e.to_string()),
         // The channel went before the reply (the link dropped while the peer dialled): a
         // re-attach asks whether the stream exists.

@@ -235,8 +235,8 @@ impl Pair {
         };
         let channel = opener.open(spec.clone()).await.unwrap();
         // As -L opens them: its first bytes go right behind the hello.
-        let opened = self.client.open(channel, spec, FirstBytes::WithHello).await;
-        let opened = opened.unwrap();
+        let first = FirstBytes::WithHello;
+        let opened = self.client.open(channel, spec, first).await.unwrap();
         let (app, local) = tokio::io::duplex(64 * 1024);
         opened.run(Box::new(local), Arc::new(Counters::default()), ());
         app
